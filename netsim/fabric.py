@@ -1,0 +1,274 @@
+"""The cluster fabric: an underlay LAN with nodes and external hosts on it.
+
+Reads like the picture::
+
+    c = Cluster("demo")
+    c.add_node("control-plane", role="control-plane")
+    c.add_node("worker1")
+    c.add_host("client")
+    c.up()
+    c.ping_all()          # {(src, dst): rtt_ms or None}
+    c.down()
+
+The underlay is a bridge in a namespace of its own (it plays the physical LAN and its
+router); each node or host is a namespace whose ``eth0`` is a veth into that bridge.
+Nothing is created in the host's own namespace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from netsim import kernel, names, state
+from netsim.ping import ping
+from netsim.scenario import Scenario, gateway_of
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Member:
+    """A namespace on the underlay: a node, or an external host that is not part of the cluster."""
+
+    name: str
+    kind: str  # "node" or "host"
+    ip: str
+    netns: str
+    uplink: str  # this member's veth end inside the underlay namespace
+    role: str | None = None  # nodes only: "control-plane" or "worker"
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def plan_addresses(subnet: ipaddress.IPv4Network, nodes: list[tuple[str, str | None]],
+                   hosts: list[tuple[str, str | None]]) -> dict[str, str]:
+    """Underlay address of every member.  Explicit addresses are kept; nodes then fill upward
+    from after the gateway and hosts downward from the top, so adding a node never renumbers
+    a host."""
+    taken = {ipaddress.IPv4Address(ip) for _, ip in nodes + hosts if ip}
+    taken.add(gateway_of(subnet))
+    out: dict[str, str] = {}
+    ascending = (a for a in subnet.hosts() if a not in taken)
+    for name, ip in nodes:
+        out[name] = ip or str(next(ascending))
+        taken.add(ipaddress.IPv4Address(out[name]))
+    descending = (a for a in reversed(list(subnet.hosts())) if a not in taken)
+    for name, ip in hosts:
+        out[name] = ip or str(next(descending))
+    return out
+
+
+class Cluster:
+    def __init__(self, name: str = "netsim", underlay: str = "192.168.56.0/24", mtu: int = 1500,
+                 scenario: Scenario | None = None, source: str | None = None):
+        if not names.DNS_LABEL.match(name) or len(name) > names.CLUSTER_NAME_MAX:
+            raise ValueError(f"cluster name {name!r} must be a DNS label of at most "
+                             f"{names.CLUSTER_NAME_MAX} characters")
+        self.name = name
+        self.subnet = ipaddress.IPv4Network(underlay)
+        self.mtu = mtu
+        self.scenario = scenario
+        self.source = source
+        self._wanted: list[tuple[str, str, str | None, str | None, dict]] = []  # name, kind, ip, role, labels
+        self.members: dict[str, Member] = {}
+        self._handles: dict[str, kernel.Namespace] = {}
+        self.phase: str | None = None
+
+    # -- building the picture -------------------------------------------------------------
+    @classmethod
+    def from_scenario(cls, scenario: Scenario, name: str | None = None, source: str | None = None) -> Cluster:
+        net = scenario.networking
+        c = cls(name or scenario.name, str(net.underlaySubnet), net.underlayMTU, scenario, source)
+        for n in scenario.nodes:
+            c.add_node(n.name, role=n.role, ip=str(n.ip) if n.ip else None, labels=n.labels)
+        for h in scenario.externalHosts:
+            c.add_host(h.name, ip=str(h.ip) if h.ip else None)
+        return c
+
+    def add_node(self, name: str, role: str = "worker", ip: str | None = None,
+                 labels: dict | None = None) -> Member:
+        self._wanted.append((name, "node", ip, role, labels or {}))
+        return self._replan()[name]
+
+    def add_host(self, name: str, ip: str | None = None) -> Member:
+        self._wanted.append((name, "host", ip, None, {}))
+        return self._replan()[name]
+
+    def _replan(self) -> dict[str, Member]:
+        if len({w[0] for w in self._wanted}) != len(self._wanted):
+            dup = self._wanted.pop()[0]
+            raise ValueError(f"{dup!r} is already a member of cluster {self.name}")
+        ips = plan_addresses(self.subnet, [(w[0], w[2]) for w in self._wanted if w[1] == "node"],
+                             [(w[0], w[2]) for w in self._wanted if w[1] == "host"])
+        self.members = {
+            n: Member(name=n, kind=kind, ip=ips[n], netns=names.netns_name(self.name, n),
+                      uplink=names.ifname(n), role=role, labels=labels)
+            for n, kind, _ip, role, labels in self._wanted
+        }
+        return self.members
+
+    @property
+    def gateway(self) -> str:
+        return str(gateway_of(self.subnet))
+
+    @property
+    def underlay_netns(self) -> str:
+        return names.netns_name(self.name, names.UNDERLAY_MEMBER)
+
+    def nodes(self) -> list[Member]:
+        return [m for m in self.members.values() if m.kind == "node"]
+
+    def hosts(self) -> list[Member]:
+        return [m for m in self.members.values() if m.kind == "host"]
+
+    # -- realising it -----------------------------------------------------------------------
+    def up(self, progress: Progress = lambda _msg: None) -> dict:
+        """Converge the kernel to this cluster: create what is missing, remove members that are
+        no longer wanted.  Safe to run on a cluster that is already up.  Any failure (or
+        SIGINT/SIGTERM, which the CLI turns into KeyboardInterrupt) removes what this call made."""
+        with state.state_lock():
+            fresh = not kernel.netns_exists(self.underlay_netns)
+            self._save_state("creating")
+            created: list[str] = []
+            try:
+                timings = self._converge(created, progress)
+            except BaseException:
+                progress("failed: rolling back")
+                self._close_handles()
+                if fresh:
+                    teardown(self.name)
+                else:
+                    kernel.kill_processes_in(created)
+                    for ns in created:
+                        kernel.delete_netns(ns)
+                    self._save_state("up")
+                raise
+            finally:
+                self._close_handles()
+            self._save_state("up")
+            return timings
+
+    def _converge(self, created: list[str], progress: Progress) -> dict:
+        t0 = time.perf_counter()
+        kernel.ensure_netns_dir()
+        lan = self._namespace(self.underlay_netns, created)
+        self._ensure_underlay(lan)
+        progress(f"underlay {self.subnet} ready (bridge {names.UNDERLAY_BRIDGE}, gateway {self.gateway})")
+        t1 = time.perf_counter()
+        existing_uplinks = lan.links()
+        for m in self.members.values():
+            ns = self._namespace(m.netns, created)
+            if m.uplink not in existing_uplinks:
+                lan.add_veth(m.uplink, names.NODE_UPLINK, ns, self.mtu)
+                lan.set_link(m.uplink, master=names.UNDERLAY_BRIDGE, up=True)
+            self._ensure_member(ns, m, fresh=m.netns in created)
+        progress(f"{_count(self.nodes(), 'node')} and {_count(self.hosts(), 'external host')} on the underlay")
+        t2 = time.perf_counter()
+        stale = [ns for ns in kernel.list_netns(names.cluster_prefix(self.name))
+                 if ns != self.underlay_netns and ns not in {m.netns for m in self.members.values()}]
+        if stale:
+            self._remove_namespaces(stale)
+            progress(f"removed {len(stale)} members no longer in the scenario")
+        return {"underlay_s": t1 - t0, "members_s": t2 - t1, "total_s": time.perf_counter() - t0}
+
+    def _namespace(self, netns: str, created: list[str]) -> kernel.Namespace:
+        if netns not in self._handles:
+            if kernel.netns_exists(netns):
+                self._handles[netns] = kernel.Namespace.open(netns)
+            else:
+                # A bare file (a killed `up` between creat and mount) is not a namespace.
+                kernel.delete_netns(netns)
+                self._handles[netns] = kernel.Namespace.create(netns)
+                created.append(netns)
+        return self._handles[netns]
+
+    def _ensure_underlay(self, lan: kernel.Namespace) -> None:
+        links = lan.links()
+        if names.UNDERLAY_BRIDGE not in links:
+            lan.add_bridge(names.UNDERLAY_BRIDGE, self.mtu)
+        lan.set_link("lo", up=True)
+        lan.set_link(names.UNDERLAY_BRIDGE, up=True)
+        lan.add_address(names.UNDERLAY_BRIDGE, f"{self.gateway}/{self.subnet.prefixlen}")
+        # The underlay's router forwards between the LAN and the load-balancer routes later
+        # issues add; it is a namespace of its own, so this never touches the host.
+        lan.sysctl("net.ipv4.ip_forward", 1)
+
+    def _ensure_member(self, ns: kernel.Namespace, m: Member, fresh: bool) -> None:
+        if fresh or not ns.links()["lo"]["up"]:
+            ns.set_link("lo", up=True)
+        ns.add_address(names.NODE_UPLINK, f"{m.ip}/{self.subnet.prefixlen}")
+        ns.set_link(names.NODE_UPLINK, up=True)
+        ns.replace_route("default", gateway=self.gateway)
+        if m.kind == "node":
+            ns.sysctl("net.ipv4.ip_forward", 1)
+
+    def _close_handles(self) -> None:
+        for h in self._handles.values():
+            with contextlib.suppress(Exception):
+                h.close()
+        self._handles.clear()
+
+    def _save_state(self, phase: str) -> None:
+        state.write_state(self.name, {
+            "name": self.name,
+            "phase": phase,
+            "source": self.source,
+            "underlay": {"subnet": str(self.subnet), "gateway": self.gateway, "mtu": self.mtu,
+                         "netns": self.underlay_netns, "bridge": names.UNDERLAY_BRIDGE},
+            "members": [asdict(m) for m in self.members.values()],
+            "scenario": self.scenario.model_dump(mode="json", by_alias=True) if self.scenario else None,
+            "updated": time.time(),
+        })
+
+    # -- taking it away -------------------------------------------------------------------
+    def down(self) -> list[str]:
+        with state.state_lock():
+            return teardown(self.name)
+
+    def _remove_namespaces(self, netns: list[str]) -> None:
+        kernel.kill_processes_in(netns)
+        for ns in netns:
+            kernel.delete_netns(ns)
+
+    # -- looking at it ---------------------------------------------------------------------
+    def ping(self, src: str, dst: str, timeout: float = 1.0) -> float | None:
+        """RTT in ms from member ``src`` to member or address ``dst``, or None."""
+        target = self.members[dst].ip if dst in self.members else dst
+        return ping(self.members[src].netns, target, timeout)
+
+    def ping_all(self, timeout: float = 1.0) -> dict[tuple[str, str], float | None]:
+        return {(a, b): self.ping(a, b, timeout)
+                for a in self.members for b in self.members if a != b}
+
+
+def _count(items: list, noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
+def teardown(cluster: str) -> list[str]:
+    """Remove everything of ``cluster``: processes in its namespaces, the namespaces (and with
+    them every link, address, route and rule inside), and its state.  Works from the kernel's
+    view, not only the state file, so it also cleans up after a killed `up`."""
+    netns = kernel.list_netns(names.cluster_prefix(cluster))
+    kernel.kill_processes_in(netns)
+    for ns in netns:
+        kernel.delete_netns(ns)
+    state.remove_state(cluster)
+    state.remove_state_root_if_empty()
+    return netns
+
+
+def load_cluster(cluster: str) -> Cluster | None:
+    """Rebuild the picture of a running cluster from its state file."""
+    st = state.read_state(cluster)
+    if st is None:
+        return None
+    c = Cluster(st["name"], st["underlay"]["subnet"], st["underlay"]["mtu"], source=st.get("source"))
+    for m in st["members"]:
+        c._wanted.append((m["name"], m["kind"], m["ip"], m.get("role"), m.get("labels") or {}))
+    c._replan()
+    c.phase = st["phase"]
+    return c

@@ -1,0 +1,51 @@
+"""How netsim names what it creates on the host.
+
+Everything a cluster owns lives in network namespaces called ``nsim.<cluster>.<member>``.
+Cluster names are DNS labels, so they never contain a dot: the prefix ``nsim.<cluster>.``
+therefore matches exactly one cluster's namespaces, and a sweep by prefix cannot touch
+another cluster's (``a`` vs ``a-b``) or anything the host made itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+NETNS_ROOT = "nsim"
+IFNAMSIZ = 15  # the kernel's limit, without the trailing NUL
+
+# Member names that cannot collide with a node or host name: DNS labels have no "_".
+UNDERLAY_MEMBER = "_underlay"
+UNDERLAY_BRIDGE = "br-underlay"
+NODE_UPLINK = "eth0"
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+CLUSTER_NAME_MAX = 40
+
+
+def cluster_prefix(cluster: str) -> str:
+    return f"{NETNS_ROOT}.{cluster}."
+
+
+def netns_name(cluster: str, member: str) -> str:
+    return cluster_prefix(cluster) + member
+
+
+def cluster_of_netns(netns: str) -> str | None:
+    """The cluster a namespace belongs to, or None if netsim did not name it."""
+    parts = netns.split(".", 2)
+    if len(parts) == 3 and parts[0] == NETNS_ROOT and DNS_LABEL.match(parts[1]):
+        return parts[1]
+    return None
+
+
+def short_hash(text: str, length: int = 4) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def ifname(base: str) -> str:
+    """A valid interface name for ``base``: itself when it fits, else a truncation made unique
+    by a hash of the whole name (so two long names sharing a start still differ)."""
+    if len(base) <= IFNAMSIZ:
+        return base
+    return f"{base[:IFNAMSIZ - 5]}-{short_hash(base)}"
