@@ -240,15 +240,13 @@ def _target_netns(c: fabric.Cluster, target: str) -> str:
     return m.netns
 
 
-@app.command(name="exec", context_settings={"allow_interspersed_args": False})
+@app.command(name="exec")
 def exec_(
     target: Annotated[str, typer.Argument(help="node/NAME or host/NAME.")],
     command: Annotated[list[str], typer.Argument(help="Command and its arguments, after --.")],
     cluster: ClusterOpt = None,
 ) -> None:
     """Run a command inside a node's or external host's network namespace."""
-    if command[:1] == ["--"]:  # click keeps the separator once interspersed args are off
-        command = command[1:]
     if not command:
         raise err("error: give the command after --, e.g. netsim exec node/worker1 -- ip route", 2)
     require_root("exec")

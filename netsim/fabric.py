@@ -170,6 +170,11 @@ class Cluster:
         stale = [ns for ns in kernel.list_netns(names.cluster_prefix(self.name))
                  if ns != self.underlay_netns and ns not in {m.netns for m in self.members.values()}]
         if stale:
+            # Namespaces are freed asynchronously; cut their uplinks now so the underlay
+            # forgets them before `up` returns.
+            prefix = names.cluster_prefix(self.name)
+            for ns in stale:
+                lan.delete_link(names.ifname(ns.removeprefix(prefix)))
             self._remove_namespaces(stale)
             progress(f"removed {len(stale)} members no longer in the scenario")
         return {"underlay_s": t1 - t0, "members_s": t2 - t1, "total_s": time.perf_counter() - t0}

@@ -188,6 +188,13 @@ class Namespace:
         finally:
             os.close(fd)
 
+    def delete_link(self, ifname: str) -> None:
+        """Delete a link if present; deleting one veth end takes its peer with it at once."""
+        found = self.ipr.link_lookup(ifname=ifname)
+        if found:
+            self.ipr.link("del", index=found[0])
+        self._index.pop(ifname, None)
+
     def set_link(self, ifname: str, *, up: bool | None = None, master: str | None = None,
                  mtu: int | None = None) -> None:
         attrs: dict = {}

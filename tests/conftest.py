@@ -1,0 +1,88 @@
+import itertools
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from netsim import kernel, names
+from netsim.fabric import Cluster, teardown
+
+REPO = Path(__file__).resolve().parent.parent
+_serial = itertools.count()
+
+
+def pytest_configure(config):
+    if os.geteuid() != 0:
+        pytest.exit("netsim's tests create real namespaces and links: run them as root (sudo make test)", 1)
+
+
+def unique_name(tag: str = "t") -> str:
+    """Cluster names no other run uses, so a leak is always traceable to its test."""
+    return f"{tag}{os.getpid() % 100000}x{next(_serial)}"
+
+
+@pytest.fixture
+def state_dir(tmp_path, monkeypatch):
+    d = tmp_path / "state"
+    monkeypatch.setenv("NETSIM_STATE_DIR", str(d))
+    return d
+
+
+@pytest.fixture
+def make_cluster(state_dir):
+    """Factory for clusters that are always torn down, even when the test fails."""
+    made: list[str] = []
+
+    def make(nodes=("cp", "w1", "w2"), hosts=("client",), name=None, **kw) -> Cluster:
+        c = Cluster(name or unique_name(), **kw)
+        for i, n in enumerate(nodes):
+            c.add_node(n, role="control-plane" if i == 0 else "worker")
+        for h in hosts:
+            c.add_host(h)
+        made.append(c.name)
+        return c
+
+    yield make
+    for name in made:
+        teardown(name)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_leaks():
+    before = set(kernel.list_netns(names.NETNS_ROOT + "."))
+    yield
+    leaked = set(kernel.list_netns(names.NETNS_ROOT + ".")) - before
+    assert not leaked, f"tests leaked namespaces: {sorted(leaked)}"
+
+
+def run_netsim(*args, check=False, env=None, **kw) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "netsim", *args], capture_output=True, text=True,
+                          check=check, env=full_env, cwd=REPO, timeout=120, **kw)
+
+
+def host_snapshot() -> dict[str, str]:
+    """What `up`/`down` must leave as they found it in the host's own namespace."""
+    commands = {
+        "links": ["ip", "-o", "link", "show"],
+        "addresses": ["ip", "-o", "addr", "show"],
+        "routes": ["ip", "route", "show", "table", "all"],
+        "routes6": ["ip", "-6", "route", "show", "table", "all"],
+        "rules": ["ip", "rule", "show"],
+        "iptables": ["iptables-save"],
+        "ip6tables": ["ip6tables-save"],
+        "nft": ["nft", "list", "ruleset"],
+    }
+    snap = {}
+    for key, cmd in commands.items():
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        if key in ("iptables", "ip6tables"):
+            out = "\n".join(re.sub(r"\[\d+:\d+\]", "", line) for line in out.splitlines()
+                            if not line.startswith("#"))
+        snap[key] = out
+    with open("/proc/sys/net/ipv4/ip_forward") as f:
+        snap["ip_forward"] = f.read()
+    return snap
