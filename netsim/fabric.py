@@ -165,6 +165,7 @@ class Cluster:
                 lan.add_veth(m.uplink, names.NODE_UPLINK, ns, self.mtu)
                 lan.set_link(m.uplink, master=names.UNDERLAY_BRIDGE, up=True)
             self._ensure_member(ns, m, fresh=m.netns in created)
+        self._wait_operational(lan)
         progress(f"{_count(self.nodes(), 'node')} and {_count(self.hosts(), 'external host')} on the underlay")
         t2 = time.perf_counter()
         stale = [ns for ns in kernel.list_netns(names.cluster_prefix(self.name))
@@ -178,6 +179,23 @@ class Cluster:
             self._remove_namespaces(stale)
             progress(f"removed {len(stale)} members no longer in the scenario")
         return {"underlay_s": t1 - t0, "members_s": t2 - t1, "total_s": time.perf_counter() - t0}
+
+    def _wait_operational(self, lan: kernel.Namespace, timeout: float = 3.0) -> None:
+        """The kernel turns carrier into operstate, and activates the qdisc that lets packets
+        out, from its linkwatch work, up to a second after a link is set up.  Wait for it, so
+        that a cluster that is "up" passes packets."""
+        pending = [(lan, names.UNDERLAY_BRIDGE)]
+        pending += [(lan, m.uplink) for m in self.members.values()]
+        pending += [(self._handles[m.netns], names.NODE_UPLINK) for m in self.members.values()]
+        deadline = time.monotonic() + timeout
+        while True:
+            pending = [(ns, link) for ns, link in pending if ns.operstate(link) != "UP"]
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                stuck = ", ".join(f"{ns.name}/{link}" for ns, link in pending[:5])
+                raise kernel.KernelError(f"links not operational after {timeout}s: {stuck}")
+            time.sleep(0.005)
 
     def _namespace(self, netns: str, created: list[str]) -> kernel.Namespace:
         if netns not in self._handles:

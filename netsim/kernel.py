@@ -171,9 +171,13 @@ class Namespace:
                 "up": bool(msg["flags"] & 1),
                 "mtu": msg.get("IFLA_MTU"),
                 "master": msg.get("IFLA_MASTER"),
+                "operstate": msg.get("IFLA_OPERSTATE"),
             }
             self._index[name] = msg["index"]
         return out
+
+    def operstate(self, ifname: str) -> str:
+        return self.ipr.link("get", index=self.index(ifname))[0].get("IFLA_OPERSTATE")
 
     def add_bridge(self, ifname: str, mtu: int) -> None:
         self.ipr.link("add", ifname=ifname, kind="bridge", mtu=mtu)

@@ -1,0 +1,29 @@
+# `make demo` and `make test` install everything they need first (apt packages, .venv).
+# netsim creates network namespaces, so both run as root; a user gets sudo'd.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+ifneq ($(shell id -u),0)
+demo test bench install:
+	exec sudo $(MAKE) $@
+else
+install:
+	scripts/install-deps.sh
+
+demo: install
+	scripts/demo.sh
+
+test: install
+	.venv/bin/ruff check .
+	.venv/bin/pytest
+
+bench: install
+	.venv/bin/python bench/bringup.py
+endif
+
+help:
+	@echo "make demo   install, bring up scenarios/basic.yaml, show it working, tear it down"
+	@echo "make test   install, run the test suite"
+	@echo "make bench  install, run the benchmarks"
+
+.PHONY: help install demo test bench
