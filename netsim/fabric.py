@@ -29,6 +29,9 @@ from netsim.scenario import Scenario, gateway_of
 
 Progress = Callable[[str], None]
 
+LOOPBACK_INDEX = 1
+FIRST_FREE_INDEX = 2
+
 
 @dataclass
 class Member:
@@ -155,17 +158,18 @@ class Cluster:
         t0 = time.perf_counter()
         kernel.ensure_netns_dir()
         lan = self._namespace(self.underlay_netns, created)
-        self._ensure_underlay(lan)
+        bridge = self._ensure_underlay(lan)
         progress(f"underlay {self.subnet} ready (bridge {names.UNDERLAY_BRIDGE}, gateway {self.gateway})")
         t1 = time.perf_counter()
-        existing_uplinks = lan.links()
-        for m in self.members.values():
-            ns = self._namespace(m.netns, created)
-            if m.uplink not in existing_uplinks:
-                lan.add_veth(m.uplink, names.NODE_UPLINK, ns, self.mtu)
-                lan.set_link(m.uplink, master=names.UNDERLAY_BRIDGE, up=True)
-            self._ensure_member(ns, m, fresh=m.netns in created)
+        uplinks = lan.links()
+        with lan.batch() as attach:
+            for m in self.members.values():
+                self._ensure_member(self._namespace(m.netns, created), m, lan, uplinks, created)
+                link = uplinks.get(m.uplink)
+                if not link or link["master"] != bridge or not link["up"]:
+                    attach.set_link(m.uplink, master=bridge, up=True)
         self._wait_operational(lan)
+        self._bridge_up(lan, bridge)
         progress(f"{_count(self.nodes(), 'node')} and {_count(self.hosts(), 'external host')} on the underlay")
         t2 = time.perf_counter()
         stale = [ns for ns in kernel.list_netns(names.cluster_prefix(self.name))
@@ -174,28 +178,29 @@ class Cluster:
             # Namespaces are freed asynchronously; cut their uplinks now so the underlay
             # forgets them before `up` returns.
             prefix = names.cluster_prefix(self.name)
-            for ns in stale:
-                lan.delete_link(names.ifname(ns.removeprefix(prefix)))
+            with lan.batch() as cut:
+                for ns in stale:
+                    cut.delete_link(names.ifname(ns.removeprefix(prefix)))
             self._remove_namespaces(stale)
             progress(f"removed {len(stale)} members no longer in the scenario")
         return {"underlay_s": t1 - t0, "members_s": t2 - t1, "total_s": time.perf_counter() - t0}
 
     def _wait_operational(self, lan: kernel.Namespace, timeout: float = 3.0) -> None:
-        """The kernel turns carrier into operstate, and activates the qdisc that lets packets
-        out, from its linkwatch work, up to a second after a link is set up.  Wait for it, so
-        that a cluster that is "up" passes packets."""
-        pending = [(lan, names.UNDERLAY_BRIDGE)]
-        pending += [(lan, m.uplink) for m in self.members.values()]
-        pending += [(self._handles[m.netns], names.NODE_UPLINK) for m in self.members.values()]
-        deadline = time.monotonic() + timeout
-        while True:
-            pending = [(ns, link) for ns, link in pending if ns.operstate(link) != "UP"]
-            if not pending:
-                return
-            if time.monotonic() > deadline:
-                stuck = ", ".join(f"{ns.name}/{link}" for ns, link in pending[:5])
-                raise kernel.KernelError(f"links not operational after {timeout}s: {stuck}")
-            time.sleep(0.005)
+        """The kernel turns a veth's carrier into operstate, and activates the qdisc that lets
+        its packets out, from its linkwatch work, a moment after the link is set up.  Wait for
+        it, so that a cluster that is "up" passes packets."""
+        pending = {lan: {m.uplink for m in self.members.values()}}
+        pending.update({self._handles[m.netns]: {names.NODE_UPLINK} for m in self.members.values()})
+        _wait_links(pending, lambda link: link["operstate"] == "UP", timeout)
+
+    def _bridge_up(self, lan: kernel.Namespace, bridge: int) -> None:
+        """Set the underlay bridge up once its ports are operational: opening it then finds a
+        forwarding port, turns its carrier on and activates its qdisc at once.  Opened empty,
+        its carrier would come on only at linkwatch's next non-urgent run, up to a second
+        later, and until then the gateway address could not answer."""
+        with lan.batch() as b:
+            b.set_link(names.UNDERLAY_BRIDGE, index=bridge, up=True)
+        _wait_links({lan: {names.UNDERLAY_BRIDGE}}, lambda link: link["carrier"], 3.0)
 
     def _namespace(self, netns: str, created: list[str]) -> kernel.Namespace:
         if netns not in self._handles:
@@ -208,23 +213,43 @@ class Cluster:
                 created.append(netns)
         return self._handles[netns]
 
-    def _ensure_underlay(self, lan: kernel.Namespace) -> None:
-        links = lan.links()
-        if names.UNDERLAY_BRIDGE not in links:
-            lan.add_bridge(names.UNDERLAY_BRIDGE, self.mtu)
-        lan.set_link("lo", up=True)
-        lan.set_link(names.UNDERLAY_BRIDGE, up=True)
-        lan.add_address(names.UNDERLAY_BRIDGE, f"{self.gateway}/{self.subnet.prefixlen}")
+    def _ensure_underlay(self, lan: kernel.Namespace) -> int:
+        """Bridge, gateway address and forwarding of the underlay; returns the bridge's index."""
+        if names.UNDERLAY_BRIDGE not in lan.links():
+            with lan.batch() as b:
+                b.add_bridge(names.UNDERLAY_BRIDGE, self.mtu)
+        bridge = lan.index(names.UNDERLAY_BRIDGE)
+        with lan.batch() as b:
+            b.set_link("lo", index=LOOPBACK_INDEX, up=True)
+            b.add_address(bridge, f"{self.gateway}/{self.subnet.prefixlen}")
         # The underlay's router forwards between the LAN and the load-balancer routes later
         # issues add; it is a namespace of its own, so this never touches the host.
         lan.sysctl("net.ipv4.ip_forward", 1)
+        return bridge
 
-    def _ensure_member(self, ns: kernel.Namespace, m: Member, fresh: bool) -> None:
-        if fresh or not ns.links()["lo"]["up"]:
-            ns.set_link("lo", up=True)
-        ns.add_address(names.NODE_UPLINK, f"{m.ip}/{self.subnet.prefixlen}")
-        ns.set_link(names.NODE_UPLINK, up=True)
-        ns.replace_route("default", gateway=self.gateway)
+    def _ensure_member(self, ns: kernel.Namespace, m: Member, lan: kernel.Namespace,
+                       uplinks: dict[str, dict], created: list[str]) -> None:
+        """The member's eth0 (a veth into the underlay), its address and default route, in one
+        batch.  A fresh namespace holds only lo (ifindex 1), so eth0 is created with ifindex 2
+        and the same batch can address it; an existing one is asked."""
+        fresh = m.netns in created
+        eth0 = None if fresh or m.uplink not in uplinks else ns.links().get(names.NODE_UPLINK)
+        if eth0 is None and not fresh:
+            # Half a pair left by a crash: start the pair over.
+            with lan.batch() as cut:
+                cut.delete_link(m.uplink)
+            with ns.batch() as b:
+                b.delete_link(names.NODE_UPLINK)
+                b.add_veth(names.NODE_UPLINK, m.uplink, lan, self.mtu)
+            eth0 = {"index": ns.index(names.NODE_UPLINK)}
+        with ns.batch() as b:
+            if eth0 is None:
+                b.add_veth(names.NODE_UPLINK, m.uplink, lan, self.mtu, index=FIRST_FREE_INDEX)
+                eth0 = {"index": FIRST_FREE_INDEX}
+            b.set_link("lo", index=LOOPBACK_INDEX, up=True)
+            b.set_link(names.NODE_UPLINK, index=eth0["index"], up=True)
+            b.add_address(eth0["index"], f"{m.ip}/{self.subnet.prefixlen}")
+            b.replace_route("default", gateway=self.gateway)
         if m.kind == "node":
             ns.sysctl("net.ipv4.ip_forward", 1)
 
@@ -265,6 +290,24 @@ class Cluster:
     def ping_all(self, timeout: float = 1.0) -> dict[tuple[str, str], float | None]:
         return {(a, b): self.ping(a, b, timeout)
                 for a in self.members for b in self.members if a != b}
+
+
+def _wait_links(pending: dict[kernel.Namespace, set[str]], ready: Callable[[dict], bool],
+                timeout: float) -> None:
+    """Poll until ``ready`` holds for every named link, or fail naming those that never got there."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for ns in list(pending):
+            links = ns.links()
+            pending[ns] = {name for name in pending[ns] if name not in links or not ready(links[name])}
+            if not pending[ns]:
+                del pending[ns]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            stuck = ", ".join(f"{ns.name}/{name}" for ns, names_ in pending.items() for name in names_)
+            raise kernel.KernelError(f"links not operational after {timeout}s: {stuck}")
+        time.sleep(0.002)
 
 
 def _count(items: list, noun: str) -> str:

@@ -121,7 +121,7 @@ def test_a_failure_midway_through_up_removes_what_it_made(state_dir, monkeypatch
     c = Cluster(unique_name())
     for n in ("cp", "w1", "w2", "w3"):
         c.add_node(n, role="control-plane" if n == "cp" else "worker")
-    real_add_veth = kernel.Namespace.add_veth
+    real_add_veth = kernel.Batch.add_veth
     calls = []
 
     def failing_add_veth(self, *args, **kw):
@@ -130,7 +130,7 @@ def test_a_failure_midway_through_up_removes_what_it_made(state_dir, monkeypatch
             raise OSError("injected fault")
         return real_add_veth(self, *args, **kw)
 
-    monkeypatch.setattr(kernel.Namespace, "add_veth", failing_add_veth)
+    monkeypatch.setattr(kernel.Batch, "add_veth", failing_add_veth)
     try:
         with pytest.raises(OSError, match="injected fault"):
             c.up()
