@@ -20,5 +20,5 @@ for ip in $($netsim get nodes -o json -c $cluster |
   $netsim exec host/client -c $cluster -- ping -c 1 -W 2 "$ip" | grep -E "bytes from|100% packet loss"
 done
 echo
-echo "== the host's own namespace holds none of it:"
+echo "== what it is made of: namespaces named nsim.$cluster.* (the host's own links, routes and rules are untouched)"
 ip netns list | grep "^nsim\.$cluster\." || true
