@@ -58,7 +58,8 @@ def plan_addresses(subnet: ipaddress.IPv4Network, nodes: list[tuple[str, str | N
     for name, ip in nodes:
         out[name] = ip or str(next(ascending))
         taken.add(ipaddress.IPv4Address(out[name]))
-    descending = (a for a in reversed(list(subnet.hosts())) if a not in taken)
+    top = subnet.broadcast_address - 1
+    descending = (a for a in (top - i for i in range(subnet.num_addresses - 2)) if a not in taken)
     for name, ip in hosts:
         out[name] = ip or str(next(descending))
     return out
@@ -144,9 +145,7 @@ class Cluster:
                 if fresh:
                     teardown(self.name)
                 else:
-                    kernel.kill_processes_in(created)
-                    for ns in created:
-                        kernel.delete_netns(ns)
+                    kernel.remove_netns(created)
                     self._save_state("up")
                 raise
             finally:
@@ -181,7 +180,7 @@ class Cluster:
             with lan.batch() as cut:
                 for ns in stale:
                     cut.delete_link(names.ifname(ns.removeprefix(prefix)))
-            self._remove_namespaces(stale)
+            kernel.remove_netns(stale)
             progress(f"removed {len(stale)} members no longer in the scenario")
         return {"underlay_s": t1 - t0, "members_s": t2 - t1, "total_s": time.perf_counter() - t0}
 
@@ -276,11 +275,6 @@ class Cluster:
         with state.state_lock():
             return teardown(self.name)
 
-    def _remove_namespaces(self, netns: list[str]) -> None:
-        kernel.kill_processes_in(netns)
-        for ns in netns:
-            kernel.delete_netns(ns)
-
     # -- looking at it ---------------------------------------------------------------------
     def ping(self, src: str, dst: str, timeout: float = 1.0) -> float | None:
         """RTT in ms from member ``src`` to member or address ``dst``, or None."""
@@ -318,13 +312,10 @@ def teardown(cluster: str) -> list[str]:
     """Remove everything of ``cluster``: processes in its namespaces, the namespaces (and with
     them every link, address, route and rule inside), and its state.  Works from the kernel's
     view, not only the state file, so it also cleans up after a killed `up`."""
-    netns = kernel.list_netns(names.cluster_prefix(cluster))
-    kernel.kill_processes_in(netns)
-    for ns in netns:
-        kernel.delete_netns(ns)
+    removed = kernel.remove_netns(kernel.list_netns(names.cluster_prefix(cluster)))
     state.remove_state(cluster)
     state.remove_state_root_if_empty()
-    return netns
+    return removed
 
 
 def load_cluster(cluster: str) -> Cluster | None:
@@ -334,7 +325,9 @@ def load_cluster(cluster: str) -> Cluster | None:
         return None
     c = Cluster(st["name"], st["underlay"]["subnet"], st["underlay"]["mtu"], source=st.get("source"))
     for m in st["members"]:
-        c._wanted.append((m["name"], m["kind"], m["ip"], m.get("role"), m.get("labels") or {}))
-    c._replan()
+        if m["kind"] == "node":
+            c.add_node(m["name"], role=m["role"], ip=m["ip"], labels=m.get("labels"))
+        else:
+            c.add_host(m["name"], ip=m["ip"])
     c.phase = st["phase"]
     return c

@@ -470,3 +470,12 @@ def delete_netns(name: str) -> None:
         _check(-1, f"umount {path}")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+def remove_netns(names: Iterable[str]) -> list[str]:
+    """Remove whole namespaces: first the processes in them, then the namespaces themselves."""
+    names = list(names)
+    kill_processes_in(names)
+    for name in names:
+        delete_netns(name)
+    return names
