@@ -38,14 +38,14 @@ def main() -> None:
         write_s = time.perf_counter() - t0
 
         start = store.revision()
-        sent: dict[int, float] = {}
         lags: list[float] = []
         done = threading.Event()
 
         def watcher() -> None:
             reader = SQLiteStore(store.path, poll_interval=0.001)
             for event in reader.watch("/registry/pods/", after=start, timeout=10):
-                lags.append(time.perf_counter() - sent[event.revision])
+                sent = float(event.object["metadata"]["annotations"]["bench/sent"])
+                lags.append(time.perf_counter() - sent)
                 if len(lags) == args.writes:
                     break
             reader.close()
@@ -55,9 +55,9 @@ def main() -> None:
         thread.start()
         t1 = time.perf_counter()
         for i in range(args.writes):
-            now = time.perf_counter()
-            obj = store.put(f"/registry/pods/default/p{i}", pod(i))
-            sent[int(obj["metadata"]["resourceVersion"])] = now
+            obj = pod(i)
+            obj["metadata"]["annotations"] = {"bench/sent": repr(time.perf_counter())}
+            store.put(f"/registry/pods/default/p{i}", obj)
         done.wait(30)
         watch_s = time.perf_counter() - t1
         thread.join()
