@@ -130,6 +130,17 @@ class SQLiteStore:
         return items, rev
 
     # -- writes -----------------------------------------------------------------------------
+    @staticmethod
+    def _current(db: sqlite3.Connection, key: str, expected_revision: int | None) -> dict:
+        """The stored object, checked against the revision the writer read, if it gave one."""
+        row = db.execute("SELECT value, mod_rev FROM kv WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            raise NotFound(key)
+        if expected_revision is not None and row[1] != expected_revision:
+            raise Conflict(f"{key}: the object has been modified (resourceVersion {row[1]}, "
+                           f"you had {expected_revision}); read it again and retry")
+        return json.loads(row[0])
+
     def create(self, key: str, obj: dict) -> dict:
         with self._write() as db:
             if db.execute("SELECT 1 FROM kv WHERE key = ?", (key,)).fetchone():
@@ -142,12 +153,7 @@ class SQLiteStore:
     def update(self, key: str, obj: dict, expected_revision: int | None = None) -> dict:
         """Replace an object; with ``expected_revision``, only if it is still at that revision."""
         with self._write() as db:
-            row = db.execute("SELECT mod_rev FROM kv WHERE key = ?", (key,)).fetchone()
-            if row is None:
-                raise NotFound(key)
-            if expected_revision is not None and row[0] != expected_revision:
-                raise Conflict(f"{key}: the object has been modified (resourceVersion {row[0]}, "
-                               f"you had {expected_revision}); read it again and retry")
+            self._current(db, key, expected_revision)
             rev, stamped = self._append(db, key, "MODIFIED", obj)
             db.execute("UPDATE kv SET value = ?, mod_rev = ? WHERE key = ?",
                        (json.dumps(stamped, separators=(",", ":")), rev, key))
@@ -165,13 +171,8 @@ class SQLiteStore:
 
     def delete(self, key: str, expected_revision: int | None = None) -> dict:
         with self._write() as db:
-            row = db.execute("SELECT value, mod_rev FROM kv WHERE key = ?", (key,)).fetchone()
-            if row is None:
-                raise NotFound(key)
-            if expected_revision is not None and row[1] != expected_revision:
-                raise Conflict(f"{key}: the object has been modified (resourceVersion {row[1]}, "
-                               f"you had {expected_revision})")
-            _, stamped = self._append(db, key, "DELETED", json.loads(row[0]))
+            current = self._current(db, key, expected_revision)
+            _, stamped = self._append(db, key, "DELETED", current)
             db.execute("DELETE FROM kv WHERE key = ?", (key,))
         return stamped
 
