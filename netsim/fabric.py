@@ -214,10 +214,11 @@ class Cluster:
 
     def _ensure_underlay(self, lan: kernel.Namespace) -> int:
         """Bridge, gateway address and forwarding of the underlay; returns the bridge's index."""
-        if names.UNDERLAY_BRIDGE not in lan.links():
+        bridge = lan.links().get(names.UNDERLAY_BRIDGE, {}).get("index")
+        if bridge is None:
             with lan.batch() as b:
                 b.add_bridge(names.UNDERLAY_BRIDGE, self.mtu)
-        bridge = lan.index(names.UNDERLAY_BRIDGE)
+            bridge = lan.index(names.UNDERLAY_BRIDGE)
         with lan.batch() as b:
             b.set_link("lo", index=LOOPBACK_INDEX, up=True)
             b.add_address(bridge, f"{self.gateway}/{self.subnet.prefixlen}")

@@ -117,6 +117,12 @@ IFF_UP = 0x1
 _NLMSGHDR = struct.Struct("=IHHII")
 
 
+def socket_in(netns: str, family: int, kind: int, proto: int = 0) -> socket.socket:
+    """A socket that lives in namespace ``netns`` (a socket keeps the namespace it was made in)."""
+    with entered(netns_path(netns)):
+        return socket.socket(family, kind, proto)
+
+
 class NetlinkError(OSError):
     pass
 
@@ -170,8 +176,7 @@ class Batch:
                        ("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", {"attrs": peer_attrs})]})]})],
                   f"add veth {ifname} (peer {peer} in {peer_ns.name})")
 
-    def set_link(self, ifname: str, *, index: int = 0, up: bool | None = None, master: int | None = None,
-                 mtu: int | None = None) -> None:
+    def set_link(self, ifname: str, *, index: int = 0, up: bool | None = None, master: int | None = None) -> None:
         """Change a link, named by index or (index 0) by name."""
         ifinfmsg, _, _ = _codec()
         fields: dict = {"index": index}
@@ -180,8 +185,6 @@ class Batch:
         attrs: list = [] if index else [("IFLA_IFNAME", ifname)]
         if master is not None:
             attrs.append(("IFLA_MASTER", master))
-        if mtu is not None:
-            attrs.append(("IFLA_MTU", mtu))
         self._add(ifinfmsg, RTM_NEWLINK, 0, fields, attrs, f"set link {ifname}")
 
     def delete_link(self, ifname: str) -> None:
@@ -198,7 +201,7 @@ class Batch:
                   [("IFA_LOCAL", address), ("IFA_ADDRESS", address)], f"add address {cidr}",
                   allow=(errno.EEXIST,))
 
-    def replace_route(self, dst: str, *, gateway: str | None = None, oif: int | None = None) -> None:
+    def replace_route(self, dst: str, *, gateway: str | None = None) -> None:
         _, _, rtmsg = _codec()
         prefixlen = 0
         attrs: list = []
@@ -207,21 +210,21 @@ class Batch:
             attrs.append(("RTA_DST", network))
         if gateway:
             attrs.append(("RTA_GATEWAY", gateway))
-        if oif:
-            attrs.append(("RTA_OIF", oif))
         self._add(rtmsg, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE,
                   {"family": socket.AF_INET, "dst_len": int(prefixlen), "table": 254, "proto": 4,
                    "scope": 0 if gateway else 253, "type": 1},
                   attrs, f"replace route {dst}")
 
     def commit(self) -> None:
-        try:
-            if self.requests:
-                self.ns.send(self.requests)
-        finally:
-            for fd in self.fds:
-                os.close(fd)
-            self.requests, self.fds = [], []
+        if self.requests:
+            self.ns.send(self.requests)
+        self.requests = []
+
+    def close(self) -> None:
+        """Close the namespace fds that add_veth requests carried, sent or not."""
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
 
 
 class Namespace:
@@ -284,8 +287,7 @@ class Namespace:
             yield b
             b.commit()
         finally:
-            for fd in b.fds:
-                os.close(fd)
+            b.close()
 
     def send(self, requests: list[tuple[object, frozenset[int], str]]) -> None:
         pending: dict[int, tuple[frozenset[int], str]] = {}
@@ -403,11 +405,6 @@ class Namespace:
                     f.write(str(value))
             with open(path) as f:
                 return f.read().strip()
-
-    def socket(self, family: int, kind: int, proto: int = 0) -> socket.socket:
-        """A socket that lives in this namespace (sockets keep the namespace they were made in)."""
-        with entered(self.path):
-            return socket.socket(family, kind, proto)
 
 
 # -- teardown -----------------------------------------------------------------------------

@@ -33,9 +33,7 @@ def ping(netns: str, dst: str, timeout: float = 1.0) -> float | None:
     within ``timeout`` seconds."""
     ident = next(_ids) & 0xFFFF
     payload = struct.pack("!d", time.monotonic()) + b"netsim"
-    with kernel.entered(kernel.netns_path(netns)):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-    with sock:
+    with kernel.socket_in(netns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
         start = time.monotonic()
         try:
             sock.sendto(echo_request(ident, 1, payload), (dst, 0))

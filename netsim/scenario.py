@@ -157,7 +157,7 @@ def _field_path(loc: tuple) -> str:
 def _explain(err: dict, data: Any) -> tuple[str, str]:
     # Pydantic reports a union's failure once per member type (e.g. `manifests.0.str`);
     # keep the user's own path.
-    loc = tuple(p for p in err["loc"] if p not in ("str", "dict[str,any]", "function-after[_members(), ...]"))
+    loc = tuple(p for p in err["loc"] if p not in ("str", "dict[str,any]"))
     path = _field_path(loc)
     field = next((p for p in reversed(loc) if isinstance(p, str)), "")
     if err["type"] == "extra_forbidden":
@@ -234,6 +234,3 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioError(str(path), [(where, f"not valid YAML: {problem}")]) from None
     return parse_scenario(data, str(path), path.parent)
 
-
-def manifest_paths(scenario: Scenario, base_dir: Path) -> list[Path]:
-    return [base_dir / m for m in scenario.manifests if isinstance(m, str)]
