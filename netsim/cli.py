@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -12,10 +11,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 
-from netsim import fabric, kernel, names, state
-from netsim.scenario import ScenarioError, load_scenario
+from netsim import control_plane, fabric, kernel, names, podnet, state
+from netsim.scenario import ScenarioError, load_scenario, manifest_objects
 
 DEFAULT_SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "basic.yaml"
 
@@ -74,17 +72,14 @@ def _raise_interrupt(signum, _frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _unsupported(scenario) -> list[str]:
+def _not_built_yet(scenario) -> list[str]:
     """Scenario fields this version accepts and records but does not act on yet."""
     out = []
-    if scenario.manifests:
-        out.append(f"manifests ({len(scenario.manifests)}): validated, not applied yet "
-                   "(needs the control-plane store)")
     if scenario.expect:
         out.append(f"expect ({len(scenario.expect)}): recorded, `netsim check` is not available yet")
     net = scenario.networking
-    out.append(f"pod network {net.podSubnet} ({net.backend}), service network {net.serviceSubnet} "
-               f"(kube-proxy {net.kubeProxyMode}): recorded, not built yet")
+    out.append(f"overlay between nodes ({net.backend}) and Services (kube-proxy {net.kubeProxyMode}): "
+               "recorded, not built yet; pods reach pods on their own node")
     return out
 
 
@@ -92,32 +87,49 @@ def _unsupported(scenario) -> list[str]:
 def up(
     scenario: Annotated[Path, typer.Argument(help="Scenario file.")] = DEFAULT_SCENARIO,
     name: Annotated[str | None, typer.Option("--name", "-n", help="Cluster name (overrides the file's).")] = None,
+    store: Annotated[str | None, typer.Option(
+        help="Control-plane store: etcd://HOST:PORT[/PREFIX] (default: SQLite in the state directory).")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the agent and the manifests.")] = 120.0,
 ) -> None:
     """Build the cluster a scenario describes (idempotent: converges a cluster that is up)."""
     try:
         scn = load_scenario(scenario)
+        objects = manifest_objects(scn, scenario.resolve().parent)
     except ScenarioError as exc:
         raise err(f"error: {exc}\nnothing was created.", 2) from None
     if name is not None and (not names.DNS_LABEL.match(name) or len(name) > names.CLUSTER_NAME_MAX):
         raise err(f"error: --name {name!r}: use a DNS label (lowercase letters, digits and '-') "
                   f"of at most {names.CLUSTER_NAME_MAX} characters\nnothing was created.", 2)
+    if store is not None and not store.startswith("etcd://"):
+        raise err(f"error: --store {store!r}: use etcd://HOST:PORT[/PREFIX], or leave it out for SQLite"
+                  "\nnothing was created.", 2)
     require_root("up")
-    cluster = fabric.Cluster.from_scenario(scn, name=name, source=str(scenario.resolve()))
+    cluster = fabric.Cluster.from_scenario(scn, name=name, source=str(scenario.resolve()), store=store)
     typer.echo(f"Creating cluster {cluster.name!r} from {scenario} ...", err=True)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_interrupt)
     start = time.perf_counter()
+    fresh = fabric.load_cluster(cluster.name) is None
+    progress = lambda msg: typer.echo(f" ✓ {msg}", err=True)  # noqa: E731
     try:
-        cluster.up(progress=lambda msg: typer.echo(f" ✓ {msg}", err=True))
+        cluster.up(progress=progress)
+        control_plane.start(cluster, scn, objects, timeout, progress)
     except KeyboardInterrupt:
+        if fresh:
+            fabric.teardown(cluster.name)
         raise err("interrupted: everything this run created was removed", 130) from None
     except Exception as exc:
-        raise err(f"error: {exc}\neverything this run created was removed", 1) from None
-    for note in _unsupported(scn):
+        if fresh:
+            fabric.teardown(cluster.name)
+        raise err(f"error: {exc}\n" + ("everything this run created was removed" if fresh else
+                                        "the cluster is left as it was; fix the cause and run up again"), 1) from None
+    for note in _not_built_yet(scn):
         typer.echo(f" · {note}", err=True)
     typer.echo(f"Cluster {cluster.name!r} is up in {time.perf_counter() - start:.2f}s.", err=True)
-    _print_nodes(cluster, Output.table)
-    typer.echo(f"\nTry: netsim exec node/{cluster.nodes()[0].name} -- ip addr", err=True)
+    from netsim.kubectl import get
+    get("nodes", None, None, False, None, Output.table, cluster.name)
+    typer.echo(f"\nTry: netsim get pods -o wide    netsim exec node/{cluster.nodes()[0].name} -- ip addr",
+               err=True)
 
 
 @app.command()
@@ -171,66 +183,22 @@ def _table(rows: list[tuple[str, ...]]) -> None:
         typer.echo("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
-NODE_KINDS = {"nodes", "node", "no"}
-
-
-@app.command()
-def get(
-    kind: Annotated[str, typer.Argument(help="What to list: nodes.")],
-    name: Annotated[str | None, typer.Argument(help="One object by name.")] = None,
-    output: Annotated[Output, typer.Option("--output", "-o", help="table, wide, json or yaml.")] = Output.table,
-    cluster: ClusterOpt = None,
-) -> None:
-    """Show cluster objects, like kubectl get."""
-    if kind not in NODE_KINDS:
-        raise err(f"error: unknown kind {kind!r}; this version knows: nodes", 2)
-    require_root("get")
-    c = _running_cluster(cluster)
-    if name is not None and name not in {n.name for n in c.nodes()}:
-        raise err(f'Error: nodes "{name}" not found in cluster {c.name!r}', 1)
-    _print_nodes(c, output, only=name)
-
-
-def node_object(c: fabric.Cluster, m: fabric.Member, ready: bool) -> dict:
-    labels = {"kubernetes.io/hostname": m.name, "kubernetes.io/os": "linux", **m.labels}
-    if m.role == "control-plane":
-        labels["node-role.kubernetes.io/control-plane"] = ""
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": m.name, "labels": labels,
-                     "annotations": {"netsim.io/netns": m.netns, "netsim.io/underlay-port": m.uplink}},
-        "status": {
-            "addresses": [{"type": "InternalIP", "address": m.ip}, {"type": "Hostname", "address": m.name}],
-            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
-        },
-    }
-
-
-def _print_nodes(c: fabric.Cluster, output: Output, only: str | None = None) -> None:
-    nodes = [m for m in c.nodes() if only is None or m.name == only]
-    ready = {m.name: kernel.netns_exists(m.netns) for m in nodes}
-    if output in (Output.json, Output.yaml):
-        objs = [node_object(c, m, ready[m.name]) for m in nodes]
-        doc = objs[0] if only else {"apiVersion": "v1", "kind": "List", "items": objs}
-        typer.echo(json.dumps(doc, indent=2) if output is Output.json else yaml.safe_dump(doc, sort_keys=False))
-        return
-    header = ("NAME", "STATUS", "ROLES", "INTERNAL-IP")
-    wide = output is Output.wide
-    rows = [header + (("NETNS", "UNDERLAY-PORT") if wide else ())]
-    for m in nodes:
-        row = (m.name, "Ready" if ready[m.name] else "NotReady", m.role or "<none>", m.ip)
-        rows.append(row + ((m.netns, m.uplink) if wide else ()))
-    _table(rows)
-
-
 def _target_netns(c: fabric.Cluster, target: str) -> str:
     kind, _, name = target.partition("/")
     if not name:
         kind, name = "node", kind
+    if kind in ("pod", "pods", "po"):
+        ns, _, pod = name.partition("/")
+        if not pod:
+            ns, pod = "default", ns
+        netns = podnet.pod_netns(c.name, ns, pod)
+        if not kernel.netns_exists(netns):
+            raise err(f"error: pod {ns}/{pod} has no network namespace here (not running, or on another "
+                      "machine's agent); see `netsim get pods -o wide`", 1)
+        return netns
     kinds = {"node": "node", "nodes": "node", "no": "node", "host": "host", "hosts": "host"}
     if kind not in kinds:
-        raise err(f"error: target {target!r}: use node/NAME or host/NAME", 2)
+        raise err(f"error: target {target!r}: use node/NAME, host/NAME or pod/NAMESPACE/NAME", 2)
     m = c.members.get(name)
     if m is None or m.kind != kinds[kind]:
         choices = ", ".join(f"{x.kind}/{x.name}" for x in c.members.values())
@@ -242,11 +210,11 @@ def _target_netns(c: fabric.Cluster, target: str) -> str:
 
 @app.command(name="exec")
 def exec_(
-    target: Annotated[str, typer.Argument(help="node/NAME or host/NAME.")],
+    target: Annotated[str, typer.Argument(help="node/NAME, host/NAME or pod/NAMESPACE/NAME.")],
     command: Annotated[list[str], typer.Argument(help="Command and its arguments, after --.")],
     cluster: ClusterOpt = None,
 ) -> None:
-    """Run a command inside a node's or external host's network namespace."""
+    """Run a host command inside a node's, external host's or pod's network namespace."""
     if not command:
         raise err("error: give the command after --, e.g. netsim exec node/worker1 -- ip route", 2)
     require_root("exec")
@@ -258,6 +226,7 @@ def exec_(
 
 
 def main() -> None:
+    import netsim.kubectl  # noqa: F401  (registers apply, get, delete, describe, probe, agent)
     app()
 
 

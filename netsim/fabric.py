@@ -46,6 +46,17 @@ class Member:
     labels: dict[str, str] = field(default_factory=dict)
 
 
+def store_url_for(cluster: str, store: str | None) -> str:
+    """SQLite in the cluster's state directory by default.  An etcd URL without a key prefix
+    gets ``/netsim/<cluster>``: several clusters can share one etcd, and `down` removes only
+    its own keys."""
+    if not store:
+        return str(state.cluster_dir(cluster) / "store.db")
+    if store.startswith("etcd://") and "/" not in store.removeprefix("etcd://").rstrip("/"):
+        return f"{store.rstrip('/')}/netsim/{cluster}"
+    return store
+
+
 def plan_addresses(subnet: ipaddress.IPv4Network, nodes: list[tuple[str, str | None]],
                    hosts: list[tuple[str, str | None]]) -> dict[str, str]:
     """Underlay address of every member.  Explicit addresses are kept; nodes then fill upward
@@ -67,7 +78,7 @@ def plan_addresses(subnet: ipaddress.IPv4Network, nodes: list[tuple[str, str | N
 
 class Cluster:
     def __init__(self, name: str = "netsim", underlay: str = "192.168.56.0/24", mtu: int = 1500,
-                 scenario: Scenario | None = None, source: str | None = None):
+                 scenario: Scenario | None = None, source: str | None = None, store: str | None = None):
         if not names.DNS_LABEL.match(name) or len(name) > names.CLUSTER_NAME_MAX:
             raise ValueError(f"cluster name {name!r} must be a DNS label of at most "
                              f"{names.CLUSTER_NAME_MAX} characters")
@@ -76,6 +87,8 @@ class Cluster:
         self.mtu = mtu
         self.scenario = scenario
         self.source = source
+        # The control-plane store: SQLite in the state directory unless an etcd URL is given.
+        self.store_url = store_url_for(name, store)
         self._wanted: list[tuple[str, str, str | None, str | None, dict]] = []  # name, kind, ip, role, labels
         self.members: dict[str, Member] = {}
         self._handles: dict[str, kernel.Namespace] = {}
@@ -83,9 +96,10 @@ class Cluster:
 
     # -- building the picture -------------------------------------------------------------
     @classmethod
-    def from_scenario(cls, scenario: Scenario, name: str | None = None, source: str | None = None) -> Cluster:
+    def from_scenario(cls, scenario: Scenario, name: str | None = None, source: str | None = None,
+                      store: str | None = None) -> Cluster:
         net = scenario.networking
-        c = cls(name or scenario.name, str(net.underlaySubnet), net.underlayMTU, scenario, source)
+        c = cls(name or scenario.name, str(net.underlaySubnet), net.underlayMTU, scenario, source, store)
         for n in scenario.nodes:
             c.add_node(n.name, role=n.role, ip=str(n.ip) if n.ip else None, labels=n.labels)
         for h in scenario.externalHosts:
@@ -264,6 +278,7 @@ class Cluster:
             "name": self.name,
             "phase": phase,
             "source": self.source,
+            "store": self.store_url,
             "underlay": {"subnet": str(self.subnet), "gateway": self.gateway, "mtu": self.mtu,
                          "netns": self.underlay_netns, "bridge": names.UNDERLAY_BRIDGE},
             "members": [asdict(m) for m in self.members.values()],
@@ -313,10 +328,30 @@ def teardown(cluster: str) -> list[str]:
     """Remove everything of ``cluster``: processes in its namespaces, the namespaces (and with
     them every link, address, route and rule inside), and its state.  Works from the kernel's
     view, not only the state file, so it also cleans up after a killed `up`."""
+    from netsim import daemon  # agents first, so none re-creates a pod while namespaces go
+    daemon.stop_agents(cluster)
+    st = state.read_state(cluster) or {}
     removed = kernel.remove_netns(kernel.list_netns(names.cluster_prefix(cluster)))
+    if str(st.get("store", "")).startswith("etcd://"):
+        _clear_remote_store(st["store"])
     state.remove_state(cluster)
     state.remove_state_root_if_empty()
     return removed
+
+
+def _clear_remote_store(url: str) -> None:
+    """An etcd store outlives the cluster: remove the cluster's keys from it (the SQLite one
+    goes with the state directory)."""
+    from netsim.store import StoreError, open_store
+    try:
+        store = open_store(url)
+        try:
+            store.delete_prefix("/")
+        finally:
+            store.close()
+    except StoreError as exc:
+        import logging
+        logging.getLogger("netsim.fabric").warning("could not clear store %s: %s", url, exc)
 
 
 def load_cluster(cluster: str) -> Cluster | None:
@@ -324,7 +359,8 @@ def load_cluster(cluster: str) -> Cluster | None:
     st = state.read_state(cluster)
     if st is None:
         return None
-    c = Cluster(st["name"], st["underlay"]["subnet"], st["underlay"]["mtu"], source=st.get("source"))
+    c = Cluster(st["name"], st["underlay"]["subnet"], st["underlay"]["mtu"], source=st.get("source"),
+                store=st.get("store"))
     for m in st["members"]:
         if m["kind"] == "node":
             c.add_node(m["name"], role=m["role"], ip=m["ip"], labels=m.get("labels"))

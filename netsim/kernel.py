@@ -444,14 +444,14 @@ def kill_processes_in(names: Iterable[str], grace: float = 1.0) -> list[int]:
     deadline = time.monotonic() + grace
     while victims and time.monotonic() < deadline:
         time.sleep(0.02)
-        victims = [p for p in victims if _alive(p)]
+        victims = [p for p in victims if process_alive(p)]
     for pid in victims:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     return victims
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().split(") ", 1)[1][:1] != "Z"

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
+from netsim import api
 from netsim.names import CLUSTER_NAME_MAX
 
 API_VERSION = "netsim/v1alpha1"
@@ -208,15 +209,33 @@ def _check_manifests(scenario: Scenario, base_dir: Path | None) -> list[tuple[st
     for i, item in enumerate(scenario.manifests):
         where = f"manifests[{i}]"
         if isinstance(item, dict):
-            for key in ("apiVersion", "kind"):
-                if key not in item:
-                    problems.append((where, f"inline object has no {key!r}; give it apiVersion and kind"))
+            try:
+                api.validate(item, "inline object")
+            except ValueError as exc:
+                problems.append((where, str(exc)))
             continue
         path = Path(item) if base_dir is None else base_dir / item
         if not path.exists():
             problems.append((where, f"{item}: no such file or directory (paths are relative to the "
                                     "scenario file)"))
+            continue
+        try:
+            api.read_manifests(path)
+        except api.ManifestError as exc:
+            problems.append((where, str(exc)))
     return problems
+
+
+def manifest_objects(scenario: Scenario, base_dir: Path | None) -> list[dict]:
+    """The objects the scenario's manifests declare, in order (already validated by load)."""
+    out: list[dict] = []
+    for item in scenario.manifests:
+        if isinstance(item, dict):
+            out.append(api.validate(item, "inline object"))
+        else:
+            path = Path(item) if base_dir is None else base_dir / item
+            out += [o for _, objs in api.read_manifests(path) for o in objs]
+    return out
 
 
 def load_scenario(path: str | Path) -> Scenario:

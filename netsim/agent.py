@@ -1,0 +1,242 @@
+"""The node agent (netsim's kubelet): registers its nodes, realises the pods bound to them and
+writes their status back.  With ``controllers=True`` the same process also runs the
+controller manager and scheduler (the single-machine default that `netsim up` starts).
+
+Every reconciler here is level-triggered: a sync compares the pods the store binds to this
+machine's nodes with the sandboxes the checkpoints and the kernel hold, and fixes the
+difference, so a restart (also after kill -9) converges to the same kernel state.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+from netsim import api, controllers, state
+from netsim.apiserver import now
+from netsim.informer import Cache, Loop
+from netsim.podnet import NodePods
+from netsim.responder import Identity, Responders
+from netsim.store import AlreadyExists, Conflict, NotFound, open_store
+
+log = logging.getLogger("netsim.agent")
+
+READY_ANNOTATION = "netsim.io/ready"
+JOB_RUN_S = 1.0
+
+
+def node_object(member: dict, has_workers: bool) -> dict:
+    labels = {"kubernetes.io/hostname": member["name"], "kubernetes.io/os": "linux",
+              "kubernetes.io/arch": "amd64", **(member.get("labels") or {})}
+    taints = []
+    if member.get("role") == "control-plane":
+        labels["node-role.kubernetes.io/control-plane"] = ""
+        if has_workers:
+            # As kubeadm and kind do; a single-node cluster keeps its control plane schedulable.
+            taints.append({"key": controllers.CONTROL_PLANE_TAINT, "effect": "NoSchedule"})
+    return {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": member["name"], "labels": labels,
+                     "annotations": {"netsim.io/netns": member["netns"]}},
+        "spec": {"taints": taints} if taints else {},
+        "status": {
+            "addresses": [{"type": "InternalIP", "address": member["ip"]},
+                          {"type": "Hostname", "address": member["name"]}],
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                            "message": "netsim agent is posting ready status", "lastTransitionTime": now()}],
+        },
+    }
+
+
+def register_nodes(store, members: list[dict], has_workers: bool) -> None:
+    """Create or refresh the Node objects of this machine's nodes, keeping what controllers
+    set (spec.podCIDR)."""
+    for m in members:
+        want = node_object(m, has_workers)
+        k = api.key("Node", None, m["name"])
+        for _ in range(5):
+            try:
+                have = store.get(k)
+            except NotFound:
+                try:
+                    store.create(k, {**want, "metadata": {**want["metadata"], "uid": os.urandom(8).hex(),
+                                                          "creationTimestamp": now()}})
+                    break
+                except AlreadyExists:
+                    continue
+            spec = {**have.get("spec", {}), **want["spec"]}
+            if not want["spec"]:
+                spec.pop("taints", None)
+            merged = {**have, "metadata": {**have["metadata"], "labels": want["metadata"]["labels"],
+                                           "annotations": want["metadata"]["annotations"]},
+                      "spec": spec, "status": want["status"]}
+            try:
+                store.update(k, merged, int(have["metadata"]["resourceVersion"]))
+                break
+            except (Conflict, NotFound):
+                continue
+
+
+def _is_job_pod(pod: dict) -> bool:
+    return (controllers.controller_of(pod) or {}).get("kind") == "Job"
+
+
+def _ports(pod: dict) -> list[int]:
+    return [p["containerPort"] for c in pod["spec"].get("containers", []) for p in c.get("ports", [])]
+
+
+class Agent:
+    def __init__(self, cluster: str, store_url: str, node_names: list[str] | None = None,
+                 run_controllers: bool = True):
+        st = state.read_state(cluster)
+        if st is None:
+            raise RuntimeError(f"cluster {cluster!r} has no state on this machine; run `netsim up` first")
+        self.cluster = cluster
+        self.store_url = store_url
+        nodes = [m for m in st["members"] if m["kind"] == "node"]
+        self.has_workers = any(m.get("role") != "control-plane" for m in nodes)
+        self.members = [m for m in nodes if node_names is None or m["name"] in node_names]
+        if node_names is not None and len(self.members) != len(node_names):
+            unknown = set(node_names) - {m["name"] for m in self.members}
+            raise RuntimeError(f"no such node(s) in cluster {cluster!r}: {', '.join(sorted(unknown))}")
+        self.run_controllers = run_controllers
+        self.stop = threading.Event()
+        mtu = st["underlay"]["mtu"]
+        base = state.cluster_dir(cluster) / "nodes"
+        self.nodes = {m["name"]: NodePods(cluster, m["name"], m["netns"], Path(base / m["name"]), mtu)
+                      for m in self.members}
+        self.node_ip = {m["name"]: m["ip"] for m in self.members}
+        self.responders: Responders | None = None
+        self.running_since: dict[str, float] = {}
+
+    @property
+    def name(self) -> str:
+        return "agent-" + ",".join(sorted(self.nodes))
+
+    def run(self) -> None:
+        store = open_store(self.store_url)
+        register_nodes(store, self.members, self.has_workers)
+        self.responders = Responders()
+        threads = []
+        if self.run_controllers:
+            loop = Loop(open_store(self.store_url), "controller-manager", controllers.sync, self.stop)
+            threads.append(threading.Thread(target=loop.run, name="controllers", daemon=True))
+        loop = Loop(store, self.name, self.sync, self.stop)
+        threads.append(threading.Thread(target=loop.run, name="pods", daemon=True))
+        for t in threads:
+            t.start()
+        log.info("agent for %s started (store %s, controllers %s)", ", ".join(self.nodes), self.store_url,
+                 self.run_controllers)
+        try:
+            while not self.stop.wait(0.5):
+                if not all(t.is_alive() for t in threads):
+                    log.error("a reconciler thread died; exiting so the agent is restarted")
+                    break
+        finally:
+            self.stop.set()
+            for t in threads:
+                t.join(timeout=5)
+            self.responders.close()
+
+    # -- the pod reconciler --------------------------------------------------------------
+    def sync(self, cache: Cache) -> float | None:
+        retry: float | None = None
+        for node_name, pods_here in self.nodes.items():
+            r = self._sync_node(cache, node_name, pods_here)
+            if r is not None:
+                retry = r if retry is None else min(retry, r)
+        return retry
+
+    def _sync_node(self, cache: Cache, node_name: str, node: NodePods) -> float | None:
+        node_obj = cache.get("Node", None, node_name)
+        cidr = (node_obj or {}).get("spec", {}).get("podCIDR")
+        if not cidr:
+            return 0.2  # the node IPAM controller has not given this node a range yet
+        if node.pod_cidr is None or str(node.pod_cidr) != cidr:
+            node.ensure_bridge(cidr)
+        bound = {f"{p['metadata']['namespace']}/{p['metadata']['name']}": p for p in cache.of_kind("Pod")
+                 if p["spec"].get("nodeName") == node_name}
+        retry = None
+        want: dict[str, dict] = {}
+        for k, p in bound.items():
+            if p["spec"].get("hostNetwork"):
+                continue
+            if controllers.terminating(p) or controllers.pod_phase(p) in ("Succeeded", "Failed"):
+                continue
+            want[k] = p
+        links = node.node_links()
+        stale = [k for k, sb in node.sandboxes.items()
+                 if k not in want or want[k]["metadata"]["uid"] != sb.uid or not node.intact(sb, links)]
+        for k in stale:
+            self.responders.remove(k)
+        node.remove(stale)
+        missing = [k for k in want if k not in node.sandboxes]
+        node.add([(k, want[k]["metadata"]["uid"], *k.split("/", 1)) for k in missing])
+        for k, p in bound.items():
+            if controllers.terminating(p):
+                self.responders.remove(k)
+                if cache.delete(p):
+                    log.info("pod %s deleted", k)
+                continue
+            r = self._pod_status(cache, node_name, node, k, p)
+            if r is not None:
+                retry = r if retry is None else min(retry, r)
+        for k in list(self.running_since):
+            if k not in bound:
+                self.running_since.pop(k)
+        return retry
+
+    def _pod_status(self, cache: Cache, node_name: str, node: NodePods, k: str, p: dict) -> float | None:
+        phase = controllers.pod_phase(p)
+        if phase in ("Succeeded", "Failed"):
+            return None
+        host_ip = self.node_ip[node_name]
+        if p["spec"].get("hostNetwork"):
+            netns, ip = node.node_netns, host_ip
+        else:
+            sb = node.sandboxes[k]
+            netns, ip = sb.netns, sb.ip
+        failed = self.responders.ensure(k, netns, Identity(p["metadata"]["name"], p["metadata"]["namespace"],
+                                                           node_name), _ports(p))
+        retry = None
+        started = self.running_since.setdefault(k, time.monotonic())
+        if _is_job_pod(p) and time.monotonic() - started >= JOB_RUN_S:
+            # netsim runs no container: a Job's pod "runs" for a moment, then completes and
+            # gives its sandbox (and address) back, as a finished pod does.
+            self.responders.remove(k)
+            node.remove([k])
+            phase, ready = "Succeeded", False
+        else:
+            phase = "Running"
+            ready = p["metadata"].get("annotations", {}).get(READY_ANNOTATION, "true") != "false" and not failed
+            if _is_job_pod(p):
+                retry = JOB_RUN_S
+        status = p.get("status", {})
+        cond = "True" if ready else "False"
+        want = {
+            "phase": phase, "hostIP": host_ip, "hostIPs": [{"ip": host_ip}], "podIP": ip, "podIPs": [{"ip": ip}],
+            "startTime": status.get("startTime") or now(),
+            "conditions": [{"type": t, "status": s} for t, s in
+                           (("PodScheduled", "True"), ("Initialized", "True"),
+                            ("ContainersReady", cond), ("Ready", cond))],
+        }
+        if failed:
+            want["message"] = "responder could not listen: " + "; ".join(failed)
+        if any(status.get(f) != v for f, v in want.items()):
+            cache.update({**p, "status": {**status, **want}})
+        return retry
+
+
+def main(cluster: str, store_url: str, nodes: list[str] | None, run_controllers: bool) -> None:
+    agent = Agent(cluster, store_url, nodes, run_controllers)
+
+    def stop(_signum, _frame):
+        agent.stop.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    agent.run()

@@ -1,0 +1,449 @@
+"""Kubernetes objects as netsim keeps them: kinds, store keys, validation and selectors.
+
+Objects stay plain Kubernetes JSON (dicts) everywhere inside netsim.  Pydantic models check
+the fields netsim acts on when a manifest comes in, and let every other field through, so
+ordinary manifests apply unmodified.  A bad document gets a :class:`ManifestError` naming the
+file, the document, the field and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+
+REGISTRY = "/registry/"
+
+
+@dataclass(frozen=True)
+class Kind:
+    kind: str
+    api_version: str
+    plural: str
+    namespaced: bool
+    aliases: tuple[str, ...] = ()
+
+
+KINDS = {k.kind: k for k in [
+    Kind("Namespace", "v1", "namespaces", False, ("ns",)),
+    Kind("Node", "v1", "nodes", False, ("no",)),
+    Kind("Pod", "v1", "pods", True, ("po",)),
+    Kind("Service", "v1", "services", True, ("svc",)),
+    Kind("ConfigMap", "v1", "configmaps", True, ("cm",)),
+    Kind("Deployment", "apps/v1", "deployments", True, ("deploy",)),
+    Kind("ReplicaSet", "apps/v1", "replicasets", True, ("rs",)),
+    Kind("DaemonSet", "apps/v1", "daemonsets", True, ("ds",)),
+    Kind("StatefulSet", "apps/v1", "statefulsets", True, ("sts",)),
+    Kind("Job", "batch/v1", "jobs", True, ()),
+    Kind("EndpointSlice", "discovery.k8s.io/v1", "endpointslices", True, ()),
+    Kind("NetworkPolicy", "networking.k8s.io/v1", "networkpolicies", True, ("netpol",)),
+]}
+BY_PLURAL = {k.plural: k for k in KINDS.values()}
+
+
+def kind_named(word: str) -> Kind | None:
+    """The kind a user typed: `pods`, `pod`, `po`, `Pod`, `deployments.apps` ..."""
+    w = word.split(".", 1)[0].lower()
+    for k in KINDS.values():
+        if w in (k.kind.lower(), k.plural, *k.aliases):
+            return k
+    return None
+
+
+def key(kind: str, namespace: str | None, name: str) -> str:
+    k = KINDS[kind]
+    return f"{REGISTRY}{k.plural}/{namespace}/{name}" if k.namespaced else f"{REGISTRY}{k.plural}/{name}"
+
+
+def prefix(kind: str, namespace: str | None = None) -> str:
+    k = KINDS[kind]
+    if k.namespaced and namespace:
+        return f"{REGISTRY}{k.plural}/{namespace}/"
+    return f"{REGISTRY}{k.plural}/"
+
+
+def kind_of_key(store_key: str) -> str | None:
+    plural = store_key.removeprefix(REGISTRY).split("/", 1)[0]
+    k = BY_PLURAL.get(plural)
+    return k.kind if k else None
+
+
+def key_of(obj: dict) -> str:
+    meta = obj["metadata"]
+    return key(obj["kind"], meta.get("namespace"), meta["name"])
+
+
+def ref(obj: dict) -> str:
+    """How kubectl names an object in messages: pod/web-1 or deployment.apps/web."""
+    meta = obj["metadata"]
+    ns = meta.get("namespace")
+    return f"{obj['kind'].lower()}/{ns + '/' if ns else ''}{meta['name']}"
+
+
+def template_hash(template: dict) -> str:
+    """Stable hash of a pod template, as the Deployment controller's pod-template-hash."""
+    text = json.dumps(template, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+# -- label selectors ---------------------------------------------------------------------------
+
+def selector_matches(selector: dict | None, labels: dict | None) -> bool:
+    """A LabelSelector (matchLabels + matchExpressions).  An empty selector matches everything;
+    None matches nothing (as for a Service without a selector)."""
+    if selector is None:
+        return False
+    labels = labels or {}
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        k, op, values = expr["key"], expr["operator"], expr.get("values") or []
+        if op == "In" and labels.get(k) not in values:
+            return False
+        if op == "NotIn" and k in labels and labels[k] in values:
+            return False
+        if op == "Exists" and k not in labels:
+            return False
+        if op == "DoesNotExist" and k in labels:
+            return False
+    return True
+
+
+def service_selects(service: dict, pod: dict) -> bool:
+    selector = (service.get("spec") or {}).get("selector")
+    if not selector:
+        return False
+    return selector_matches({"matchLabels": selector}, pod["metadata"].get("labels"))
+
+
+# -- validation --------------------------------------------------------------------------------
+
+DNS_LABEL_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DnsLabel = Annotated[str, StringConstraints(pattern=DNS_LABEL_RE, max_length=63)]
+DnsSubdomain = Annotated[str, StringConstraints(pattern=DNS_SUBDOMAIN_RE, max_length=253)]
+PortName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=15)]
+PortNumber = Annotated[int, Field(ge=1, le=65535)]
+Protocol = Literal["TCP", "UDP", "SCTP"]
+
+FIX_HINTS = {
+    "name": "use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit",
+    "namespace": "use a DNS label: lowercase letters, digits and '-'",
+    "containerPort": "use a port number from 1 to 65535",
+    "port": "use a port number from 1 to 65535",
+    "nodePort": "use a port number from 30000 to 32767",
+    "protocol": "use TCP, UDP or SCTP",
+    "targetPort": "use a port number or the name of a container port",
+    "replicas": "use a whole number, 0 or more",
+    "type": "use ClusterIP, NodePort, LoadBalancer or ExternalName",
+    "operator": "use In, NotIn, Exists or DoesNotExist",
+    "restartPolicy": "use Always, OnFailure or Never",
+    "externalTrafficPolicy": "use Cluster or Local",
+    "internalTrafficPolicy": "use Cluster or Local",
+    "sessionAffinity": "use None or ClientIP",
+    "clusterIP": "use an IPv4 address inside the service network, or None for a headless Service",
+}
+
+
+class _Open(BaseModel):
+    """Fields netsim reads are checked; the rest of the Kubernetes schema passes through."""
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class TemplateMeta(_Open):
+    name: DnsSubdomain | None = None
+    generateName: str | None = None
+    namespace: DnsLabel | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class ObjectMeta(TemplateMeta):
+
+    @model_validator(mode="after")
+    def _named(self) -> ObjectMeta:
+        if not self.name and not self.generateName:
+            raise ValueError("name or generateName is required")
+        return self
+
+
+class LabelSelectorRequirement(_Open):
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] = Field(default_factory=list)
+
+
+class LabelSelector(_Open):
+    matchLabels: dict[str, str] = Field(default_factory=dict)
+    matchExpressions: list[LabelSelectorRequirement] = Field(default_factory=list)
+
+
+class ContainerPort(_Open):
+    containerPort: PortNumber
+    name: PortName | None = None
+    protocol: Protocol = "TCP"
+    hostPort: PortNumber | None = None
+
+
+class Container(_Open):
+    name: DnsLabel
+    image: str | None = None
+    command: list[str] = Field(default_factory=list)
+    args: list[str] = Field(default_factory=list)
+    ports: list[ContainerPort] = Field(default_factory=list)
+
+
+class Toleration(_Open):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class PodSpec(_Open):
+    containers: list[Container] = Field(min_length=1)
+    initContainers: list[Container] = Field(default_factory=list)
+    nodeName: str | None = None
+    nodeSelector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    restartPolicy: Literal["Always", "OnFailure", "Never"] = "Always"
+    hostNetwork: bool = False
+    hostname: DnsLabel | None = None
+    subdomain: DnsLabel | None = None
+
+    @model_validator(mode="after")
+    def _unique_port_names(self) -> PodSpec:
+        seen: set[str] = set()
+        for c in self.containers:
+            for p in c.ports:
+                if p.name and p.name in seen:
+                    raise ValueError(f"container port name {p.name!r} is used twice in the pod; "
+                                     "port names must be unique")
+                if p.name:
+                    seen.add(p.name)
+        return self
+
+
+class PodTemplate(_Open):
+    metadata: TemplateMeta | None = None
+    spec: PodSpec
+
+
+class _Workload(_Open):
+    selector: LabelSelector
+    template: PodTemplate
+
+    @model_validator(mode="after")
+    def _selector_matches_template(self) -> _Workload:
+        labels = self.template.metadata.labels if self.template.metadata else {}
+        if not selector_matches(self.selector.model_dump(), labels):
+            raise ValueError("`selector` does not match template `labels`; give the template's "
+                             "metadata.labels the labels the selector asks for")
+        return self
+
+
+class DeploymentSpec(_Workload):
+    replicas: int = Field(1, ge=0)
+
+
+class DaemonSetSpec(_Workload):
+    pass
+
+
+class StatefulSetSpec(_Workload):
+    replicas: int = Field(1, ge=0)
+    serviceName: str | None = None
+    podManagementPolicy: Literal["OrderedReady", "Parallel"] = "OrderedReady"
+
+
+class JobSpec(_Open):
+    template: PodTemplate
+    completions: int = Field(1, ge=0)
+    parallelism: int = Field(1, ge=0)
+    selector: LabelSelector | None = None
+
+    @model_validator(mode="after")
+    def _restart_policy(self) -> JobSpec:
+        if self.template.spec.restartPolicy == "Always":
+            raise ValueError("spec.template.spec.restartPolicy: a Job's pods need restartPolicy "
+                             "Never or OnFailure")
+        return self
+
+
+class ServicePort(_Open):
+    name: PortName | None = None
+    port: PortNumber
+    targetPort: PortNumber | PortName | None = None
+    nodePort: Annotated[int, Field(ge=30000, le=32767)] | None = None
+    protocol: Protocol = "TCP"
+
+
+class ServiceSpec(_Open):
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"] = "ClusterIP"
+    selector: dict[str, str] | None = None
+    ports: list[ServicePort] = Field(default_factory=list)
+    clusterIP: str | None = None
+    externalIPs: list[ipaddress.IPv4Address] = Field(default_factory=list)
+    externalName: str | None = None
+    sessionAffinity: Literal["None", "ClientIP"] = "None"
+    externalTrafficPolicy: Literal["Cluster", "Local"] | None = None
+    internalTrafficPolicy: Literal["Cluster", "Local"] | None = None
+    loadBalancerSourceRanges: list[ipaddress.IPv4Network] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _ports(self) -> ServiceSpec:
+        if len(self.ports) > 1:
+            names = [p.name for p in self.ports]
+            if any(n is None for n in names):
+                raise ValueError("ports: every port needs a name when a Service has more than one")
+            if len(set(names)) != len(names):
+                raise ValueError("ports: port names must be unique")
+        if self.type != "ExternalName" and not self.ports and self.clusterIP != "None":
+            raise ValueError("ports: a Service needs at least one port (or clusterIP: None)")
+        if self.clusterIP not in (None, "", "None"):
+            try:
+                ipaddress.IPv4Address(self.clusterIP)
+            except ValueError:
+                raise ValueError(f"clusterIP {self.clusterIP!r} is not an IPv4 address or None") from None
+        return self
+
+
+class NetworkPolicySpec(_Open):
+    podSelector: LabelSelector
+    policyTypes: list[Literal["Ingress", "Egress"]] = Field(default_factory=list)
+
+
+class _Object(_Open):
+    apiVersion: str
+    kind: str
+    metadata: ObjectMeta
+
+
+class Pod(_Object):
+    spec: PodSpec
+
+
+class Deployment(_Object):
+    spec: DeploymentSpec
+
+
+class ReplicaSet(_Object):
+    spec: DeploymentSpec
+
+
+class DaemonSet(_Object):
+    spec: DaemonSetSpec
+
+
+class StatefulSet(_Object):
+    spec: StatefulSetSpec
+
+
+class Job(_Object):
+    spec: JobSpec
+
+
+class Service(_Object):
+    spec: ServiceSpec
+
+
+class NetworkPolicy(_Object):
+    spec: NetworkPolicySpec
+
+
+class ConfigMap(_Object):
+    data: dict[str, str] = Field(default_factory=dict)
+
+
+MODELS: dict[str, type[_Object]] = {
+    "Pod": Pod, "Deployment": Deployment, "ReplicaSet": ReplicaSet, "DaemonSet": DaemonSet,
+    "StatefulSet": StatefulSet, "Job": Job, "Service": Service, "NetworkPolicy": NetworkPolicy,
+    "ConfigMap": ConfigMap,
+}
+
+
+class ManifestError(ValueError):
+    """Everything wrong with a manifest file, each problem with its document and field."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + ("\n  ".join([""] + problems) if len(problems) > 1 else problems[0]))
+
+
+def _problem(err: dict) -> str:
+    path = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-after", "union")))
+    msg = err["msg"].removeprefix("Value error, ")
+    field = next((str(p) for p in reversed(err["loc"]) if isinstance(p, str) and p in FIX_HINTS), None)
+    out = f"{path}: {msg}" if path else msg
+    if field and err["type"] != "value_error":
+        out += f"; fix: {FIX_HINTS[field]}"
+    return out
+
+
+def validate(doc: Any, where: str) -> dict:
+    """Check one document; returns it as a plain dict with namespace defaults left to the API."""
+    if not isinstance(doc, dict):
+        raise ValueError(f"{where}: expected a Kubernetes object (a mapping), got {type(doc).__name__}")
+    kind = doc.get("kind")
+    if not kind or not doc.get("apiVersion"):
+        missing = "kind" if not kind else "apiVersion"
+        raise ValueError(f"{where}: {missing} is missing; every document needs apiVersion and kind")
+    if kind not in KINDS:
+        known = ", ".join(sorted(KINDS))
+        raise ValueError(f"{where}: kind {kind!r} is not known to netsim; it knows: {known}")
+    want = KINDS[kind].api_version
+    if doc["apiVersion"] != want:
+        raise ValueError(f"{where}: apiVersion {doc['apiVersion']!r} for {kind}; fix: use {want!r}")
+    where = f"{where} ({kind} {(doc.get('metadata') or {}).get('name', '?')})"
+    model = MODELS.get(kind, _Object)
+    try:
+        model.model_validate(doc)
+    except ValidationError as exc:
+        raise ValueError("; ".join(f"{where}: {_problem(e)}" for e in exc.errors())) from None
+    if not KINDS[kind].namespaced and doc["metadata"].get("namespace"):
+        raise ValueError(f"{where}: metadata.namespace: {kind} is not namespaced; remove the field")
+    return json.loads(json.dumps(doc))
+
+
+def parse_manifests(text: str, source: str) -> list[dict]:
+    """Every object in a (multi-document) YAML or JSON text, all validated: one bad document
+    fails the whole file, so nothing of it is half-applied."""
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise ManifestError(source, [f"not valid YAML: {exc}"]) from None
+    objects, problems = [], []
+    for i, doc in enumerate(docs, 1):
+        where = f"document {i}"
+        items = doc.get("items") or [] if isinstance(doc, dict) and doc.get("kind") == "List" else [doc]
+        for j, item in enumerate(items):
+            try:
+                objects.append(validate(item, where if len(items) == 1 else f"{where} item {j}"))
+            except ValueError as exc:
+                problems.append(str(exc))
+    if problems:
+        raise ManifestError(source, problems)
+    return objects
+
+
+def read_manifests(path: str | Path) -> list[tuple[str, list[dict]]]:
+    """(source, objects) for a file, every .yaml/.yml/.json in a directory (sorted), or '-'."""
+    import sys
+    if str(path) == "-":
+        return [("<stdin>", parse_manifests(sys.stdin.read(), "<stdin>"))]
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix in (".yaml", ".yml", ".json"))
+    elif p.exists():
+        files = [p]
+    else:
+        raise ManifestError(str(path), ["no such file or directory"])
+    return [(str(f), parse_manifests(f.read_text(), str(f))) for f in files]

@@ -1,0 +1,66 @@
+"""Bringing up a cluster's control plane after its fabric: the store, the agent, the manifests."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+
+from netsim import api, apiserver, daemon, fabric, informer
+from netsim.scenario import Scenario
+from netsim.store import NotFound, open_store
+
+
+def start(cluster: fabric.Cluster, scenario: Scenario | None, objects: list[dict], timeout: float,
+          progress: Callable[[str], None] = lambda _m: None) -> None:
+    store = open_store(cluster.store_url)
+    try:
+        net = scenario.networking if scenario else None
+        config = apiserver.ClusterConfig() if net is None else apiserver.ClusterConfig(
+            str(net.podSubnet), str(net.serviceSubnet),
+            load_balancer_pool=str(net.loadBalancerPool) if net.loadBalancerPool else None)
+        apiserver.bootstrap(store, config)
+        wanted = {m.name for m in cluster.nodes()}
+        registered = {n["metadata"]["name"] for n in store.list(api.prefix("Node"))[0]}
+        for gone in registered - wanted:
+            with contextlib.suppress(NotFound):
+                store.delete(api.key("Node", None, gone))
+        if daemon.agent_pids(cluster.name) and registered != wanted:
+            daemon.stop_agents(cluster.name)  # it knows the old set of nodes
+        if not daemon.agent_pids(cluster.name):
+            daemon.start_agent(cluster.name, cluster.store_url)
+        _wait_nodes(store, wanted, timeout)
+        progress(f"control plane: store {_describe(cluster.store_url)}, agent and controllers running, "
+                 f"{len(wanted)} nodes registered")
+        if objects:
+            results = apiserver.apply(store, objects)
+            changed = sum(1 for _, action in results if action != "unchanged")
+            progress(f"manifests: {len(results)} objects ({changed} created or changed)")
+        ok, behind = informer.wait_settled(store, timeout)
+        if not ok:
+            raise RuntimeError(f"the cluster did not settle in {timeout:g}s ({', '.join(behind)} behind); "
+                               "see agent.log in the state directory")
+        pods = store.list(api.prefix("Pod"))[0]
+        if pods:
+            running = sum(p.get("status", {}).get("phase") == "Running" for p in pods)
+            progress(f"{running}/{len(pods)} pods running")
+    finally:
+        store.close()
+
+
+def _describe(url: str) -> str:
+    return url if url.startswith("etcd://") else "SQLite"
+
+
+def _wait_nodes(store, wanted: set[str], timeout: float) -> None:
+    """Until every node is registered, Ready, and has its pod range."""
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = {n["metadata"]["name"]: n for n in store.list(api.prefix("Node"))[0]}
+        missing = sorted(n for n in wanted if not (nodes.get(n, {}).get("spec", {}).get("podCIDR")))
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nodes {', '.join(missing)} were not registered within {timeout:g}s; "
+                               "see agent.log in the state directory")
+        time.sleep(0.02)

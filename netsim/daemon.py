@@ -1,0 +1,79 @@
+"""The agent as a background process of a cluster: started by `up`, found and stopped by `down`.
+
+Agents are found by their command line (``netsim agent --cluster NAME``), not only by a pid
+file, so a `down` after a lost state directory still stops them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from netsim import state
+from netsim.kernel import process_alive
+
+LOG_FILE = "agent.log"
+
+
+def agent_pids(cluster: str) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        args = [a.decode(errors="replace") for a in argv]
+        if "agent" in args and "netsim" in " ".join(args[:3]) and _cluster_arg(args) == cluster:
+            pids.append(int(entry))
+    return pids
+
+
+def _cluster_arg(args: list[str]) -> str | None:
+    for i, a in enumerate(args):
+        if a == "--cluster" and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith("--cluster="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def start_agent(cluster: str, store_url: str, controllers: bool = True) -> int:
+    log_path = state.cluster_dir(cluster) / LOG_FILE
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    cmd = [sys.executable, "-m", "netsim", "agent", "--cluster", cluster, "--store", store_url]
+    if controllers:
+        cmd.append("--controllers")
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, start_new_session=True,
+                                close_fds=True)
+    finally:
+        os.close(fd)
+    return proc.pid
+
+
+def stop_agents(cluster: str, grace: float = 5.0) -> list[int]:
+    """SIGTERM the cluster's agents, SIGKILL what is left after ``grace`` seconds."""
+    pids = agent_pids(cluster)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    left = pids
+    while left and time.monotonic() < deadline:
+        time.sleep(0.02)
+        left = [p for p in left if process_alive(p)]
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for pid in pids:
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
+    return pids
+

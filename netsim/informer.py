@@ -1,0 +1,214 @@
+"""A local cache of the store kept current by one watch, and the loop that runs a level-triggered
+sync over it, as client-go's informers and workqueues do for Kubernetes controllers.
+
+A sync sees the whole desired state each time (never a single event), so a restarted
+component converges to the same result however many events it missed.  Writes a sync makes
+go through :meth:`Cache.write` and land in the cache at once, so the next sync never acts
+twice on a change whose watch event has not arrived yet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+from netsim import api
+from netsim.store import Compacted, Conflict, NotFound, StoreError
+
+log = logging.getLogger("netsim.informer")
+
+COMPONENTS = "/netsim/components/"
+HEARTBEAT_S = 2.0
+ALIVE_S = 10.0
+
+
+class Cache:
+    def __init__(self, store, prefix: str = api.REGISTRY):
+        self.store = store
+        self.prefix = prefix
+        self.objects: dict[str, dict] = {}
+        self._seen: dict[str, int] = {}  # key -> revision of the last write applied, deletes too
+        self.revision = 0
+
+    def relist(self) -> None:
+        items, rev = self.store.list(self.prefix)
+        self.objects = {api.key_of(o): o for o in items if "kind" in o and "metadata" in o}
+        self._seen = {k: int(o["metadata"]["resourceVersion"]) for k, o in self.objects.items()}
+        self.revision = rev
+
+    def apply_event(self, ev) -> None:
+        self.revision = max(self.revision, ev.revision)
+        if ev.revision <= self._seen.get(ev.key, 0):
+            return  # this component's own write, already in the cache
+        self._seen[ev.key] = ev.revision
+        if ev.type == "DELETED":
+            self.objects.pop(ev.key, None)
+        else:
+            self.objects[ev.key] = ev.object
+
+    def _record(self, k: str, obj: dict | None, rev: int) -> None:
+        if rev > self._seen.get(k, 0):
+            self._seen[k] = rev
+            if obj is None:
+                self.objects.pop(k, None)
+            else:
+                self.objects[k] = obj
+
+    # -- reads --------------------------------------------------------------------------
+    def of_kind(self, kind: str, namespace: str | None = None) -> list[dict]:
+        p = api.prefix(kind, namespace)
+        return [o for k, o in self.objects.items() if k.startswith(p)]
+
+    def get(self, kind: str, namespace: str | None, name: str) -> dict | None:
+        return self.objects.get(api.key(kind, namespace, name))
+
+    # -- writes, seen at once -----------------------------------------------------------
+    def create(self, obj: dict) -> dict | None:
+        from netsim.apiserver import new_object
+        obj = new_object(obj)
+        k = api.key_of(obj)
+        try:
+            stored = self.store.create(k, obj)
+        except StoreError as exc:
+            log.info("create %s: %s", k, exc)
+            return None
+        self._record(k, stored, int(stored["metadata"]["resourceVersion"]))
+        return stored
+
+    def update(self, obj: dict) -> dict | None:
+        """Write ``obj`` over the version it was read at; a conflict means the cache is behind
+        and the next sync will redo the work from fresher state."""
+        k = api.key_of(obj)
+        try:
+            stored = self.store.update(k, obj, int(obj["metadata"]["resourceVersion"]))
+        except (Conflict, NotFound) as exc:
+            log.info("update %s: %s", k, exc)
+            return None
+        self._record(k, stored, int(stored["metadata"]["resourceVersion"]))
+        return stored
+
+    def delete(self, obj: dict) -> bool:
+        k = api.key_of(obj)
+        try:
+            gone = self.store.delete(k, int(obj["metadata"]["resourceVersion"]))
+        except (Conflict, NotFound) as exc:
+            log.info("delete %s: %s", k, exc)
+            return False
+        self._record(k, None, int(gone["metadata"]["resourceVersion"]))
+        if obj["kind"] == "Service":
+            from netsim.apiserver import release_service
+            release_service(self.store, obj)
+        return True
+
+
+class Loop:
+    """Run ``sync(cache)`` whenever the watched state changes (batched), at least every
+    ``resync_s``, and publish the revision the component has reconciled through, which
+    `netsim apply` waits on."""
+
+    def __init__(self, store, name: str, sync: Callable[[Cache], float | None], stop: threading.Event,
+                 resync_s: float = 30.0, settle_s: float = 0.01):
+        self.store = store
+        self.name = name
+        self.sync = sync
+        self.stop = stop
+        self.resync_s = resync_s
+        self.settle_s = settle_s
+        self.cache = Cache(store)
+        self.events: queue.Queue = queue.Queue()
+
+    def _watch(self) -> None:
+        """Feed the queue from one watch, resumed after every timeout; a compacted revision
+        asks the loop to relist."""
+        after = self.cache.revision
+        while not self.stop.is_set():
+            try:
+                for ev in self.store.watch(api.REGISTRY, after=after, timeout=1.0):
+                    self.events.put(ev)
+                    after = ev.revision
+                    if self.stop.is_set():
+                        return
+            except Compacted:
+                self.events.put("relist")
+                return
+            except StoreError as exc:
+                log.warning("%s: watch failed (%s); retrying", self.name, exc)
+                self.stop.wait(0.5)
+
+    def run(self) -> None:
+        self.cache.relist()
+        watcher = threading.Thread(target=self._watch, name=f"{self.name}-watch", daemon=True)
+        watcher.start()
+        next_sync = 0.0
+        last_beat = 0.0
+        while not self.stop.is_set():
+            timeout = max(0.0, min(next_sync - time.monotonic(), HEARTBEAT_S))
+            dirty = False
+            try:
+                item = self.events.get(timeout=timeout)
+                dirty = True
+                time.sleep(self.settle_s)  # let a burst of events arrive and sync them once
+                self._take(item)
+                while True:
+                    self._take(self.events.get_nowait())
+            except queue.Empty:
+                pass
+            if self.stop.is_set():
+                break
+            if not watcher.is_alive():
+                self.cache.relist()
+                watcher = threading.Thread(target=self._watch, name=f"{self.name}-watch", daemon=True)
+                watcher.start()
+                dirty = True
+            if dirty or time.monotonic() >= next_sync:
+                try:
+                    retry = self.sync(self.cache)
+                except Exception:
+                    log.exception("%s: sync failed; retrying in 1s", self.name)
+                    retry = 1.0
+                wait = self.resync_s if retry is None else retry
+                next_sync = time.monotonic() + wait
+                self.report()
+                last_beat = time.monotonic()
+            elif time.monotonic() - last_beat >= HEARTBEAT_S:
+                self.report()
+                last_beat = time.monotonic()
+
+    def _take(self, item) -> None:
+        if item == "relist":
+            self.cache.relist()
+        else:
+            self.cache.apply_event(item)
+
+    def report(self) -> None:
+        with contextlib.suppress(StoreError):
+            self.store.put(COMPONENTS + self.name, {"metadata": {"name": self.name},
+                                                    "observedRevision": self.cache.revision,
+                                                    "heartbeat": time.time()})
+
+
+def live_components(store) -> list[dict]:
+    items, _ = store.list(COMPONENTS)
+    return [c for c in items if time.time() - c.get("heartbeat", 0) < ALIVE_S]
+
+
+def wait_settled(store, timeout: float, names: list[str] | None = None) -> tuple[bool, list[str]]:
+    """Wait until every live component (or every one in ``names``) has reconciled through the
+    newest write under /registry/, including the writes other components made in response.
+    Returns (settled, the components still behind)."""
+    deadline = time.monotonic() + timeout
+    behind: list[str] = []
+    while True:
+        target = store.latest_revision(api.REGISTRY)
+        comps = {c["metadata"]["name"]: c for c in live_components(store)}
+        wanted = names if names is not None else list(comps)
+        behind = [n for n in wanted if n not in comps or comps[n]["observedRevision"] < target]
+        if not behind:
+            return True, []
+        if time.monotonic() > deadline:
+            return False, behind
+        time.sleep(0.02)

@@ -1,0 +1,346 @@
+"""The kubectl-shaped commands: apply, delete, get, describe, probe, and the agent itself."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from netsim import agent as agent_mod
+from netsim import api, apiserver, controllers, informer, probe
+from netsim.cli import ClusterOpt, Output, _running_cluster, _table, app, err, require_root, resolve_cluster
+from netsim.store import StoreError, open_store
+
+NamespaceOpt = Annotated[str | None, typer.Option("--namespace", "-n", help="Namespace (default: default).")]
+
+
+def open_cluster_store(cluster: str | None):
+    c = _running_cluster(cluster)
+    try:
+        return c, open_store(c.store_url)
+    except StoreError as exc:
+        raise err(f"error: cannot open the store of cluster {c.name!r}: {exc}") from None
+
+
+def wait_for_agents(store, timeout: float) -> None:
+    ok, behind = informer.wait_settled(store, timeout)
+    if not ok:
+        raise err(f"error: not settled after {timeout:g}s: {', '.join(behind)} behind or not running "
+                  "(see the agent log in the cluster's state directory; `netsim up` restarts it)")
+
+
+@app.command()
+def apply(
+    filename: Annotated[list[Path], typer.Option("--filename", "-f", help="File, directory or - for stdin.")],
+    namespace: NamespaceOpt = None,
+    wait: Annotated[bool, typer.Option(help="Return once the agents have acted on it.")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the agents.")] = 60.0,
+    cluster: ClusterOpt = None,
+) -> None:
+    """Create or update objects from manifests (multi-document YAML, JSON, directories)."""
+    try:
+        batches = [b for f in filename for b in api.read_manifests(f)]
+    except api.ManifestError as exc:
+        raise err(f"error: {exc}\nnothing was applied.", 2) from None
+    require_root("apply")
+    _, store = open_cluster_store(cluster)
+    objects = [o for _, objs in batches for o in objs]
+    try:
+        results = apiserver.apply(store, objects, namespace or "default")
+    except apiserver.ApiError as exc:
+        raise err(f"error: {exc}\nnothing was applied.", 1) from None
+    for ref, action in results:
+        typer.echo(f"{ref} {action}")
+    if wait:
+        wait_for_agents(store, timeout)
+
+
+@app.command()
+def delete(
+    kind: Annotated[str | None, typer.Argument(help="Kind, e.g. pod, deployment, svc.")] = None,
+    names: Annotated[list[str] | None, typer.Argument(help="Names.")] = None,
+    filename: Annotated[list[Path] | None,
+                        typer.Option("--filename", "-f", help="Delete what a file declares.")] = None,
+    namespace: NamespaceOpt = None,
+    force: Annotated[bool, typer.Option(help="Remove pods at once, without waiting for their node.")] = False,
+    wait: Annotated[bool, typer.Option(help="Return once the agents have acted on it.")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the agents.")] = 60.0,
+    cluster: ClusterOpt = None,
+) -> None:
+    """Delete objects by kind and name, or those a manifest declares."""
+    targets: list[tuple[str, str | None, str]] = []
+    if filename:
+        try:
+            for f in filename:
+                for _, objs in api.read_manifests(f):
+                    for o in objs:
+                        ns = (o["metadata"].get("namespace") or namespace or "default") \
+                            if api.KINDS[o["kind"]].namespaced else None
+                        targets.append((o["kind"], ns, o["metadata"]["name"]))
+        except api.ManifestError as exc:
+            raise err(f"error: {exc}", 2) from None
+    elif kind and names:
+        k = api.kind_named(kind)
+        if k is None:
+            raise err(f"error: the server doesn't have a resource type {kind!r}", 2)
+        targets = [(k.kind, (namespace or "default") if k.namespaced else None, n) for n in names]
+    else:
+        raise err("error: give KIND NAME... or -f FILE", 2)
+    require_root("delete")
+    _, store = open_cluster_store(cluster)
+    failed = False
+    for k, ns, name in targets:
+        try:
+            typer.echo(f"{apiserver.delete(store, k, ns, name, force)} deleted")
+        except apiserver.ApiError as exc:
+            typer.echo(f"Error from server (NotFound): {exc}", err=True)
+            failed = True
+    if wait:
+        wait_for_agents(store, timeout)
+    if failed:
+        raise typer.Exit(1)
+
+
+# -- get ---------------------------------------------------------------------------------------
+
+def _age(obj: dict) -> str:
+    ts = obj["metadata"].get("creationTimestamp")
+    if not ts:
+        return "<unknown>"
+    s = int((dt.datetime.now(dt.UTC) - dt.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC))
+            .total_seconds())
+    return f"{s}s" if s < 120 else f"{s // 60}m" if s < 7200 else f"{s // 3600}h"
+
+
+def _ports(svc: dict) -> str:
+    out = []
+    for p in svc["spec"].get("ports", []):
+        out.append(f"{p['port']}{':' + str(p['nodePort']) if p.get('nodePort') else ''}/{p.get('protocol', 'TCP')}")
+    return ",".join(out) or "<none>"
+
+
+def _pod_status(pod: dict) -> str:
+    if pod["metadata"].get("deletionTimestamp"):
+        return "Terminating"
+    st = pod.get("status", {})
+    if st.get("phase") == "Succeeded":
+        return "Completed"
+    return st.get("phase", "Pending")
+
+
+def _row(kind: str, o: dict, wide: bool) -> tuple[str, ...]:
+    st, spec, name = o.get("status", {}), o.get("spec", {}), o["metadata"]["name"]
+    if kind == "Pod":
+        n = len(spec.get("containers", []))
+        ready = n if controllers.pod_ready(o) else 0
+        row = (name, f"{ready}/{n}", _pod_status(o), "0", _age(o))
+        return row + ((st.get("podIP", "<none>"), spec.get("nodeName") or "<none>") if wide else ())
+    if kind == "Service":
+        ext = ",".join([i.get("ip", "") for i in st.get("loadBalancer", {}).get("ingress", [])]
+                       + spec.get("externalIPs", []))
+        ext = ext or ("<pending>" if spec.get("type") == "LoadBalancer" else "<none>")
+        row = (name, spec.get("type", "ClusterIP"), spec.get("clusterIP", "<none>"), ext, _ports(o), _age(o))
+        sel = ",".join(f"{k}={v}" for k, v in (spec.get("selector") or {}).items()) or "<none>"
+        return row + ((sel,) if wide else ())
+    if kind == "Deployment":
+        r = spec.get("replicas", 1)
+        return (name, f"{st.get('readyReplicas', 0)}/{r}", str(st.get("replicas", 0)),
+                str(st.get("readyReplicas", 0)), _age(o))
+    if kind == "ReplicaSet":
+        return (name, str(spec.get("replicas", 1)), str(st.get("replicas", 0)), str(st.get("readyReplicas", 0)),
+                _age(o))
+    if kind == "DaemonSet":
+        return (name, str(st.get("desiredNumberScheduled", 0)), str(st.get("currentNumberScheduled", 0)),
+                str(st.get("numberReady", 0)), _age(o))
+    if kind == "StatefulSet":
+        return (name, f"{st.get('readyReplicas', 0)}/{spec.get('replicas', 1)}", _age(o))
+    if kind == "Job":
+        return (name, f"{st.get('succeeded', 0)}/{spec.get('completions', 1)}", _age(o))
+    if kind == "EndpointSlice":
+        ports = ",".join(str(p["port"]) for p in o.get("ports", [])) or "<unset>"
+        eps = ",".join(a for e in o.get("endpoints", []) for a in e["addresses"]) or "<unset>"
+        return (name, o.get("addressType", "IPv4"), ports, eps, _age(o))
+    if kind == "Node":
+        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in st.get("conditions", []))
+        labels = o["metadata"].get("labels", {})
+        roles = ",".join(k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/")) or "<none>"
+        row = (name, "Ready" if ready else "NotReady", roles, _age(o), "netsim")
+        ip = next((a["address"] for a in st.get("addresses", []) if a["type"] == "InternalIP"), "<none>")
+        return row + ((ip, spec.get("podCIDR", "<none>"), o["metadata"].get("annotations", {})
+                       .get("netsim.io/netns", "")) if wide else ())
+    if kind == "Namespace":
+        return (name, st.get("phase", "Active"), _age(o))
+    if kind == "NetworkPolicy":
+        sel = spec.get("podSelector", {}).get("matchLabels") or {}
+        return (name, ",".join(f"{k}={v}" for k, v in sel.items()) or "<none>", _age(o))
+    if kind == "ConfigMap":
+        return (name, str(len(o.get("data", {}))), _age(o))
+    return (name, _age(o))
+
+
+HEADERS = {
+    "Pod": (("NAME", "READY", "STATUS", "RESTARTS", "AGE"), ("IP", "NODE")),
+    "Service": (("NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"), ("SELECTOR",)),
+    "Deployment": (("NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"), ()),
+    "ReplicaSet": (("NAME", "DESIRED", "CURRENT", "READY", "AGE"), ()),
+    "DaemonSet": (("NAME", "DESIRED", "CURRENT", "READY", "AGE"), ()),
+    "StatefulSet": (("NAME", "READY", "AGE"), ()),
+    "Job": (("NAME", "COMPLETIONS", "AGE"), ()),
+    "EndpointSlice": (("NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"), ()),
+    "Node": (("NAME", "STATUS", "ROLES", "AGE", "VERSION"), ("INTERNAL-IP", "POD-CIDR", "NETNS")),
+    "Namespace": (("NAME", "STATUS", "AGE"), ()),
+    "NetworkPolicy": (("NAME", "POD-SELECTOR", "AGE"), ()),
+    "ConfigMap": (("NAME", "DATA", "AGE"), ()),
+}
+
+
+def _label_filter(selector: str | None):
+    if not selector:
+        return lambda _o: True
+    want = dict(part.split("=", 1) for part in selector.split(",") if "=" in part)
+    return lambda o: all(o["metadata"].get("labels", {}).get(k) == v for k, v in want.items())
+
+
+@app.command()
+def get(
+    kind: Annotated[str, typer.Argument(help="pods, deployments, services, nodes, endpointslices, ...")],
+    name: Annotated[str | None, typer.Argument(help="One object by name.")] = None,
+    namespace: NamespaceOpt = None,
+    all_namespaces: Annotated[bool, typer.Option("--all-namespaces", "-A", help="Every namespace.")] = False,
+    selector: Annotated[str | None, typer.Option("--selector", "-l", help="key=value,... labels.")] = None,
+    output: Annotated[Output, typer.Option("--output", "-o", help="table, wide, json or yaml.")] = Output.table,
+    cluster: ClusterOpt = None,
+) -> None:
+    """Show objects from the control-plane store, like kubectl get."""
+    k = api.kind_named(kind)
+    if k is None:
+        raise err(f"error: the server doesn't have a resource type {kind!r}; known: "
+                  f"{', '.join(sorted(x.plural for x in api.KINDS.values()))}", 2)
+    require_root("get")
+    _, store = open_cluster_store(cluster)
+    ns = None if all_namespaces or not k.namespaced else (namespace or "default")
+    if name:
+        try:
+            objs = [store.get(api.key(k.kind, ns, name))]
+        except StoreError:
+            raise err(f'Error from server (NotFound): {k.plural} "{name}" not found', 1) from None
+    else:
+        objs = [o for o in store.list(api.prefix(k.kind, ns))[0] if _label_filter(selector)(o)]
+    if output in (Output.json, Output.yaml):
+        doc = objs[0] if name else {"apiVersion": "v1", "kind": "List", "items": objs}
+        typer.echo(json.dumps(doc, indent=2) if output is Output.json else yaml.safe_dump(doc, sort_keys=False))
+        return
+    if not objs:
+        where = "" if not k.namespaced else " in any namespace" if ns is None else f" in {ns} namespace"
+        typer.echo(f"No resources found{where}.", err=True)
+        return
+    base, extra = HEADERS[k.kind]
+    wide = output is Output.wide
+    lead = ("NAMESPACE",) if k.namespaced and ns is None else ()
+    rows = [lead + base + (extra if wide else ())]
+    for o in objs:
+        rows.append(((o["metadata"]["namespace"],) if lead else ()) + _row(k.kind, o, wide))
+    _table(rows)
+
+
+@app.command()
+def describe(
+    kind: Annotated[str, typer.Argument(help="Kind.")],
+    name: Annotated[str, typer.Argument(help="Name.")],
+    namespace: NamespaceOpt = None,
+    cluster: ClusterOpt = None,
+) -> None:
+    """Show one object in detail, with what netsim knows about it (endpoints, pods, node)."""
+    k = api.kind_named(kind)
+    if k is None:
+        raise err(f"error: the server doesn't have a resource type {kind!r}", 2)
+    require_root("describe")
+    _, store = open_cluster_store(cluster)
+    ns = (namespace or "default") if k.namespaced else None
+    try:
+        o = store.get(api.key(k.kind, ns, name))
+    except StoreError:
+        raise err(f'Error from server (NotFound): {k.plural} "{name}" not found', 1) from None
+    meta, spec, st = o["metadata"], o.get("spec", {}), o.get("status", {})
+    lines = [("Name", meta["name"])]
+    if ns:
+        lines.append(("Namespace", ns))
+    lines.append(("Labels", ", ".join(f"{a}={b}" for a, b in meta.get("labels", {}).items()) or "<none>"))
+    owner = controllers.controller_of(o)
+    if owner:
+        lines.append(("Controlled By", f"{owner['kind']}/{owner['name']}"))
+    if k.kind == "Pod":
+        lines += [("Node", f"{spec.get('nodeName') or '<none>'}/{st.get('hostIP', '')}"),
+                  ("Status", _pod_status(o)), ("IP", st.get("podIP", "<none>")),
+                  ("Ports", ", ".join(f"{p['containerPort']}/{p.get('protocol', 'TCP')}"
+                                      + (f" ({p['name']})" if p.get("name") else "")
+                                      for c in spec.get("containers", []) for p in c.get("ports", [])) or "<none>"),
+                  ("Ready", "True" if controllers.pod_ready(o) else "False")]
+    if k.kind == "Service":
+        slices = [s for s in store.list(api.prefix("EndpointSlice", ns))[0]
+                  if s["metadata"].get("labels", {}).get("kubernetes.io/service-name") == name]
+        eps = [f"{e['addresses'][0]}:{p['port']}" for s in slices for e in s.get("endpoints", [])
+               if e["conditions"].get("ready") for p in s.get("ports", [])]
+        lines += [("Type", spec.get("type", "ClusterIP")), ("IP", spec.get("clusterIP", "<none>")),
+                  ("Port(s)", _ports(o)),
+                  ("TargetPort(s)", ", ".join(str(p.get("targetPort")) for p in spec.get("ports", []))),
+                  ("Selector", ", ".join(f"{a}={b}" for a, b in (spec.get("selector") or {}).items()) or "<none>"),
+                  ("Endpoints", ", ".join(eps) or "<none>")]
+    width = max(len(a) for a, _ in lines) + 2
+    for a, b in lines:
+        typer.echo(f"{a + ':':<{width}}{b}")
+    typer.echo("---")
+    typer.echo(yaml.safe_dump({"spec": spec, "status": st} if spec or st else o, sort_keys=False).rstrip())
+
+
+@app.command(name="probe")
+def probe_cmd(
+    src: Annotated[str, typer.Argument(help=f"Where the connection starts: {probe.REFS}.")],
+    dst: Annotated[str, typer.Argument(help=f"Where it goes: {probe.REFS}.")],
+    port: Annotated[int | None, typer.Option(help="Port (default: the target's first declared port).")] = None,
+    proto: Annotated[str, typer.Option(help="tcp or udp.")] = "tcp",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for an answer.")] = 2.0,
+    output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
+    cluster: ClusterOpt = None,
+) -> None:
+    """Make one real connection and report who answered and what source address it saw."""
+    if proto not in ("tcp", "udp"):
+        raise err("error: --proto: use tcp or udp", 2)
+    require_root("probe")
+    c, store = open_cluster_store(cluster)
+    try:
+        result = probe.probe(c, store, src, dst, port, proto, timeout)
+    except probe.ProbeError as exc:
+        raise err(f"error: {exc}", 2) from None
+    if output == "json":
+        typer.echo(json.dumps(result))
+    else:
+        extra = f" (responder {result['responder']}, saw client {result['clientIP']})" if result["responder"] else ""
+        latency = f" in {result['latencyMs']} ms" if result["latencyMs"] is not None else ""
+        typer.echo(f"{src} -> {dst} [{result['target']}/{proto}]: {result['result']} ({result['reason']}){latency}"
+                   f"{extra}")
+    raise typer.Exit(0 if result["result"] == "allow" else 1)
+
+
+@app.command(name="agent")
+def agent_cmd(
+    cluster: Annotated[str | None, typer.Option("--cluster", "-c", envvar="NETSIM_CLUSTER")] = None,
+    store: Annotated[str | None, typer.Option(help="Store URL (default: the cluster's).")] = None,
+    node: Annotated[list[str] | None, typer.Option(help="Node(s) this agent owns (default: all).")] = None,
+    run_controllers: Annotated[bool, typer.Option("--controllers", help="Also run controllers and scheduler.")]
+    = False,
+) -> None:
+    """The node agent (long-running): realises the pods of its nodes; `up` starts it."""
+    require_root("agent")
+    name = resolve_cluster(cluster)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    c = _running_cluster(name)
+    try:
+        agent_mod.main(name, store or c.store_url, node, run_controllers)
+    except RuntimeError as exc:
+        raise err(f"error: {exc}") from None

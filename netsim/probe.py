@@ -1,0 +1,153 @@
+"""One real connection from a pod, node or external host to a pod, Service, node or address.
+
+`netsim probe` and the tests use it to see what the dataplane does: the answer of the
+built-in responder names the pod that served the connection and the client address it saw,
+so load balancing and source NAT are visible in one line.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import select
+import socket
+import time
+from dataclasses import dataclass
+
+from netsim import api, fabric, kernel, podnet
+from netsim.store import NotFound
+
+REFS = "pod/NS/NAME, svc/NS/NAME, node/NAME, host/NAME or ip:ADDR"
+
+
+class ProbeError(ValueError):
+    pass
+
+
+@dataclass
+class Target:
+    ref: str
+    ip: str
+    port: int | None
+    netns: str | None = None  # where a connection from this endpoint starts
+
+
+def _pod(store, ns: str, name: str) -> dict:
+    try:
+        return store.get(api.key("Pod", ns, name))
+    except NotFound:
+        raise ProbeError(f"pod {ns}/{name} not found") from None
+
+
+def resolve(cluster: fabric.Cluster, store, ref: str, port: int | None = None) -> Target:
+    kind, _, rest = ref.partition("/")
+    if ref.startswith("ip:"):
+        return Target(ref, ref[3:], port)
+    if kind in ("pod", "po", "pods", "svc", "service", "services"):
+        ns, _, name = rest.partition("/")
+        if not name:
+            ns, name = "default", ns
+        if kind.startswith("po"):
+            pod = _pod(store, ns, name)
+            ip = pod.get("status", {}).get("podIP")
+            if not ip:
+                raise ProbeError(f"pod {ns}/{name} has no IP yet (phase "
+                                 f"{pod.get('status', {}).get('phase', 'Pending')})")
+            ports = [p["containerPort"] for c in pod["spec"]["containers"] for p in c.get("ports", [])]
+            node = pod["spec"].get("nodeName")
+            if pod["spec"].get("hostNetwork") and node in cluster.members:
+                netns = cluster.members[node].netns
+            else:
+                netns = podnet.pod_netns(cluster.name, ns, name)
+            return Target(ref, ip, port or (ports[0] if ports else None), netns)
+        try:
+            svc = store.get(api.key("Service", ns, name))
+        except NotFound:
+            raise ProbeError(f"service {ns}/{name} not found") from None
+        ip = svc["spec"].get("clusterIP")
+        if not ip or ip == "None":
+            raise ProbeError(f"service {ns}/{name} is headless: it has no ClusterIP; probe a pod instead")
+        ports = [p["port"] for p in svc["spec"].get("ports", [])]
+        return Target(ref, ip, port or (ports[0] if ports else None))
+    if kind in ("node", "no", "host"):
+        m = cluster.members.get(rest)
+        if m is None or m.kind != ("host" if kind == "host" else "node"):
+            raise ProbeError(f"no {kind} {rest!r} in cluster {cluster.name!r}")
+        return Target(ref, m.ip, port, m.netns)
+    raise ProbeError(f"{ref!r}: use {REFS}")
+
+
+def connect(netns: str, ip: str, port: int, proto: str = "tcp", timeout: float = 2.0) -> dict:
+    """Connect, say hello, read the responder's line.  Never raises for network outcomes."""
+    start = time.monotonic()
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    out = {"result": "deny", "reason": "timeout", "responder": None, "clientIP": None, "latencyMs": None}
+    with kernel.socket_in(netns, socket.AF_INET, kind) as sock:
+        sock.setblocking(False)
+        try:
+            if proto == "tcp":
+                rc = sock.connect_ex((ip, port))
+                if rc not in (0, errno.EINPROGRESS):
+                    return _failed(out, rc, start)
+                _, ready, _ = select.select([], [sock], [], timeout)
+                if not ready:
+                    return out
+                rc = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if rc:
+                    return _failed(out, rc, start)
+                out.update(result="allow", reason="connected")
+                out["latencyMs"] = round((time.monotonic() - start) * 1000, 3)
+            else:
+                sock.connect((ip, port))
+            sock.send(b"netsim-probe\n")
+            line = _read_line(sock, start + timeout)
+        except OSError as exc:
+            return _failed(out, exc.errno or 0, start)
+    if line is None:
+        return out
+    if proto == "udp":
+        out.update(result="allow", reason="connected", latencyMs=round((time.monotonic() - start) * 1000, 3))
+    try:
+        answer = json.loads(line)
+        out["responder"] = answer.get("pod")
+        out["clientIP"] = answer.get("client", "").rsplit(":", 1)[0] or None
+    except (ValueError, AttributeError):
+        pass
+    return out
+
+
+def _read_line(sock: socket.socket, deadline: float) -> bytes | None:
+    data = b""
+    while b"\n" not in data and (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([sock], [], [], left)
+        if not ready:
+            break
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data or None
+
+
+def _failed(out: dict, rc: int, start: float) -> dict:
+    if rc == errno.ECONNREFUSED:
+        out["reason"] = "refused"
+    elif rc in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        out["reason"] = "unreachable"
+    out["latencyMs"] = round((time.monotonic() - start) * 1000, 3)
+    out["error"] = errno.errorcode.get(rc, str(rc))
+    return out
+
+
+def probe(cluster: fabric.Cluster, store, src: str, dst: str, port: int | None = None, proto: str = "tcp",
+          timeout: float = 2.0) -> dict:
+    source = resolve(cluster, store, src)
+    if source.netns is None:
+        raise ProbeError(f"{src!r} cannot start a connection: use a pod, node or host")
+    if not kernel.netns_exists(source.netns):
+        raise ProbeError(f"{src} has no network namespace (is the pod running?)")
+    target = resolve(cluster, store, dst, port)
+    if target.port is None:
+        raise ProbeError(f"{dst} declares no port; give one with --port")
+    result = connect(source.netns, target.ip, target.port, proto, timeout)
+    return {"from": src, "to": dst, "target": f"{target.ip}:{target.port}", "protocol": proto, **result}
