@@ -12,10 +12,15 @@ import contextlib
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from netsim.etcd_store import EtcdStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -50,6 +55,11 @@ class Conflict(StoreError):
     """The object changed since the revision the writer read (optimistic concurrency)."""
 
 
+class Compacted(StoreError):
+    """The revision a watch asked to resume from is no longer kept; list again and watch from
+    the list's revision.  etcd compacts its history; SQLite keeps all of it and never raises this."""
+
+
 @dataclass(frozen=True)
 class Event:
     type: str  # ADDED, MODIFIED or DELETED
@@ -72,24 +82,48 @@ class SQLiteStore:
         # The store holds whatever users applied; root-only, like etcd's data dir.
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         os.close(fd)
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
+        # One connection per thread: a connection is one transaction at a time, so a shared one
+        # would let another thread's statements land inside this thread's BEGIN IMMEDIATE.
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        self._closed = False
+        db = self._db()
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(SCHEMA)
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            if self._closed:
+                raise StoreError(f"{self.path}: the store has been closed")
+            # check_same_thread=False only so that close() can close every thread's connection.
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA synchronous=NORMAL")  # per connection, unlike journal_mode
+            self._local.db = db
+            with self._all_lock:
+                self._all.append(db)
+        return db
 
     def close(self) -> None:
-        self.db.close()
+        self._closed = True
+        with self._all_lock:
+            dbs, self._all = self._all, []
+        for db in dbs:
+            db.close()
+        self._local = threading.local()
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         # BEGIN IMMEDIATE takes the write lock up front: the check and the write of an
         # optimistic-concurrency update cannot interleave with another writer.
-        self.db.execute("BEGIN IMMEDIATE")
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
         try:
-            yield self.db
-            self.db.execute("COMMIT")
+            yield db
+            db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            db.execute("ROLLBACK")
             raise
 
     @staticmethod
@@ -108,11 +142,11 @@ class SQLiteStore:
 
     # -- reads ------------------------------------------------------------------------------
     def revision(self) -> int:
-        row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'log'").fetchone()
+        row = self._db().execute("SELECT seq FROM sqlite_sequence WHERE name = 'log'").fetchone()
         return row[0] if row else 0
 
     def get(self, key: str) -> dict:
-        row = self.db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        row = self._db().execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
         if row is None:
             raise NotFound(key)
         return json.loads(row[0])
@@ -120,14 +154,21 @@ class SQLiteStore:
     def list(self, prefix: str) -> tuple[list[dict], int]:
         """Objects under ``prefix`` and the revision they are consistent at."""
         lo, hi = _prefix_range(prefix)
-        self.db.execute("BEGIN")
+        db = self._db()
+        db.execute("BEGIN")
         try:
-            rows = self.db.execute("SELECT value FROM kv WHERE key >= ? AND key < ? ORDER BY key", (lo, hi))
+            rows = db.execute("SELECT value FROM kv WHERE key >= ? AND key < ? ORDER BY key", (lo, hi))
             items = [json.loads(v) for (v,) in rows]
             rev = self.revision()
         finally:
-            self.db.execute("COMMIT")
+            db.execute("COMMIT")
         return items, rev
+
+    def latest_revision(self, prefix: str) -> int:
+        """The revision of the newest write under ``prefix``, deletes included; 0 if none."""
+        lo, hi = _prefix_range(prefix)
+        row = self._db().execute("SELECT MAX(rev) FROM log WHERE key >= ? AND key < ?", (lo, hi)).fetchone()
+        return row[0] or 0
 
     # -- writes -----------------------------------------------------------------------------
     @staticmethod
@@ -176,11 +217,22 @@ class SQLiteStore:
             db.execute("DELETE FROM kv WHERE key = ?", (key,))
         return stamped
 
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every object under ``prefix`` (one transaction, one revision and DELETED event
+        per key); the number deleted."""
+        lo, hi = _prefix_range(prefix)
+        with self._write() as db:
+            rows = db.execute("SELECT key, value FROM kv WHERE key >= ? AND key < ? ORDER BY key", (lo, hi)).fetchall()
+            for key, value in rows:
+                self._append(db, key, "DELETED", json.loads(value))
+            db.execute("DELETE FROM kv WHERE key >= ? AND key < ?", (lo, hi))
+        return len(rows)
+
     # -- watch ------------------------------------------------------------------------------
     def events(self, prefix: str, after: int, limit: int = 1000) -> list[Event]:
         """Events under ``prefix`` with revision > ``after``, oldest first."""
         lo, hi = _prefix_range(prefix)
-        rows = self.db.execute(
+        rows = self._db().execute(
             "SELECT rev, key, type, value FROM log WHERE rev > ? AND key >= ? AND key < ? ORDER BY rev LIMIT ?",
             (after, lo, hi, limit))
         return [Event(t, k, json.loads(v), r) for r, k, t, v in rows]
@@ -199,3 +251,22 @@ class SQLiteStore:
                     deadline = time.monotonic() + timeout
                 continue
             time.sleep(self.poll_interval)
+
+
+def open_store(url: str, **kw) -> SQLiteStore | EtcdStore:
+    """The store a URL names: ``sqlite:///abs/path.db`` or a plain path for SQLite,
+    ``etcd://HOST:PORT[/PREFIX]`` for etcd, every key under PREFIX (e.g. ``/netsim/c1``) so that
+    several clusters can share one etcd.  ``kw`` goes to the backend's constructor."""
+    if url.startswith("etcd://"):
+        from netsim.etcd_store import EtcdStore  # here, not at the top: etcd_store imports this module
+
+        hostport, slash, prefix = url[len("etcd://"):].partition("/")
+        if not hostport:
+            raise ValueError(f"{url}: no host:port")
+        prefix = (slash + prefix).rstrip("/")
+        return EtcdStore(endpoint=f"http://{hostport}", prefix=prefix, **kw)
+    if url.startswith("sqlite://"):
+        return SQLiteStore(url[len("sqlite://"):], **kw)
+    if "://" in url:
+        raise ValueError(f"{url}: unknown store; use sqlite:///path/to/store.db or etcd://host:port/prefix")
+    return SQLiteStore(url, **kw)

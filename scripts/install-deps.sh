@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Installs what netsim needs on a Debian/Ubuntu machine: kernel tools from apt, the project
-# into .venv.  Idempotent and quiet when everything is already there.
+# Installs what netsim needs on a Debian/Ubuntu machine: kernel tools and etcd from apt, the
+# project into .venv.  Idempotent and quiet when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(iproute2 iptables nftables ipset conntrack tcpdump iperf3 iputils-ping procps python3-venv make)
+apt_packages=(iproute2 iptables nftables ipset conntrack tcpdump iperf3 iputils-ping procps python3-venv make
+              etcd-server)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -12,7 +13,25 @@ done
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   apt-get update -qq
+  # etcd-server's postinst starts a system etcd on 2379 and enables it at boot.  netsim starts
+  # its own etcds on free ports when it needs one (netsim/etcd_server.py), so forbid service
+  # starts during the install (policy-rc.d exit 101; Docker images already have one) ...
+  policy=/usr/sbin/policy-rc.d
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    trap 'rm -f "$policy"' EXIT
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # ... and keep it from starting at the next boot, and stop it should a policy have let it start.
+  if [[ " ${missing[*]} " == *" etcd-server "* ]]; then
+    if [[ -d /run/systemd/system ]]; then
+      systemctl disable --now etcd.service >/dev/null 2>&1 || true
+    else
+      update-rc.d etcd disable >/dev/null 2>&1 || true
+      /etc/init.d/etcd stop >/dev/null 2>&1 || true
+    fi
+  fi
 fi
 
 python=${PYTHON:-python3}
