@@ -29,7 +29,7 @@ def test_up_get_exec_down_round_trip(state_dir):
     try:
         up = run_netsim("up", str(REPO / "scenarios" / "basic.yaml"), "--name", name)
         assert up.returncode == 0, up.stderr
-        assert "192.168.56.3" in up.stdout and "not applied yet" in up.stderr
+        assert "worker2" in up.stdout and "4 objects" in up.stderr and "4/4 pods running" in up.stderr
 
         got = run_netsim("get", "nodes", "-o", "json", "-c", name)
         items = json.loads(got.stdout)["items"]
@@ -38,7 +38,7 @@ def test_up_get_exec_down_round_trip(state_dir):
         assert items[1]["status"]["addresses"][0] == {"type": "InternalIP", "address": "192.168.56.3"}
 
         wide = run_netsim("get", "nodes", "-o", "wide", "-c", name)
-        assert f"nsim.{name}.worker2" in wide.stdout
+        assert f"nsim.{name}.worker2" in wide.stdout and "192.168.56.3" in wide.stdout
 
         route = run_netsim("exec", "node/worker1", "-c", name, "--", "ip", "route")
         assert "default via 192.168.56.1 dev eth0" in route.stdout
@@ -147,6 +147,8 @@ def test_exec_rejects_unknown_targets(tmp_path, state_dir):
         missing = run_netsim("exec", "node/nope", "-c", name, "--", "true")
         assert missing.returncode == 1 and "node/control-plane" in missing.stderr
         pod = run_netsim("exec", "pod/default/x", "-c", name, "--", "true")
-        assert pod.returncode == 2
+        assert pod.returncode == 1 and "pod default/x has no network namespace" in pod.stderr
+        other = run_netsim("exec", "svc/web", "-c", name, "--", "true")
+        assert other.returncode == 2 and "pod/NAMESPACE/NAME" in other.stderr
     finally:
         run_netsim("down", name)
