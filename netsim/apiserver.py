@@ -291,10 +291,11 @@ def _same(old: dict, merged: dict) -> bool:
 
 # -- delete ------------------------------------------------------------------------------------
 
-def delete(store, kind: str, namespace: str | None, name: str, force: bool = False) -> str:
+def delete(store, kind: str, namespace: str | None, name: str, force: bool = False) -> tuple[str, int]:
     """Delete as the API does: a scheduled pod is marked terminating and its node's agent
     removes it once its network is gone; a namespace is marked terminating and emptied by
-    the namespace controller; anything else goes at once (owners' children follow by GC)."""
+    the namespace controller; anything else goes at once (owners' children follow by GC).
+    Returns the object's reference and the revision of the write."""
     k = api.key(kind, namespace, name)
     for _ in range(10):
         try:
@@ -309,14 +310,40 @@ def delete(store, kind: str, namespace: str | None, name: str, force: bool = Fal
                     obj["metadata"]["deletionTimestamp"] = now()
                     if kind == "Namespace":
                         obj.setdefault("status", {})["phase"] = "Terminating"
-                    store.update(k, obj, rv)
+                    rv = int(store.update(k, obj, rv)["metadata"]["resourceVersion"])
             else:
-                store.delete(k, rv)
+                rv = int(store.delete(k, rv)["metadata"]["resourceVersion"])
                 if kind == "Service":
                     release_service(store, obj)
-            return api.ref(obj)
+            return api.ref(obj), rv
         except Conflict:
             continue
         except NotFound:
             raise ApiError(f'{api.KINDS[kind].plural} "{name}" not found') from None
     raise ApiError(f"{kind} {name}: kept changing while being deleted; try again")
+
+
+def set_metadata(store, kind: str, namespace: str | None, name: str, field: str,
+                 changes: dict[str, str | None], overwrite: bool = False) -> dict:
+    """Labels or annotations: set (value) or remove (None), retried over concurrent writers."""
+    k = api.key(kind, namespace, name)
+    for _ in range(10):
+        try:
+            obj = store.get(k)
+        except NotFound:
+            raise ApiError(f'{api.KINDS[kind].plural} "{name}" not found') from None
+        current = dict(obj["metadata"].get(field) or {})
+        for key_, value in changes.items():
+            if value is None:
+                current.pop(key_, None)
+            elif key_ in current and current[key_] != value and not overwrite:
+                raise ApiError(f"{field[:-1]} {key_!r} already has a value ({current[key_]}), and "
+                               "--overwrite is false")
+            else:
+                current[key_] = value
+        obj["metadata"][field] = current
+        try:
+            return store.update(k, obj, int(obj["metadata"]["resourceVersion"]))
+        except Conflict:
+            continue
+    raise ApiError(f"{kind} {name} kept changing; try again")

@@ -196,14 +196,15 @@ def live_components(store) -> list[dict]:
     return [c for c in items if time.time() - c.get("heartbeat", 0) < ALIVE_S]
 
 
-def wait_settled(store, timeout: float, names: list[str] | None = None) -> tuple[bool, list[str]]:
+def wait_settled(store, timeout: float, names: list[str] | None = None, at_least: int = 0) -> tuple[bool, list[str]]:
     """Wait until every live component (or every one in ``names``) has reconciled through the
-    newest write under /registry/, including the writes other components made in response.
-    Returns (settled, the components still behind)."""
+    newest write under /registry/, including the writes other components made in response,
+    and through ``at_least`` (a delete's revision: etcd cannot tell the newest revision of a
+    key that is gone).  Returns (settled, the components still behind)."""
     deadline = time.monotonic() + timeout
     behind: list[str] = []
     while True:
-        target = store.latest_revision(api.REGISTRY)
+        target = max(store.latest_revision(api.REGISTRY), at_least)
         comps = {c["metadata"]["name"]: c for c in live_components(store)}
         wanted = names if names is not None else list(comps)
         behind = [n for n in wanted if n not in comps or comps[n]["observedRevision"] < target]

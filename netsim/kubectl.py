@@ -27,8 +27,8 @@ def open_cluster_store(cluster: str | None):
         raise err(f"error: cannot open the store of cluster {c.name!r}: {exc}") from None
 
 
-def wait_for_agents(store, timeout: float) -> None:
-    ok, behind = informer.wait_settled(store, timeout)
+def wait_for_agents(store, timeout: float, at_least: int = 0) -> None:
+    ok, behind = informer.wait_settled(store, timeout, at_least=at_least)
     if not ok:
         raise err(f"error: not settled after {timeout:g}s: {', '.join(behind)} behind or not running "
                   "(see the agent log in the cluster's state directory; `netsim up` restarts it)")
@@ -94,14 +94,16 @@ def delete(
     require_root("delete")
     _, store = open_cluster_store(cluster)
     failed = False
+    last = 0
     for k, ns, name in targets:
         try:
-            typer.echo(f"{apiserver.delete(store, k, ns, name, force)} deleted")
+            ref, last = apiserver.delete(store, k, ns, name, force)
+            typer.echo(f"{ref} deleted")
         except apiserver.ApiError as exc:
             typer.echo(f"Error from server (NotFound): {exc}", err=True)
             failed = True
     if wait:
-        wait_for_agents(store, timeout)
+        wait_for_agents(store, timeout, last)
     if failed:
         raise typer.Exit(1)
 
@@ -344,3 +346,55 @@ def agent_cmd(
         agent_mod.main(name, store or c.store_url, node, run_controllers)
     except RuntimeError as exc:
         raise err(f"error: {exc}") from None
+
+
+def _set_metadata(field: str, kind: str, name: str, pairs: list[str], namespace: str | None, overwrite: bool,
+                  cluster: str | None) -> None:
+    k = api.kind_named(kind)
+    if k is None:
+        raise err(f"error: the server doesn't have a resource type {kind!r}", 2)
+    changes: dict[str, str | None] = {}
+    for pair in pairs:
+        if pair.endswith("-") and "=" not in pair:
+            changes[pair[:-1]] = None
+        elif "=" in pair:
+            key_, value = pair.split("=", 1)
+            changes[key_] = value
+        else:
+            raise err(f"error: {pair!r}: use key=value to set or key- to remove", 2)
+    require_root(field[:-1])
+    _, store = open_cluster_store(cluster)
+    ns = (namespace or "default") if k.namespaced else None
+    try:
+        apiserver.set_metadata(store, k.kind, ns, name, field, changes, overwrite)
+    except apiserver.ApiError as exc:
+        raise err(f"error: {exc}", 1) from None
+    typer.echo(f"{k.kind.lower()}/{name} {'labeled' if field == 'labels' else 'annotated'}")
+    wait_for_agents(store, 60.0)
+
+
+@app.command()
+def label(
+    kind: Annotated[str, typer.Argument(help="Kind.")],
+    name: Annotated[str, typer.Argument(help="Name.")],
+    pairs: Annotated[list[str], typer.Argument(help="key=value to set, key- to remove.")],
+    namespace: NamespaceOpt = None,
+    overwrite: Annotated[bool, typer.Option(help="Allow changing an existing label.")] = False,
+    cluster: ClusterOpt = None,
+) -> None:
+    """Set or remove labels, like kubectl label."""
+    _set_metadata("labels", kind, name, pairs, namespace, overwrite, cluster)
+
+
+@app.command()
+def annotate(
+    kind: Annotated[str, typer.Argument(help="Kind.")],
+    name: Annotated[str, typer.Argument(help="Name.")],
+    pairs: Annotated[list[str], typer.Argument(help="key=value to set, key- to remove.")],
+    namespace: NamespaceOpt = None,
+    overwrite: Annotated[bool, typer.Option(help="Allow changing an existing annotation.")] = False,
+    cluster: ClusterOpt = None,
+) -> None:
+    """Set or remove annotations, like kubectl annotate (netsim.io/ready=false makes a pod
+    fail its readiness, as a failing readiness probe would)."""
+    _set_metadata("annotations", kind, name, pairs, namespace, overwrite, cluster)

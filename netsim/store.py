@@ -80,8 +80,12 @@ class SQLiteStore:
         self.poll_interval = poll_interval
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # The store holds whatever users applied; root-only, like etcd's data dir.
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        os.close(fd)
+        # Create it only if absent: closing any descriptor of the file drops every POSIX lock
+        # this process holds on it, including the one by which another SQLiteStore here tells
+        # other processes the database is in use (they would then delete its WAL under us).
+        if not self.path.exists():
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
         # One connection per thread: a connection is one transaction at a time, so a shared one
         # would let another thread's statements land inside this thread's BEGIN IMMEDIATE.
         self._local = threading.local()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from netsim import kernel, names
+from netsim.etcd_server import find_etcd, temporary_etcd
 from netsim.fabric import Cluster, teardown
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,6 +49,18 @@ def make_cluster(state_dir):
     yield make
     for name in made:
         teardown(name)
+
+
+@pytest.fixture(scope="session")
+def etcd_url():
+    """A temporary etcd for the whole run: its client URL, http://127.0.0.1:PORT.  CI sets
+    NETSIM_REQUIRE_ETCD=1, so there a missing etcd fails the run instead of skipping tests."""
+    if find_etcd() is None:
+        if os.environ.get("NETSIM_REQUIRE_ETCD") == "1":
+            pytest.fail("etcd is not installed: scripts/install-deps.sh installs etcd-server")
+        pytest.skip("etcd is not installed: scripts/install-deps.sh installs etcd-server")
+    with temporary_etcd() as url:
+        yield url
 
 
 @pytest.fixture(autouse=True, scope="session")

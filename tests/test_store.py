@@ -11,24 +11,16 @@ import multiprocessing
 import os
 import socket
 import stat
+import subprocess
+import sys
 import threading
 import urllib.request
 import uuid
 
 import pytest
 
-from netsim.etcd_server import find_etcd, temporary_etcd
 from netsim.etcd_store import EtcdStore, StoreUnavailable
 from netsim.store import AlreadyExists, Compacted, Conflict, NotFound, SQLiteStore, open_store
-
-
-@pytest.fixture(scope="session")
-def etcd_url():
-    """A temporary etcd for the whole run: its client URL, http://127.0.0.1:PORT."""
-    if find_etcd() is None:
-        pytest.skip("etcd is not installed: scripts/install-deps.sh installs etcd-server")
-    with temporary_etcd() as url:
-        yield url
 
 
 @pytest.fixture(params=["sqlite", "etcd"])
@@ -319,3 +311,20 @@ def test_an_unreachable_etcd_is_named_in_the_error():
     with pytest.raises(StoreUnavailable, match=f"etcd at http://127.0.0.1:{port} cannot be reached"):
         s.get("/a")
     s.close()
+
+
+def test_a_second_store_in_a_process_keeps_the_first_ones_writes_visible(tmp_path):
+    # Closing any descriptor of the file drops the process's POSIX locks on it; another process
+    # closing its connection then thinks it is the last user and deletes the WAL, and later
+    # writes of the first store vanish into the deleted file.
+    path = tmp_path / "store.db"
+    first = SQLiteStore(path)
+    first.put("/a", pod("a"))
+    second = SQLiteStore(path)
+    subprocess.run([sys.executable, "-c", f"import sqlite3; sqlite3.connect({str(path)!r}).execute("
+                    "'select count(*) from kv').fetchall()"], check=True, timeout=30)
+    first.put("/b", pod("b"))
+    fresh = SQLiteStore(path)
+    assert [i["metadata"]["name"] for i in fresh.list("/")[0]] == ["a", "b"]
+    for s in (first, second, fresh):
+        s.close()

@@ -1,0 +1,228 @@
+"""Workloads through real clusters, on both store backends: the `netsim` command as a user runs
+it, the agent wiring real namespaces, and real connections answered by the responders."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from netsim import daemon, kernel, names, state
+from tests.conftest import run_netsim, unique_name
+
+SCENARIO = """apiVersion: netsim/v1alpha1
+kind: Scenario
+name: ignored
+nodes:
+  - name: control-plane
+    role: control-plane
+  - name: worker1
+  - name: worker2
+externalHosts:
+  - name: client
+"""
+
+
+def deployment(replicas: int, name: str = "web") -> str:
+    return f"""apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:1.25
+        ports:
+        - {{name: http, containerPort: 80}}
+"""
+
+
+SERVICE = """apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {app: web}
+  ports:
+  - {port: 8080, targetPort: http}
+"""
+
+
+class K8s:
+    def __init__(self, name, tmp_path):
+        self.name = name
+        self.tmp_path = tmp_path
+
+    def __call__(self, *args, check=True):
+        result = run_netsim(*args, "-c", self.name)
+        if check:
+            assert result.returncode == 0, f"netsim {' '.join(args)}: {result.stdout}{result.stderr}"
+        return result
+
+    def apply(self, text: str):
+        path = self.tmp_path / f"m{uuid.uuid4().hex[:6]}.yaml"
+        path.write_text(text)
+        return self("apply", "-f", str(path))
+
+    def pods(self, selector: str | None = None) -> list[dict]:
+        args = ["get", "pods", "-o", "json"] + (["-l", selector] if selector else [])
+        return json.loads(self(*args).stdout)["items"]
+
+    def get(self, kind: str, name: str) -> dict:
+        return json.loads(self("get", kind, name, "-o", "json").stdout)
+
+    def probe(self, src: str, dst: str, *extra) -> tuple[int, dict]:
+        result = self("probe", src, dst, "-o", "json", *extra, check=False)
+        return result.returncode, json.loads(result.stdout)
+
+
+@pytest.fixture(params=["sqlite", "etcd"])
+def k8s(request, tmp_path, state_dir):
+    name = unique_name("w")
+    scenario = tmp_path / "scenario.yaml"
+    scenario.write_text(SCENARIO)
+    args = ["up", str(scenario), "--name", name]
+    if request.param == "etcd":
+        endpoint = request.getfixturevalue("etcd_url").removeprefix("http://")
+        args += ["--store", f"etcd://{endpoint}/test-{name}"]
+    up = run_netsim(*args)
+    try:
+        assert up.returncode == 0, up.stderr
+        yield K8s(name, tmp_path)
+    finally:
+        down = run_netsim("down", name)
+        assert down.returncode == 0, down.stderr
+        assert kernel.list_netns(names.cluster_prefix(name)) == []
+        assert daemon.agent_pids(name) == []
+
+
+def running(pods):
+    return [p for p in pods if p.get("status", {}).get("phase") == "Running" and p["status"].get("podIP")]
+
+
+def test_apply_get_delete_round_trip(k8s):
+    out = k8s.apply(deployment(2) + "---\n" + SERVICE).stdout
+    assert "deployment/default/web created" in out and "service/default/web created" in out
+    svc = k8s.get("svc", "web")
+    assert svc["spec"]["clusterIP"].startswith("10.") and svc["spec"]["ports"][0]["targetPort"] == "http"
+    assert "unchanged" in k8s.apply(SERVICE).stdout
+    table = k8s("get", "deploy").stdout
+    assert table.split("\n")[1].split()[:2] == ["web", "2/2"]
+    k8s("delete", "deployment", "web")
+    assert k8s.pods() == []
+    missing = k8s("get", "deploy", "web", check=False)
+    assert missing.returncode == 1 and 'deployments "web" not found' in missing.stderr
+    k8s("delete", "svc", "web")
+    assert k8s("get", "endpointslices", "-o", "json").stdout.count('"kind": "EndpointSlice"') == 0
+
+
+def test_a_deployment_runs_spread_over_workers_answers_and_scales(k8s):
+    k8s.apply(deployment(3))
+    pods = running(k8s.pods())
+    assert len(pods) == 3
+    assert {p["spec"]["nodeName"] for p in pods} == {"worker1", "worker2"}
+    assert len({p["status"]["podIP"] for p in pods}) == 3
+    for p in pods:
+        code, answer = k8s.probe(f"node/{p['spec']['nodeName']}", f"pod/default/{p['metadata']['name']}")
+        assert code == 0 and answer["responder"] == p["metadata"]["name"], answer
+        assert answer["result"] == "allow" and answer["reason"] == "connected" and answer["latencyMs"] > 0
+
+    k8s.apply(deployment(5))
+    assert len(running(k8s.pods())) == 5
+    k8s.apply(deployment(2))
+    left = k8s.pods()
+    assert len(left) == 2 and len(running(left)) == 2
+    pod_netns = [n for n in kernel.list_netns(names.cluster_prefix(k8s.name)) if ".default." in n]
+    assert sorted(pod_netns) == sorted(f"nsim.{k8s.name}.default.{p['metadata']['name']}" for p in left)
+
+
+def test_a_deleted_pod_is_replaced_by_its_deployment(k8s):
+    k8s.apply(deployment(2))
+    victim = k8s.pods()[0]["metadata"]["name"]
+    assert f"pod/default/{victim} deleted" in k8s("delete", "pod", victim).stdout
+    pods = running(k8s.pods())
+    assert len(pods) == 2 and victim not in {p["metadata"]["name"] for p in pods}
+    assert not kernel.netns_exists(f"nsim.{k8s.name}.default.{victim}")
+
+
+def test_endpoint_slices_follow_pod_readiness(k8s):
+    k8s.apply(deployment(2) + "---\n" + SERVICE)
+
+    def endpoints():
+        slices = json.loads(k8s("get", "endpointslices", "-o", "json").stdout)["items"]
+        return {e["targetRef"]["name"]: (e["addresses"][0], e["conditions"]["ready"], s["ports"][0]["port"])
+                for s in slices for e in s["endpoints"]}
+
+    pods = {p["metadata"]["name"]: p["status"]["podIP"] for p in k8s.pods()}
+    assert endpoints() == {n: (ip, True, 80) for n, ip in pods.items()}
+    sick = sorted(pods)[0]
+    k8s("annotate", "pod", sick, "netsim.io/ready=false")
+    assert endpoints()[sick] == (pods[sick], False, 80)
+    assert k8s.get("pod", sick)["status"]["conditions"][-1] == {"type": "Ready", "status": "False"}
+    k8s("annotate", "pod", sick, "netsim.io/ready-")
+    assert endpoints()[sick] == (pods[sick], True, 80)
+
+
+def test_probe_reports_refusals_udp_and_the_client_address(k8s):
+    k8s.apply(deployment(1))
+    [pod] = k8s.pods()
+    target = f"pod/default/{pod['metadata']['name']}"
+    node = pod["spec"]["nodeName"]
+    code, udp = k8s.probe(f"node/{node}", target, "--proto", "udp")
+    assert code == 0 and udp["responder"] == pod["metadata"]["name"]
+    code, refused = k8s.probe(f"node/{node}", target, "--port", "81")
+    assert code == 1 and refused["result"] == "deny" and refused["reason"] == "refused"
+    code, udp_refused = k8s.probe(f"node/{node}", target, "--port", "81", "--proto", "udp")
+    assert code == 1 and udp_refused["reason"] == "refused"
+    code, answer = k8s.probe(f"node/{node}", target)
+    node_ip = k8s.get("node", node)["status"]["addresses"][0]["address"]
+    # The node reaches its pods from its bridge address, the first of its pod range.
+    assert answer["clientIP"] != node_ip and answer["clientIP"].endswith(".1")
+    http = k8s("exec", f"node/{node}", "--", "curl", "-s", "--max-time", "5", f"http://{pod['status']['podIP']}/")
+    assert json.loads(http.stdout)["pod"] == pod["metadata"]["name"]
+
+
+def kernel_state(cluster: str) -> dict[str, str]:
+    """Links, addresses and routes of every namespace of the cluster, as `ip` prints them."""
+    out = {}
+    for ns in kernel.list_netns(names.cluster_prefix(cluster)):
+        parts = []
+        for cmd in (["-o", "link"], ["-o", "addr"], ["route"]):
+            parts.append(subprocess.run(["ip", "-n", ns, *cmd], capture_output=True, text=True, check=True).stdout)
+        out[ns] = "\n".join(parts)
+    return out
+
+
+def test_kill_9_of_the_agent_then_restart_leaves_the_same_kernel_state(k8s, tmp_path):
+    k8s.apply(deployment(4))
+    before = kernel_state(k8s.name)
+    ips_before = {p["metadata"]["name"]: p["status"]["podIP"] for p in k8s.pods()}
+    checkpoint = state.cluster_dir(k8s.name) / "nodes" / "worker1" / "pods.json"
+    checkpoint_before = checkpoint.read_text()
+    [pid] = daemon.agent_pids(k8s.name)
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while daemon.agent_pids(k8s.name) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert daemon.agent_pids(k8s.name) == []
+    again = run_netsim("up", str(tmp_path / "scenario.yaml"), "--name", k8s.name)
+    assert again.returncode == 0, again.stderr
+    assert len(daemon.agent_pids(k8s.name)) == 1
+    assert kernel_state(k8s.name) == before
+    assert {p["metadata"]["name"]: p["status"]["podIP"] for p in k8s.pods()} == ips_before
+    assert checkpoint.read_text() == checkpoint_before
+    # And the restarted agent serves the pods again.
+    name = sorted(ips_before)[0]
+    pod = k8s.get("pod", name)
+    code, answer = k8s.probe(f"node/{pod['spec']['nodeName']}", f"pod/default/{name}")
+    assert code == 0 and answer["responder"] == name
