@@ -104,12 +104,21 @@ def up(
         raise err(f"error: --store {store!r}: use etcd://HOST:PORT[/PREFIX], or leave it out for SQLite"
                   "\nnothing was created.", 2)
     require_root("up")
+    existing = fabric.load_cluster(name or scn.name)
+    if existing is not None:
+        # A running cluster keeps its store: a new one would be empty, and the agent would
+        # tear down every pod the old one holds.
+        wanted = fabric.store_url_for(existing.name, store) if store else existing.store_url
+        if wanted != existing.store_url:
+            raise err(f"error: --store: cluster {existing.name!r} keeps its objects in {existing.store_url}; "
+                      f"run `netsim down {existing.name}` first to move it to another store", 2)
+        store = existing.store_url
     cluster = fabric.Cluster.from_scenario(scn, name=name, source=str(scenario.resolve()), store=store)
     typer.echo(f"Creating cluster {cluster.name!r} from {scenario} ...", err=True)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_interrupt)
     start = time.perf_counter()
-    fresh = fabric.load_cluster(cluster.name) is None
+    fresh = existing is None
     progress = lambda msg: typer.echo(f" ✓ {msg}", err=True)  # noqa: E731
     try:
         cluster.up(progress=progress)

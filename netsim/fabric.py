@@ -185,8 +185,10 @@ class Cluster:
         self._bridge_up(lan, bridge)
         progress(f"{_count(self.nodes(), 'node')} and {_count(self.hosts(), 'external host')} on the underlay")
         t2 = time.perf_counter()
+        # Pod namespaces (nsim.<cluster>.<namespace>.<pod>) belong to the agent, not the fabric.
         stale = [ns for ns in kernel.list_netns(names.cluster_prefix(self.name))
-                 if ns != self.underlay_netns and ns not in {m.netns for m in self.members.values()}]
+                 if ns != self.underlay_netns and ns not in {m.netns for m in self.members.values()}
+                 and "." not in ns.removeprefix(names.cluster_prefix(self.name))]
         if stale:
             # Namespaces are freed asynchronously; cut their uplinks now so the underlay
             # forgets them before `up` returns.
