@@ -19,6 +19,7 @@ test: install
 
 bench: install
 	.venv/bin/python bench/bringup.py
+	.venv/bin/python bench/store.py
 endif
 
 help:

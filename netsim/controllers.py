@@ -390,8 +390,10 @@ def endpoint_slices(cache: Cache) -> None:
         if not groups:
             groups[()] = []
         wanted = {}
-        for ports, endpoints in groups.items():
-            slice_name = f"{name}-{api.template_hash({'svc': svc['metadata']['uid'], 'ports': ports})[:5]}"
+        # Named by position, not by ports: the usual single slice keeps its name while its pods'
+        # ports resolve and change, so watchers see it modified, never deleted and re-added.
+        for i, (ports, endpoints) in enumerate(sorted(groups.items(), key=lambda g: (-len(g[1]), g[0]))):
+            slice_name = f"{name}-{api.template_hash({'svc': svc['metadata']['uid'], 'slice': i})[:5]}"
             endpoints.sort(key=lambda e: e["targetRef"]["name"])
             wanted[slice_name] = {
                 "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
