@@ -149,6 +149,10 @@ class Agent:
             r = self._sync_node(cache, node_name, pods_here)
             if r is not None:
                 retry = r if retry is None else min(retry, r)
+        here = {f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in cache.of_kind("Pod")
+                if p["spec"].get("nodeName") in self.nodes}
+        for k in set(self.running_since) - here:
+            del self.running_since[k]
         return retry
 
     def _sync_node(self, cache: Cache, node_name: str, node: NodePods) -> float | None:
@@ -185,9 +189,6 @@ class Agent:
             r = self._pod_status(cache, node_name, node, k, p)
             if r is not None:
                 retry = r if retry is None else min(retry, r)
-        for k in list(self.running_since):
-            if k not in bound:
-                self.running_since.pop(k)
         return retry
 
     def _pod_status(self, cache: Cache, node_name: str, node: NodePods, k: str, p: dict) -> float | None:

@@ -235,3 +235,74 @@ def test_kill_9_of_the_agent_then_restart_leaves_the_same_kernel_state(k8s, tmp_
     pod = k8s.get("pod", name)
     code, answer = k8s.probe(f"node/{pod['spec']['nodeName']}", f"pod/default/{name}")
     assert code == 0 and answer["responder"] == name
+
+
+KINDS = """apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent, namespace: shop}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      containers: [{name: a, image: fluentd, ports: [{containerPort: 24224, protocol: UDP}]}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db, namespace: shop}
+spec:
+  replicas: 3
+  serviceName: db
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      containers: [{name: db, image: postgres, ports: [{containerPort: 5432}]}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: migrate, namespace: shop}
+spec:
+  completions: 2
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: m, image: busybox, command: ["sh", "-c", "echo done"]}]
+"""
+
+
+@pytest.mark.parametrize("k8s", ["sqlite"], indirect=True)
+def test_daemonsets_statefulsets_jobs_and_namespace_deletion(k8s):
+    k8s.apply(KINDS)
+    listed = json.loads(k8s("get", "pods", "-n", "shop", "-o", "json").stdout)["items"]
+    pods = {p["metadata"]["name"]: p for p in listed}
+    agents = [p for n, p in pods.items() if n.startswith("agent-")]
+    # One per worker: the control plane's taint keeps a DaemonSet without tolerations off it.
+    assert sorted(p["spec"]["nodeName"] for p in agents) == ["worker1", "worker2"]
+    assert sorted(n for n in pods if n.startswith("db-")) == ["db-0", "db-1", "db-2"]
+    assert all(pods[f"db-{i}"]["status"]["phase"] == "Running" for i in range(3))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        job = json.loads(k8s("get", "job", "migrate", "-n", "shop", "-o", "json").stdout)
+        if job.get("status", {}).get("succeeded") == 2:
+            break
+        time.sleep(0.2)
+    assert job["status"]["conditions"][0]["type"] == "Complete"
+    done = [p for p in json.loads(k8s("get", "pods", "-n", "shop", "-o", "json").stdout)["items"]
+            if p["metadata"]["name"].startswith("migrate-")]
+    assert [p["status"]["phase"] for p in done] == ["Succeeded", "Succeeded"]
+    assert not any(kernel.netns_exists(f"nsim.{k8s.name}.shop.{p['metadata']['name']}") for p in done)
+    code, answer = k8s.probe(f"node/{agents[0]['spec']['nodeName']}", f"pod/shop/{agents[0]['metadata']['name']}",
+                             "--proto", "udp")
+    assert code == 0 and answer["responder"] == agents[0]["metadata"]["name"]
+
+    k8s("delete", "namespace", "shop")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and k8s("get", "ns", "shop", check=False).returncode == 0:
+        time.sleep(0.2)
+    assert k8s("get", "ns", "shop", check=False).returncode == 1
+    assert [n for n in kernel.list_netns(names.cluster_prefix(k8s.name)) if ".shop." in n] == []
