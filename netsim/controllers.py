@@ -79,8 +79,8 @@ def _scale(cache: Cache, owner: dict, pods: list[dict], want: int, make_name) ->
         cache.create(_pod_from_template(owner, owner["spec"]["template"], make_name()))
     if len(live) > want:
         # As the ReplicaSet controller does: drop unscheduled, then not-ready, then the newest.
-        live.sort(key=lambda p: (bool(p["spec"].get("nodeName")), pod_ready(p),
-                                 p["metadata"].get("creationTimestamp", "")), reverse=False)
+        live.sort(key=lambda p: p["metadata"].get("creationTimestamp", ""), reverse=True)
+        live.sort(key=lambda p: (bool(p["spec"].get("nodeName")), pod_ready(p)))
         for p in live[:len(live) - want]:
             _delete_pod(cache, p)
 

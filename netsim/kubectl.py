@@ -16,6 +16,9 @@ from netsim import api, apiserver, controllers, informer, probe
 from netsim.cli import ClusterOpt, Output, _running_cluster, _table, app, err, require_root, resolve_cluster
 from netsim.store import StoreError, open_store
 
+# A string, as kubectl's: `--wait=false` is what users type.
+WaitOpt = Annotated[str, typer.Option("--wait", help="true: return once controllers and agents have acted on "
+                                      "it; false: return at once.")]
 NamespaceOpt = Annotated[str | None, typer.Option("--namespace", "-n", help="Namespace (default: default).")]
 
 
@@ -38,7 +41,7 @@ def wait_for_agents(store, timeout: float, at_least: int = 0) -> None:
 def apply(
     filename: Annotated[list[Path], typer.Option("--filename", "-f", help="File, directory or - for stdin.")],
     namespace: NamespaceOpt = None,
-    wait: Annotated[bool, typer.Option(help="Return once the agents have acted on it.")] = True,
+    wait: WaitOpt = "true",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the agents.")] = 60.0,
     cluster: ClusterOpt = None,
 ) -> None:
@@ -47,6 +50,7 @@ def apply(
         batches = [b for f in filename for b in api.read_manifests(f)]
     except api.ManifestError as exc:
         raise err(f"error: {exc}\nnothing was applied.", 2) from None
+    want_wait = _flag(wait, "--wait")
     require_root("apply")
     _, store = open_cluster_store(cluster)
     objects = [o for _, objs in batches for o in objs]
@@ -56,8 +60,16 @@ def apply(
         raise err(f"error: {exc}\nnothing was applied.", 1) from None
     for ref, action in results:
         typer.echo(f"{ref} {action}")
-    if wait:
+    if want_wait:
         wait_for_agents(store, timeout)
+
+
+def _flag(value: str, name: str) -> bool:
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise err(f"error: {name}={value}: use true or false", 2)
 
 
 @app.command()
@@ -68,7 +80,7 @@ def delete(
                         typer.Option("--filename", "-f", help="Delete what a file declares.")] = None,
     namespace: NamespaceOpt = None,
     force: Annotated[bool, typer.Option(help="Remove pods at once, without waiting for their node.")] = False,
-    wait: Annotated[bool, typer.Option(help="Return once the agents have acted on it.")] = True,
+    wait: WaitOpt = "true",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the agents.")] = 60.0,
     cluster: ClusterOpt = None,
 ) -> None:
@@ -91,6 +103,7 @@ def delete(
         targets = [(k.kind, (namespace or "default") if k.namespaced else None, n) for n in names]
     else:
         raise err("error: give KIND NAME... or -f FILE", 2)
+    want_wait = _flag(wait, "--wait")
     require_root("delete")
     _, store = open_cluster_store(cluster)
     failed = False
@@ -102,7 +115,7 @@ def delete(
         except apiserver.ApiError as exc:
             typer.echo(f"Error from server (NotFound): {exc}", err=True)
             failed = True
-    if wait:
+    if want_wait:
         wait_for_agents(store, timeout, last)
     if failed:
         raise typer.Exit(1)

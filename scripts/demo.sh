@@ -20,5 +20,28 @@ for ip in $($netsim get nodes -o json -c $cluster |
   $netsim exec host/client -c $cluster -- ping -c 1 -W 2 "$ip" | grep -E "bytes from|100% packet loss"
 done
 echo
+echo "== pods from scenarios/manifests/web.yaml: a Deployment of 3 spread over the workers, and the seeds' busybox"
+$netsim get pods -o wide -c $cluster
+$netsim get deployments -c $cluster
+$netsim get services -c $cluster
+$netsim get endpointslices -c $cluster
+echo
+echo "== every containerPort is served by a responder that names the pod and the client it saw"
+# (pods reach pods on their own node until the overlay lands, so pick a web pod beside the client)
+read -r node web ip < <($netsim get pods -o json -c $cluster | .venv/bin/python -c '
+import json, sys
+pods = json.load(sys.stdin)["items"]
+node = next(p["spec"]["nodeName"] for p in pods if p["metadata"]["name"] == "client")
+web = next(p for p in pods if p["metadata"]["name"].startswith("web-") and p["spec"]["nodeName"] == node)
+print(node, web["metadata"]["name"], web["status"]["podIP"])')
+$netsim probe pod/default/client "pod/default/$web" -c $cluster
+$netsim exec "node/$node" -c $cluster -- curl -s "http://$ip/"
+echo
+echo "== scale the Deployment to 5 and back: the controllers and the node agents follow"
+sed 's/replicas: 3/replicas: 5/' scenarios/manifests/web.yaml | $netsim apply -f - -c $cluster
+$netsim get deployments -c $cluster
+$netsim apply -f scenarios/manifests/web.yaml -c $cluster
+$netsim get deployments -c $cluster
+echo
 echo "== what it is made of: namespaces named nsim.$cluster.* (the host's own links, routes and rules are untouched)"
 ip netns list | grep "^nsim\.$cluster\." || true

@@ -306,3 +306,21 @@ def test_daemonsets_statefulsets_jobs_and_namespace_deletion(k8s):
         time.sleep(0.2)
     assert k8s("get", "ns", "shop", check=False).returncode == 1
     assert [n for n in kernel.list_netns(names.cluster_prefix(k8s.name)) if ".shop." in n] == []
+
+
+@pytest.mark.parametrize("k8s", ["sqlite"], indirect=True)
+def test_a_bad_manifest_applies_nothing_and_describe_shows_endpoints(k8s, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(deployment(1) + "---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\n"
+                   "spec: {ports: [{port: 80, protocol: HTTP}]}\n")
+    result = k8s("apply", "-f", str(bad), check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{bad}: document 2 (Service s): spec.ports.0.protocol" in result.stderr
+    assert "fix: use TCP, UDP or SCTP" in result.stderr and "nothing was applied" in result.stderr
+    assert k8s.pods() == [] and "No resources found" in k8s("get", "deploy").stderr
+
+    k8s.apply(deployment(2) + "---\n" + SERVICE)
+    described = k8s("describe", "svc", "web").stdout
+    ips = sorted(p["status"]["podIP"] for p in k8s.pods())
+    assert "TargetPort(s): http" in described
+    assert all(f"{ip}:80" in described for ip in ips), described
