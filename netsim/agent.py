@@ -81,6 +81,11 @@ def register_nodes(store, members: list[dict], has_workers: bool) -> None:
                 continue
 
 
+def component_name(nodes) -> str:
+    """How an agent reports itself in the store: by the nodes it owns."""
+    return "agent-" + ",".join(sorted(nodes))
+
+
 def _is_job_pod(pod: dict) -> bool:
     return (controllers.controller_of(pod) or {}).get("kind") == "Job"
 
@@ -115,7 +120,7 @@ class Agent:
 
     @property
     def name(self) -> str:
-        return "agent-" + ",".join(sorted(self.nodes))
+        return component_name(self.nodes)
 
     def run(self) -> None:
         store = open_store(self.store_url)

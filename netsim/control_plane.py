@@ -6,7 +6,7 @@ import contextlib
 import time
 from collections.abc import Callable
 
-from netsim import api, apiserver, daemon, fabric, informer
+from netsim import agent, api, apiserver, daemon, fabric, informer
 from netsim.scenario import Scenario
 from netsim.store import NotFound, open_store
 
@@ -27,7 +27,14 @@ def start(cluster: fabric.Cluster, scenario: Scenario | None, objects: list[dict
                 store.delete(api.key("Node", None, gone))
         if daemon.agent_pids(cluster.name) and registered != wanted:
             daemon.stop_agents(cluster.name)  # it knows the old set of nodes
+        components = [agent.component_name(wanted), "controller-manager"]
         if not daemon.agent_pids(cluster.name):
+            # Forget the reports of components that no longer exist (an agent for another set
+            # of nodes): `apply` waits on every component that reported.
+            for c in store.list(informer.COMPONENTS)[0]:
+                if c["metadata"]["name"] not in components:
+                    with contextlib.suppress(NotFound):
+                        store.delete(informer.COMPONENTS + c["metadata"]["name"])
             daemon.start_agent(cluster.name, cluster.store_url)
         _wait_nodes(store, wanted, timeout)
         progress(f"control plane: store {_describe(cluster.store_url)}, agent and controllers running, "
@@ -36,7 +43,7 @@ def start(cluster: fabric.Cluster, scenario: Scenario | None, objects: list[dict
             results = apiserver.apply(store, objects)
             changed = sum(1 for _, action in results if action != "unchanged")
             progress(f"manifests: {len(results)} objects ({changed} created or changed)")
-        ok, behind = informer.wait_settled(store, timeout)
+        ok, behind = informer.wait_settled(store, timeout, components)
         if not ok:
             raise RuntimeError(f"the cluster did not settle in {timeout:g}s ({', '.join(behind)} behind); "
                                "see agent.log in the state directory")

@@ -119,6 +119,7 @@ class Loop:
         self.resync_s = resync_s
         self.settle_s = settle_s
         self.cache = Cache(store)
+        self.observed = 0
         self.events: queue.Queue = queue.Queue()
 
     def _watch(self) -> None:
@@ -167,15 +168,17 @@ class Loop:
             if dirty or time.monotonic() >= next_sync:
                 try:
                     retry = self.sync(self.cache)
+                    self.report()
                 except Exception:
+                    # No report: `apply` must not take a failed sync for progress.
                     log.exception("%s: sync failed; retrying in 1s", self.name)
                     retry = 1.0
+                    self.report(progress=False)
                 wait = self.resync_s if retry is None else retry
                 next_sync = time.monotonic() + wait
-                self.report()
                 last_beat = time.monotonic()
             elif time.monotonic() - last_beat >= HEARTBEAT_S:
-                self.report()
+                self.report(progress=False)
                 last_beat = time.monotonic()
 
     def _take(self, item) -> None:
@@ -184,29 +187,32 @@ class Loop:
         else:
             self.cache.apply_event(item)
 
-    def report(self) -> None:
+    def report(self, progress: bool = True) -> None:
+        """Heartbeat, and with ``progress`` the revision this component has reconciled through."""
+        if progress:
+            self.observed = self.cache.revision
         with contextlib.suppress(StoreError):
             self.store.put(COMPONENTS + self.name, {"metadata": {"name": self.name},
-                                                    "observedRevision": self.cache.revision,
+                                                    "observedRevision": self.observed,
                                                     "heartbeat": time.time()})
 
 
-def live_components(store) -> list[dict]:
-    items, _ = store.list(COMPONENTS)
-    return [c for c in items if time.time() - c.get("heartbeat", 0) < ALIVE_S]
-
-
 def wait_settled(store, timeout: float, names: list[str] | None = None, at_least: int = 0) -> tuple[bool, list[str]]:
-    """Wait until every live component (or every one in ``names``) has reconciled through the
-    newest write under /registry/, including the writes other components made in response,
-    and through ``at_least`` (a delete's revision: etcd cannot tell the newest revision of a
-    key that is gone).  Returns (settled, the components still behind)."""
+    """Wait until every component (those in ``names``, else every one registered) has
+    reconciled through the newest write under /registry/, including the writes other
+    components made in response, and through ``at_least`` (a delete's revision: etcd cannot
+    tell the newest revision of a key that is gone).  A component whose heartbeat stopped is
+    reported at once.  Returns (settled, what is behind)."""
     deadline = time.monotonic() + timeout
     behind: list[str] = []
     while True:
         target = max(store.latest_revision(api.REGISTRY), at_least)
-        comps = {c["metadata"]["name"]: c for c in live_components(store)}
-        wanted = names if names is not None else list(comps)
+        comps = {c["metadata"]["name"]: c for c in store.list(COMPONENTS)[0]}
+        wanted = names if names is not None else sorted(comps)
+        dead = [f"{n} (not running)" for n in wanted
+                if n in comps and time.time() - comps[n].get("heartbeat", 0) > ALIVE_S]
+        if dead:
+            return False, dead
         behind = [n for n in wanted if n not in comps or comps[n]["observedRevision"] < target]
         if not behind:
             return True, []
