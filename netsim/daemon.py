@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from netsim import state
-from netsim.kernel import process_alive
+from netsim.kernel import terminate
 
 LOG_FILE = "agent.log"
 
@@ -61,19 +59,8 @@ def start_agent(cluster: str, store_url: str, controllers: bool = True) -> int:
 def stop_agents(cluster: str, grace: float = 5.0) -> list[int]:
     """SIGTERM the cluster's agents, SIGKILL what is left after ``grace`` seconds."""
     pids = agent_pids(cluster)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    left = pids
-    while left and time.monotonic() < deadline:
-        time.sleep(0.02)
-        left = [p for p in left if process_alive(p)]
-    for pid in left:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    terminate(pids, grace)
     for pid in pids:
         with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)
+            os.waitpid(pid, os.WNOHANG)  # reap, when this process started it (`up` after a restart)
     return pids
-

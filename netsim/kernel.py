@@ -436,19 +436,22 @@ def pids_in_netns(names: Iterable[str]) -> dict[int, str]:
 
 def kill_processes_in(names: Iterable[str], grace: float = 1.0) -> list[int]:
     """SIGTERM every process in the namespaces, then SIGKILL what is left after ``grace``."""
-    names = list(names)
-    victims = list(pids_in_netns(names))
-    for pid in victims:
+    return terminate(list(pids_in_netns(list(names))), grace)
+
+
+def terminate(pids: list[int], grace: float) -> list[int]:
+    """SIGTERM ``pids``, then SIGKILL those still alive after ``grace`` seconds; returns those."""
+    for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while victims and time.monotonic() < deadline:
+    while pids and time.monotonic() < deadline:
         time.sleep(0.02)
-        victims = [p for p in victims if process_alive(p)]
-    for pid in victims:
+        pids = [p for p in pids if process_alive(p)]
+    for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    return victims
+    return pids
 
 
 def process_alive(pid: int) -> bool:
