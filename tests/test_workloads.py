@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from netsim import daemon, kernel, names, state
-from tests.conftest import run_netsim, unique_name
+from tests.conftest import host_snapshot, run_netsim, unique_name
 
 SCENARIO = """apiVersion: netsim/v1alpha1
 kind: Scenario
@@ -324,3 +324,19 @@ def test_a_bad_manifest_applies_nothing_and_describe_shows_endpoints(k8s, tmp_pa
     ips = sorted(p["status"]["podIP"] for p in k8s.pods())
     assert "TargetPort(s): http" in described
     assert all(f"{ip}:80" in described for ip in ips), described
+
+
+def test_a_cluster_with_pods_leaves_the_host_as_it_found_it(tmp_path, state_dir):
+    before = host_snapshot()
+    name = unique_name("h")
+    scenario = tmp_path / "scenario.yaml"
+    scenario.write_text(SCENARIO)
+    try:
+        assert run_netsim("up", str(scenario), "--name", name).returncode == 0
+        k8s = K8s(name, tmp_path)
+        k8s.apply(deployment(4) + "---\n" + SERVICE)
+        assert len(running(k8s.pods())) == 4
+    finally:
+        assert run_netsim("down", name).returncode == 0
+    assert host_snapshot() == before
+    assert not (state_dir / name).exists() and daemon.agent_pids(name) == []
