@@ -66,7 +66,9 @@ class K8s:
         self.tmp_path = tmp_path
 
     def __call__(self, *args, check=True):
-        result = run_netsim(*args, "-c", self.name)
+        # The cluster goes right after the subcommand: after `exec ... --` it would be the
+        # command's own argument.
+        result = run_netsim(args[0], "-c", self.name, *args[1:])
         if check:
             assert result.returncode == 0, f"netsim {' '.join(args)}: {result.stdout}{result.stderr}"
         return result
