@@ -10,14 +10,13 @@ difference, so a restart (also after kill -9) converges to the same kernel state
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
 from pathlib import Path
 
 from netsim import api, controllers, state
-from netsim.apiserver import now
+from netsim.apiserver import new_object, now
 from netsim.informer import Cache, Loop
 from netsim.podnet import NodePods
 from netsim.responder import Identity, Responders
@@ -63,8 +62,7 @@ def register_nodes(store, members: list[dict], has_workers: bool) -> None:
                 have = store.get(k)
             except NotFound:
                 try:
-                    store.create(k, {**want, "metadata": {**want["metadata"], "uid": os.urandom(8).hex(),
-                                                          "creationTimestamp": now()}})
+                    store.create(k, new_object(want))
                     break
                 except AlreadyExists:
                     continue

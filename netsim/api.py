@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -436,7 +437,6 @@ def parse_manifests(text: str, source: str) -> list[dict]:
 
 def read_manifests(path: str | Path) -> list[tuple[str, list[dict]]]:
     """(source, objects) for a file, every .yaml/.yml/.json in a directory (sorted), or '-'."""
-    import sys
     if str(path) == "-":
         return [("<stdin>", parse_manifests(sys.stdin.read(), "<stdin>"))]
     p = Path(path)

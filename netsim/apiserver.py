@@ -289,6 +289,13 @@ def _same(old: dict, merged: dict) -> bool:
     return a == b
 
 
+def _get(store, kind: str, namespace: str | None, name: str) -> dict:
+    try:
+        return store.get(api.key(kind, namespace, name))
+    except NotFound:
+        raise ApiError(f'{api.KINDS[kind].plural} "{name}" not found') from None
+
+
 # -- delete ------------------------------------------------------------------------------------
 
 def delete(store, kind: str, namespace: str | None, name: str, force: bool = False) -> tuple[str, int]:
@@ -298,10 +305,7 @@ def delete(store, kind: str, namespace: str | None, name: str, force: bool = Fal
     Returns the object's reference and the revision of the write."""
     k = api.key(kind, namespace, name)
     for _ in range(10):
-        try:
-            obj = store.get(k)
-        except NotFound:
-            raise ApiError(f'{api.KINDS[kind].plural} "{name}" not found') from None
+        obj = _get(store, kind, namespace, name)
         rv = int(obj["metadata"]["resourceVersion"])
         graceful = (kind == "Pod" and obj.get("spec", {}).get("nodeName") and not force) or kind == "Namespace"
         try:
@@ -328,10 +332,7 @@ def set_metadata(store, kind: str, namespace: str | None, name: str, field: str,
     """Labels or annotations: set (value) or remove (None), retried over concurrent writers."""
     k = api.key(kind, namespace, name)
     for _ in range(10):
-        try:
-            obj = store.get(k)
-        except NotFound:
-            raise ApiError(f'{api.KINDS[kind].plural} "{name}" not found') from None
+        obj = _get(store, kind, namespace, name)
         current = dict(obj["metadata"].get(field) or {})
         for key_, value in changes.items():
             if value is None:

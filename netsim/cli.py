@@ -174,14 +174,14 @@ def status() -> None:
         members = st["members"]
         rows.append((name, st["phase"], str(sum(m["kind"] == "node" for m in members)),
                      str(sum(m["kind"] == "host" for m in members)), st["underlay"]["subnet"],
-                     _age(st["updated"])))
+                     age(st["updated"])))
     if len(rows) == 1:
         typer.echo("no netsim clusters on this host", err=True)
         return
     _table(rows)
 
 
-def _age(since: float) -> str:
+def age(since: float) -> str:
     s = int(time.time() - since)
     return f"{s}s" if s < 120 else f"{s // 60}m" if s < 7200 else f"{s // 3600}h"
 

@@ -18,7 +18,8 @@ from netsim.kernel import terminate
 LOG_FILE = "agent.log"
 
 
-def agent_pids(cluster: str) -> list[int]:
+def agent_pids(cluster: str | None) -> list[int]:
+    """The agents of ``cluster``, or of every cluster with None."""
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
@@ -28,7 +29,7 @@ def agent_pids(cluster: str) -> list[int]:
         except OSError:
             continue
         args = [a.decode(errors="replace") for a in argv]
-        if "agent" in args and "netsim" in " ".join(args[:3]) and _cluster_arg(args) == cluster:
+        if "agent" in args and "netsim" in " ".join(args[:3]) and (cluster is None or _cluster_arg(args) == cluster):
             pids.append(int(entry))
     return pids
 

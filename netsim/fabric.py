@@ -19,13 +19,17 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from netsim import kernel, names, state
+from netsim import daemon, kernel, names, state
 from netsim.ping import ping
 from netsim.scenario import Scenario, gateway_of
+from netsim.store import StoreError, open_store
+
+log = logging.getLogger("netsim.fabric")
 
 Progress = Callable[[str], None]
 
@@ -330,8 +334,7 @@ def teardown(cluster: str) -> list[str]:
     """Remove everything of ``cluster``: processes in its namespaces, the namespaces (and with
     them every link, address, route and rule inside), and its state.  Works from the kernel's
     view, not only the state file, so it also cleans up after a killed `up`."""
-    from netsim import daemon  # agents first, so none re-creates a pod while namespaces go
-    daemon.stop_agents(cluster)
+    daemon.stop_agents(cluster)  # first, so no agent re-creates a pod while namespaces go
     st = state.read_state(cluster) or {}
     removed = kernel.remove_netns(kernel.list_netns(names.cluster_prefix(cluster)))
     if str(st.get("store", "")).startswith("etcd://"):
@@ -344,7 +347,6 @@ def teardown(cluster: str) -> list[str]:
 def _clear_remote_store(url: str) -> None:
     """An etcd store outlives the cluster: remove the cluster's keys from it (the SQLite one
     goes with the state directory)."""
-    from netsim.store import StoreError, open_store
     try:
         store = open_store(url)
         try:
@@ -352,8 +354,7 @@ def _clear_remote_store(url: str) -> None:
         finally:
             store.close()
     except StoreError as exc:
-        import logging
-        logging.getLogger("netsim.fabric").warning("could not clear store %s: %s", url, exc)
+        log.warning("could not clear store %s: %s", url, exc)
 
 
 def load_cluster(cluster: str) -> Cluster | None:

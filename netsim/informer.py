@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 from netsim import api
+from netsim.apiserver import new_object, release_service
 from netsim.store import Compacted, Conflict, NotFound, StoreError
 
 log = logging.getLogger("netsim.informer")
@@ -68,7 +69,6 @@ class Cache:
 
     # -- writes, seen at once -----------------------------------------------------------
     def create(self, obj: dict) -> dict | None:
-        from netsim.apiserver import new_object
         obj = new_object(obj)
         k = api.key_of(obj)
         try:
@@ -100,7 +100,6 @@ class Cache:
             return False
         self._record(k, None, int(gone["metadata"]["resourceVersion"]))
         if obj["kind"] == "Service":
-            from netsim.apiserver import release_service
             release_service(self.store, obj)
         return True
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import datetime as dt
+import calendar
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +14,7 @@ import yaml
 
 from netsim import agent as agent_mod
 from netsim import api, apiserver, controllers, informer, probe
-from netsim.cli import ClusterOpt, Output, _running_cluster, _table, app, err, require_root, resolve_cluster
+from netsim.cli import ClusterOpt, Output, _running_cluster, _table, age, app, err, require_root, resolve_cluster
 from netsim.store import StoreError, open_store
 
 # A string, as kubectl's: `--wait=false` is what users type.
@@ -127,9 +128,7 @@ def _age(obj: dict) -> str:
     ts = obj["metadata"].get("creationTimestamp")
     if not ts:
         return "<unknown>"
-    s = int((dt.datetime.now(dt.UTC) - dt.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC))
-            .total_seconds())
-    return f"{s}s" if s < 120 else f"{s // 60}m" if s < 7200 else f"{s // 3600}h"
+    return age(calendar.timegm(time.strptime(ts, "%Y-%m-%dT%H:%M:%SZ")))
 
 
 def _ports(svc: dict) -> str:

@@ -164,13 +164,13 @@ class NodePods:
             return
         kernel.remove_netns([sb.netns for sb in gone])
         with contextlib.suppress(Exception):
+            # The namespace is freed asynchronously; cut the host ends now so the bridge
+            # forgets them at once.  A missing one (ENODEV) is fine.
             node = kernel.Namespace.open(self.node_netns)
             try:
-                links = node.links()
                 with node.batch() as b:
                     for sb in gone:
-                        if sb.veth in links:
-                            b.delete_link(sb.veth)
+                        b.delete_link(sb.veth)
             finally:
                 node.close()
         for sb in gone:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from netsim import kernel, names
+from netsim import daemon, kernel, names
 from netsim.etcd_server import find_etcd, temporary_etcd
 from netsim.fabric import Cluster, teardown
 
@@ -66,24 +66,13 @@ def etcd_url():
 @pytest.fixture(autouse=True, scope="session")
 def no_leaks():
     before = set(kernel.list_netns(names.NETNS_ROOT + "."))
-    agents_before = set(_agent_processes())
+    agents_before = set(daemon.agent_pids(None))
     yield
     leaked = set(kernel.list_netns(names.NETNS_ROOT + ".")) - before
     assert not leaked, f"tests leaked namespaces: {sorted(leaked)}"
-    stray = set(_agent_processes()) - agents_before
+    stray = set(daemon.agent_pids(None)) - agents_before
     assert not stray, f"tests left netsim agents running: {sorted(stray)}"
 
-
-def _agent_processes() -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        try:
-            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"netsim" in argv[:3] and b"agent" in argv:
-            pids.append(int(entry))
-    return pids
 
 
 def run_netsim(*args, check=False, env=None, **kw) -> subprocess.CompletedProcess:
