@@ -1,6 +1,16 @@
 """netsim: a Kubernetes dataplane emulator built from real kernel objects."""
 
-from netsim.fabric import Cluster, Member
-from netsim.scenario import Scenario, ScenarioError, load_scenario
+# Resolved on first use: CNI plugins import netsim.cni.* on every pod's critical path and
+# must not pay for the fabric (and pyroute2) they never touch.
+_EXPORTS = {"Cluster": "netsim.fabric", "Member": "netsim.fabric", "Scenario": "netsim.scenario",
+            "ScenarioError": "netsim.scenario", "load_scenario": "netsim.scenario"}
 
-__all__ = ["Cluster", "Member", "Scenario", "ScenarioError", "load_scenario"]
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(name)

@@ -1,0 +1,1 @@
+"""CNI plugins and runtime, by the CNI specification v1.1."""
