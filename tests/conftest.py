@@ -10,6 +10,7 @@ import pytest
 from netsim import daemon, kernel, names
 from netsim.etcd_server import find_etcd, temporary_etcd
 from netsim.fabric import Cluster, teardown
+from tests.cni_util import cni_sandbox  # noqa: F401  (a fixture for every CNI test)
 
 REPO = Path(__file__).resolve().parent.parent
 _serial = itertools.count()

@@ -3,7 +3,6 @@
 import json
 
 from netsim.cni import spec
-from tests.cni_util import cni_sandbox  # noqa: F401
 
 
 def test_version_lists_supported_versions(cni_sandbox):

@@ -9,10 +9,9 @@ network namespace.  Python starts in ~8 ms with ``-S``; this module therefore im
 With no server (no ``NETSIM_CNI_SOCKET``, or nothing listening) the plugin runs here.
 """
 
+import _socket
 import os
 import sys
-
-import _socket
 
 SOCKET_ENV = "NETSIM_CNI_SOCKET"
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
