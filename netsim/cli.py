@@ -236,6 +236,9 @@ def exec_(
 
 def main() -> None:
     import netsim.kubectl  # noqa: F401  (registers apply, get, delete, describe, probe, agent)
+    from netsim.cni.cli import cni_app
+
+    app.add_typer(cni_app, name="cni")
     app()
 
 

@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import struct
+import threading
 import time
 from collections.abc import Iterable, Iterator
 
@@ -111,9 +112,11 @@ NLM_F_CREATE = 0x400
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
-RTM_NEWADDR, RTM_GETADDR = 20, 22
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_GETROUTE = 24, 26
 IFF_UP = 0x1
+IFF_PROMISC = 0x100
+IFA_F_NODAD = 0x2
 _NLMSGHDR = struct.Struct("=IHHII")
 
 
@@ -125,6 +128,10 @@ def socket_in(netns: str, family: int, kind: int, proto: int = 0) -> socket.sock
 
 class NetlinkError(OSError):
     pass
+
+
+def _family(address: str) -> int:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
 
 
 def _codec():
@@ -155,13 +162,15 @@ class Batch:
         msg["attrs"] = attrs
         self.requests.append((msg, frozenset(allow), what))
 
-    def add_bridge(self, ifname: str, mtu: int) -> None:
+    def add_bridge(self, ifname: str, mtu: int, *, exist_ok: bool = False) -> None:
         ifinfmsg, _, _ = _codec()
         self._add(ifinfmsg, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, {},
                   [("IFLA_IFNAME", ifname), ("IFLA_MTU", mtu),
-                   ("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "bridge")]})], f"add bridge {ifname}")
+                   ("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "bridge")]})], f"add bridge {ifname}",
+                  allow=(errno.EEXIST,) if exist_ok else ())
 
-    def add_veth(self, ifname: str, peer: str, peer_ns: Namespace, mtu: int, index: int = 0) -> None:
+    def add_veth(self, ifname: str, peer: str, peer_ns: Namespace, mtu: int, index: int = 0,
+                 peer_mac: str | None = None) -> None:
         """A veth pair whose peer end is born directly in ``peer_ns`` (so it never appears here
         under a name that could clash).  ``index`` pins this end's ifindex: in a fresh
         namespace the next requests can then name it without asking."""
@@ -169,6 +178,8 @@ class Batch:
         fd = peer_ns.fd()
         self.fds.append(fd)
         peer_attrs = [("IFLA_IFNAME", peer), ("IFLA_NET_NS_FD", fd), ("IFLA_MTU", mtu)]
+        if peer_mac:
+            peer_attrs.append(("IFLA_ADDRESS", peer_mac))
         self._add(ifinfmsg, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, {"index": index},
                   [("IFLA_IFNAME", ifname), ("IFLA_MTU", mtu),
                    ("IFLA_LINKINFO", {"attrs": [
@@ -176,16 +187,33 @@ class Batch:
                        ("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", {"attrs": peer_attrs})]})]})],
                   f"add veth {ifname} (peer {peer} in {peer_ns.name})")
 
-    def set_link(self, ifname: str, *, index: int = 0, up: bool | None = None, master: int | None = None) -> None:
+    def set_link(self, ifname: str, *, index: int = 0, up: bool | None = None, master: int | None = None,
+                 mtu: int | None = None, promisc: bool | None = None, mac: str | None = None) -> None:
         """Change a link, named by index or (index 0) by name."""
         ifinfmsg, _, _ = _codec()
-        fields: dict = {"index": index}
-        if up is not None:
-            fields.update(flags=IFF_UP if up else 0, change=IFF_UP)
+        fields: dict = {"index": index, "flags": 0, "change": 0}
+        for flag, wanted in ((IFF_UP, up), (IFF_PROMISC, promisc)):
+            if wanted is not None:
+                fields["flags"] |= flag if wanted else 0
+                fields["change"] |= flag
         attrs: list = [] if index else [("IFLA_IFNAME", ifname)]
         if master is not None:
             attrs.append(("IFLA_MASTER", master))
+        if mtu is not None:
+            attrs.append(("IFLA_MTU", mtu))
+        if mac is not None:
+            attrs.append(("IFLA_ADDRESS", mac))
         self._add(ifinfmsg, RTM_NEWLINK, 0, fields, attrs, f"set link {ifname}")
+
+    def set_bridge_port(self, ifname: str, *, hairpin: bool) -> None:
+        """Bridge-port options of an enslaved link (``ip link set X type bridge_slave hairpin on``)."""
+        ifinfmsg, _, _ = _codec()
+        self._add(ifinfmsg, RTM_NEWLINK, 0, {"index": 0},
+                  [("IFLA_IFNAME", ifname),
+                   ("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_SLAVE_KIND", "bridge"),
+                                                ("IFLA_INFO_SLAVE_DATA", {"attrs": [
+                                                    ("IFLA_BRPORT_MODE", int(hairpin))]})]})],
+                  f"set bridge port {ifname} hairpin {hairpin}")
 
     def delete_link(self, ifname: str) -> None:
         """Delete a link if present; deleting one veth end takes its peer with it at once."""
@@ -193,25 +221,40 @@ class Batch:
         self._add(ifinfmsg, RTM_DELLINK, 0, {}, [("IFLA_IFNAME", ifname)], f"delete link {ifname}",
                   allow=(errno.ENODEV,))
 
-    def add_address(self, index: int, cidr: str) -> None:
+    def add_address(self, index: int, cidr: str, *, nodad: bool = False) -> None:
         _, ifaddrmsg, _ = _codec()
         address, prefixlen = cidr.split("/")
-        self._add(ifaddrmsg, RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL,
-                  {"family": socket.AF_INET, "prefixlen": int(prefixlen), "index": index},
-                  [("IFA_LOCAL", address), ("IFA_ADDRESS", address)], f"add address {cidr}",
+        family = _family(address)
+        fields = {"family": family, "prefixlen": int(prefixlen), "index": index}
+        if nodad and family == socket.AF_INET6:
+            fields["flags"] = IFA_F_NODAD
+        attrs = [("IFA_LOCAL", address), ("IFA_ADDRESS", address)] if family == socket.AF_INET else [
+            ("IFA_ADDRESS", address)]
+        self._add(ifaddrmsg, RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, fields, attrs, f"add address {cidr}",
                   allow=(errno.EEXIST,))
 
-    def replace_route(self, dst: str, *, gateway: str | None = None) -> None:
+    def delete_address(self, index: int, cidr: str) -> None:
+        _, ifaddrmsg, _ = _codec()
+        address, prefixlen = cidr.split("/")
+        self._add(ifaddrmsg, RTM_DELADDR, 0, {"family": _family(address), "prefixlen": int(prefixlen),
+                                             "index": index},
+                  [("IFA_LOCAL", address), ("IFA_ADDRESS", address)], f"delete address {cidr}",
+                  allow=(errno.EADDRNOTAVAIL,))
+
+    def replace_route(self, dst: str, *, gateway: str | None = None, oif: int = 0) -> None:
         _, _, rtmsg = _codec()
         prefixlen = 0
         attrs: list = []
-        if dst != "default":
+        family = _family(gateway or dst)
+        if dst not in ("default", "0.0.0.0/0", "::/0"):
             network, prefixlen = dst.split("/")
             attrs.append(("RTA_DST", network))
         if gateway:
             attrs.append(("RTA_GATEWAY", gateway))
+        if oif:
+            attrs.append(("RTA_OIF", oif))
         self._add(rtmsg, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE,
-                  {"family": socket.AF_INET, "dst_len": int(prefixlen), "table": 254, "proto": 4,
+                  {"family": family, "dst_len": int(prefixlen), "table": 254, "proto": 4,
                    "scope": 0 if gateway else 253, "type": 1},
                   attrs, f"replace route {dst}")
 
@@ -272,6 +315,29 @@ class Namespace:
         with entered(netns_path(name)):
             sock = cls._rtnl_socket()
         return cls(name, sock)
+
+    @classmethod
+    def at(cls, path: str) -> Namespace:
+        """A namespace known by a path only (a CNI_NETNS: /run/netns/x, /proc/PID/ns/net)."""
+        with entered(path):
+            sock = cls._rtnl_socket()
+        ns = cls(path, sock)
+        ns.path = path
+        return ns
+
+    @classmethod
+    def here(cls) -> Namespace:
+        """The calling thread's own namespace (a CNI plugin's runtime namespace)."""
+        path = f"/proc/self/task/{threading.get_native_id()}/ns/net"
+        ns = cls(path, cls._rtnl_socket())
+        ns.path = path
+        return ns
+
+    def __enter__(self) -> Namespace:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def close(self) -> None:
         self.sock.close()
@@ -362,6 +428,9 @@ class Namespace:
                 "master": msg.get("IFLA_MASTER"),
                 "operstate": msg.get("IFLA_OPERSTATE"),
                 "carrier": bool(msg.get("IFLA_CARRIER")),
+                "mac": msg.get("IFLA_ADDRESS"),
+                "promisc": bool(msg["flags"] & IFF_PROMISC),
+                "kind": (msg.get("IFLA_LINKINFO") or {}).get("IFLA_INFO_KIND") if msg.get("IFLA_LINKINFO") else None,
             }
             for msg in self.dump(ifinfmsg, RTM_GETLINK)
         }
@@ -372,12 +441,12 @@ class Namespace:
             raise KernelError(f"no link {ifname!r} in namespace {self.name}")
         return link["index"]
 
-    def addresses(self) -> dict[str, set[str]]:
-        """ifname -> {"a.b.c.d/len", ...} for IPv4."""
+    def addresses(self, family: int = socket.AF_INET) -> dict[str, set[str]]:
+        """ifname -> {"a.b.c.d/len", ...} (IPv4 unless ``family`` says otherwise; 0 for both)."""
         _, ifaddrmsg, _ = _codec()
         names = {v["index"]: k for k, v in self.links().items()}
         out: dict[str, set[str]] = {}
-        for msg in self.dump(ifaddrmsg, RTM_GETADDR, socket.AF_INET):
+        for msg in self.dump(ifaddrmsg, RTM_GETADDR, family):
             name = names.get(msg["index"], str(msg["index"]))
             out.setdefault(name, set()).add(f"{msg.get('IFA_ADDRESS')}/{msg['prefixlen']}")
         return out

@@ -65,8 +65,10 @@ def _has_dependencies() -> bool:
 def _reexec_with_venv(plugin_type: str, stdin: bytes) -> None:
     """The interpreter that ran us has no pyroute2 (e.g. /usr/bin/python3 found on a
     runtime's PATH): run the checkout's virtualenv instead, stdin handed over on a pipe."""
-    python = os.path.join(ROOT, ".venv", "bin", "python3")
-    if not os.path.exists(python) or os.path.realpath(python) == os.path.realpath(sys.executable):
+    venv = os.path.join(ROOT, ".venv")
+    python = os.path.join(venv, "bin", "python3")
+    # The venv's python is a symlink to the base interpreter: compare prefixes, not binaries.
+    if not os.path.exists(python) or os.path.realpath(sys.prefix) == os.path.realpath(venv):
         return
     r, w = os.pipe()
     if len(stdin) < 65536:

@@ -257,23 +257,23 @@ def run(plugin_type: str, env: dict[str, str], stdin: bytes) -> tuple[int, bytes
         req = parse_request(env, stdin)
         version = req.version if req.version in SUPPORTED_VERSIONS else LATEST
         if req.command == "VERSION":
-            return 0, _dump({"cniVersion": version, "supportedVersions": list(SUPPORTED_VERSIONS)})
+            return 0, dump({"cniVersion": version, "supportedVersions": list(SUPPORTED_VERSIONS)})
         module = _load(plugin_type)
         handler = {"ADD": module.cmd_add, "DEL": module.cmd_del, "CHECK": module.cmd_check,
                    "STATUS": module.cmd_status, "GC": module.cmd_gc}[req.command]
         result = handler(req)
         if req.command == "ADD":
-            return 0, _dump(convert(result, version))
+            return 0, dump(convert(result, version))
         return 0, b""
     except CNIError as err:
-        return 1, _dump(err.to_json(version))
+        return 1, dump(err.to_json(version))
     except OSError as err:
-        return 1, _dump(CNIError(IO_FAILURE, f"{type(err).__name__}: {err}").to_json(version))
+        return 1, dump(CNIError(IO_FAILURE, f"{type(err).__name__}: {err}").to_json(version))
     except Exception as err:  # a plugin must answer with the error JSON, never a traceback
-        return 1, _dump(CNIError(INTERNAL, f"{type(err).__name__}: {err}").to_json(version))
+        return 1, dump(CNIError(INTERNAL, f"{type(err).__name__}: {err}").to_json(version))
 
 
-def _dump(obj: dict) -> bytes:
+def dump(obj: dict) -> bytes:
     return json.dumps(obj).encode() + b"\n"
 
 
