@@ -16,9 +16,10 @@ import time
 from pathlib import Path
 
 from netsim import api, controllers, state
-from netsim.apiserver import new_object, now
+from netsim.apiserver import new_object, now, read_config
+from netsim.cni.server import PluginServer
 from netsim.informer import Cache, Loop
-from netsim.podnet import NodePods
+from netsim.podnet import NodePods, port_mappings, server_socket
 from netsim.responder import Identity, Responders
 from netsim.store import AlreadyExists, Conflict, NotFound, open_store
 
@@ -110,7 +111,9 @@ class Agent:
         self.stop = threading.Event()
         mtu = st["underlay"]["mtu"]
         base = state.cluster_dir(cluster) / "nodes"
-        self.nodes = {m["name"]: NodePods(cluster, m["name"], m["netns"], Path(base / m["name"]), mtu)
+        self.socket_path = server_socket(state.cluster_dir(cluster), component_name(m["name"] for m in self.members))
+        self.nodes = {m["name"]: NodePods(cluster, m["name"], m["netns"], Path(base / m["name"]), mtu,
+                                          self.socket_path)
                       for m in self.members}
         self.node_ip = {m["name"]: m["ip"] for m in self.members}
         self.responders: Responders | None = None
@@ -123,7 +126,9 @@ class Agent:
     def run(self) -> None:
         store = open_store(self.store_url)
         register_nodes(store, self.members, self.has_workers)
+        self.cluster_cidr = read_config(store).pod_subnet
         self.responders = Responders()
+        server = PluginServer(self.socket_path).start()
         threads = []
         if self.run_controllers:
             loop = Loop(open_store(self.store_url), "controller-manager", controllers.sync, self.stop)
@@ -144,6 +149,7 @@ class Agent:
             for t in threads:
                 t.join(timeout=5)
             self.responders.close()
+            server.stop()
 
     # -- the pod reconciler --------------------------------------------------------------
     def sync(self, cache: Cache) -> float | None:
@@ -164,7 +170,7 @@ class Agent:
         if not cidr:
             return 0.2  # the node IPAM controller has not given this node a range yet
         if node.pod_cidr is None or str(node.pod_cidr) != cidr:
-            node.ensure_bridge(cidr)
+            node.ensure_network(cidr, self.cluster_cidr)
         bound = {f"{p['metadata']['namespace']}/{p['metadata']['name']}": p for p in cache.of_kind("Pod")
                  if p["spec"].get("nodeName") == node_name}
         retry = None
@@ -181,8 +187,11 @@ class Agent:
         for k in stale:
             self.responders.remove(k)
         node.remove(stale)
+        node.collect_garbage()
         missing = [k for k in want if k not in node.sandboxes]
-        node.add([(k, want[k]["metadata"]["uid"], *k.split("/", 1)) for k in missing])
+        node.add([(k, want[k]["metadata"]["uid"], *k.split("/", 1), port_mappings(want[k])) for k in missing])
+        if any(k not in node.sandboxes for k in missing):
+            retry = 1.0  # a failed ADD is retried, as the kubelet retries sandbox creation
         for k, p in bound.items():
             if controllers.terminating(p):
                 self.responders.remove(k)
@@ -201,9 +210,11 @@ class Agent:
         host_ip = self.node_ip[node_name]
         if p["spec"].get("hostNetwork"):
             netns, ip = node.node_netns, host_ip
-        else:
+        elif k in node.sandboxes:
             sb = node.sandboxes[k]
             netns, ip = sb.netns, sb.ip
+        else:
+            return 1.0  # its sandbox failed to come up; the next sync tries again
         failed = self.responders.ensure(k, netns, Identity(p["metadata"]["name"], p["metadata"]["namespace"],
                                                            node_name), _ports(p))
         retry = None

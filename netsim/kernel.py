@@ -130,6 +130,21 @@ class NetlinkError(OSError):
     pass
 
 
+def _link_info(msg) -> dict:
+    linkinfo = msg.get("IFLA_LINKINFO")
+    return {
+        "index": msg["index"],
+        "up": bool(msg["flags"] & IFF_UP),
+        "mtu": msg.get("IFLA_MTU"),
+        "master": msg.get("IFLA_MASTER"),
+        "operstate": msg.get("IFLA_OPERSTATE"),
+        "carrier": bool(msg.get("IFLA_CARRIER")),
+        "mac": msg.get("IFLA_ADDRESS"),
+        "promisc": bool(msg["flags"] & IFF_PROMISC),
+        "kind": linkinfo.get("IFLA_INFO_KIND") if linkinfo else None,
+    }
+
+
 def _family(address: str) -> int:
     return socket.AF_INET6 if ":" in address else socket.AF_INET
 
@@ -418,22 +433,39 @@ class Namespace:
 
     # -- reading state --------------------------------------------------------------------
     def links(self) -> dict[str, dict]:
-        """Every link in the namespace: name -> {index, up, mtu, master, operstate, carrier}."""
+        """Every link in the namespace: name -> {index, up, mtu, master, operstate, carrier, mac, ...}."""
         ifinfmsg, _, _ = _codec()
-        return {
-            msg.get("IFLA_IFNAME"): {
-                "index": msg["index"],
-                "up": bool(msg["flags"] & IFF_UP),
-                "mtu": msg.get("IFLA_MTU"),
-                "master": msg.get("IFLA_MASTER"),
-                "operstate": msg.get("IFLA_OPERSTATE"),
-                "carrier": bool(msg.get("IFLA_CARRIER")),
-                "mac": msg.get("IFLA_ADDRESS"),
-                "promisc": bool(msg["flags"] & IFF_PROMISC),
-                "kind": (msg.get("IFLA_LINKINFO") or {}).get("IFLA_INFO_KIND") if msg.get("IFLA_LINKINFO") else None,
-            }
-            for msg in self.dump(ifinfmsg, RTM_GETLINK)
-        }
+        return {msg.get("IFLA_IFNAME"): _link_info(msg) for msg in self.dump(ifinfmsg, RTM_GETLINK)}
+
+    def link(self, ifname: str) -> dict | None:
+        """One link by name (one request, one reply: no dump of every link), or None."""
+        ifinfmsg, _, _ = _codec()
+        req = ifinfmsg()
+        req["header"]["type"] = RTM_GETLINK
+        req["header"]["flags"] = NLM_F_REQUEST
+        self._seq += 1
+        req["header"]["sequence_number"] = seq = self._seq
+        req["attrs"] = [("IFLA_IFNAME", ifname)]
+        req.encode()
+        self.sock.send(bytes(req.data))
+        while True:
+            for mtype, rseq, payload in self._read():
+                if rseq != seq:
+                    continue
+                if mtype == NLMSG_ERROR:
+                    code = -struct.unpack_from("=i", payload)[0]
+                    if code in (errno.ENODEV, errno.ENOENT):
+                        return None
+                    raise NetlinkError(code, f"get link {ifname} in {self.name}: {os.strerror(code)}")
+                msg = ifinfmsg(struct.pack("=IHHII", len(payload) + 16, mtype, 0, rseq, 0) + payload)
+                msg.decode()
+                return {"name": ifname, **_link_info(msg)}
+
+    def addresses_of(self, index: int, family: int = 0) -> set[str]:
+        """The addresses on one link (a dump of addresses only; links are not listed)."""
+        _, ifaddrmsg, _ = _codec()
+        return {f"{msg.get('IFA_ADDRESS')}/{msg['prefixlen']}" for msg in self.dump(ifaddrmsg, RTM_GETADDR, family)
+                if msg["index"] == index}
 
     def index(self, ifname: str) -> int:
         link = self.links().get(ifname)

@@ -1,27 +1,39 @@
-"""Pod sandboxes on one node: a namespace per pod with a veth into the node's bridge.
+"""Pod sandboxes on one node, networked by CNI as a container runtime does it.
 
-This is the agent's built-in wiring (bridge + host-local addressing, the picture of the
-CNI bridge plugin) until the CNI runtime takes over the same calls.  What a node holds is
-written ahead to a checkpoint before the kernel is touched (like the CNI cache and
-host-local's files), so an agent killed half-way finds every namespace and address it made
-and neither leaks one nor hands an address out twice.
+The agent plays containerd's part: it makes the pod's network namespace (with ``lo`` up, as
+CRI-O does itself), then runs the node's network list (flannel delegating to bridge +
+host-local, then portmap) through netsim's CNI runtime, and DEL in reverse with the cached
+result when the pod goes.  Plugins are exec'd from CNI_PATH like anyone's; they hand their
+work to this agent's plugin server over NETSIM_CNI_SOCKET.
+
+What a node holds is written ahead to a checkpoint before the kernel is touched, so an agent
+killed half-way finds every namespace it made; DEL is idempotent, so a half-made sandbox is
+simply deleted and made again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 import json
+import logging
 import os
-import time
-from dataclasses import asdict, dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from netsim import kernel, names
+from netsim.cni import runtime, shim
+
+log = logging.getLogger("netsim.podnet")
 
 BRIDGE = "cni0"
 POD_IF = "eth0"
-FIRST_FREE_INDEX = 2
+NETWORK = "cbr0"  # kube-flannel's network name
+CONFLIST = "10-flannel.conflist"
+CNI_VERSION = "1.1.0"
+PARALLEL_ADDS = 8
 
 
 @dataclass
@@ -29,8 +41,9 @@ class Sandbox:
     key: str  # namespace/name
     uid: str
     netns: str
-    ip: str
-    veth: str  # host-side end, in the node's namespace
+    ip: str = ""
+    veth: str = ""  # host-side end, in the node's namespace, from the CNI result
+    port_mappings: list[dict] = field(default_factory=list)
 
 
 def pod_netns(cluster: str, namespace: str, name: str) -> str:
@@ -42,22 +55,48 @@ def pod_netns(cluster: str, namespace: str, name: str) -> str:
     return names.netns_name(cluster, member)
 
 
-def host_veth(uid: str) -> str:
-    # Named from the pod's uid, as calico names caliXXXX: a pod re-created under the same name
-    # gets a different link, so a stale one is never mistaken for it.
-    return "veth" + names.short_hash(uid, 8)
+def server_socket(cluster_dir: Path, component: str) -> str:
+    """Where an agent's plugin server listens; a Unix socket path has 107 usable bytes."""
+    path = str(cluster_dir / f"cni-{names.short_hash(component, 8)}.sock")
+    if len(path) < 100:
+        return path
+    return f"/run/netsim-cni/{hashlib.sha256(path.encode()).hexdigest()[:16]}.sock"
+
+
+def port_mappings(pod: dict) -> list[dict]:
+    """The portMappings capability, as the kubelet derives it from containers' hostPorts."""
+    out = []
+    for c in pod["spec"].get("containers", []):
+        for p in c.get("ports", []):
+            if p.get("hostPort"):
+                m = {"hostPort": p["hostPort"], "containerPort": p["containerPort"],
+                     "protocol": p.get("protocol", "TCP").lower()}
+                if p.get("hostIP"):
+                    m["hostIP"] = p["hostIP"]
+                out.append(m)
+    return out
 
 
 class NodePods:
-    def __init__(self, cluster: str, node: str, node_netns: str, checkpoint_dir: Path, mtu: int = 1500):
+    def __init__(self, cluster: str, node: str, node_netns: str, node_dir: Path, mtu: int = 1500,
+                 socket_path: str | None = None):
         self.cluster = cluster
         self.node = node
         self.node_netns = node_netns
         self.mtu = mtu
-        self.checkpoint = checkpoint_dir / "pods.json"
-        checkpoint_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.dir = node_dir
+        self.checkpoint = node_dir / "pods.json"
+        self.conf_dir = node_dir / "cni" / "net.d"
+        self.cache_dir = node_dir / "cni" / "cache"
+        self.subnet_env = node_dir / "run" / "flannel" / "subnet.env"
+        for d in (node_dir, self.conf_dir, self.cache_dir, self.subnet_env.parent):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.sandboxes: dict[str, Sandbox] = self._load()
         self.pod_cidr: ipaddress.IPv4Network | None = None
+        extra_env = {shim.SOCKET_ENV: socket_path} if socket_path else {}
+        self.runtime = runtime.Runtime([runtime.plugin_dir()], kernel.netns_path(node_netns), extra_env)
+        self.netlist: runtime.NetworkList | None = None
+        self.collected = False
 
     # -- checkpoint -------------------------------------------------------------------------
     def _load(self) -> dict[str, Sandbox]:
@@ -73,120 +112,131 @@ class NodePods:
             json.dump({k: asdict(s) for k, s in self.sandboxes.items()}, f)
         os.replace(tmp, self.checkpoint)
 
-    # -- the node's bridge ------------------------------------------------------------------
-    @property
-    def gateway(self) -> str:
-        return str(self.pod_cidr.network_address + 1)
+    # -- the node's network config ------------------------------------------------------------
+    def conflist(self) -> dict:
+        cni = self.dir / "cni"
+        return {
+            "name": NETWORK, "cniVersion": CNI_VERSION,
+            "plugins": [
+                {"type": "flannel", "subnetFile": str(self.subnet_env), "dataDir": str(cni / "flannel"),
+                 "ipam": {"dataDir": str(cni / "networks")},
+                 "delegate": {"hairpinMode": True, "isDefaultGateway": True}},
+                {"type": "portmap", "capabilities": {"portMappings": True}},
+            ],
+        }
 
-    def ensure_bridge(self, pod_cidr: str) -> None:
+    def ensure_network(self, pod_cidr: str, cluster_cidr: str) -> None:
+        """Write the node's subnet.env (as flanneld does) and its conflist (as kube-flannel's
+        install-cni container does)."""
         self.pod_cidr = ipaddress.IPv4Network(pod_cidr)
-        ns = kernel.Namespace.open(self.node_netns)
-        try:
-            bridge = ns.links().get(BRIDGE)
-            if bridge is None:
-                with ns.batch() as b:
-                    b.add_bridge(BRIDGE, self.mtu)
-                bridge = {"index": ns.index(BRIDGE), "up": False}
-            with ns.batch() as b:
-                b.add_address(bridge["index"], f"{self.gateway}/{self.pod_cidr.prefixlen}")
-                if not bridge["up"]:
-                    b.set_link(BRIDGE, index=bridge["index"], up=True)
-        finally:
-            ns.close()
+        gateway = self.pod_cidr.network_address + 1
+        _write(self.subnet_env, f"FLANNEL_NETWORK={cluster_cidr}\nFLANNEL_SUBNET={gateway}/{self.pod_cidr.prefixlen}\n"
+                                f"FLANNEL_MTU={self.mtu}\nFLANNEL_IPMASQ=true\n")
+        raw = json.dumps(self.conflist(), indent=2).encode()
+        _write(self.conf_dir / CONFLIST, raw.decode())
+        self.netlist = runtime.parse_conflist(raw, str(self.conf_dir / CONFLIST))
+
+    def _rt(self, sb: Sandbox) -> runtime.RuntimeConf:
+        namespace, name = sb.key.split("/", 1)
+        args = [("IgnoreUnknown", "1"), ("K8S_POD_NAMESPACE", namespace), ("K8S_POD_NAME", name),
+                ("K8S_POD_INFRA_CONTAINER_ID", sb.uid), ("K8S_POD_UID", sb.uid)]
+        caps = {"portMappings": sb.port_mappings} if sb.port_mappings else {}
+        return runtime.RuntimeConf(container_id=sb.uid, netns=kernel.netns_path(sb.netns), ifname=POD_IF,
+                                   args=args, capability_args=caps, cache_dir=str(self.cache_dir))
 
     # -- pods -------------------------------------------------------------------------------
-    def _free_ips(self, count: int) -> list[str]:
-        taken = {s.ip for s in self.sandboxes.values()} | {self.gateway}
-        out = []
-        for host in self.pod_cidr.hosts():
-            if len(out) == count:
-                break
-            if str(host) not in taken:
-                out.append(str(host))
-        if len(out) < count:
-            raise kernel.KernelError(f"node {self.node}: pod CIDR {self.pod_cidr} has no free address")
-        return out
-
-    def add(self, pods: list[tuple[str, str, str, str]]) -> list[Sandbox]:
-        """Sandboxes for (key, uid, namespace, name) tuples, made together: addresses are
-        reserved in the checkpoint first, then namespaces, veths and routes go in batches."""
+    def add(self, pods: list[tuple[str, str, str, str, list[dict]]]) -> list[Sandbox]:
+        """Sandboxes for (key, uid, namespace, name, portMappings) tuples: recorded in the
+        checkpoint first, then namespaces made, then CNI ADDs run side by side."""
         if not pods:
             return []
         made = []
-        for (key, uid, namespace, name), ip in zip(pods, self._free_ips(len(pods)), strict=True):
-            sb = Sandbox(key, uid, pod_netns(self.cluster, namespace, name), ip, host_veth(uid))
+        for key, uid, namespace, name, mappings in pods:
+            sb = Sandbox(key, uid, pod_netns(self.cluster, namespace, name), port_mappings=mappings)
             self.sandboxes[key] = sb
             made.append(sb)
         self._save()
-        node = kernel.Namespace.open(self.node_netns)
-        handles: list[kernel.Namespace] = []
-        try:
-            bridge = node.index(BRIDGE)
-            for sb in made:
-                kernel.delete_netns(sb.netns)  # a bare file from a killed agent is not a namespace
-                pod = kernel.Namespace.create(sb.netns)
-                handles.append(pod)
-                with pod.batch() as b:
-                    b.add_veth(POD_IF, sb.veth, node, self.mtu, index=FIRST_FREE_INDEX)
-                    b.set_link("lo", index=1, up=True)
-                    b.set_link(POD_IF, index=FIRST_FREE_INDEX, up=True)
-                    b.add_address(FIRST_FREE_INDEX, f"{sb.ip}/{self.pod_cidr.prefixlen}")
-                    b.replace_route("default", gateway=self.gateway)
-            with node.batch() as b:
-                for sb in made:
-                    b.set_link(sb.veth, master=bridge, up=True)
-            self._wait_up(node, {sb.veth for sb in made})
-        except BaseException:
-            self.remove([sb.key for sb in made])
-            raise
-        finally:
-            for h in handles:
-                h.close()
-            node.close()
-        return made
+        for sb in made:
+            kernel.delete_netns(sb.netns)  # a bare file from a killed agent is not a namespace
+            with kernel.Namespace.create(sb.netns) as pod, pod.batch() as b:
+                b.set_link("lo", index=1, up=True)
+        failed = []
+        with ThreadPoolExecutor(max_workers=min(PARALLEL_ADDS, len(made))) as pool:
+            for sb, outcome in zip(made, pool.map(self._add_one, made), strict=True):
+                if isinstance(outcome, Exception):
+                    log.error("node %s: CNI ADD for pod %s failed: %s", self.node, sb.key, outcome)
+                    failed.append(sb.key)
+        self._save()
+        if failed:
+            self.remove(failed)
+        return [sb for sb in made if sb.key not in failed]
 
-    @staticmethod
-    def _wait_up(node: kernel.Namespace, veths: set[str], timeout: float = 3.0) -> None:
-        deadline = time.monotonic() + timeout
-        while veths:
-            links = node.links()
-            veths = {v for v in veths if links.get(v, {}).get("operstate") != "UP"}
-            if not veths:
-                return
-            if time.monotonic() > deadline:
-                raise kernel.KernelError(f"pod links not up after {timeout}s: {sorted(veths)}")
-            time.sleep(0.002)
+    def _add_one(self, sb: Sandbox) -> Exception | None:
+        try:
+            result = self.runtime.add(self.netlist, self._rt(sb))
+        except Exception as exc:  # reported per pod; the others go on
+            return exc
+        ips = result.get("ips") or []
+        sb.ip = ipaddress.ip_interface(ips[0]["address"]).ip.compressed if ips else ""
+        host = [i for i in result.get("interfaces") or [] if not i.get("sandbox") and i["name"] != BRIDGE]
+        sb.veth = host[0]["name"] if host else ""
+        return None
 
     def remove(self, keys: list[str]) -> None:
-        """Remove sandboxes; deleting a pod namespace takes its veth (and the host end) along."""
+        """CNI DEL (with the cached result), then the namespace; a DEL that fails is logged and
+        left to GC, which the runtime runs at the agent's next start."""
         gone = [self.sandboxes[k] for k in keys if k in self.sandboxes]
         if not gone:
             return
+        if self.netlist is not None:
+            with ThreadPoolExecutor(max_workers=min(PARALLEL_ADDS, len(gone))) as pool:
+                for sb, err in zip(gone, pool.map(self._del_one, gone), strict=True):
+                    if err is not None:
+                        log.error("node %s: CNI DEL for pod %s failed: %s", self.node, sb.key, err)
         kernel.remove_netns([sb.netns for sb in gone])
-        with contextlib.suppress(Exception):
-            # The namespace is freed asynchronously; cut the host ends now so the bridge
-            # forgets them at once.  A missing one (ENODEV) is fine.
-            node = kernel.Namespace.open(self.node_netns)
-            try:
-                with node.batch() as b:
-                    for sb in gone:
-                        b.delete_link(sb.veth)
-            finally:
-                node.close()
         for sb in gone:
             self.sandboxes.pop(sb.key, None)
         self._save()
+
+    def _del_one(self, sb: Sandbox) -> Exception | None:
+        try:
+            self.runtime.delete(self.netlist, self._rt(sb))
+        except Exception as exc:
+            return exc
+        return None
+
+    def collect_garbage(self) -> None:
+        """Once per agent start: CNI GC with the sandboxes this node still has as the valid
+        attachments, so allocations of pods lost to a crash are released."""
+        if self.collected or self.netlist is None:
+            return
+        self.collected = True
+        valid = [{"containerID": sb.uid, "ifname": POD_IF} for sb in self.sandboxes.values()]
+        try:
+            removed = self.runtime.gc(self.netlist, valid, str(self.cache_dir))
+        except runtime.PluginError as exc:
+            log.error("node %s: CNI GC failed: %s", self.node, exc)
+            return
+        if removed:
+            log.info("node %s: CNI GC removed %d stale attachments", self.node, len(removed))
 
     def intact(self, sb: Sandbox, node_links: dict[str, dict]) -> bool:
         """The sandbox is whole: its namespace is mounted and its veth is on the bridge."""
         link = node_links.get(sb.veth)
         bridge = node_links.get(BRIDGE)
-        return (kernel.netns_exists(sb.netns) and link is not None and bridge is not None
+        return (bool(sb.ip) and kernel.netns_exists(sb.netns) and link is not None and bridge is not None
                 and link["master"] == bridge["index"] and link["up"])
 
     def node_links(self) -> dict[str, dict]:
-        ns = kernel.Namespace.open(self.node_netns)
-        try:
+        with kernel.Namespace.open(self.node_netns) as ns:
             return ns.links()
-        finally:
-            ns.close()
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o644)

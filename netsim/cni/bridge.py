@@ -126,8 +126,7 @@ def _gateway_cidrs(ips: list[dict]) -> list[str]:
 
 
 def _ensure_bridge(host, conf: dict) -> dict:
-    links = host.links()
-    bridge = links.get(conf["bridge"])
+    bridge = host.link(conf["bridge"])
     if bridge is not None and bridge.get("kind") not in (None, "bridge"):
         raise spec.CNIError(spec.INTERNAL, f"{conf['bridge']!r} already exists but is not a bridge")
     if bridge is None or not bridge["up"] or (conf["promiscMode"] and not bridge["promisc"]):
@@ -135,15 +134,14 @@ def _ensure_bridge(host, conf: dict) -> dict:
             if bridge is None:
                 b.add_bridge(conf["bridge"], conf["mtu"], exist_ok=True)  # concurrent ADDs race to make it
             b.set_link(conf["bridge"], up=True, promisc=True if conf["promiscMode"] else None)
-        bridge = host.links()[conf["bridge"]]
+        bridge = host.link(conf["bridge"])
     return bridge
 
 
-def _ensure_gateway_address(host, conf: dict, gateways: list[str]) -> None:
+def _ensure_gateway_address(host, conf: dict, index: int, gateways: list[str]) -> None:
     """The bridge holds each subnet's gateway address; another address in the same subnet is an
     error unless forceAddress, which replaces it (upstream's ensureAddr)."""
-    addresses = host.addresses(0).get(conf["bridge"], set())
-    index = host.index(conf["bridge"])
+    addresses = host.addresses_of(index)
     with host.batch() as b:
         for cidr in gateways:
             want = ipaddress.ip_interface(cidr)
@@ -174,7 +172,7 @@ def cmd_add(req: spec.Request) -> dict:
     if not conf["ipam"].get("type"):
         raise spec.CNIError(spec.INVALID_CONFIG, "bridge: ipam.type is required", 'e.g. "ipam": {"type": "host-local"}')
     with kernel.Namespace.here() as host, kernel.Namespace.at(req.netns) as cont:
-        if req.ifname in cont.links():
+        if cont.link(req.ifname) is not None:
             raise spec.CNIError(spec.INTERNAL, f"container veth name provided ({req.ifname}) already exists")
         bridge = _ensure_bridge(host, conf)
         host_if = _host_veth_name()
@@ -186,7 +184,7 @@ def cmd_add(req: spec.Request) -> dict:
         try:
             ipam = req.delegate(conf["ipam"]["type"], req.config) or {}
             try:
-                result = _configure(req, conf, host, cont, host_if, ipam)
+                result = _configure(req, conf, host, cont, bridge, host_if, ipam)
             except BaseException:
                 req.delegate(conf["ipam"]["type"], req.config, "DEL")
                 raise
@@ -197,7 +195,7 @@ def cmd_add(req: spec.Request) -> dict:
     return result
 
 
-def _configure(req, conf, host, cont, host_if: str, ipam: dict) -> dict:
+def _configure(req, conf, host, cont, bridge: dict, host_if: str, ipam: dict) -> dict:
     ips = [dict(ip, interface=2) for ip in ipam.get("ips") or []]
     if not ips:
         raise spec.CNIError(spec.INTERNAL, "IPAM plugin returned missing IP config")
@@ -209,8 +207,7 @@ def _configure(req, conf, host, cont, host_if: str, ipam: dict) -> dict:
             default = "::/0" if ":" in ip["address"] else "0.0.0.0/0"
             if not any(r.get("dst") == default for r in routes):
                 routes.append({"dst": default, "gw": ip["gateway"]})
-    cont_links = cont.links()
-    cont_if = cont_links[req.ifname]
+    cont_if = cont.link(req.ifname)
     index = cont_if["index"]
     with cont.batch() as b:
         for ip in ips:
@@ -222,16 +219,15 @@ def _configure(req, conf, host, cont, host_if: str, ipam: dict) -> dict:
             b.replace_route(route["dst"], gateway=gw, oif=index if not gw else 0)
     gateways = _gateway_cidrs(ips)
     if conf["isGateway"]:
-        _ensure_gateway_address(host, conf, gateways)
+        _ensure_gateway_address(host, conf, bridge["index"], gateways)
         _forwarding(host, gateways)
     if conf["ipMasq"]:
         setup_masq(req.name, req.container_id, ips)
-    host_links = host.links()
     return {
         "cniVersion": spec.LATEST,
         "interfaces": [
-            {"name": conf["bridge"], "mac": host_links[conf["bridge"]]["mac"]},
-            {"name": host_if, "mac": host_links[host_if]["mac"]},
+            {"name": conf["bridge"], "mac": host.link(conf["bridge"])["mac"]},
+            {"name": host_if, "mac": host.link(host_if)["mac"]},
             {"name": req.ifname, "mac": cont_if["mac"], "sandbox": req.netns},
         ],
         "ips": ips,

@@ -7,6 +7,7 @@ exactly what ADD used even if subnet.env changed since.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 
@@ -62,7 +63,13 @@ def delegate_config(req: spec.Request, env: dict[str, str]) -> dict:
     ipam = dict(conf.get("ipam") or {})
     ipam.update(delegate.get("ipam") or {})
     ipam.setdefault("type", "host-local")
-    ipam["ranges"] = [[{"subnet": env["FLANNEL_SUBNET"]}]]
+    # flannel parses FLANNEL_SUBNET (the gateway, e.g. 10.244.3.1/24) as a CIDR and hands on
+    # the network part; host-local refuses a subnet with host bits set.
+    try:
+        subnet = ipaddress.ip_network(env["FLANNEL_SUBNET"], strict=False)
+    except ValueError as exc:
+        raise spec.CNIError(spec.INVALID_CONFIG, f"invalid FLANNEL_SUBNET {env['FLANNEL_SUBNET']!r}") from exc
+    ipam["ranges"] = [[{"subnet": str(subnet)}]]
     ipam.pop("subnet", None)
     ipam["routes"] = [{"dst": env["FLANNEL_NETWORK"]}] + list(ipam.get("routes") or [])
     delegate["ipam"] = ipam

@@ -93,3 +93,25 @@ class PluginServer:
                 conn.sendall(code.to_bytes(4, "little", signed=True) + out)
             except OSError:
                 return  # the caller went away; it falls back or fails on its own
+
+
+def main(path: str) -> None:
+    """Serve plugin calls on ``path`` until SIGTERM/SIGINT (the agent embeds the same server;
+    this entry point is for benches and runtimes without an agent)."""
+    import signal
+
+    server = PluginServer(path).start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1])
