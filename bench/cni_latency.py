@@ -76,7 +76,7 @@ def main() -> None:
                 break
             time.sleep(0.05)
         times: dict[str, dict[str, list[float]]] = {n: {"ADD": [], "DEL": []} for n in contestants}
-        for n, name in enumerate(contestants):
+        for n in range(len(contestants)):
             runtime = f"{prefix}.node{n}"
             kernel.Namespace.create(runtime).close()
             made.append(runtime)
@@ -105,7 +105,7 @@ def main() -> None:
             a50, a95, d50, d95 = pct(t["ADD"], .5), pct(t["ADD"], .95), pct(t["DEL"], .5), pct(t["DEL"], .95)
             print(f"{name:<12} {a50:8.1f} {a95:8.1f} {d50:8.1f} {d95:8.1f} "
                   f"{a50 / pct(ref['ADD'], .5):6.2f} {d50 / pct(ref['DEL'], .5):6.2f}")
-        print(f"(mean ADD: " + ", ".join(f"{n} {statistics.mean(t['ADD']):.1f}" for n, t in times.items()) + ")")
+        print("(mean ADD: " + ", ".join(f"{n} {statistics.mean(t['ADD']):.1f}" for n, t in times.items()) + ")")
     finally:
         server.terminate()
         server.wait(timeout=10)
