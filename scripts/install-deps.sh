@@ -4,8 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(iproute2 iptables nftables ipset conntrack tcpdump iperf3 iputils-ping procps python3-venv make
-              etcd-server)
+# containernetworking-plugins: the reference CNI plugins the differential tests and the CNI
+# bench compare against; podman + runc + busybox-static: a real CNI runtime calling ours.
+apt_packages=(iproute2 iptables nftables ipset conntrack tcpdump iperf3 iputils-ping procps python3 python3-venv make
+              etcd-server containernetworking-plugins podman runc busybox-static)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
