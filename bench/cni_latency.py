@@ -8,8 +8,10 @@ namespace (a node), config on stdin.  Three contestants, interleaved round by ro
 machine noise hits them alike:
 
   reference   /usr/lib/cni/bridge -> /usr/lib/cni/host-local (Go, containernetworking-plugins)
-  netsim      cni_plugins/bridge, handing the call to a plugin server over NETSIM_CNI_SOCKET
-              (the node agent's path; the server runs host-local in-process)
+  netsim      cni_plugins/bin/bridge, the compiled launcher (cni_plugins/shim.c), handing the
+              call to a plugin server over NETSIM_CNI_SOCKET (the node agent's path; the
+              server runs bridge and host-local in-process, in the caller's namespace)
+  netsim-py   cni_plugins/bridge, the Python launcher, same server (Python's ~8 ms start)
   netsim-cold cni_plugins/bridge with no server: Python imports and runs everything per call
 
 Prints p50/p95 in ms and the ratio to the reference.
@@ -32,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from netsim import kernel  # noqa: E402
+from netsim.cni import runtime  # noqa: E402
 
 REFERENCE = Path("/usr/lib/cni")
 
@@ -62,11 +65,15 @@ def main() -> None:
         raise SystemExit("the reference plugins are missing: apt-get install containernetworking-plugins")
     tmp = Path(tempfile.mkdtemp(prefix="netsim-cni-bench-"))
     prefix = f"nsim.cnibench{os.getpid()}"
+    built = Path(runtime.built_dir())
+    runtime.install(str(built))  # the compiled launchers, as `make install` builds them
+    sock = {"NETSIM_CNI_SOCKET": str(tmp / "cni.sock")}
+    py = ROOT / "cni_plugins"
     contestants = {
         "reference": (str(REFERENCE / "bridge"), str(REFERENCE), {}),
-        "netsim": (str(ROOT / "cni_plugins" / "bridge"), str(ROOT / "cni_plugins"),
-                   {"NETSIM_CNI_SOCKET": str(tmp / "cni.sock")}),
-        "netsim-cold": (str(ROOT / "cni_plugins" / "bridge"), str(ROOT / "cni_plugins"), {}),
+        "netsim": (str(built / "bridge"), str(built), sock),
+        "netsim-py": (str(py / "bridge"), str(py), sock),
+        "netsim-cold": (str(py / "bridge"), str(py), {}),
     }
     server = subprocess.Popen([sys.executable, "-m", "netsim.cni.server", str(tmp / "cni.sock")], cwd=ROOT)
     made: list[str] = []
@@ -77,12 +84,12 @@ def main() -> None:
             time.sleep(0.05)
         times: dict[str, dict[str, list[float]]] = {n: {"ADD": [], "DEL": []} for n in contestants}
         for n in range(len(contestants)):
-            runtime = f"{prefix}.node{n}"
-            kernel.Namespace.create(runtime).close()
-            made.append(runtime)
+            node_ns = f"{prefix}.node{n}"
+            kernel.Namespace.create(node_ns).close()
+            made.append(node_ns)
         for r in range(args.rounds + 3):  # the first rounds warm caches and are not counted
             for n, (name, (exe, cni_path, extra)) in enumerate(contestants.items()):
-                runtime = f"{prefix}.node{n}"
+                node_ns = f"{prefix}.node{n}"
                 ctr = f"{prefix}.c{n}x{r}"
                 kernel.Namespace.create(ctr).close()
                 made.append(ctr)
@@ -91,8 +98,8 @@ def main() -> None:
                         "ipam": {"type": "host-local", "subnet": "10.77.0.0/16", "dataDir": str(tmp / name)}}
                 env = {"PATH": os.environ["PATH"], "CNI_PATH": cni_path, "CNI_CONTAINERID": f"bench{r}",
                        "CNI_NETNS": kernel.netns_path(ctr), "CNI_IFNAME": "eth0", **extra}
-                add = call(exe, "ADD", conf, env, runtime)
-                dele = call(exe, "DEL", conf, env, runtime)
+                add = call(exe, "ADD", conf, env, node_ns)
+                dele = call(exe, "DEL", conf, env, node_ns)
                 if r >= 3:
                     times[name]["ADD"].append(add)
                     times[name]["DEL"].append(dele)

@@ -296,3 +296,30 @@ def test_cnitool_like_runtime(cni_sandbox, tmp_path):
     assert held == []
     bad = cni("add", "nosuchnet", a, "--cache-dir", cache)
     assert bad.returncode != 0 and "nosuchnet" in bad.stderr
+
+
+def test_compiled_launcher_with_and_without_a_server(cni_sandbox):
+    """cni_plugins/bin/* (built from cni_plugins/shim.c) hand the call to the server, or, with
+    none listening, exec the Python plugin with the same stdin."""
+    from netsim.cni import runtime
+
+    box = cni_sandbox
+    built = box.tmp / "bin"
+    runtime.install(str(built))
+    assert (built / "bridge").read_bytes()[:4] == b"\x7fELF", "expected the compiled launcher (is cc installed?)"
+    conf = bridge_conf(box)
+    server = PluginServer(str(box.tmp / "cni.sock")).start()
+    try:
+        a, b = box.container("a"), box.container("b")
+        served = box.call(built / "bridge", "ADD", conf, container_id="ctr-a", netns=a,
+                          env={"NETSIM_CNI_SOCKET": server.path})
+        assert served.rc == 0 and server.calls == 1, served.raw
+    finally:
+        server.stop()
+    alone = box.call(built / "bridge", "ADD", conf, container_id="ctr-b", netns=b,
+                     env={"NETSIM_CNI_SOCKET": server.path})  # stopped: nothing listens
+    assert alone.rc == 0, alone.raw
+    assert {served.out["ips"][0]["address"], alone.out["ips"][0]["address"]} == {"10.22.0.2/24", "10.22.0.3/24"}
+    err = box.call(built / "bridge", "ADD", conf, container_id="-bad", netns=a)
+    assert err.rc != 0 and err.error["code"] == 4
+    assert ping(box, a, "10.22.0.3")

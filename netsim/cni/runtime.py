@@ -263,31 +263,73 @@ def _entered(path: str):
         yield
 
 
-def plugin_dir() -> str:
-    """The directory of netsim's plugin executables, usable as CNI_PATH."""
+def source_dir() -> str:
+    """netsim's plugin executables in the checkout (Python; they work from anywhere)."""
     return os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "cni_plugins")
 
 
+def built_dir() -> str:
+    return os.path.join(source_dir(), "bin")
+
+
+def plugin_dir() -> str:
+    """The directory to use as CNI_PATH: the compiled launchers when built (make install
+    builds them), else the Python executables."""
+    built = built_dir()
+    if all(os.access(os.path.join(built, t), os.X_OK) for t in spec.MODULES):
+        return built
+    return source_dir()
+
+
+def _compile_shim(output: str) -> bool:
+    import shutil
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return False
+    source = os.path.join(source_dir(), "shim.c")
+    define = f'-DPLUGIN_DIR="{source_dir()}"'
+    proc = subprocess.run([cc, "-O2", "-Wall", "-Werror", define, "-o", output, source], capture_output=True,
+                          text=True, check=False)
+    if proc.returncode != 0:
+        raise OSError(f"building the CNI launcher failed: {proc.stderr.strip()}")
+    return True
+
+
 def install(directory: str) -> list[str]:
-    """Write netsim's plugins into ``directory`` as executables bound to this interpreter and
-    this copy of netsim, for runtimes that look in their own plugin dir."""
+    """Write netsim's plugins into ``directory``, for runtimes that look in a plugin dir of
+    their own: the compiled launcher (cni_plugins/shim.c) under each plugin's name when a C
+    compiler is at hand, else Python executables bound to this interpreter and checkout."""
     import sys
 
     os.makedirs(directory, exist_ok=True)
-    root = os.path.dirname(plugin_dir())
+    launcher = os.path.join(directory, f".netsim-cni-launcher.{os.getpid()}")
+    compiled = _compile_shim(launcher)
     written = []
-    for plugin_type in spec.MODULES:
-        path = os.path.join(directory, plugin_type)
-        text = (f"#!{sys.executable} -S\n"
-                f"# {spec.SHIM_MARKER.decode()}: netsim's {plugin_type} CNI plugin (CNI spec 1.1)\n"
-                "import sys\n"
-                f"sys.path.insert(0, {root!r})\n"
-                "from netsim.cni.shim import main\n"
-                f"main({plugin_type!r})\n")
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, path)
-        written.append(path)
+    try:
+        for plugin_type in spec.MODULES:
+            path = os.path.join(directory, plugin_type)
+            tmp = f"{path}.tmp{os.getpid()}"
+            if compiled:
+                shutil_copy(launcher, tmp)
+            else:
+                with open(tmp, "w") as f:
+                    f.write(f"#!{sys.executable} -S\n"
+                            f"# {spec.SHIM_MARKER.decode()}: netsim's {plugin_type} CNI plugin (CNI spec 1.1)\n"
+                            "import sys\n"
+                            f"sys.path.insert(0, {os.path.dirname(source_dir())!r})\n"
+                            "from netsim.cni.shim import main\n"
+                            f"main({plugin_type!r})\n")
+            os.chmod(tmp, 0o755)
+            os.replace(tmp, path)
+            written.append(path)
+    finally:
+        if compiled:
+            os.unlink(launcher)
     return written
+
+
+def shutil_copy(src: str, dst: str) -> None:
+    import shutil
+
+    shutil.copyfile(src, dst)

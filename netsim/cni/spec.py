@@ -128,7 +128,7 @@ def is_ours(executable: str, plugin_type: str) -> bool:
         return False
     try:
         with open(executable, "rb") as f:
-            return SHIM_MARKER in f.read(512)
+            return SHIM_MARKER in f.read(65536)
     except OSError:
         return False
 

@@ -1,0 +1,131 @@
+/* netsim-cni-plugin: the compiled fast path of netsim's CNI plugins.
+ *
+ * A runtime execs a plugin once per pod and waits for it.  Python needs ~8 ms just to start,
+ * so this launcher (built by `netsim cni install`, or `make install` into cni_plugins/bin)
+ * does only what must happen in the exec'd process: it hands the call -- the plugin type
+ * (this file's name), the environment and stdin -- to the node agent's plugin server on
+ * $NETSIM_CNI_SOCKET and relays the answer, as Calico's and Cilium's CNI binaries do.  The
+ * server runs the Python plugin in this process's network namespace.
+ *
+ * With no server it execs the Python plugin of the same name (PLUGIN_DIR/<type>), feeding
+ * it the stdin already read.  The wire format is netsim/cni/shim.py's encode_request.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef PLUGIN_DIR
+#error "build with -DPLUGIN_DIR=\"/path/to/cni_plugins\""
+#endif
+
+extern char **environ;
+static const char marker[] __attribute__((used)) = "netsim-cni-plugin";
+
+struct buf { char *data; size_t len, cap; };
+
+static void put(struct buf *b, const void *p, size_t n) {
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + n) cap *= 2;
+        char *d = realloc(b->data, cap);
+        if (!d) { perror("netsim cni shim: realloc"); exit(1); }
+        b->data = d; b->cap = cap;
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
+
+static void put_u32(struct buf *b, uint32_t v) {
+    unsigned char le[4] = {v & 0xff, (v >> 8) & 0xff, (v >> 16) & 0xff, (v >> 24) & 0xff};
+    put(b, le, 4);
+}
+
+static int write_all(int fd, const char *p, size_t n) {
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) { if (errno == EINTR) continue; return -1; }
+        p += w; n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int via_server(const char *path, const char *type, const struct buf *in) {
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof addr.sun_path) return -1;
+    strcpy(addr.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) { close(fd); return -1; }
+
+    struct buf req = {0}, env = {0};
+    for (char **e = environ; *e; e++) {
+        if (env.len) put(&env, "", 1);
+        put(&env, *e, strlen(*e));
+    }
+    put_u32(&req, (uint32_t)strlen(type));
+    put(&req, type, strlen(type));
+    put_u32(&req, (uint32_t)env.len);
+    if (env.len) put(&req, env.data, env.len);
+    if (in->len) put(&req, in->data, in->len);
+    if (write_all(fd, req.data, req.len) < 0) { close(fd); return -1; }
+    shutdown(fd, SHUT_WR);
+
+    struct buf reply = {0};
+    char chunk[65536];
+    for (;;) {
+        ssize_t r = read(fd, chunk, sizeof chunk);
+        if (r < 0) { if (errno == EINTR) continue; close(fd); return -1; }
+        if (r == 0) break;
+        put(&reply, chunk, (size_t)r);
+    }
+    close(fd);
+    if (reply.len < 4) return -1;  /* the server gave no answer: run the plugin here */
+    const unsigned char *c = (const unsigned char *)reply.data;
+    int32_t code = (int32_t)((uint32_t)c[0] | (uint32_t)c[1] << 8 | (uint32_t)c[2] << 16 | (uint32_t)c[3] << 24);
+    write_all(1, reply.data + 4, reply.len - 4);
+    exit(code);
+}
+
+int main(int argc, char **argv) {
+    (void)argc;
+    const char *type = strrchr(argv[0], '/');
+    type = type ? type + 1 : argv[0];
+
+    struct buf in = {0};
+    char chunk[65536];
+    for (;;) {
+        ssize_t r = read(0, chunk, sizeof chunk);
+        if (r < 0) { if (errno == EINTR) continue; break; }
+        if (r == 0) break;
+        put(&in, chunk, (size_t)r);
+    }
+
+    const char *sock = getenv("NETSIM_CNI_SOCKET");
+    if (sock && *sock) via_server(sock, type, &in);
+
+    /* No server: exec the Python plugin, its stdin a pipe holding what we read. */
+    int p[2];
+    if (pipe(p) < 0) { perror("netsim cni shim: pipe"); return 1; }
+    pid_t writer = 0;
+    if (in.len <= 65536) {
+        write_all(p[1], in.data, in.len);
+    } else if ((writer = fork()) == 0) {
+        close(p[0]);
+        _exit(write_all(p[1], in.data, in.len) ? 1 : 0);
+    }
+    close(p[1]);
+    dup2(p[0], 0);
+    close(p[0]);
+    char target[4096];
+    snprintf(target, sizeof target, "%s/%s", PLUGIN_DIR, type);
+    unsetenv("NETSIM_CNI_SOCKET");
+    execv(target, argv);
+    fprintf(stdout, "{\"cniVersion\":\"1.1.0\",\"code\":5,\"msg\":\"cannot run %s: %s\"}\n", target, strerror(errno));
+    return 1;
+}
