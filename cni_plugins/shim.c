@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -23,6 +24,8 @@
 #ifndef PLUGIN_DIR
 #error "build with -DPLUGIN_DIR=\"/path/to/cni_plugins\""
 #endif
+
+#define REPLY_TIMEOUT_S 120
 
 extern char **environ;
 static const char marker[] __attribute__((used)) = "netsim-cni-plugin";
@@ -62,6 +65,11 @@ static int via_server(const char *path, const char *type, const struct buf *in) 
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
     if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) { close(fd); return -1; }
+    /* A server that accepted the call but never answers must not hang the runtime: after
+     * REPLY_TIMEOUT_S say "try again later" (the call may still be running there, so doing
+     * the work here as well could double it). */
+    struct timeval tv = {.tv_sec = REPLY_TIMEOUT_S};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 
     struct buf req = {0}, env = {0};
     for (char **e = environ; *e; e++) {
@@ -80,6 +88,11 @@ static int via_server(const char *path, const char *type, const struct buf *in) 
     char chunk[65536];
     for (;;) {
         ssize_t r = read(fd, chunk, sizeof chunk);
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            printf("{\"cniVersion\":\"1.1.0\",\"code\":11,\"msg\":\"the netsim plugin server did not answer "
+                   "within %d s\",\"details\":\"socket %s\"}\n", REPLY_TIMEOUT_S, path);
+            exit(1);
+        }
         if (r < 0) { if (errno == EINTR) continue; close(fd); return -1; }
         if (r == 0) break;
         put(&reply, chunk, (size_t)r);

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from netsim import api, controllers, state
 from netsim.apiserver import new_object, now, read_config
-from netsim.cni.server import PluginServer
+from netsim.cni.server import ServerPool
 from netsim.informer import Cache, Loop
 from netsim.podnet import NodePods, port_mappings, server_socket
 from netsim.responder import Identity, Responders
@@ -128,7 +128,7 @@ class Agent:
         register_nodes(store, self.members, self.has_workers)
         self.cluster_cidr = read_config(store).pod_subnet
         self.responders = Responders()
-        server = PluginServer(self.socket_path).start()
+        server = ServerPool(self.socket_path).start()
         threads = []
         if self.run_controllers:
             loop = Loop(open_store(self.store_url), "controller-manager", controllers.sync, self.stop)
@@ -141,6 +141,8 @@ class Agent:
                  self.run_controllers)
         try:
             while not self.stop.wait(0.5):
+                if server.check():
+                    log.error("a CNI plugin server process died; started a new one")
                 if not all(t.is_alive() for t in threads):
                     log.error("a reconciler thread died; exiting so the agent is restarted")
                     break

@@ -11,6 +11,7 @@ import errno
 import hashlib
 import ipaddress
 import os
+import socket
 import subprocess
 
 from netsim.cni import spec
@@ -141,7 +142,10 @@ def _ensure_bridge(host, conf: dict) -> dict:
 def _ensure_gateway_address(host, conf: dict, index: int, gateways: list[str]) -> None:
     """The bridge holds each subnet's gateway address; another address in the same subnet is an
     error unless forceAddress, which replaces it (upstream's ensureAddr)."""
-    addresses = host.addresses_of(index)
+    # One dump per family in use: an AF_UNSPEC dump would also decode the IPv6 link-local
+    # address of every pod's veth, which grows with the node's pods.
+    families = {socket.AF_INET6 if ":" in cidr else socket.AF_INET for cidr in gateways}
+    addresses = set().union(*(host.addresses_of(index, family) for family in families)) if families else set()
     with host.batch() as b:
         for cidr in gateways:
             want = ipaddress.ip_interface(cidr)

@@ -14,6 +14,8 @@ import os
 import sys
 
 SOCKET_ENV = "NETSIM_CNI_SOCKET"
+REPLY_TIMEOUT_S = 120
+TIMEOUT_ERROR = b'{"cniVersion":"1.1.0","code":11,"msg":"the netsim plugin server did not answer in time"}\n'
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -42,9 +44,15 @@ def _call_server(path: str, request: bytes) -> tuple[int, bytes]:
         sock.connect(path)
         sock.sendall(request)
         sock.shutdown(_socket.SHUT_WR)
+        sock.settimeout(REPLY_TIMEOUT_S)
         chunks = []
         while True:
-            chunk = sock.recv(65536)
+            try:
+                chunk = sock.recv(65536)
+            except _socket.timeout:
+                # The call may still be running there: doing it here too could double it.
+                os.write(1, TIMEOUT_ERROR)
+                raise SystemExit(1) from None
             if not chunk:
                 break
             chunks.append(chunk)
