@@ -8,24 +8,11 @@ import re
 import signal
 import subprocess
 import time
-import uuid
 
 import pytest
 
 from netsim import daemon, kernel, names, state
-from tests.conftest import host_snapshot, run_netsim, unique_name
-
-SCENARIO = """apiVersion: netsim/v1alpha1
-kind: Scenario
-name: ignored
-nodes:
-  - name: control-plane
-    role: control-plane
-  - name: worker1
-  - name: worker2
-externalHosts:
-  - name: client
-"""
+from tests.conftest import SCENARIO, K8s, host_snapshot, run_netsim, running, unique_name
 
 
 def deployment(replicas: int, name: str = "web") -> str:
@@ -58,60 +45,6 @@ spec:
   ports:
   - {port: 8080, targetPort: http}
 """
-
-
-class K8s:
-    def __init__(self, name, tmp_path):
-        self.name = name
-        self.tmp_path = tmp_path
-
-    def __call__(self, *args, check=True):
-        # The cluster goes right after the subcommand: after `exec ... --` it would be the
-        # command's own argument.
-        result = run_netsim(args[0], "-c", self.name, *args[1:])
-        if check:
-            assert result.returncode == 0, f"netsim {' '.join(args)}: {result.stdout}{result.stderr}"
-        return result
-
-    def apply(self, text: str):
-        path = self.tmp_path / f"m{uuid.uuid4().hex[:6]}.yaml"
-        path.write_text(text)
-        return self("apply", "-f", str(path))
-
-    def pods(self, selector: str | None = None) -> list[dict]:
-        args = ["get", "pods", "-o", "json"] + (["-l", selector] if selector else [])
-        return json.loads(self(*args).stdout)["items"]
-
-    def get(self, kind: str, name: str) -> dict:
-        return json.loads(self("get", kind, name, "-o", "json").stdout)
-
-    def probe(self, src: str, dst: str, *extra) -> tuple[int, dict]:
-        result = self("probe", src, dst, "-o", "json", *extra, check=False)
-        return result.returncode, json.loads(result.stdout)
-
-
-@pytest.fixture(params=["sqlite", "etcd"])
-def k8s(request, tmp_path, state_dir):
-    name = unique_name("w")
-    scenario = tmp_path / "scenario.yaml"
-    scenario.write_text(SCENARIO)
-    args = ["up", str(scenario), "--name", name]
-    if request.param == "etcd":
-        endpoint = request.getfixturevalue("etcd_url").removeprefix("http://")
-        args += ["--store", f"etcd://{endpoint}/test-{name}"]
-    up = run_netsim(*args)
-    try:
-        assert up.returncode == 0, up.stderr
-        yield K8s(name, tmp_path)
-    finally:
-        down = run_netsim("down", name)
-        assert down.returncode == 0, down.stderr
-        assert kernel.list_netns(names.cluster_prefix(name)) == []
-        assert daemon.agent_pids(name) == []
-
-
-def running(pods):
-    return [p for p in pods if p.get("status", {}).get("phase") == "Running" and p["status"].get("podIP")]
 
 
 def test_apply_get_delete_round_trip(k8s):
