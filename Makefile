@@ -20,6 +20,7 @@ test: install
 bench: install
 	.venv/bin/python bench/bringup.py
 	.venv/bin/python bench/store.py
+	.venv/bin/python bench/cni_latency.py
 endif
 
 help:
