@@ -7,8 +7,8 @@
  * $NETSIM_CNI_SOCKET and relays the answer, as Calico's and Cilium's CNI binaries do.  The
  * server runs the Python plugin in this process's network namespace.
  *
- * With no server it execs the Python plugin of the same name (PLUGIN_DIR/<type>), feeding
- * it the stdin already read.  The wire format is netsim/cni/shim.py's encode_request.
+ * With no server it runs the plugin in the Python it was built for (PYTHON, with netsim from
+ * NETSIM_ROOT), feeding it the stdin already read through a pipe.  The wire format is netsim/cni/shim.py's encode_request.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -21,8 +21,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#ifndef PLUGIN_DIR
-#error "build with -DPLUGIN_DIR=\"/path/to/cni_plugins\""
+#if !defined(PYTHON) || !defined(NETSIM_ROOT)
+#error "build with -DPYTHON=\"/path/to/python\" -DNETSIM_ROOT=\"/path/to/checkout\" (netsim cni install does)"
 #endif
 
 #define REPLY_TIMEOUT_S 120
@@ -135,10 +135,14 @@ int main(int argc, char **argv) {
     close(p[1]);
     dup2(p[0], 0);
     close(p[0]);
-    char target[4096];
-    snprintf(target, sizeof target, "%s/%s", PLUGIN_DIR, type);
+    /* The interpreter and checkout this launcher was built for (netsim cni install). */
+    char code[4096];
+    snprintf(code, sizeof code, "import sys; sys.path.insert(0, '%s'); from netsim.cni.shim import run_here; "
+             "run_here('%s', b'')", NETSIM_ROOT, type);
     unsetenv("NETSIM_CNI_SOCKET");
-    execv(target, argv);
-    fprintf(stdout, "{\"cniVersion\":\"1.1.0\",\"code\":5,\"msg\":\"cannot run %s: %s\"}\n", target, strerror(errno));
+    setenv("NETSIM_CNI_STDIN_FD", "0", 1);
+    char *args[] = {PYTHON, "-c", code, NULL};
+    execv(PYTHON, args);
+    fprintf(stdout, "{\"cniVersion\":\"1.1.0\",\"code\":5,\"msg\":\"cannot run %s: %s\"}\n", PYTHON, strerror(errno));
     return 1;
 }

@@ -212,6 +212,7 @@ class NodePods:
             return
         self.collected = True
         valid = [{"containerID": sb.uid, "ifname": POD_IF} for sb in self.sandboxes.values()]
+        valid += other_runtimes_attachments(NETWORK)
         try:
             removed = self.runtime.gc(self.netlist, valid, str(self.cache_dir))
         except runtime.PluginError as exc:
@@ -230,6 +231,22 @@ class NodePods:
     def node_links(self) -> dict[str, dict]:
         with kernel.Namespace.open(self.node_netns) as ns:
             return ns.links()
+
+
+LIBCNI_CACHE = "/var/lib/cni"
+
+
+def other_runtimes_attachments(network: str, cache_dir: str = LIBCNI_CACHE) -> list[dict]:
+    """Attachments of ``network`` that another runtime on this host (podman, cnitool,
+    containerd: libcni's default cache) holds.  A runtime's GC names only the attachments it
+    knows, so without these the agent's GC would release the addresses of containers that
+    another runtime wired into the node's network (CNI leaves one network shared by several
+    runtimes to the runtimes)."""
+    found = []
+    for entry in runtime.cached_attachments(network, cache_dir):
+        if entry.get("containerId"):
+            found.append({"containerID": entry["containerId"], "ifname": entry.get("ifName") or POD_IF})
+    return found
 
 
 def _write(path: Path, text: str) -> None:

@@ -96,6 +96,20 @@ def load_conflist(conf_dir: str, name: str) -> NetworkList:
     raise FileNotFoundError(f"no net configuration with name {name!r} in {conf_dir}")
 
 
+def cached_attachments(network: str, cache_dir: str) -> list[dict]:
+    """The entries of a libcni-style results cache for ``network``."""
+    out = []
+    for path in glob.glob(os.path.join(cache_dir, "results", f"{network}-*")):
+        try:
+            with open(path) as f:
+                entry = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if isinstance(entry, dict) and entry.get("networkName") == network:
+            out.append(entry)
+    return out
+
+
 # -- calling plugins ------------------------------------------------------------------------
 class Runtime:
     def __init__(self, cni_path: list[str], runtime_netns: str | None = None, extra_env: dict | None = None):
@@ -181,18 +195,6 @@ class Runtime:
         except (FileNotFoundError, ValueError):
             return None
 
-    def cached_attachments(self, netlist: NetworkList, cache_dir: str) -> list[dict]:
-        out = []
-        for path in glob.glob(os.path.join(cache_dir, "results", f"{netlist.name}-*")):
-            try:
-                with open(path) as f:
-                    entry = json.load(f)
-            except (OSError, ValueError):
-                continue
-            if entry.get("networkName") == netlist.name:
-                out.append(entry)
-        return out
-
     # -- verbs ------------------------------------------------------------------------------
     def add(self, netlist: NetworkList, rt: RuntimeConf) -> dict:
         prev = None
@@ -235,7 +237,7 @@ class Runtime:
         plugin sweep what it holds; returns the container IDs removed."""
         keep = {(a["containerID"], a.get("ifname", "eth0")) for a in valid}
         removed = []
-        for entry in self.cached_attachments(netlist, cache_dir):
+        for entry in cached_attachments(netlist.name, cache_dir):
             key = (entry.get("containerId"), entry.get("ifName"))
             if key in keep:
                 continue
@@ -287,9 +289,14 @@ def _compile_shim(output: str) -> bool:
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         return False
+    import sys
+
     source = os.path.join(source_dir(), "shim.c")
-    define = f'-DPLUGIN_DIR="{source_dir()}"'
-    proc = subprocess.run([cc, "-O2", "-Wall", "-Werror", define, "-o", output, source], capture_output=True,
+    for value in (sys.executable, os.path.dirname(source_dir())):
+        if any(c in value for c in "'\"\\"):
+            raise OSError(f"cannot build the CNI launcher for a path with quotes or backslashes: {value!r}")
+    defines = [f'-DPYTHON="{sys.executable}"', f'-DNETSIM_ROOT="{os.path.dirname(source_dir())}"']
+    proc = subprocess.run([cc, "-O2", "-Wall", "-Werror", *defines, "-o", output, source], capture_output=True,
                           text=True, check=False)
     if proc.returncode != 0:
         raise OSError(f"building the CNI launcher failed: {proc.stderr.strip()}")

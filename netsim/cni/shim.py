@@ -95,6 +95,8 @@ def _reexec_with_venv(plugin_type: str, stdin: bytes) -> None:
 
 
 def run_here(plugin_type: str, stdin: bytes) -> None:
+    if os.environ.pop("NETSIM_CNI_STDIN_FD", None) == "0":
+        stdin = _read_stdin()  # the compiled launcher hands over what it read on a pipe
     if sys.flags.no_site:
         import site
 
