@@ -29,12 +29,13 @@ def start(cluster: fabric.Cluster, scenario: Scenario | None, objects: list[dict
             daemon.stop_agents(cluster.name)  # it knows the old set of nodes
         components = [agent.component_name(wanted), "controller-manager"]
         if not daemon.agent_pids(cluster.name):
-            # Forget the reports of components that no longer exist (an agent for another set
-            # of nodes): `apply` waits on every component that reported.
+            # Forget every report: those of components that no longer exist (an agent for
+            # another set of nodes), which `apply` would wait on, and those of the agent being
+            # replaced (e.g. after kill -9), so the wait below is for the new agent's first
+            # sync (its CNI GC included), not for what its predecessor had done.
             for c in store.list(informer.COMPONENTS)[0]:
-                if c["metadata"]["name"] not in components:
-                    with contextlib.suppress(NotFound):
-                        store.delete(informer.COMPONENTS + c["metadata"]["name"])
+                with contextlib.suppress(NotFound):
+                    store.delete(informer.COMPONENTS + c["metadata"]["name"])
             daemon.start_agent(cluster.name, cluster.store_url)
         _wait_nodes(store, wanted, timeout)
         progress(f"control plane: store {_describe(cluster.store_url)}, agent and controllers running, "

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import pytest
 
-from netsim import kernel, names, podnet, state
+from netsim import daemon, kernel, names, podnet, state
 from netsim.cni import spec
 from tests.conftest import K8s, run_netsim, unique_name
 
@@ -458,6 +458,19 @@ def test_podman_networks_containers_through_netsims_plugins_on_the_node(node, po
     assert cid in node.nat_rules()  # portmap's DNAT for the container's hostPort
     # Reachable from netsim's pod on the bridge, and from the node through the hostPort.
     assert node.curl(node.pod_netns, f"http://{ip}:{POD_PORT}/") == cid[:12]
+    assert node.curl(node.netns, f"http://{node.ip}:{HOST_PORT}/") == cid[:12]
+
+    # kill -9 of the agent and a new one: its CNI GC must keep what podman holds in the
+    # node's network (podman's attachment is in libcni's cache, not in the agent's).
+    [agent] = daemon.agent_pids(node.name)
+    os.kill(agent, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while daemon.agent_pids(node.name) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    again = run_netsim("up", str(node.tmp_path / "scenario.yaml"), "--name", node.name)
+    assert again.returncode == 0, again.stderr
+    assert (node.store / ip).read_bytes() == f"{cid}\r\neth0".encode(), "the agent's GC took podman's address"
+    assert (node.flannel_dir / cid).exists()
     assert node.curl(node.netns, f"http://{node.ip}:{HOST_PORT}/") == cid[:12]
 
     podman("rm", "--force", "--time", "0", cid)
