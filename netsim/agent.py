@@ -252,7 +252,9 @@ def main(cluster: str, store_url: str, nodes: list[str] | None, run_controllers:
     agent = Agent(cluster, store_url, nodes, run_controllers)
 
     def stop(_signum, _frame):
-        agent.stop.set()
+        # Not Event.set() here: the handler runs on the main thread, which may be inside
+        # stop.wait() holding the event's lock, and would deadlock on it.
+        threading.Thread(target=agent.stop.set, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

@@ -18,9 +18,8 @@ from netsim.kernel import terminate
 LOG_FILE = "agent.log"
 
 
-def agent_pids(cluster: str | None) -> list[int]:
-    """The agents of ``cluster``, or of every cluster with None."""
-    pids = []
+def _processes() -> list[tuple[int, list[str]]]:
+    out = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
@@ -28,10 +27,20 @@ def agent_pids(cluster: str | None) -> list[int]:
             argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        args = [a.decode(errors="replace") for a in argv]
-        if "agent" in args and "netsim" in " ".join(args[:3]) and (cluster is None or _cluster_arg(args) == cluster):
-            pids.append(int(entry))
-    return pids
+        out.append((int(entry), [a.decode(errors="replace") for a in argv]))
+    return out
+
+
+def agent_pids(cluster: str | None) -> list[int]:
+    """The agents of ``cluster``, or of every cluster with None."""
+    return [pid for pid, args in _processes()
+            if "agent" in args and "netsim" in " ".join(args[:3])
+            and (cluster is None or _cluster_arg(args) == cluster)]
+
+
+def plugin_server_pids() -> list[int]:
+    """CNI plugin server processes (an agent's pool workers end with their agent)."""
+    return [pid for pid, args in _processes() if "netsim.cni.server" in args]
 
 
 def _cluster_arg(args: list[str]) -> str | None:

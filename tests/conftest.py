@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -70,11 +71,17 @@ def etcd_url():
 def no_leaks():
     before = set(kernel.list_netns(names.NETNS_ROOT + "."))
     agents_before = set(daemon.agent_pids(None))
+    servers_before = set(daemon.plugin_server_pids())
     yield
     leaked = set(kernel.list_netns(names.NETNS_ROOT + ".")) - before
     assert not leaked, f"tests leaked namespaces: {sorted(leaked)}"
     stray = set(daemon.agent_pids(None)) - agents_before
     assert not stray, f"tests left netsim agents running: {sorted(stray)}"
+    deadline = time.monotonic() + 5  # pool workers see their agent gone within 0.5 s
+    while set(daemon.plugin_server_pids()) - servers_before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    servers = set(daemon.plugin_server_pids()) - servers_before
+    assert not servers, f"tests left CNI plugin servers running: {sorted(servers)}"
 
 
 

@@ -54,7 +54,7 @@ VALID_ATTACHMENTS = "cni.dev/valid-attachments"
 COMMENT_RE = re.compile(r'^dnat name: "(.*)" id: "(.*)"$', re.S)
 CHAIN_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,28}$")
 FALLBACK_PATH = ["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/local/bin", "/usr/bin", "/bin"]
-LOCK_PATH = "/run/netsim-cni-portmap.lock"
+LOCK_PATH = "/run/netsim/cni-portmap.lock"  # beside netsim's state, not loose in /run
 LOCK_WAIT = 10.0
 TOOL_TIMEOUT = 30
 ATTEMPTS = 3
@@ -384,6 +384,7 @@ class _Lock:
 
     def __enter__(self):
         try:
+            os.makedirs(os.path.dirname(LOCK_PATH), mode=0o700, exist_ok=True)
             self.fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError:
             return self

@@ -169,8 +169,14 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--parent", type=int)
     args = parser.parse_args(argv)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+    def on_signal(_signum, _frame):
+        # Not stop.set() here: the main thread may be inside stop.wait() holding the event's
+        # lock when the handler runs on it (a worker was seen hung that way).
+        threading.Thread(target=stop.set, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     if args.parent:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != args.parent:
