@@ -323,3 +323,19 @@ def test_compiled_launcher_with_and_without_a_server(cni_sandbox):
     err = box.call(built / "bridge", "ADD", conf, container_id="-bad", netns=a)
     assert err.rc != 0 and err.error["code"] == 4
     assert ping(box, a, "10.22.0.3")
+
+
+def test_status_and_unsupported_fields(cni_sandbox):
+    box = cni_sandbox
+    a = box.container("a")
+    conf = dict(bridge_conf(box), cniVersion="1.1.0")
+    assert box.call("bridge", "STATUS", conf, ifname="").rc == 0  # no bridge yet: ADD will make it
+    assert box.call("bridge", "ADD", conf, container_id="ctr-a", netns=a).rc == 0
+    assert box.call("bridge", "STATUS", conf, ifname="").rc == 0
+    box.in_runtime("ip", "link", "set", "cni0", "down")
+    down = box.call("bridge", "STATUS", conf, ifname="")
+    assert down.rc != 0 and down.error["code"] == 51
+    vlan = box.call("bridge", "ADD", dict(conf, vlan=100), container_id="ctr-b", netns=box.container("b"))
+    assert vlan.rc != 0 and vlan.error["code"] == 2 and "vlan" in vlan.error["msg"]
+    mtu = box.call("bridge", "ADD", dict(conf, mtu="big"), container_id="ctr-c", netns=box.container("c"))
+    assert mtu.rc != 0 and mtu.error["code"] == 7

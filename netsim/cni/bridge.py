@@ -301,9 +301,18 @@ def cmd_check(req: spec.Request) -> None:
 
 
 def cmd_status(req: spec.Request) -> None:
+    """Ready unless IPAM is not, or the bridge exists but is down: then ADD could still work
+    (it sets the bridge up) but the containers already on it are cut off (code 51)."""
+    from netsim import kernel
+
     conf = _conf(req)
     if conf["ipam"].get("type"):
         req.delegate(conf["ipam"]["type"], req.config)
+    with kernel.Namespace.here() as host:
+        bridge = host.link(conf["bridge"])
+    if bridge is not None and not bridge["up"]:
+        raise spec.CNIError(spec.LIMITED_CONNECTIVITY, f"bridge {conf['bridge']} is down",
+                            "containers attached to it have no connectivity until it is set up")
 
 
 def cmd_gc(req: spec.Request) -> None:
