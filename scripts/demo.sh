@@ -37,6 +37,15 @@ print(node, web["metadata"]["name"], web["status"]["podIP"])')
 $netsim probe pod/default/client "pod/default/$web" -c $cluster
 $netsim exec "node/$node" -c $cluster -- curl -s "http://$ip/"
 echo
+echo "== each pod's network came from CNI plugins (spec 1.1), run by the agent as a container runtime runs them"
+state=${NETSIM_STATE_DIR:-/run/netsim}/$cluster/nodes/$node
+echo "-- $node's conflist (as kube-flannel installs it): flannel -> bridge + host-local, then portmap"
+.venv/bin/python -c 'import json,sys; c=json.load(open(sys.argv[1])); print(c["name"], [p["type"] for p in c["plugins"]])' \
+  "$state/cni/net.d/10-flannel.conflist"
+echo "-- host-local's allocations there (file per IP: container ID, interface)"
+for f in "$state"/cni/networks/cbr0/[0-9]*; do printf '%s  %s\n' "$(basename "$f")" "$(tr '\r\n' '  ' <"$f")"; done
+echo "-- the same plugins by hand, like cnitool: netsim cni add|del|check|status|gc NET NETNS (CNI_PATH: $($netsim cni path))"
+echo
 echo "== scale the Deployment to 5 and back: the controllers and the node agents follow"
 sed 's/replicas: 3/replicas: 5/' scenarios/manifests/web.yaml | $netsim apply -f - -c $cluster
 $netsim get deployments -c $cluster
