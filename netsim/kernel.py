@@ -117,6 +117,14 @@ RTM_NEWROUTE, RTM_GETROUTE = 24, 26
 IFF_UP = 0x1
 IFF_PROMISC = 0x100
 IFA_F_NODAD = 0x2
+RTM_DELROUTE = 25
+RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
+RTNH_F_ONLINK = 0x4
+RTPROT_KERNEL, RTPROT_BOOT, RTPROT_STATIC = 2, 3, 4
+RT_SCOPE_NOWHERE = 255
+NUD_PERMANENT = 0x80
+NTF_SELF = 0x2
+AF_BRIDGE = 7
 _NLMSGHDR = struct.Struct("=IHHII")
 
 
@@ -156,6 +164,13 @@ def _codec():
     from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
     return ifinfmsg, ifaddrmsg, rtmsg
+
+
+def _neigh_codec():
+    """pyroute2's neighbour message class (ARP/ND entries, and fdb entries with AF_BRIDGE)."""
+    from pyroute2.netlink.rtnl.ndmsg import ndmsg
+
+    return ndmsg
 
 
 class Batch:
@@ -256,7 +271,10 @@ class Batch:
                   [("IFA_LOCAL", address), ("IFA_ADDRESS", address)], f"delete address {cidr}",
                   allow=(errno.EADDRNOTAVAIL,))
 
-    def replace_route(self, dst: str, *, gateway: str | None = None, oif: int = 0) -> None:
+    def replace_route(self, dst: str, *, gateway: str | None = None, oif: int = 0, onlink: bool = False,
+                      proto: int = RTPROT_STATIC) -> None:
+        """``onlink``: the gateway is taken to be on ``oif``'s link whatever its addresses say
+        (RTNH_F_ONLINK, as ``ip route ... onlink``)."""
         _, _, rtmsg = _codec()
         prefixlen = 0
         attrs: list = []
@@ -269,9 +287,74 @@ class Batch:
         if oif:
             attrs.append(("RTA_OIF", oif))
         self._add(rtmsg, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE,
-                  {"family": family, "dst_len": int(prefixlen), "table": 254, "proto": 4,
-                   "scope": 0 if gateway else 253, "type": 1},
+                  {"family": family, "dst_len": int(prefixlen), "table": 254, "proto": proto,
+                   "scope": 0 if gateway else 253, "type": 1, "flags": RTNH_F_ONLINK if onlink else 0},
                   attrs, f"replace route {dst}")
+
+    def delete_route(self, dst: str, *, gateway: str | None = None, oif: int = 0,
+                     priority: int | None = None) -> None:
+        """Delete one main-table route if present; gateway, oif and priority (when given) must
+        match too, so a route of the same destination that differs is left alone."""
+        _, _, rtmsg = _codec()
+        network, prefixlen = dst.split("/")
+        attrs: list = [("RTA_DST", network)]
+        if gateway:
+            attrs.append(("RTA_GATEWAY", gateway))
+        if oif:
+            attrs.append(("RTA_OIF", oif))
+        if priority is not None:
+            attrs.append(("RTA_PRIORITY", priority))
+        # Scope "nowhere", type and protocol 0: the kernel matches any of them.
+        self._add(rtmsg, RTM_DELROUTE, 0,
+                  {"family": _family(network), "dst_len": int(prefixlen), "table": 254, "proto": 0,
+                   "scope": RT_SCOPE_NOWHERE, "type": 0},
+                  attrs, f"delete route {dst}", allow=(errno.ESRCH,))
+
+    def add_vxlan(self, ifname: str, *, vni: int, port: int, local: str, link: int, mtu: int,
+                  mac: str | None = None, learning: bool = False) -> None:
+        """A VXLAN device (``ip link add IFNAME type vxlan id VNI local LOCAL dev LINK dstport
+        PORT [no]learning``), no group or remote: its fdb entries say where frames go."""
+        ifinfmsg, _, _ = _codec()
+        attrs: list = [("IFLA_IFNAME", ifname), ("IFLA_MTU", mtu)]
+        if mac:
+            attrs.append(("IFLA_ADDRESS", mac))
+        attrs.append(("IFLA_LINKINFO", {"attrs": [
+            ("IFLA_INFO_KIND", "vxlan"),
+            ("IFLA_INFO_DATA", {"attrs": [("IFLA_VXLAN_ID", vni), ("IFLA_VXLAN_LOCAL", local),
+                                          ("IFLA_VXLAN_LINK", link), ("IFLA_VXLAN_PORT", port),
+                                          ("IFLA_VXLAN_LEARNING", int(learning))]})]}))
+        self._add(ifinfmsg, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, {}, attrs,
+                  f"add vxlan {ifname} (vni {vni}, port {port}, local {local})")
+
+    def replace_neigh(self, index: int, ip: str, mac: str) -> None:
+        """A permanent neighbour entry (``ip neigh replace IP lladdr MAC dev X nud permanent``)."""
+        ndmsg = _neigh_codec()
+        self._add(ndmsg, RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE,
+                  {"family": _family(ip), "ifindex": index, "state": NUD_PERMANENT, "ndm_type": 1},
+                  [("NDA_DST", ip), ("NDA_LLADDR", mac)], f"replace neighbour {ip} ({mac})")
+
+    def delete_neigh(self, index: int, ip: str) -> None:
+        ndmsg = _neigh_codec()
+        self._add(ndmsg, RTM_DELNEIGH, 0, {"family": _family(ip), "ifindex": index},
+                  [("NDA_DST", ip)], f"delete neighbour {ip}", allow=(errno.ENOENT,))
+
+    def replace_fdb(self, index: int, mac: str, dst: str) -> None:
+        """A permanent forwarding entry of the device itself (``bridge fdb replace MAC dev X dst
+        DST self permanent``): on a VXLAN device, frames for MAC go to DST."""
+        ndmsg = _neigh_codec()
+        self._add(ndmsg, RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE,
+                  {"family": AF_BRIDGE, "ifindex": index, "state": NUD_PERMANENT, "flags": NTF_SELF},
+                  [("NDA_LLADDR", mac), ("NDA_DST", dst)], f"replace fdb {mac} dst {dst}")
+
+    def delete_fdb(self, index: int, mac: str, dst: str | None = None) -> None:
+        """Delete a device's own forwarding entry: only the remote ``dst`` of it when given,
+        else (or when that was its only remote) the whole entry."""
+        ndmsg = _neigh_codec()
+        attrs: list = [("NDA_LLADDR", mac)]
+        if dst:
+            attrs.append(("NDA_DST", dst))
+        self._add(ndmsg, RTM_DELNEIGH, 0, {"family": AF_BRIDGE, "ifindex": index, "flags": NTF_SELF},
+                  attrs, f"delete fdb {mac}" + (f" dst {dst}" if dst else ""), allow=(errno.ENOENT,))
 
     def commit(self) -> None:
         if self.requests:
@@ -494,6 +577,72 @@ class Namespace:
             out.append({"dst": f"{dst}/{msg['dst_len']}" if dst else "default",
                         "gateway": msg.get("RTA_GATEWAY")})
         return out
+
+    def route_entries(self, family: int = socket.AF_INET) -> list[dict]:
+        """The main table's routes in full: {dst ("a.b.c.d/n" or "default"), gateway, oif,
+        priority, proto, scope, type, onlink}.  Multipath routes show their first hop only."""
+        _, _, rtmsg = _codec()
+        out = []
+        for msg in self.dump(rtmsg, RTM_GETROUTE, family):
+            if msg.get("RTA_TABLE") != 254:
+                continue
+            dst = msg.get("RTA_DST")
+            oif, gateway = msg.get("RTA_OIF"), msg.get("RTA_GATEWAY")
+            flags = msg["flags"]
+            hops = msg.get("RTA_MULTIPATH")
+            if hops:
+                oif, gateway, flags = hops[0]["oif"], hops[0].get("RTA_GATEWAY"), hops[0]["flags"]
+            out.append({"dst": f"{dst}/{msg['dst_len']}" if dst else "default", "gateway": gateway,
+                        "oif": oif or 0, "priority": msg.get("RTA_PRIORITY"), "proto": msg["proto"],
+                        "scope": msg["scope"], "type": msg["type"], "onlink": bool(flags & RTNH_F_ONLINK)})
+        return out
+
+    def neighbours(self, ifindex: int, family: int = socket.AF_INET) -> dict[str, dict]:
+        """The neighbour (ARP) entries of one link: ip -> {mac, state} (state: NUD_* bits)."""
+        ndmsg = _neigh_codec()
+        return {msg.get("NDA_DST"): {"mac": msg.get("NDA_LLADDR"), "state": msg["state"]}
+                for msg in self.dump(ndmsg, RTM_GETNEIGH, family)
+                if msg["ifindex"] == ifindex and msg.get("NDA_DST")}
+
+    def fdb(self, ifindex: int) -> list[dict]:
+        """The forwarding entries of one link (``bridge fdb show dev X``): [{mac, dst, state,
+        self}]; a VXLAN entry with several remotes is one item per remote."""
+        ndmsg = _neigh_codec()
+        return [{"mac": msg.get("NDA_LLADDR"), "dst": msg.get("NDA_DST"), "state": msg["state"],
+                 "self": bool(msg["flags"] & NTF_SELF)}
+                for msg in self.dump(ndmsg, RTM_GETNEIGH, AF_BRIDGE) if msg["ifindex"] == ifindex]
+
+    def vxlan(self, ifname: str) -> dict | None:
+        """A link as :meth:`link` gives it plus, for a VXLAN device, {vni, port, local, link,
+        learning}; None if there is no such link."""
+        ifinfmsg, _, _ = _codec()
+        req = ifinfmsg()
+        req["header"]["type"] = RTM_GETLINK
+        req["header"]["flags"] = NLM_F_REQUEST
+        self._seq += 1
+        req["header"]["sequence_number"] = seq = self._seq
+        req["attrs"] = [("IFLA_IFNAME", ifname)]
+        req.encode()
+        self.sock.send(bytes(req.data))
+        while True:
+            for mtype, rseq, payload in self._read():
+                if rseq != seq:
+                    continue
+                if mtype == NLMSG_ERROR:
+                    code = -struct.unpack_from("=i", payload)[0]
+                    if code in (errno.ENODEV, errno.ENOENT):
+                        return None
+                    raise NetlinkError(code, f"get link {ifname} in {self.name}: {os.strerror(code)}")
+                msg = ifinfmsg(struct.pack("=IHHII", len(payload) + 16, mtype, 0, rseq, 0) + payload)
+                msg.decode()
+                info = {"name": ifname, **_link_info(msg)}
+                linkinfo = msg.get("IFLA_LINKINFO")
+                data = linkinfo.get("IFLA_INFO_DATA") if linkinfo else None
+                if info["kind"] == "vxlan" and data is not None:
+                    info.update(vni=data.get("IFLA_VXLAN_ID"), port=data.get("IFLA_VXLAN_PORT"),
+                                local=data.get("IFLA_VXLAN_LOCAL"), link=data.get("IFLA_VXLAN_LINK"),
+                                learning=bool(data.get("IFLA_VXLAN_LEARNING")))
+                return info
 
     # -- sysctls ----------------------------------------------------------------------
     def sysctl(self, key: str, value: str | int | None = None) -> str:
