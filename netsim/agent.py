@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from netsim import api, controllers, state
+from netsim import api, controllers, flanneld, state
 from netsim.apiserver import new_object, now, read_config
 from netsim.cni.server import ServerPool
 from netsim.informer import Cache, Loop
@@ -80,6 +80,22 @@ def register_nodes(store, members: list[dict], has_workers: bool) -> None:
                 continue
 
 
+def _set_pod_cidr(store, node_name: str, cidr: str) -> None:
+    k = api.key("Node", None, node_name)
+    for _ in range(10):
+        node = store.get(k)
+        spec = node.get("spec", {})
+        if spec.get("podCIDR") == cidr and spec.get("podCIDRs") == [cidr]:
+            return
+        try:
+            store.update(k, {**node, "spec": {**spec, "podCIDR": cidr, "podCIDRs": [cidr]}},
+                         int(node["metadata"]["resourceVersion"]))
+            return
+        except Conflict:
+            continue
+    raise RuntimeError(f"could not set spec.podCIDR of node {node_name}")
+
+
 def component_name(nodes) -> str:
     """How an agent reports itself in the store: by the nodes it owns."""
     return "agent-" + ",".join(sorted(nodes))
@@ -116,6 +132,8 @@ class Agent:
                                           self.socket_path)
                       for m in self.members}
         self.node_ip = {m["name"]: m["ip"] for m in self.members}
+        self.underlay = st["underlay"]
+        self.flannel: flanneld.Flanneld | None = None
         self.responders: Responders | None = None
         self.running_since: dict[str, float] = {}
 
@@ -127,6 +145,7 @@ class Agent:
         store = open_store(self.store_url)
         register_nodes(store, self.members, self.has_workers)
         self.cluster_cidr = read_config(store).pod_subnet
+        self._start_flannel(store)
         self.responders = Responders()
         server = ServerPool(self.socket_path).start()
         threads = []
@@ -135,6 +154,7 @@ class Agent:
             threads.append(threading.Thread(target=loop.run, name="controllers", daemon=True))
         loop = Loop(store, self.name, self.sync, self.stop)
         threads.append(threading.Thread(target=loop.run, name="pods", daemon=True))
+        threads.append(threading.Thread(target=self.flannel.run, name="flannel", daemon=True))
         for t in threads:
             t.start()
         log.info("agent for %s started (store %s, controllers %s)", ", ".join(self.nodes), self.store_url,
@@ -152,6 +172,21 @@ class Agent:
                 t.join(timeout=5)
             self.responders.close()
             server.stop()
+
+    # -- flannel -------------------------------------------------------------------------
+    def _start_flannel(self, store) -> None:
+        """Leases first (each node's spec.podCIDR shows its lease, as with flannel's kube
+        subnet manager), then one converge of the overlay before pods are wired, so a pod
+        that is Running reaches pods on other nodes."""
+        local = [flanneld.LocalNode(m["name"], m["netns"], m["ip"]) for m in self.members]
+        self.flannel = flanneld.Flanneld(open_store(self.store_url), local, self.underlay["subnet"],
+                                         self.underlay["mtu"], self.stop)
+        for node_name, subnet in self.flannel.acquire_all().items():
+            _set_pod_cidr(store, node_name, str(subnet))
+        try:
+            self.flannel.converge()
+        except Exception:
+            log.exception("flannel: first converge failed; its loop retries")
 
     # -- the pod reconciler --------------------------------------------------------------
     def sync(self, cache: Cache) -> float | None:
@@ -171,7 +206,9 @@ class Agent:
         cidr = (node_obj or {}).get("spec", {}).get("podCIDR")
         if not cidr:
             return 0.2  # the node IPAM controller has not given this node a range yet
-        if node.pod_cidr is None or str(node.pod_cidr) != cidr:
+        mtu = self.flannel.mtu() if self.flannel and self.flannel.config else node.mtu
+        if node.pod_cidr is None or str(node.pod_cidr) != cidr or node.mtu != mtu:
+            node.mtu = mtu  # subnet.env's FLANNEL_MTU: what new pods get
             node.ensure_network(cidr, self.cluster_cidr)
         bound = {f"{p['metadata']['namespace']}/{p['metadata']['name']}": p for p in cache.of_kind("Pod")
                  if p["spec"].get("nodeName") == node_name}

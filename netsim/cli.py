@@ -78,8 +78,7 @@ def _not_built_yet(scenario) -> list[str]:
     if scenario.expect:
         out.append(f"expect ({len(scenario.expect)}): recorded, `netsim check` is not available yet")
     net = scenario.networking
-    out.append(f"overlay between nodes ({net.backend}) and Services (kube-proxy {net.kubeProxyMode}): "
-               "recorded, not built yet; pods reach pods on their own node")
+    out.append(f"Services (kube-proxy {net.kubeProxyMode}): recorded, not built yet")
     return out
 
 
@@ -232,6 +231,70 @@ def exec_(
     # `ip netns exec` also bind-mounts /etc/netns/<name>/* and remounts /sys for the namespace,
     # which later issues rely on (resolv.conf); exec replaces this process, so no fork.
     os.execvp("ip", ["ip", "netns", "exec", netns, *command])
+
+
+node_app = typer.Typer(help="Add nodes to a running cluster or take them out (like kind/kubeadm join and delete).",
+                       no_args_is_help=True)
+app.add_typer(node_app, name="node")
+
+
+def _change_nodes(cluster: str | None, change, timeout: float) -> fabric.Cluster:
+    require_root("node")
+    c = fabric.load_cluster(resolve_cluster(cluster))
+    if c is None or c.phase != "up":
+        raise err("error: the cluster is not up; run `netsim up` first", 1)
+    try:
+        change(c)
+    except ValueError as exc:
+        raise err(f"error: {exc}", 2) from None
+    progress = lambda msg: typer.echo(f" ✓ {msg}", err=True)  # noqa: E731
+    try:
+        c.up(progress=progress)
+        control_plane.start(c, None, [], timeout, progress)
+    except Exception as exc:
+        raise err(f"error: {exc}", 1) from None
+    return c
+
+
+@node_app.command("add")
+def node_add(
+    name: Annotated[str, typer.Argument(help="Node name (a DNS label).")],
+    ip: Annotated[str | None, typer.Option(help="Underlay address (default: the next free one).")] = None,
+    label: Annotated[list[str] | None, typer.Option("--label", "-l", help="key=value, repeatable.")] = None,
+    cluster: ClusterOpt = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the node to register.")] = 60.0,
+) -> None:
+    """Join a worker node: its namespace on the underlay, a Node object, a flannel lease; the
+    other nodes' overlay learns it from the lease."""
+    if not names.DNS_LABEL.match(name):
+        raise err(f"error: node name {name!r}: use a DNS label (lowercase letters, digits and '-')", 2)
+    labels = {}
+    for pair in label or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise err(f"error: --label {pair!r}: use key=value", 2)
+        labels[key] = value
+    c = _change_nodes(cluster, lambda c: c.add_node(name, role="worker", ip=ip, labels=labels), timeout)
+    typer.echo(f"node/{name} joined cluster {c.name!r} at {c.members[name].ip}", err=True)
+
+
+@node_app.command("delete")
+def node_delete(
+    name: Annotated[str, typer.Argument(help="Node to remove.")],
+    cluster: ClusterOpt = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the control plane.")] = 60.0,
+) -> None:
+    """Remove a node: its pods, its Node object and lease (the other nodes drop its routes,
+    fdb and neighbour entries), its namespace."""
+    def drop(c: fabric.Cluster) -> None:
+        if name not in {m.name for m in c.nodes()}:
+            raise ValueError(f"no node {name!r} in cluster {c.name!r}")
+        if len(c.nodes()) == 1:
+            raise ValueError(f"{name!r} is the cluster's last node; use `netsim down` to remove the cluster")
+        c.remove_member(name)
+
+    c = _change_nodes(cluster, drop, timeout)
+    typer.echo(f"node/{name} removed from cluster {c.name!r}", err=True)
 
 
 def main() -> None:

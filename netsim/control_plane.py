@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import time
 from collections.abc import Callable
 
-from netsim import agent, api, apiserver, daemon, fabric, informer
+from netsim import agent, api, apiserver, daemon, fabric, flanneld, informer
 from netsim.scenario import Scenario
 from netsim.store import NotFound, open_store
 
@@ -20,11 +21,27 @@ def start(cluster: fabric.Cluster, scenario: Scenario | None, objects: list[dict
             str(net.podSubnet), str(net.serviceSubnet),
             load_balancer_pool=str(net.loadBalancerPool) if net.loadBalancerPool else None)
         apiserver.bootstrap(store, config)
+        if net is not None or not _has_flannel_config(store):
+            flanneld.write_config(store, flanneld.NetworkConfig(
+                ipaddress.IPv4Network(config.pod_subnet), config.node_cidr_mask,
+                net.backend if net else "vxlan", direct_routing=net.directRouting if net else False))
         wanted = {m.name for m in cluster.nodes()}
-        registered = {n["metadata"]["name"] for n in store.list(api.prefix("Node"))[0]}
+        nodes = {n["metadata"]["name"]: n for n in store.list(api.prefix("Node"))[0]}
+        registered = set(nodes)
         for gone in registered - wanted:
             with contextlib.suppress(NotFound):
                 store.delete(api.key("Node", None, gone))
+            # A node that leaves gives its subnet lease back; the other nodes' flannel
+            # removes its routes, fdb and neighbour entries when they see the lease go.
+            for address in nodes[gone].get("status", {}).get("addresses", []):
+                if address.get("type") == "InternalIP":
+                    flanneld.release(store, address["address"])
+            # Its pods are gone with it (the pod GC's orphaned pods): their controllers make
+            # new ones on the nodes that remain.
+            for pod in store.list(api.prefix("Pod"))[0]:
+                if pod["spec"].get("nodeName") == gone:
+                    with contextlib.suppress(NotFound):
+                        store.delete(api.key_of(pod))
         if daemon.agent_pids(cluster.name) and registered != wanted:
             daemon.stop_agents(cluster.name)  # it knows the old set of nodes
         components = [agent.component_name(wanted), "controller-manager"]
@@ -54,6 +71,14 @@ def start(cluster: fabric.Cluster, scenario: Scenario | None, objects: list[dict
             progress(f"{running}/{len(pods)} pods running")
     finally:
         store.close()
+
+
+def _has_flannel_config(store) -> bool:
+    try:
+        flanneld.read_config(store)
+        return True
+    except NotFound:
+        return False
 
 
 def _describe(url: str) -> str:

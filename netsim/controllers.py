@@ -9,12 +9,11 @@ so one pass carries a Deployment all the way to bound pods.
 from __future__ import annotations
 
 import copy
-import ipaddress
 import logging
 import uuid
 
 from netsim import api
-from netsim.apiserver import now, read_config
+from netsim.apiserver import now
 from netsim.informer import Cache
 
 log = logging.getLogger("netsim.controllers")
@@ -123,27 +122,6 @@ def garbage_collect(cache: Cache) -> None:
                 cache.delete(o)
         elif o["kind"] == "Pod" and o["spec"].get("nodeName") and o["spec"]["nodeName"] not in nodes:
             cache.delete(o)
-
-
-# -- node IPAM ----------------------------------------------------------------------------
-
-def node_ipam(cache: Cache) -> None:
-    """Give every node a spec.podCIDR from the pod network, as kube-controller-manager's
-    --allocate-node-cidrs does (flannel's leases take this over with the overlay)."""
-    config = read_config(cache.store)
-    net = ipaddress.IPv4Network(config.pod_subnet)
-    nodes = sorted(cache.of_kind("Node"), key=lambda n: n["metadata"]["name"])
-    taken = {n["spec"]["podCIDR"] for n in nodes if n.get("spec", {}).get("podCIDR")}
-    free = (str(s) for s in net.subnets(new_prefix=config.node_cidr_mask) if str(s) not in taken)
-    for node in nodes:
-        if node.get("spec", {}).get("podCIDR"):
-            continue
-        cidr = next(free, None)
-        if cidr is None:
-            log.warning("pod network %s has no /%d left for node %s", net, config.node_cidr_mask,
-                        node["metadata"]["name"])
-            return
-        cache.update({**node, "spec": {**node.get("spec", {}), "podCIDR": cidr, "podCIDRs": [cidr]}})
 
 
 # -- workloads --------------------------------------------------------------------------------
@@ -417,7 +395,7 @@ def endpoint_slices(cache: Cache) -> None:
             cache.delete(s)
 
 
-CONTROLLERS = [namespaces, garbage_collect, node_ipam, deployments, replicasets, daemonsets,
+CONTROLLERS = [namespaces, garbage_collect, deployments, replicasets, daemonsets,
                statefulsets, jobs, schedule, endpoint_slices]
 
 

@@ -115,6 +115,11 @@ class Cluster:
         self._wanted.append((name, "node", ip, role, labels or {}))
         return self._replan()[name]
 
+    def remove_member(self, name: str) -> None:
+        """Forget a member; the next `up` removes its namespace."""
+        self._wanted = [w for w in self._wanted if w[0] != name]
+        self._replan()
+
     def add_host(self, name: str, ip: str | None = None) -> Member:
         self._wanted.append((name, "host", ip, None, {}))
         return self._replan()[name]

@@ -66,6 +66,7 @@ class Networking(_Model):
     podSubnet: ipaddress.IPv4Network = ipaddress.IPv4Network("10.244.0.0/16")
     serviceSubnet: ipaddress.IPv4Network = ipaddress.IPv4Network("10.96.0.0/12")
     backend: Literal["vxlan", "host-gw"] = "vxlan"
+    directRouting: bool = False  # vxlan: nodes on the same underlay subnet route directly (flannel's DirectRouting)
     kubeProxyMode: Literal["iptables", "nftables", "ipvs"] = "iptables"
     loadBalancerPool: ipaddress.IPv4Network | None = None
 
