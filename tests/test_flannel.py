@@ -18,6 +18,7 @@ from scapy.utils import rdpcap
 from netsim import flanneld, kernel, names, state
 from tests.conftest import SCENARIO, K8s, run_netsim, running, unique_name
 from tests.test_store import store, store_url  # noqa: F401  (fixtures: both store backends)
+from tests.test_workloads import leases
 
 CONFIG = flanneld.NetworkConfig(ipaddress.IPv4Network("10.244.0.0/16"), 24)
 
@@ -145,7 +146,7 @@ def test_pods_reach_pods_on_other_nodes(overlay):
     a, b = pods["worker1"], pods["worker2"]
     a_ip, b_ip = a["status"]["podIP"], b["status"]["podIP"]
     # Each node's lease is its spec.podCIDR and what its subnet.env hands the CNI plugin.
-    held = {str(lease.public_ip): str(lease.subnet) for lease in _leases(k8s)}
+    held = leases(k8s)
     mtu = 1450 if k8s.backend == "vxlan" else 1500
     for node in ("control-plane", "worker1", "worker2"):
         cidr = k8s.get("node", node)["spec"]["podCIDR"]
@@ -187,22 +188,6 @@ def test_pods_reach_pods_on_other_nodes(overlay):
                str(fits + 1), b_ip, check=False)
     assert over.returncode != 0 and "message too long" in (over.stdout + over.stderr)
     assert time.monotonic() - t0 < 2
-
-
-def _leases(k8s):
-    from netsim.store import open_store
-
-    s = open_store(fabric_store(k8s.name))
-    try:
-        return flanneld.leases(s)[0]
-    finally:
-        s.close()
-
-
-def fabric_store(cluster: str) -> str:
-    from netsim.fabric import load_cluster
-
-    return load_cluster(cluster).store_url
 
 
 @pytest.mark.parametrize("overlay", ["vxlan"], indirect=True)
@@ -265,6 +250,6 @@ def test_nodes_join_and_leave_and_every_peer_follows(overlay):
         time.sleep(0.05)
     assert w3_ip not in in_node(k8s, "worker1", "bridge", "fdb", "show", "dev", "flannel.1")
     assert gateway not in in_node(k8s, "worker1", "ip", "neigh", "show", "dev", "flannel.1")
-    assert w3_ip not in {lease.public_ip for lease in _leases(k8s)}
+    assert w3_ip not in leases(k8s)
     nodes = json.loads(k8s("get", "nodes", "-o", "json").stdout)["items"]
     assert "worker3" not in {n["metadata"]["name"] for n in nodes}

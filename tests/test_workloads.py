@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from netsim import daemon, kernel, names, state
+from netsim import daemon, flanneld, kernel, names, state
 from tests.conftest import SCENARIO, K8s, host_snapshot, run_netsim, running, unique_name
 
 
@@ -73,6 +73,12 @@ def test_a_deployment_runs_spread_over_workers_answers_and_scales(k8s):
         code, answer = k8s.probe(f"node/{p['spec']['nodeName']}", f"pod/default/{p['metadata']['name']}")
         assert code == 0 and answer["responder"] == p["metadata"]["name"], answer
         assert answer["result"] == "allow" and answer["reason"] == "connected" and answer["latencyMs"] > 0
+    # Across nodes, over the overlay (flannel's leases in this backend's store), from pod to pod.
+    a = next(p for p in pods if p["spec"]["nodeName"] == "worker1")
+    b = next(p for p in pods if p["spec"]["nodeName"] == "worker2")
+    code, answer = k8s.probe(f"pod/default/{a['metadata']['name']}", f"pod/default/{b['metadata']['name']}")
+    assert code == 0 and answer["responder"] == b["metadata"]["name"], answer
+    assert answer["clientIP"] == a["status"]["podIP"]
 
     k8s.apply(deployment(5))
     assert len(running(k8s.pods())) == 5
@@ -130,17 +136,34 @@ def test_probe_reports_refusals_udp_and_the_client_address(k8s):
 
 
 def kernel_state(cluster: str) -> dict[str, str]:
-    """Links (with ifindex, MAC and master: a re-created link shows), IPv4 addresses and routes
-    of every namespace of the cluster, as `ip` prints them.  Operstate is left out: a bridge
+    """Links (with ifindex, MAC and master: a re-created link shows), IPv4 addresses, routes,
+    permanent neighbours, flannel.1's fdb and the iptables rules of every namespace of the
+    cluster, as the tools print them.  Operstate is left out: a bridge
     reads UNKNOWN or UP depending on when its ports last changed, not on what netsim did."""
     out = {}
     for ns in kernel.list_netns(names.cluster_prefix(cluster)):
         parts = []
-        for cmd in (["-o", "link"], ["-4", "-o", "addr"], ["-4", "route"]):
-            text = subprocess.run(["ip", "-n", ns, *cmd], capture_output=True, text=True, check=True).stdout
+        for cmd in (["ip", "-n", ns, "-o", "link"], ["ip", "-n", ns, "-4", "-o", "addr"],
+                    ["ip", "-n", ns, "-4", "route"], ["ip", "-n", ns, "-4", "neigh", "show", "nud", "permanent"],
+                    ["bridge", "-n", ns, "fdb", "show", "dev", "flannel.1"],
+                    ["ip", "netns", "exec", ns, "iptables-save"]):
+            text = subprocess.run(cmd, capture_output=True, text=True, check=False).stdout
+            text = re.sub(r"\[\d+:\d+\]", "", "\n".join(line for line in text.splitlines() if not line.startswith("#")))
             parts.append(re.sub(r" state \S+", "", text))
         out[ns] = "\n".join(parts)
     return out
+
+
+def leases(k8s) -> dict[str, str]:
+    """PublicIP -> subnet of every flannel lease in the cluster's store."""
+    from netsim.fabric import load_cluster
+    from netsim.store import open_store
+
+    store = open_store(load_cluster(k8s.name).store_url)
+    try:
+        return {lease.public_ip: str(lease.subnet) for lease in flanneld.leases(store)[0]}
+    finally:
+        store.close()
 
 
 def test_kill_9_of_the_agent_then_restart_leaves_the_same_kernel_state(k8s, tmp_path):
@@ -149,6 +172,8 @@ def test_kill_9_of_the_agent_then_restart_leaves_the_same_kernel_state(k8s, tmp_
     ips_before = {p["metadata"]["name"]: p["status"]["podIP"] for p in k8s.pods()}
     checkpoint = state.cluster_dir(k8s.name) / "nodes" / "worker1" / "pods.json"
     checkpoint_before = checkpoint.read_text()
+    leases_before = leases(k8s)
+    assert len(leases_before) == 3 and "flannel.1" in before[names.netns_name(k8s.name, "worker1")]
     [pid] = daemon.agent_pids(k8s.name)
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
@@ -165,6 +190,7 @@ def test_kill_9_of_the_agent_then_restart_leaves_the_same_kernel_state(k8s, tmp_
     assert not changed, changed
     assert {p["metadata"]["name"]: p["status"]["podIP"] for p in k8s.pods()} == ips_before
     assert checkpoint.read_text() == checkpoint_before
+    assert leases(k8s) == leases_before  # each node found its own flannel lease again
     # And the restarted agent serves the pods again.
     name = sorted(ips_before)[0]
     pod = k8s.get("pod", name)
