@@ -27,15 +27,20 @@ $netsim get services -c $cluster
 $netsim get endpointslices -c $cluster
 echo
 echo "== every containerPort is served by a responder that names the pod and the client it saw"
-# (pods reach pods on their own node until the overlay lands, so pick a web pod beside the client)
+# (a web pod on another node than the client: the connection crosses the VXLAN overlay)
 read -r node web ip < <($netsim get pods -o json -c $cluster | .venv/bin/python -c '
 import json, sys
 pods = json.load(sys.stdin)["items"]
 node = next(p["spec"]["nodeName"] for p in pods if p["metadata"]["name"] == "client")
-web = next(p for p in pods if p["metadata"]["name"].startswith("web-") and p["spec"]["nodeName"] == node)
-print(node, web["metadata"]["name"], web["status"]["podIP"])')
+web = next(p for p in pods if p["metadata"]["name"].startswith("web-") and p["spec"]["nodeName"] != node)
+print(web["spec"]["nodeName"], web["metadata"]["name"], web["status"]["podIP"])')
 $netsim probe pod/default/client "pod/default/$web" -c $cluster
 $netsim exec "node/$node" -c $cluster -- curl -s "http://$ip/"
+echo
+echo "== the overlay: flannel.1 on $node, with a permanent fdb entry and route per other node"
+$netsim exec "node/$node" -c $cluster -- ip -d link show flannel.1 | grep -o 'vxlan id [0-9]* .*dstport [0-9]*'
+$netsim exec "node/$node" -c $cluster -- bridge fdb show dev flannel.1
+$netsim exec "node/$node" -c $cluster -- ip route show dev flannel.1
 echo
 echo "== each pod's network came from CNI plugins (spec 1.1), run by the agent as a container runtime runs them"
 state=${NETSIM_STATE_DIR:-/run/netsim}/$cluster/nodes/$node
