@@ -6,7 +6,9 @@ VXLAN overlay, and across nodes with host-gw routes, in one run.
 Two 2-worker clusters are brought up with `netsim up` (one per backend), three pods pinned
 with nodeName (two on worker1, one on worker2); iperf3 runs between pod namespaces, the
 server started for one test (-1) and the client bounded in time.  Prints Gbit/s, the
-retransmits, and each figure's ratio to the same-node one.
+retransmits, and each figure's ratio to the same-node one; then how long a peer's kernel
+takes to follow a flannel lease written or deleted in the store (the watch path that other
+machines' nodes use).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -61,6 +64,42 @@ def iperf(cluster: str, client: str, server: str, server_ip: str, seconds: int) 
         srv.wait()
 
 
+def lease_convergence(cluster: str, rounds: int = 10) -> tuple[list[float], list[float]]:
+    """As another machine's node would: write a lease to the store, time until worker1 has
+    the route to it (the watch path), then delete it; ms."""
+    sys.path.insert(0, str(ROOT))
+    from netsim import flanneld
+    from netsim.fabric import load_cluster
+    from netsim.store import open_store
+
+    store = open_store(load_cluster(cluster).store_url)
+    config = flanneld.read_config(store)
+
+    def routes() -> str:
+        return subprocess.run(["ip", "-n", f"nsim.{cluster}.worker1", "route"], capture_output=True, text=True,
+                              check=True).stdout
+
+    adds, dels = [], []
+    try:
+        for i in range(rounds):
+            ip = f"192.168.56.{200 + i}"
+            t0 = time.monotonic()
+            subnet = str(flanneld.acquire(store, config, ip, f"02:00:00:00:01:{i:02x}"))
+            while subnet not in routes():
+                assert time.monotonic() - t0 < 10, "the route never appeared"
+                time.sleep(0.002)
+            adds.append((time.monotonic() - t0) * 1000)
+            t0 = time.monotonic()
+            flanneld.release(store, ip)
+            while subnet in routes():
+                assert time.monotonic() - t0 < 10, "the route never went"
+                time.sleep(0.002)
+            dels.append((time.monotonic() - t0) * 1000)
+    finally:
+        store.close()
+    return adds, dels
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=5)
@@ -83,6 +122,7 @@ def main() -> None:
                        for p in json.loads(netsim("get", "pods", "-o", "json", "-c", cluster).stdout)["items"]}
                 if backend == "vxlan":
                     results["same node (cni0)"] = iperf(cluster, "a", "b", ips["b"], args.seconds)
+                    convergence = lease_convergence(cluster)
                 results[f"across nodes, {backend}"] = iperf(cluster, "a", "c", ips["c"], args.seconds)
             finally:
                 netsim("down", cluster, check=False)
@@ -91,6 +131,10 @@ def main() -> None:
     print(f"{'path':<26} {'Gbit/s':>8} {'retrans':>8} {'ratio':>6}")
     for path, (gbps, retrans) in results.items():
         print(f"{path:<26} {gbps:8.2f} {retrans:8d} {gbps / base:6.2f}")
+    adds, dels = convergence
+    print(f"\nflannel lease written -> a peer's route in place: p50 {statistics.median(adds):.0f} ms, "
+          f"max {max(adds):.0f} ms; lease deleted -> route gone: p50 {statistics.median(dels):.0f} ms, "
+          f"max {max(dels):.0f} ms ({len(adds)} leases)")
 
 
 if __name__ == "__main__":
