@@ -1,0 +1,1 @@
+"""kube-proxy: Service rules from the store, rendered per node (iptables, nftables, IPVS)."""
