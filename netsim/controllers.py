@@ -9,11 +9,12 @@ so one pass carries a Deployment all the way to bound pods.
 from __future__ import annotations
 
 import copy
+import ipaddress
 import logging
 import uuid
 
 from netsim import api
-from netsim.apiserver import now
+from netsim.apiserver import now, read_config
 from netsim.informer import Cache
 
 log = logging.getLogger("netsim.controllers")
@@ -395,8 +396,43 @@ def endpoint_slices(cache: Cache) -> None:
             cache.delete(s)
 
 
+# -- LoadBalancer IPs ----------------------------------------------------------------------
+
+def load_balancers(cache: Cache) -> None:
+    """Give every Service of type LoadBalancer an ingress IP from the scenario's
+    loadBalancerPool (as kind's cloud provider or MetalLB do), keeping the one it has; take it
+    back when the Service stops being a LoadBalancer.  Without a pool, Services stay pending."""
+    pool_text = read_config(cache.store).load_balancer_pool
+    services = sorted(cache.of_kind("Service"), key=lambda s: s["metadata"].get("creationTimestamp", ""))
+    held = {}
+    for svc in services:
+        for ingress in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []:
+            if ingress.get("ip"):
+                held[ingress["ip"]] = svc
+    pool = ipaddress.IPv4Network(pool_text) if pool_text else None
+    free = (str(ip) for ip in (pool.hosts() if pool else ()) if str(ip) not in held)
+    for svc in services:
+        status = svc.get("status") or {}
+        ingress = (status.get("loadBalancer") or {}).get("ingress") or []
+        if svc["spec"].get("type") != "LoadBalancer":
+            if ingress:
+                cache.update({**svc, "status": {**status, "loadBalancer": {}}})
+            continue
+        if ingress or pool is None:
+            continue
+        requested = svc["spec"].get("loadBalancerIP")
+        ip = requested if requested and requested not in held and ipaddress.ip_address(requested) in pool \
+            else next(free, None)
+        if ip is None:
+            log.warning("loadBalancerPool %s is exhausted; %s/%s stays pending", pool,
+                        svc["metadata"]["namespace"], svc["metadata"]["name"])
+            continue
+        held[ip] = svc
+        cache.update({**svc, "status": {**status, "loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]}}})
+
+
 CONTROLLERS = [namespaces, garbage_collect, deployments, replicasets, daemonsets,
-               statefulsets, jobs, schedule, endpoint_slices]
+               statefulsets, jobs, schedule, endpoint_slices, load_balancers]
 
 
 def sync(cache: Cache) -> float | None:

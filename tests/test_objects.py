@@ -189,3 +189,29 @@ def test_deleting_a_deployment_cascades_to_its_replicaset_and_pods(store):
     assert cache.of_kind("ReplicaSet") == []
     # Bound pods are marked terminating; their node's agent removes them.
     assert all(controllers.terminating(p) for p in cache.of_kind("Pod"))
+
+
+def test_load_balancer_services_get_ingress_ips_from_the_pool(store):
+    apiserver.bootstrap(store, apiserver.ClusterConfig(load_balancer_pool="198.51.100.0/29"))
+
+    def lb(name, **spec):
+        return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+                "spec": {"type": "LoadBalancer", "selector": {"app": name}, "ports": [{"port": 80}], **spec}}
+
+    apiserver.apply(store, [lb("a"), lb("b"), lb("c", loadBalancerIP="198.51.100.5")])
+    cache = run_controllers(store)
+
+    def ingress(name):
+        svc = cache.get("Service", "default", name)
+        return [i["ip"] for i in svc.get("status", {}).get("loadBalancer", {}).get("ingress", [])]
+
+    assert (ingress("a"), ingress("b"), ingress("c")) == (["198.51.100.1"], ["198.51.100.2"], ["198.51.100.5"])
+    # A Service that stops being a LoadBalancer gives its address back; the next one takes it.
+    svc = cache.get("Service", "default", "a")
+    store.update(api.key_of(svc), {**svc, "spec": {**svc["spec"], "type": "ClusterIP"}},
+                 int(svc["metadata"]["resourceVersion"]))
+    cache = run_controllers(store)
+    assert ingress("a") == []
+    apiserver.apply(store, [lb("d")])
+    cache = run_controllers(store)
+    assert ingress("d") == ["198.51.100.1"]
