@@ -147,7 +147,22 @@ def _pod_status(pod: dict) -> str:
     return st.get("phase", "Pending")
 
 
-def _row(kind: str, o: dict, wide: bool) -> tuple[str, ...]:
+def _endpoints_by_service(store, namespace: str | None) -> dict[tuple[str, str], str]:
+    """"ip:port, ..." of each Service's ready endpoints, as kubectl get endpoints prints them."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for s in store.list(api.prefix("EndpointSlice", namespace))[0]:
+        svc = (s["metadata"].get("labels") or {}).get("kubernetes.io/service-name")
+        ports = [p.get("port") for p in s.get("ports") or []] or [None]
+        for e in s.get("endpoints") or []:
+            if (e.get("conditions") or {}).get("ready") is False:
+                continue
+            for ip in e.get("addresses") or []:
+                out.setdefault((s["metadata"]["namespace"], svc), []).extend(
+                    f"{ip}:{p}" if p else ip for p in ports)
+    return {k: ",".join(v[:3]) + (f" + {len(v) - 3} more..." if len(v) > 3 else "") for k, v in out.items()}
+
+
+def _row(kind: str, o: dict, wide: bool, endpoints: dict | None = None) -> tuple[str, ...]:
     st, spec, name = o.get("status", {}), o.get("spec", {}), o["metadata"]["name"]
     if kind == "Pod":
         n = len(spec.get("containers", []))
@@ -160,7 +175,8 @@ def _row(kind: str, o: dict, wide: bool) -> tuple[str, ...]:
         ext = ext or ("<pending>" if spec.get("type") == "LoadBalancer" else "<none>")
         row = (name, spec.get("type", "ClusterIP"), spec.get("clusterIP", "<none>"), ext, _ports(o), _age(o))
         sel = ",".join(f"{k}={v}" for k, v in (spec.get("selector") or {}).items()) or "<none>"
-        return row + ((sel,) if wide else ())
+        eps = (endpoints or {}).get((o["metadata"]["namespace"], name)) or "<none>"
+        return row + ((sel, eps) if wide else ())
     if kind == "Deployment":
         r = spec.get("replicas", 1)
         return (name, f"{st.get('readyReplicas', 0)}/{r}", str(st.get("replicas", 0)),
@@ -199,7 +215,7 @@ def _row(kind: str, o: dict, wide: bool) -> tuple[str, ...]:
 
 HEADERS = {
     "Pod": (("NAME", "READY", "STATUS", "RESTARTS", "AGE"), ("IP", "NODE")),
-    "Service": (("NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"), ("SELECTOR",)),
+    "Service": (("NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"), ("SELECTOR", "ENDPOINTS")),
     "Deployment": (("NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"), ()),
     "ReplicaSet": (("NAME", "DESIRED", "CURRENT", "READY", "AGE"), ()),
     "DaemonSet": (("NAME", "DESIRED", "CURRENT", "READY", "AGE"), ()),
@@ -257,8 +273,9 @@ def get(
     wide = output is Output.wide
     lead = ("NAMESPACE",) if k.namespaced and ns is None else ()
     rows = [lead + base + (extra if wide else ())]
+    endpoints = _endpoints_by_service(store, ns) if wide and k.kind == "Service" else None
     for o in objs:
-        rows.append(((o["metadata"]["namespace"],) if lead else ()) + _row(k.kind, o, wide))
+        rows.append(((o["metadata"]["namespace"],) if lead else ()) + _row(k.kind, o, wide, endpoints))
     _table(rows)
 
 
