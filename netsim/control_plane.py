@@ -17,9 +17,11 @@ def start(cluster: fabric.Cluster, scenario: Scenario | None, objects: list[dict
     store = open_store(cluster.store_url)
     try:
         net = scenario.networking if scenario else None
-        config = apiserver.ClusterConfig() if net is None else apiserver.ClusterConfig(
+        # Without a scenario (netsim node add/delete) the cluster keeps the config it has.
+        config = apiserver.read_config(store) if net is None else apiserver.ClusterConfig(
             str(net.podSubnet), str(net.serviceSubnet),
-            load_balancer_pool=str(net.loadBalancerPool) if net.loadBalancerPool else None)
+            load_balancer_pool=str(net.loadBalancerPool) if net.loadBalancerPool else None,
+            proxy_mode=net.kubeProxyMode)
         apiserver.bootstrap(store, config)
         if net is not None or not _has_flannel_config(store):
             flanneld.write_config(store, flanneld.NetworkConfig(
