@@ -15,13 +15,14 @@ import threading
 import time
 from pathlib import Path
 
-from netsim import api, controllers, flanneld, state
+from netsim import api, controllers, flanneld, names, state
 from netsim.apiserver import new_object, now, read_config
 from netsim.cni.server import ServerPool
 from netsim.informer import Cache, Loop
 from netsim.podnet import NodePods, port_mappings, server_socket
 from netsim.responder import Identity, Responders
 from netsim.store import AlreadyExists, Conflict, NotFound, open_store
+from proxy import kubeproxy
 
 log = logging.getLogger("netsim.agent")
 
@@ -155,6 +156,10 @@ class Agent:
         loop = Loop(store, self.name, self.sync, self.stop)
         threads.append(threading.Thread(target=loop.run, name="pods", daemon=True))
         threads.append(threading.Thread(target=self.flannel.run, name="flannel", daemon=True))
+        proxy = self._kube_proxy(store)
+        loop = Loop(open_store(self.store_url), kubeproxy.component_name(self.nodes), proxy.sync, self.stop,
+                    resync_s=kubeproxy.RESYNC_S)
+        threads.append(threading.Thread(target=loop.run, name="kube-proxy", daemon=True))
         for t in threads:
             t.start()
         log.info("agent for %s started (store %s, controllers %s)", ", ".join(self.nodes), self.store_url,
@@ -187,6 +192,14 @@ class Agent:
             self.flannel.converge()
         except Exception:
             log.exception("flannel: first converge failed; its loop retries")
+
+    def _kube_proxy(self, store) -> kubeproxy.KubeProxy:
+        config = read_config(store)
+        nodes = [kubeproxy.ProxyNode(m["name"], m["netns"], m["ip"]) for m in self.members]
+        # The agent that runs the controllers is the one with the underlay on its machine: it
+        # routes LoadBalancer IPs there, as MetalLB's speaker announces them.
+        underlay = names.netns_name(self.cluster, names.UNDERLAY_MEMBER) if self.run_controllers else None
+        return kubeproxy.KubeProxy(nodes, config.pod_subnet, config.proxy_mode, underlay)
 
     # -- the pod reconciler --------------------------------------------------------------
     def sync(self, cache: Cache) -> float | None:

@@ -78,7 +78,8 @@ def _not_built_yet(scenario) -> list[str]:
     if scenario.expect:
         out.append(f"expect ({len(scenario.expect)}): recorded, `netsim check` is not available yet")
     net = scenario.networking
-    out.append(f"Services (kube-proxy {net.kubeProxyMode}): recorded, not built yet")
+    if net.kubeProxyMode != "iptables":
+        out.append(f"kube-proxy mode {net.kubeProxyMode}: recorded, not built yet; Services use iptables rules")
     return out
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from netsim import agent, api, apiserver, daemon, fabric, flanneld, informer
 from netsim.scenario import Scenario
 from netsim.store import NotFound, open_store
+from proxy import kubeproxy
 
 
 def start(cluster: fabric.Cluster, scenario: Scenario | None, objects: list[dict], timeout: float,
@@ -46,7 +47,7 @@ def start(cluster: fabric.Cluster, scenario: Scenario | None, objects: list[dict
                         store.delete(api.key_of(pod))
         if daemon.agent_pids(cluster.name) and registered != wanted:
             daemon.stop_agents(cluster.name)  # it knows the old set of nodes
-        components = [agent.component_name(wanted), "controller-manager"]
+        components = [agent.component_name(wanted), "controller-manager", kubeproxy.component_name(wanted)]
         if not daemon.agent_pids(cluster.name):
             # Forget every report: those of components that no longer exist (an agent for
             # another set of nodes), which `apply` would wait on, and those of the agent being

@@ -139,8 +139,17 @@ class K8s:
         # command's own argument.
         result = run_netsim(args[0], "-c", self.name, *args[1:])
         if check:
-            assert result.returncode == 0, f"netsim {' '.join(args)}: {result.stdout}{result.stderr}"
+            assert result.returncode == 0, f"netsim {' '.join(args)}: {result.stdout}{result.stderr}{self.log_tail()}"
         return result
+
+    def log_tail(self, lines: int = 40) -> str:
+        from netsim import state
+
+        try:
+            text = (state.cluster_dir(self.name) / "agent.log").read_text()
+        except OSError:
+            return ""
+        return "\n--- agent.log (tail) ---\n" + "\n".join(text.splitlines()[-lines:])
 
     def apply(self, text: str):
         path = self.tmp_path / f"m{uuid.uuid4().hex[:6]}.yaml"

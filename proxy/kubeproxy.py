@@ -1,0 +1,63 @@
+"""kube-proxy for the nodes one agent runs: a level-triggered sync over the watched Services and
+EndpointSlices, rendered into every node's namespace by the mode's proxier, plus the
+LoadBalancer IPs' routes on the underlay (netsim.lbspeaker) when this agent owns it.
+
+The sync runs on every change and at least every ``RESYNC_S`` seconds, which is also how
+often the proxier's canary is looked at (a flushed table comes back within that).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from netsim import lbspeaker
+from netsim.apiserver import read_config
+from proxy.iptables import Proxier, ProxyError
+from proxy.model import service_ports
+
+log = logging.getLogger("netsim.kube-proxy")
+
+RESYNC_S = 2.0
+IMPLEMENTED_MODES = ("iptables",)
+
+
+@dataclass(frozen=True)
+class ProxyNode:
+    name: str
+    netns: str
+    ip: str
+
+
+def component_name(nodes) -> str:
+    return "kube-proxy-" + ",".join(sorted(nodes))
+
+
+class KubeProxy:
+    def __init__(self, nodes: list[ProxyNode], cluster_cidr: str, mode: str, underlay_netns: str | None):
+        if mode not in IMPLEMENTED_MODES:
+            log.warning("kube-proxy mode %r is not built yet; rendering iptables rules instead", mode)
+        self.proxiers = {n.name: Proxier(n.netns, node=n.name, node_ips=[n.ip], cluster_cidr=cluster_cidr)
+                         for n in nodes}
+        self.underlay_netns = underlay_netns
+
+    def sync(self, cache) -> float | None:
+        services, slices = cache.of_kind("Service"), cache.of_kind("EndpointSlice")
+        ports = service_ports(services, slices)
+        failed = []
+        for name, proxier in self.proxiers.items():
+            try:
+                result = proxier.sync(ports)
+                if result.full:
+                    log.info("kube-proxy %s: full sync (%s), %d service ports, %.1f ms", name, result.reason,
+                             result.services, result.total_s * 1000)
+            except ProxyError as exc:
+                log.error("kube-proxy %s: sync failed: %s", name, exc)
+                failed.append(name)
+        if self.underlay_netns:
+            pool = read_config(cache.store).load_balancer_pool
+            routes = lbspeaker.desired_routes(services, slices, cache.of_kind("Node"), pool)
+            lbspeaker.converge(self.underlay_netns, routes)
+        if failed:
+            raise ProxyError(f"sync failed on {', '.join(failed)}")  # the loop retries and reports no progress
+        return RESYNC_S
