@@ -301,8 +301,10 @@ def node_delete(
 def main() -> None:
     import netsim.kubectl  # noqa: F401  (registers apply, get, delete, describe, probe, agent)
     from netsim.cni.cli import cni_app
+    from proxy.cli import register as register_proxy
 
     app.add_typer(cni_app, name="cni")
+    register_proxy(app, _running_cluster, err)
     app()
 
 

@@ -188,3 +188,21 @@ def run_state(k8s):
     from netsim import state
 
     return state.read_state(k8s.name)
+
+
+def test_proxy_rules_name_the_service_behind_each_hashed_chain(cluster):
+    k8s = cluster
+    table = run_netsim("proxy", "rules", "worker2", "-c", k8s.name)
+    assert table.returncode == 0, table.stderr
+    web = k8s.get("service", "web")
+    pods = {p["status"]["podIP"] for p in running(k8s.pods("app=web"))}
+    rows = [line.split() for line in table.stdout.splitlines()[1:]]
+    services = {r[1]: r for r in rows if r[1].startswith("KUBE-SVC-")}
+    assert any(r[4] == "default/web:http/tcp" for r in services.values()), table.stdout
+    endpoints = {r[-1].rsplit(":", 1)[0] for r in rows if r[3] == "endpoint" and r[4] == "default/web:http/tcp"}
+    assert endpoints == pods
+    raw = run_netsim("proxy", "rules", "worker2", "-c", k8s.name, "-o", "raw")
+    line = next(x for x in raw.stdout.splitlines() if f"-d {web['spec']['clusterIP']}/32" in x and "--dport 80" in x)
+    assert line.endswith("= default/web:http/tcp"), line
+    bad = run_netsim("proxy", "rules", "nosuch", "-c", k8s.name)
+    assert bad.returncode == 1 and "no node 'nosuch'" in bad.stderr

@@ -1,0 +1,96 @@
+"""`netsim proxy rules NODE`: what a node's kube-proxy rendered, with every hashed chain name
+mapped back to the Service port and endpoint it stands for (KUBE-SVC-XPGD46QRK7WJZT7O says
+nothing to a person; "default/web:http" does)."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from netsim import api
+from netsim.store import open_store
+from proxy import iptables
+from proxy.model import service_ports
+
+proxy_app = typer.Typer(help="What kube-proxy rendered on a node.", no_args_is_help=True)
+
+CHAIN = re.compile(r"KUBE-(?:SVC|SVL|EXT|FW|SEP)-[A-Z2-7]{16}")
+
+
+class RulesOutput(StrEnum):
+    raw = "raw"
+    table = "table"
+
+
+def chain_names(store) -> dict[str, tuple[str, str, str]]:
+    """Hashed chain -> (kind, service port "ns/name:port/proto", endpoint or "") from the
+    Services and EndpointSlices in the store, named as the proxier names them."""
+    ports = service_ports(store.list(api.prefix("Service"))[0], store.list(api.prefix("EndpointSlice"))[0])
+    out = {}
+    for sp in ports:
+        label = f"{sp.key}/{sp.proto}"
+        for prefix, kind in ((iptables.SVC_PREFIX, "service"), (iptables.SVL_PREFIX, "service, local endpoints"),
+                             (iptables.EXT_PREFIX, "external"), (iptables.FW_PREFIX, "firewall")):
+            out[iptables.service_chain(prefix, sp.key, sp.proto)] = (kind, label, "")
+        for ep in sp.endpoints:
+            out[iptables.endpoint_chain(sp.key, sp.proto, ep.address)] = ("endpoint", label, ep.address)
+    return out
+
+
+def register(app: typer.Typer, running_cluster, err) -> None:
+    @proxy_app.command("rules")
+    def rules(
+        node: Annotated[str, typer.Argument(help="Node name.")],
+        output: Annotated[RulesOutput, typer.Option("--output", "-o", help="raw: iptables-save with each hashed "
+                                                    "chain annotated; table: one row per chain.")] = RulesOutput.table,
+        cluster: Annotated[str | None, typer.Option("--cluster", "-c", envvar="NETSIM_CLUSTER")] = None,
+    ) -> None:
+        """Show the rules kube-proxy rendered on NODE."""
+        c = running_cluster(cluster)
+        member = c.members.get(node)
+        if member is None or member.kind != "node":
+            raise err(f"error: no node {node!r} in cluster {c.name!r}", 1)
+        store = open_store(c.store_url)
+        try:
+            names = chain_names(store)
+        finally:
+            store.close()
+        backend = iptables.BACKENDS[iptables.DEFAULT_BACKEND]
+        saved = iptables.run_in(_netns_path(member.netns), [backend.save]).stdout.decode()
+        if output is RulesOutput.raw:
+            for line in saved.splitlines():
+                found = sorted({m for m in CHAIN.findall(line) if m in names})
+                notes = "; ".join(f"{m} = {names[m][1]}" + (f" -> {names[m][2]}" if names[m][2] else "")
+                                  for m in found)
+                typer.echo(f"{line}    # {notes}" if notes else line)
+            return
+        counts: dict[tuple[str, str], int] = {}
+        table = ""
+        for line in saved.splitlines():
+            if line.startswith("*"):
+                table = line[1:]
+            elif line.startswith("-A "):
+                chain = line.split()[1]
+                counts[(table, chain)] = counts.get((table, chain), 0) + 1
+        rows = [("TABLE", "CHAIN", "RULES", "KIND", "SERVICE PORT", "ENDPOINT")]
+        for (table_name, chain), n in sorted(counts.items()):
+            if not chain.startswith("KUBE-"):
+                continue
+            kind, label, endpoint = names.get(chain, ("", "", ""))
+            if CHAIN.fullmatch(chain) and not kind:
+                kind = "stale (no such Service now)"
+            rows.append((table_name, chain, str(n), kind or "kube-proxy", label or "-", endpoint or "-"))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for r in rows:
+            typer.echo("   ".join(col.ljust(w) for col, w in zip(r, widths, strict=True)).rstrip())
+
+    app.add_typer(proxy_app, name="proxy")
+
+
+def _netns_path(netns: str) -> str:
+    from netsim import kernel
+
+    return kernel.netns_path(netns)
