@@ -1,4 +1,4 @@
-"""LoadBalancer IPs on the underlay, as MetalLB's layer-2 mode announces them: each ingress
+"""LoadBalancer IPs (and Services' externalIPs) on the underlay, as MetalLB's layer-2 mode announces them: each ingress
 IP is routed by the underlay (the LAN's gateway) to one node, which kube-proxy's rules then
 deliver to an endpoint.  With externalTrafficPolicy: Local only nodes that have a ready
 endpoint of the Service are chosen (MetalLB announces from those); otherwise the first Ready
@@ -14,11 +14,11 @@ from netsim import kernel
 PROTO_NETSIM_LB = 0x6E  # our routes in the underlay, told apart from the fabric's own
 
 
-def desired_routes(services: list[dict], slices: list[dict], nodes: list[dict], pool: str | None) -> dict[str, str]:
-    """LoadBalancer ingress IP -> the node IP the underlay sends it to."""
-    if not pool:
-        return {}
-    net = ipaddress.IPv4Network(pool)
+def desired_routes(services: list[dict], slices: list[dict], nodes: list[dict], pool: str | None,
+                   underlay_subnet: str | None = None) -> dict[str, str]:
+    """LoadBalancer ingress IP (and external IP) -> the node IP the underlay sends it to."""
+    net = ipaddress.IPv4Network(pool) if pool else None
+    underlay = ipaddress.IPv4Network(underlay_subnet) if underlay_subnet else None
     ready = sorted(n["metadata"]["name"] for n in nodes if any(
         c.get("type") == "Ready" and c.get("status") == "True" for c in n.get("status", {}).get("conditions", [])))
     node_ip = {n["metadata"]["name"]: next((a["address"] for a in n.get("status", {}).get("addresses", [])
@@ -31,7 +31,14 @@ def desired_routes(services: list[dict], slices: list[dict], nodes: list[dict], 
                 with_endpoints.setdefault((s["metadata"]["namespace"], svc), set()).add(e["nodeName"])
     out = {}
     for svc in services:
-        if svc.get("spec", {}).get("type") != "LoadBalancer":
+        # externalIPs are the admin's to route in Kubernetes; here the underlay routes them to
+        # a node as it does LoadBalancer IPs (an address on the LAN itself would be ARPed for).
+        for ip in svc.get("spec", {}).get("externalIPs") or []:
+            if underlay is not None and ipaddress.ip_address(ip) in underlay:
+                continue
+            if ready and node_ip.get(ready[0]):
+                out.setdefault(ip, node_ip[ready[0]])
+        if svc.get("spec", {}).get("type") != "LoadBalancer" or net is None:
             continue
         candidates = ready
         if svc["spec"].get("externalTrafficPolicy") == "Local":

@@ -34,12 +34,14 @@ def component_name(nodes) -> str:
 
 
 class KubeProxy:
-    def __init__(self, nodes: list[ProxyNode], cluster_cidr: str, mode: str, underlay_netns: str | None):
+    def __init__(self, nodes: list[ProxyNode], cluster_cidr: str, mode: str, underlay_netns: str | None,
+                 underlay_subnet: str | None = None):
         if mode not in IMPLEMENTED_MODES:
             log.warning("kube-proxy mode %r is not built yet; rendering iptables rules instead", mode)
         self.proxiers = {n.name: Proxier(n.netns, node=n.name, node_ips=[n.ip], cluster_cidr=cluster_cidr)
                          for n in nodes}
         self.underlay_netns = underlay_netns
+        self.underlay_subnet = underlay_subnet
 
     def sync(self, cache) -> float | None:
         services, slices = cache.of_kind("Service"), cache.of_kind("EndpointSlice")
@@ -56,7 +58,7 @@ class KubeProxy:
                 failed.append(name)
         if self.underlay_netns:
             pool = read_config(cache.store).load_balancer_pool
-            routes = lbspeaker.desired_routes(services, slices, cache.of_kind("Node"), pool)
+            routes = lbspeaker.desired_routes(services, slices, cache.of_kind("Node"), pool, self.underlay_subnet)
             lbspeaker.converge(self.underlay_netns, routes)
         if failed:
             raise ProxyError(f"sync failed on {', '.join(failed)}")  # the loop retries and reports no progress

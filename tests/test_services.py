@@ -206,3 +206,61 @@ def test_proxy_rules_name_the_service_behind_each_hashed_chain(cluster):
     assert line.endswith("= default/web:http/tcp"), line
     bad = run_netsim("proxy", "rules", "nosuch", "-c", k8s.name)
     assert bad.returncode == 1 and "no node 'nosuch'" in bad.stderr
+
+
+MORE = """apiVersion: v1
+kind: Service
+metadata: {name: web-ext}
+spec:
+  selector: {app: web}
+  externalIPs: [203.0.113.10]
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-sticky}
+spec:
+  selector: {app: web}
+  sessionAffinity: ClientIP
+  sessionAffinityConfig: {clientIP: {timeoutSeconds: 60}}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-closed}
+spec:
+  type: LoadBalancer
+  loadBalancerSourceRanges: [10.10.10.0/24]
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-internal-local}
+spec:
+  internalTrafficPolicy: Local
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+"""
+
+
+def test_external_ips_affinity_source_ranges_and_internal_local(cluster):
+    k8s = cluster
+    k8s.apply(MORE)
+    backends = web_pods(k8s)
+    # externalIPs: the LAN routes the address to a node, whose rules deliver it.
+    code, answer = k8s.probe("host/client", "ip:203.0.113.10", "--port", "80")
+    assert code == 0 and answer["responder"] in backends, answer
+    # sessionAffinity: ClientIP: one client keeps landing on one backend.
+    seen = {k8s.probe("pod/default/client-w2", "svc/default/web-sticky")[1]["responder"] for _ in range(10)}
+    assert len(seen) == 1, seen
+    # loadBalancerSourceRanges: the external host (192.168.56.254) is outside 10.10.10.0/24.
+    lb = k8s.get("service", "web-closed")["status"]["loadBalancer"]["ingress"][0]["ip"]
+    code, answer = k8s.probe("host/client", f"ip:{lb}", "--port", "80", "--timeout", "1")
+    assert code == 1, answer
+    # internalTrafficPolicy: Local: from worker2 (no web pod there) nothing answers; from
+    # worker1's client, a local backend does.
+    code, answer = k8s.probe("pod/default/client-w1", "svc/default/web-internal-local")
+    assert code == 0 and answer["responder"] in backends, answer
+    code, answer = k8s.probe("pod/default/client-w2", "svc/default/web-internal-local", "--timeout", "1")
+    assert code == 1, answer
