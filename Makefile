@@ -22,6 +22,7 @@ bench: install
 	.venv/bin/python bench/store.py
 	.venv/bin/python bench/cni_latency.py
 	.venv/bin/python bench/dataplane.py
+	.venv/bin/python bench/proxy_sync.py
 endif
 
 help:
