@@ -520,8 +520,9 @@ class Namespace:
         ifinfmsg, _, _ = _codec()
         return {msg.get("IFLA_IFNAME"): _link_info(msg) for msg in self.dump(ifinfmsg, RTM_GETLINK)}
 
-    def link(self, ifname: str) -> dict | None:
-        """One link by name (one request, one reply: no dump of every link), or None."""
+    def _get_link(self, ifname: str):
+        """The RTM_NEWLINK message for one link by name (one request, one reply: no dump of
+        every link), decoded; None if there is no such link."""
         ifinfmsg, _, _ = _codec()
         req = ifinfmsg()
         req["header"]["type"] = RTM_GETLINK
@@ -542,7 +543,12 @@ class Namespace:
                     raise NetlinkError(code, f"get link {ifname} in {self.name}: {os.strerror(code)}")
                 msg = ifinfmsg(struct.pack("=IHHII", len(payload) + 16, mtype, 0, rseq, 0) + payload)
                 msg.decode()
-                return {"name": ifname, **_link_info(msg)}
+                return msg
+
+    def link(self, ifname: str) -> dict | None:
+        """One link by name, or None."""
+        msg = self._get_link(ifname)
+        return None if msg is None else {"name": ifname, **_link_info(msg)}
 
     def addresses_of(self, index: int, family: int = 0) -> set[str]:
         """The addresses on one link (a dump of addresses only; links are not listed)."""
@@ -615,34 +621,17 @@ class Namespace:
     def vxlan(self, ifname: str) -> dict | None:
         """A link as :meth:`link` gives it plus, for a VXLAN device, {vni, port, local, link,
         learning}; None if there is no such link."""
-        ifinfmsg, _, _ = _codec()
-        req = ifinfmsg()
-        req["header"]["type"] = RTM_GETLINK
-        req["header"]["flags"] = NLM_F_REQUEST
-        self._seq += 1
-        req["header"]["sequence_number"] = seq = self._seq
-        req["attrs"] = [("IFLA_IFNAME", ifname)]
-        req.encode()
-        self.sock.send(bytes(req.data))
-        while True:
-            for mtype, rseq, payload in self._read():
-                if rseq != seq:
-                    continue
-                if mtype == NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", payload)[0]
-                    if code in (errno.ENODEV, errno.ENOENT):
-                        return None
-                    raise NetlinkError(code, f"get link {ifname} in {self.name}: {os.strerror(code)}")
-                msg = ifinfmsg(struct.pack("=IHHII", len(payload) + 16, mtype, 0, rseq, 0) + payload)
-                msg.decode()
-                info = {"name": ifname, **_link_info(msg)}
-                linkinfo = msg.get("IFLA_LINKINFO")
-                data = linkinfo.get("IFLA_INFO_DATA") if linkinfo else None
-                if info["kind"] == "vxlan" and data is not None:
-                    info.update(vni=data.get("IFLA_VXLAN_ID"), port=data.get("IFLA_VXLAN_PORT"),
-                                local=data.get("IFLA_VXLAN_LOCAL"), link=data.get("IFLA_VXLAN_LINK"),
-                                learning=bool(data.get("IFLA_VXLAN_LEARNING")))
-                return info
+        msg = self._get_link(ifname)
+        if msg is None:
+            return None
+        info = {"name": ifname, **_link_info(msg)}
+        linkinfo = msg.get("IFLA_LINKINFO")
+        data = linkinfo.get("IFLA_INFO_DATA") if linkinfo else None
+        if info["kind"] == "vxlan" and data is not None:
+            info.update(vni=data.get("IFLA_VXLAN_ID"), port=data.get("IFLA_VXLAN_PORT"),
+                        local=data.get("IFLA_VXLAN_LOCAL"), link=data.get("IFLA_VXLAN_LINK"),
+                        learning=bool(data.get("IFLA_VXLAN_LEARNING")))
+        return info
 
     # -- sysctls ----------------------------------------------------------------------
     def sysctl(self, key: str, value: str | int | None = None) -> str:

@@ -31,6 +31,7 @@ import subprocess
 from dataclasses import dataclass
 
 from netsim import kernel
+from netsim.restore_text import line as _line
 
 log = logging.getLogger("netsim.overlay")
 
@@ -370,16 +371,6 @@ def _restore(netns: str, lines: dict[str, list[str]]) -> None:
     text = "".join(f"*{table}\n" + "".join(f"{line}\n" for line in body) + "COMMIT\n"
                    for table, body in lines.items())
     _tool(netns, ["iptables-restore", "--noflush", "-w", "5"], text.encode())
-
-
-def _quote(token: str) -> str:
-    if token and not any(ch in token for ch in " \t\"'\\#"):
-        return token
-    return '"' + token.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _line(op: str, chain: str, tokens: list[str]) -> str:
-    return " ".join([op, chain, *(_quote(t) for t in tokens)])
 
 
 def _jumps_to(tokens: list[str], chain: str) -> bool:

@@ -38,6 +38,7 @@ import time
 from dataclasses import dataclass, field
 
 from netsim.cni import spec
+from netsim.restore_text import line as _line
 
 DNAT_CHAIN = "CNI-HOSTPORT-DNAT"
 SETMARK_CHAIN = "CNI-HOSTPORT-SETMARK"
@@ -301,17 +302,6 @@ def _exec(executable: str, argv: list[str], env: dict[str, str], stdin: bytes = 
                               env=child_env, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as exc:
         raise spec.CNIError(spec.IO_FAILURE, f"portmap: {argv[0]} timed out after {timeout}s") from exc
-
-
-def _quote(token: str) -> str:
-    """A token as iptables-restore reads it back."""
-    if token and not any(ch in token for ch in " \t\"'\\#"):
-        return token
-    return '"' + token.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _line(op: str, chain: str, tokens: list[str]) -> str:
-    return " ".join([op, chain, *(_quote(t) for t in tokens)])
 
 
 class NatTable:
