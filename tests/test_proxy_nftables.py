@@ -189,6 +189,19 @@ def test_partial_text_names_only_what_changed():
     assert hairpin == Counter({POD_A: 1})
 
 
+def test_renderer_reuses_unchanged_service_ports():
+    r = nf.Renderer(node=NODE, node_ips=[NODE_IP], cluster_cidr=CLUSTER_CIDR)
+    a, b = svc("a", "10.96.0.30", [ep(POD_A)]), svc("b", "10.96.0.31", [ep(POD_B)])
+    first = r.render([a, b]).services
+    # Rebuilt afresh but equal (as service_ports() does on every sync), and moved: found by value.
+    again = r.render([svc("x", "10.96.0.29", []), svc("b", "10.96.0.31", [ep(POD_B)]),
+                      svc("a", "10.96.0.30", [ep(POD_A)])]).services
+    assert again["default/a"] is first["default/a"] and again["default/b"] is first["default/b"]
+    # Same ServicePort, other endpoints: rendered anew.
+    changed = r.render([svc("b", "10.96.0.31", [ep(POD_A)])]).services
+    assert changed["default/b"] is not first["default/b"] and POD_A in str(changed["default/b"].chains)
+
+
 # == the proxier, on real namespaces ===========================================================
 class NftLab(Lab):
     def proxier(self, **kw) -> nf.Proxier:
