@@ -123,7 +123,8 @@ MASQUERADING = "masquerading"
 SERVICE_PREFIX, LOCAL_PREFIX, EXTERNAL_PREFIX = "service-", "local-", "external-"
 FIREWALL_PREFIX, ENDPOINT_PREFIX, AFFINITY_PREFIX = "firewall-", "endpoint-", "affinity-"
 
-# (name, type, hook, priority): upstream's base chains (filter at dstnat-10, output-post-dnat at dstnat+10)
+# (name, type, hook, priority): upstream's base chains, filter ones at dstnat-10 (upstream's
+# filter-output-post-dnat, for cluster-ips-check, is not modelled)
 BASE_CHAINS = (
     ("filter-prerouting", "filter", "prerouting", "-110"),
     ("filter-input", "filter", "input", "-110"),
@@ -326,14 +327,6 @@ def render_service(sp: ServicePort, opts: Options) -> ServiceNft | None:
         udp = UDPTrack((sp.cluster_ip, *sp.load_balancer_ips, *sp.external_ips), port, sp.node_port,
                        frozenset(e.ip for e in sp.endpoints if e.serving))
     return ServiceNft(name, el, {k: tuple(v) for k, v in chains.items()}, sets, hairpin, udp)
-
-
-def base_chains_text(opts: Options) -> list[str]:
-    """The fixed chains, as lines inside ``table ip kube-proxy { ... }``."""
-    out = []
-    for name, typ, hook, prio in BASE_CHAINS:
-        out.append(f"chain {name} {{ type {typ} hook {hook} priority {prio}; policy accept; }}")
-    return out
 
 
 def fixed_rules(opts: Options) -> dict[str, tuple[str, ...]]:
