@@ -78,8 +78,8 @@ def _not_built_yet(scenario) -> list[str]:
     if scenario.expect:
         out.append(f"expect ({len(scenario.expect)}): recorded, `netsim check` is not available yet")
     net = scenario.networking
-    if net.kubeProxyMode != "iptables":
-        out.append(f"kube-proxy mode {net.kubeProxyMode}: recorded, not built yet; Services use iptables rules")
+    if net.kubeProxyMode == "ipvs":
+        out.append("kube-proxy mode ipvs: recorded, not built yet; Services use iptables rules")
     return out
 
 

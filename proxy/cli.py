@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from netsim import api
+from netsim.apiserver import read_config
 from netsim.store import open_store
 from proxy import iptables
 from proxy.model import service_ports
@@ -48,7 +49,7 @@ def register(app: typer.Typer, running_cluster, err) -> None:
                                                     "chain annotated; table: one row per chain.")] = RulesOutput.table,
         cluster: Annotated[str | None, typer.Option("--cluster", "-c", envvar="NETSIM_CLUSTER")] = None,
     ) -> None:
-        """Show the rules kube-proxy rendered on NODE."""
+        """Show the rules kube-proxy rendered on NODE (nftables mode: its table as nft lists it)."""
         c = running_cluster(cluster)
         member = c.members.get(node)
         if member is None or member.kind != "node":
@@ -56,8 +57,14 @@ def register(app: typer.Typer, running_cluster, err) -> None:
         store = open_store(c.store_url)
         try:
             names = chain_names(store)
+            mode = read_config(store).proxy_mode
         finally:
             store.close()
+        if mode == "nftables":
+            # nftables mode's chains already carry ns/name/proto/port after their hash.
+            typer.echo(iptables.run_in(_netns_path(member.netns), ["nft", "list", "table", "ip", "kube-proxy"])
+                       .stdout.decode(), nl=False)
+            return
         backend = iptables.BACKENDS[iptables.DEFAULT_BACKEND]
         saved = iptables.run_in(_netns_path(member.netns), [backend.save]).stdout.decode()
         if output is RulesOutput.raw:

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 
 from netsim import lbspeaker
 from netsim.apiserver import read_config
-from proxy.iptables import Proxier, ProxyError
+from proxy import iptables, nftables
+from proxy.iptables import ProxyError
 from proxy.model import service_ports
 
 log = logging.getLogger("netsim.kube-proxy")
 
 RESYNC_S = 2.0
-IMPLEMENTED_MODES = ("iptables",)
+IMPLEMENTED_MODES = ("iptables", "nftables")
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,9 @@ class KubeProxy:
                  underlay_subnet: str | None = None):
         if mode not in IMPLEMENTED_MODES:
             log.warning("kube-proxy mode %r is not built yet; rendering iptables rules instead", mode)
-        self.proxiers = {n.name: Proxier(n.netns, node=n.name, node_ips=[n.ip], cluster_cidr=cluster_cidr)
+        proxier = nftables.Proxier if mode == "nftables" else iptables.Proxier
+        self.mode = mode if mode in IMPLEMENTED_MODES else "iptables"
+        self.proxiers = {n.name: proxier(n.netns, node=n.name, node_ips=[n.ip], cluster_cidr=cluster_cidr)
                          for n in nodes}
         self.underlay_netns = underlay_netns
         self.underlay_subnet = underlay_subnet

@@ -264,3 +264,33 @@ def test_external_ips_affinity_source_ranges_and_internal_local(cluster):
     assert code == 0 and answer["responder"] in backends, answer
     code, answer = k8s.probe("pod/default/client-w2", "svc/default/web-internal-local", "--timeout", "1")
     assert code == 1, answer
+
+
+def test_nftables_mode_end_to_end(tmp_path, state_dir):
+    """The same Services through kube-proxy's nftables mode: one table `ip kube-proxy` per node."""
+    name = unique_name("nf")
+    scenario = tmp_path / "scenario.yaml"
+    scenario.write_text(SCENARIO + "networking:\n  kubeProxyMode: nftables\n  loadBalancerPool: 198.51.100.0/28\n")
+    up = run_netsim("up", str(scenario), "--name", name)
+    try:
+        assert up.returncode == 0, up.stderr
+        k8s = K8s(name, tmp_path)
+        k8s.apply(APP)
+        backends = web_pods(k8s)
+        table = subprocess.run(["ip", "netns", "exec", names.netns_name(name, "worker2"), "nft", "list", "table",
+                                "ip", "kube-proxy"], capture_output=True, text=True, check=True).stdout
+        assert "service-ips" in table and "default/web" in table
+        shown = run_netsim("proxy", "rules", "worker2", "-c", name)
+        assert shown.returncode == 0 and "table ip kube-proxy" in shown.stdout
+        seen = {k8s.probe("pod/default/client-w2", "svc/default/web")[1].get("responder") for _ in range(12)}
+        assert seen == backends
+        code, answer = k8s.probe("host/client", f"ip:{node_ip(k8s, 'worker2')}", "--port", "30080")
+        assert code == 0 and answer["responder"] in backends, answer
+        lb = k8s.get("service", "web-lb")["status"]["loadBalancer"]["ingress"][0]["ip"]
+        code, answer = k8s.probe("host/client", f"ip:{lb}", "--port", "80")
+        assert code == 0 and answer["responder"] in backends, answer
+        code, answer = k8s.probe("pod/default/client-w1", "svc/default/nobody")
+        assert code == 1 and answer["reason"] == "refused" and answer["latencyMs"] < 500, answer
+    finally:
+        assert run_netsim("down", name).returncode == 0
+        assert kernel.list_netns(names.cluster_prefix(name)) == []
