@@ -42,6 +42,13 @@ $netsim exec "node/$node" -c $cluster -- ip -d link show flannel.1 | grep -o 'vx
 $netsim exec "node/$node" -c $cluster -- bridge fdb show dev flannel.1
 $netsim exec "node/$node" -c $cluster -- ip route show dev flannel.1
 echo
+echo "== Services through kube-proxy: the ClusterIP from a pod, the NodePort from the external host"
+$netsim probe pod/default/client svc/default/web -c $cluster
+$netsim probe host/client "ip:$($netsim get node worker1 -o json -c $cluster | .venv/bin/python -c \
+  'import json,sys; print(json.load(sys.stdin)["status"]["addresses"][0]["address"])')" --port 30080 -c $cluster
+echo "-- worker1's kube-proxy rules, hashed chains mapped back to Services and endpoints"
+$netsim proxy rules worker1 -c $cluster
+echo
 echo "== each pod's network came from CNI plugins (spec 1.1), run by the agent as a container runtime runs them"
 state=${NETSIM_STATE_DIR:-/run/netsim}/$cluster/nodes/$node
 echo "-- $node's conflist (as kube-flannel installs it): flannel -> bridge + host-local, then portmap"
