@@ -170,7 +170,8 @@ def parse_request(env: dict[str, str], stdin: bytes) -> Request:
         raise CNIError(DECODE_FAILURE, "failed to decode network configuration", str(exc)) from exc
     if not isinstance(config, dict):
         raise CNIError(DECODE_FAILURE, "network configuration must be a JSON object")
-    version = config.get("cniVersion") or "0.1.0" if command != "VERSION" else config.get("cniVersion", LATEST)
+    # A config that names no version is the spec's 0.1.0 (which is then refused as too old).
+    version = config.get("cniVersion", LATEST) if command == "VERSION" else (config.get("cniVersion") or "0.1.0")
     req = Request(command=command, container_id=env.get("CNI_CONTAINERID", ""), netns=env.get("CNI_NETNS", ""),
                   ifname=env.get("CNI_IFNAME", ""), args={}, path=[p for p in env.get("CNI_PATH", "").split(":") if p],
                   config=config, env=env, stdin=stdin, version=version)
