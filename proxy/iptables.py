@@ -75,7 +75,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from netsim import kernel
-from proxy.model import Endpoint, ServicePort
+from proxy.model import Endpoint, ServicePort, categorize_endpoints, traffic_policy
 
 # -- upstream's names -----------------------------------------------------------------------
 KUBE_SERVICES = "KUBE-SERVICES"
@@ -185,47 +185,6 @@ def is_service_chain(name: str) -> bool:
 
 
 # -- which endpoints ------------------------------------------------------------------------
-def categorize_endpoints(sp: ServicePort, node: str) -> tuple[list[Endpoint], list[Endpoint], list[Endpoint], bool]:
-    """upstream's CategorizeEndpoints (without topology hints): (cluster endpoints, local
-    endpoints, every endpoint reachable from this node, whether the service has any usable
-    endpoint anywhere).  Usable means Ready; when none is, Serving and Terminating ones
-    (decided apart for Cluster and Local); never one that is not serving."""
-    external = sp.external
-    uses_cluster = not sp.internal_local or external
-    uses_local = sp.internal_local or (sp.external_local and external)
-    eps = sp.endpoints
-    cluster: list[Endpoint] = []
-    has_any = False
-    if uses_cluster:
-        cluster = [e for e in eps if e.ready]
-        if not cluster:
-            cluster = [e for e in eps if e.serving and e.terminating]
-        has_any = bool(cluster)
-    if not uses_local:
-        return cluster, [], cluster, has_any
-    local_ready = local_serving_terminating = False
-    for e in eps:
-        if e.ready:
-            has_any = True
-            local_ready = local_ready or e.node == node
-        elif e.serving and e.terminating:
-            has_any = True
-            local_serving_terminating = local_serving_terminating or e.node == node
-    local: list[Endpoint] = []
-    serving_terminating = False
-    if local_ready:
-        local = [e for e in eps if e.node == node and e.ready]
-    elif local_serving_terminating:
-        serving_terminating = True
-        local = [e for e in eps if e.node == node and e.serving and e.terminating]
-    if not uses_cluster:
-        return [], local, local, has_any
-    if not serving_terminating:
-        return cluster, local, cluster, has_any  # every ready local endpoint is among the cluster ones
-    seen = {e.address for e in cluster}
-    return cluster, local, cluster + [e for e in local if e.address not in seen], has_any
-
-
 # -- rendering ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class UDPTrack:
@@ -273,24 +232,14 @@ def render_service(sp: ServicePort, opts: Options, large: bool) -> ServiceRules 
     name, proto = sp.key, sp.proto
     h = port_proto_hash(name, proto)
     svc_ch, svl_ch, ext_ch, fw_ch = SVC_PREFIX + h, SVL_PREFIX + h, EXT_PREFIX + h, FW_PREFIX + h
-    external = sp.external
-    ext_local = sp.external_local and external
-    int_local = sp.internal_local
-    uses_cluster = not int_local or external
-    uses_local = int_local or ext_local
-    cluster_eps, local_eps, reachable, has_eps = categorize_endpoints(sp, opts.node)
-    uses_cluster_chain = bool(cluster_eps) and uses_cluster
-    uses_local_chain = bool(local_eps) and uses_local
-
-    internal_chain, has_internal = svc_ch, has_eps
-    if int_local:
-        internal_chain = svl_ch
-        has_internal = has_internal and bool(local_eps)
-    external_policy_chain, has_external = svc_ch, has_eps
-    if ext_local:
-        external_policy_chain = svl_ch
-        has_external = has_external and bool(local_eps)
-    uses_ext_chain = has_eps and external
+    tp = traffic_policy(sp, opts.node)
+    ext_local, int_local = tp.external_local, tp.internal_local
+    cluster_eps, local_eps, reachable, has_eps = tp.cluster_endpoints, tp.local_endpoints, tp.reachable, \
+        tp.has_endpoints
+    uses_cluster_chain, uses_local_chain, uses_ext_chain = tp.uses_cluster_chain, tp.uses_local_chain, \
+        tp.uses_external_chain
+    internal_chain, has_internal = (svl_ch if int_local else svc_ch), tp.has_internal
+    external_policy_chain, has_external = (svl_ch if ext_local else svc_ch), tp.has_external
     lb_chain = ext_ch
     uses_fw = has_eps and bool(sp.load_balancer_ips) and bool(sp.source_ranges)
     if uses_fw:

@@ -112,3 +112,79 @@ def service_ports(services: list[dict], slices: list[dict]) -> list[ServicePort]
                 affinity_timeout=affinity,
                 endpoints=_endpoints_for(port, slices_here)))
     return sorted(out, key=lambda sp: (sp.key, sp.protocol))
+
+
+# -- which endpoints a node uses (upstream's pkg/proxy/topology.go) ---------------------------
+def categorize_endpoints(sp: ServicePort, node: str) -> tuple[list[Endpoint], list[Endpoint], list[Endpoint], bool]:
+    """upstream's CategorizeEndpoints (without topology hints): (cluster endpoints, local
+    endpoints, every endpoint reachable from this node, whether the service has any usable
+    endpoint anywhere).  Usable means Ready; when none is, Serving and Terminating ones
+    (decided apart for Cluster and Local); never one that is not serving."""
+    external = sp.external
+    uses_cluster = not sp.internal_local or external
+    uses_local = sp.internal_local or (sp.external_local and external)
+    eps = sp.endpoints
+    cluster: list[Endpoint] = []
+    has_any = False
+    if uses_cluster:
+        cluster = [e for e in eps if e.ready]
+        if not cluster:
+            cluster = [e for e in eps if e.serving and e.terminating]
+        has_any = bool(cluster)
+    if not uses_local:
+        return cluster, [], cluster, has_any
+    local_ready = local_serving_terminating = False
+    for e in eps:
+        if e.ready:
+            has_any = True
+            local_ready = local_ready or e.node == node
+        elif e.serving and e.terminating:
+            has_any = True
+            local_serving_terminating = local_serving_terminating or e.node == node
+    local: list[Endpoint] = []
+    serving_terminating = False
+    if local_ready:
+        local = [e for e in eps if e.node == node and e.ready]
+    elif local_serving_terminating:
+        serving_terminating = True
+        local = [e for e in eps if e.node == node and e.serving and e.terminating]
+    if not uses_cluster:
+        return [], local, local, has_any
+    if not serving_terminating:
+        return cluster, local, cluster, has_any  # every ready local endpoint is among the cluster ones
+    seen = {e.address for e in cluster}
+    return cluster, local, cluster + [e for e in local if e.address not in seen], has_any
+
+
+@dataclass(frozen=True)
+class TrafficPolicy:
+    """What a node does with one service port's traffic, shared by every proxier: its
+    endpoints (categorize_endpoints), whether the cluster-wide and the node-local endpoint
+    chains are needed, and where internal and external traffic go (``*_local``: to the
+    node-local chain; ``has_*``: to some endpoint at all, else REJECT/DROP)."""
+
+    cluster_endpoints: list[Endpoint]
+    local_endpoints: list[Endpoint]
+    reachable: list[Endpoint]
+    has_endpoints: bool
+    uses_cluster_chain: bool
+    uses_local_chain: bool
+    internal_local: bool
+    has_internal: bool
+    external_local: bool
+    has_external: bool
+    uses_external_chain: bool
+
+
+def traffic_policy(sp: ServicePort, node: str) -> TrafficPolicy:
+    external = sp.external
+    ext_local = sp.external_local and external
+    int_local = sp.internal_local
+    cluster, local, reachable, has_eps = categorize_endpoints(sp, node)
+    return TrafficPolicy(
+        cluster_endpoints=cluster, local_endpoints=local, reachable=reachable, has_endpoints=has_eps,
+        uses_cluster_chain=bool(cluster) and (not int_local or external),
+        uses_local_chain=bool(local) and (int_local or ext_local),
+        internal_local=int_local, has_internal=has_eps and (bool(local) if int_local else True),
+        external_local=ext_local, has_external=has_eps and (bool(local) if ext_local else True),
+        uses_external_chain=has_eps and external)

@@ -1,7 +1,7 @@
 """kube-proxy's nftables mode (KEP-3866), rendered after upstream's design and applied to a node.
 
 After upstream's ``pkg/proxy/nftables/proxier.go`` (syncProxyRules, writeServiceToEndpointRules),
-with the endpoint choice of :func:`proxy.iptables.categorize_endpoints` and its stale UDP
+with the endpoint choice of :func:`proxy.model.categorize_endpoints` and its stale UDP
 conntrack cleanup.  Two halves, as in :mod:`proxy.iptables`:
 
 * :func:`render` / :class:`Renderer` -- pure: Service ports in, a :class:`Ruleset` out: for
@@ -95,8 +95,8 @@ from dataclasses import dataclass, field
 
 from netsim import kernel
 from proxy import iptables as ipt
-from proxy.iptables import ProxyError, UDPTrack, categorize_endpoints, run_in
-from proxy.model import Endpoint, ServicePort
+from proxy.iptables import ProxyError, UDPTrack, run_in
+from proxy.model import Endpoint, ServicePort, traffic_policy
 
 FAMILY, TABLE = "ip", "kube-proxy"
 T = f"{FAMILY} {TABLE}"
@@ -214,21 +214,14 @@ def render_service(sp: ServicePort, opts: Options) -> ServiceNft | None:
     base = chain_base(sp)
     svc_ch, local_ch, ext_ch, fw_ch = (SERVICE_PREFIX + base, LOCAL_PREFIX + base, EXTERNAL_PREFIX + base,
                                        FIREWALL_PREFIX + base)
-    external = sp.external
-    ext_local = sp.external_local and external
-    int_local = sp.internal_local
-    uses_cluster = not int_local or external
-    uses_local = int_local or ext_local
-    cluster_eps, local_eps, reachable, has_eps = categorize_endpoints(sp, opts.node)
-    uses_cluster_chain = bool(cluster_eps) and uses_cluster
-    uses_local_chain = bool(local_eps) and uses_local
-    internal_chain, has_internal = svc_ch, has_eps
-    if int_local:
-        internal_chain, has_internal = local_ch, has_eps and bool(local_eps)
-    external_policy_chain, has_external = svc_ch, has_eps
-    if ext_local:
-        external_policy_chain, has_external = local_ch, has_eps and bool(local_eps)
-    uses_ext_chain = has_eps and external
+    tp = traffic_policy(sp, opts.node)
+    ext_local, int_local = tp.external_local, tp.internal_local
+    cluster_eps, local_eps, reachable, has_eps = tp.cluster_endpoints, tp.local_endpoints, tp.reachable, \
+        tp.has_endpoints
+    uses_cluster_chain, uses_local_chain, uses_ext_chain = tp.uses_cluster_chain, tp.uses_local_chain, \
+        tp.uses_external_chain
+    internal_chain, has_internal = (local_ch if int_local else svc_ch), tp.has_internal
+    external_policy_chain, has_external = (local_ch if ext_local else svc_ch), tp.has_external
     uses_fw = bool(sp.load_balancer_ips) and bool(sp.source_ranges)
 
     int_verdict = ext_verdict = ""
