@@ -19,30 +19,31 @@ import pytest
 from netsim import kernel, names
 from proxy import iptables as ipt
 from proxy import nftables as nf
-from proxy.model import Endpoint, ServicePort
+from proxy.model import Endpoint
 from tests.conftest import unique_name
-from tests.test_proxy_iptables import Lab, _serve_tcp, _serve_udp, _wire, ask
-
-NODE = "node"
-CLUSTER_CIDR = "10.244.0.0/16"
-NODE_IP = "192.168.77.1"
-EXTERNAL_IP = "192.168.77.2"
-BRIDGE_IP = "10.244.1.1"
-POD_A, POD_B, CLIENT = "10.244.1.11", "10.244.1.12", "10.244.1.20"
-TCP_PORT, UDP_PORT = 8080, 5353
+from tests.test_proxy_iptables import (  # the same lab and builders as the iptables mode's tests
+    BRIDGE_IP,
+    CLIENT,
+    CLUSTER_CIDR,
+    EXTERNAL_IP,
+    NODE,
+    NODE_IP,
+    POD_A,
+    POD_B,
+    UDP_PORT,
+    Lab,
+    _serve_tcp,
+    _serve_udp,
+    _wire,
+    ask,
+    ep,
+    svc,
+)
 
 
 def h8(text: str) -> str:
     """upstream's hashAndTruncate prefix, computed here without proxy.nftables."""
     return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:8]
-
-
-def svc(name, cluster_ip, endpoints=(), *, ns="default", port_name="", proto="TCP", port=80, **kw) -> ServicePort:
-    return ServicePort(ns, name, port_name, proto, cluster_ip, port, endpoints=tuple(endpoints), **kw)
-
-
-def ep(ip, port=TCP_PORT, node=NODE, **kw) -> Endpoint:
-    return Endpoint(ip, port, node=node, **kw)
 
 
 def render(sps, **kw) -> nf.Ruleset:
