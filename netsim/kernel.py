@@ -199,6 +199,12 @@ class Batch:
                    ("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "bridge")]})], f"add bridge {ifname}",
                   allow=(errno.EEXIST,) if exist_ok else ())
 
+    def add_dummy(self, ifname: str) -> None:
+        ifinfmsg, _, _ = _codec()
+        self._add(ifinfmsg, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, {},
+                  [("IFLA_IFNAME", ifname), ("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "dummy")]})],
+                  f"add dummy {ifname}", allow=(errno.EEXIST,))
+
     def add_veth(self, ifname: str, peer: str, peer_ns: Namespace, mtu: int, index: int = 0,
                  peer_mac: str | None = None) -> None:
         """A veth pair whose peer end is born directly in ``peer_ns`` (so it never appears here
