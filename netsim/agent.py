@@ -199,7 +199,8 @@ class Agent:
         # The agent that runs the controllers is the one with the underlay on its machine: it
         # routes LoadBalancer IPs there, as MetalLB's speaker announces them.
         underlay = names.netns_name(self.cluster, names.UNDERLAY_MEMBER) if self.run_controllers else None
-        return kubeproxy.KubeProxy(nodes, config.pod_subnet, config.proxy_mode, underlay, self.underlay["subnet"])
+        return kubeproxy.KubeProxy(nodes, config.pod_subnet, config.proxy_mode, underlay, self.underlay["subnet"],
+                                   ipvs_scheduler=config.ipvs_scheduler)
 
     # -- the pod reconciler --------------------------------------------------------------
     def sync(self, cache: Cache) -> float | None:

@@ -22,7 +22,7 @@ def start(cluster: fabric.Cluster, scenario: Scenario | None, objects: list[dict
         config = apiserver.read_config(store) if net is None else apiserver.ClusterConfig(
             str(net.podSubnet), str(net.serviceSubnet),
             load_balancer_pool=str(net.loadBalancerPool) if net.loadBalancerPool else None,
-            proxy_mode=net.kubeProxyMode)
+            proxy_mode=net.kubeProxyMode, ipvs_scheduler=net.ipvsScheduler)
         apiserver.bootstrap(store, config)
         if net is not None or not _has_flannel_config(store):
             flanneld.write_config(store, flanneld.NetworkConfig(

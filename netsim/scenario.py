@@ -36,6 +36,8 @@ FIX_HINTS = {
     "loadBalancerPool": "use an IPv4 CIDR such as 198.51.100.0/28",
     "backend": "use 'vxlan' or 'host-gw'",
     "kubeProxyMode": "use 'iptables', 'nftables' or 'ipvs'",
+    "ipvsScheduler": "use one of the kernel's IPVS schedulers: rr, wrr, lc, wlc, lblc, lblcr, dh, sh, fo, ovf, nq, "
+    "sed, mh, twos",
     "underlayMTU": "use a whole number from 1280 to 9000",
     "ip": "use an IPv4 address inside networking.underlaySubnet",
     "protocol": "use TCP, UDP, SCTP or ICMP",
@@ -68,6 +70,9 @@ class Networking(_Model):
     backend: Literal["vxlan", "host-gw"] = "vxlan"
     directRouting: bool = False  # vxlan: nodes on the same underlay subnet route directly (flannel's DirectRouting)
     kubeProxyMode: Literal["iptables", "nftables", "ipvs"] = "iptables"
+    # kube-proxy's ipvs.scheduler (KubeProxyConfiguration): the kernel's IPVS schedulers.
+    ipvsScheduler: Literal["rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "fo", "ovf", "nq", "sed", "mh",
+                           "twos"] = "rr"
     loadBalancerPool: ipaddress.IPv4Network | None = None
 
     @model_validator(mode="after")

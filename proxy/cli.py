@@ -13,7 +13,7 @@ import typer
 from netsim import api
 from netsim.apiserver import read_config
 from netsim.store import open_store
-from proxy import iptables
+from proxy import iptables, ipvs
 from proxy.model import service_ports
 
 proxy_app = typer.Typer(help="What kube-proxy rendered on a node.", no_args_is_help=True)
@@ -49,7 +49,8 @@ def register(app: typer.Typer, running_cluster, err) -> None:
                                                     "chain annotated; table: one row per chain.")] = RulesOutput.table,
         cluster: Annotated[str | None, typer.Option("--cluster", "-c", envvar="NETSIM_CLUSTER")] = None,
     ) -> None:
-        """Show the rules kube-proxy rendered on NODE (nftables mode: its table as nft lists it)."""
+        """Show the rules kube-proxy rendered on NODE (nftables mode: its table as nft lists it; ipvs mode: its
+        virtual servers)."""
         c = running_cluster(cluster)
         member = c.members.get(node)
         if member is None or member.kind != "node":
@@ -58,8 +59,15 @@ def register(app: typer.Typer, running_cluster, err) -> None:
         try:
             names = chain_names(store)
             mode = read_config(store).proxy_mode
+            ports = service_ports(store.list(api.prefix("Service"))[0], store.list(api.prefix("EndpointSlice"))[0])
         finally:
             store.close()
+        if mode == "ipvs" and ipvs.ipvs_available():
+            typer.echo(f"# kube-proxy mode is ipvs, but {ipvs.ipvs_available()}: it rendered iptables rules", err=True)
+            mode = "iptables"
+        if mode == "ipvs":
+            _show_ipvs(_netns_path(member.netns), node, ports, output)
+            return
         if mode == "nftables":
             # nftables mode's chains already carry ns/name/proto/port after their hash.
             typer.echo(iptables.run_in(_netns_path(member.netns), ["nft", "list", "table", "ip", "kube-proxy"])
@@ -95,6 +103,34 @@ def register(app: typer.Typer, running_cluster, err) -> None:
             typer.echo("   ".join(col.ljust(w) for col, w in zip(r, widths, strict=True)).rstrip())
 
     app.add_typer(proxy_app, name="proxy")
+
+
+def _show_ipvs(path: str, node: str, ports, output: RulesOutput) -> None:
+    """IPVS mode: each virtual server the kernel holds, with the Service port and role it
+    serves and its real servers; raw adds the ipsets and iptables rules, as the tools list them."""
+    if output is RulesOutput.raw:
+        for argv in (["ipvsadm", "-Ln"], ["ipset", "list", "-t"], [iptables.BACKENDS[iptables.DEFAULT_BACKEND].save]):
+            typer.echo(f"# {' '.join(argv)}")
+            typer.echo(iptables.run_in(path, argv).stdout.decode(), nl=False)
+        return
+    owner = {}
+    for key, rules in ipvs.render(ports, node=node, node_ips=[], cluster_cidr="0.0.0.0/0").services.items():
+        for role, vs in rules.servers:
+            owner[vs.key] = (key, role)
+    # NodePorts sit on the node's IPs, which the render above does not know: match on the port.
+    by_node_port = {(sp.proto, sp.node_port): f"{sp.key}/{sp.proto}" for sp in ports if sp.node_port}
+    kernel_servers = ipvs.parse_save(iptables.run_in(path, ["ipvsadm", "-Sn"]).stdout.decode())
+    rows = [("SERVICE PORT", "ROLE", "VIRTUAL SERVER", "SCHEDULER", "PERSISTENCE", "REAL SERVERS")]
+    for key in sorted(kernel_servers, key=lambda k: (owner.get(k, ("~",))[0], k)):
+        vs, reals = kernel_servers[key]
+        service, role = owner.get(key) or (by_node_port.get((vs.protocol, vs.port)), "node port")
+        if service is None:
+            service, role = "-", "stale (no such Service now)"
+        rows.append((service, role, f"{vs.protocol.upper()} {vs.address}", vs.scheduler,
+                     f"{vs.persistence}s" if vs.persistence else "-", ", ".join(sorted(reals)) or "(none: refused)"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        typer.echo("   ".join(col.ljust(w) for col, w in zip(r, widths, strict=True)).rstrip())
 
 
 def _netns_path(netns: str) -> str:

@@ -452,6 +452,13 @@ def ipvs_available() -> str:
     return f"this kernel ({os.uname().release}) has no ip_vs"
 
 
+def load_ipvs() -> str:
+    """Load ip_vs if this kernel has it as a module: '' when IPVS is there afterwards, else why not."""
+    if ipvs_available():
+        run_in("/proc/self/ns/net", ["modprobe", "ip_vs"], check=False)
+    return ipvs_available()
+
+
 class Proxier:
     """kube-proxy's IPVS proxier for one node namespace; ``sync(service_ports)`` makes it hold
     exactly the rendered ruleset (see the module docstring)."""
@@ -466,12 +473,9 @@ class Proxier:
             raise ValueError(f"unknown IPVS scheduler {scheduler!r}: one of {', '.join(SCHEDULERS)}")
         self.netns = netns
         self.path = netns_path or kernel.netns_path(netns)
-        why = ipvs_available()
+        why = load_ipvs()
         if why:
-            run_in(self.path, ["modprobe", "ip_vs"], check=False)
-            why = ipvs_available()
-            if why:
-                raise ProxyError(f"IPVS mode: {why}")
+            raise ProxyError(f"IPVS mode: {why}")
         self.node, self.node_ips, self.cluster_cidr = node, list(node_ips), cluster_cidr
         self.scheduler, self.masquerade_all = scheduler, masquerade_all
         self.full_sync_every = full_sync_every
@@ -609,4 +613,4 @@ class Proxier:
 
 
 __all__ = ["DEFAULT_SCHEDULER", "DUMMY", "IPSETS", "JUMPS", "SCHEDULERS", "Proxier", "Ruleset", "SyncResult",
-           "VirtualServer", "diff_commands", "ipset_text", "ipvs_available", "parse_save", "render"]
+           "VirtualServer", "diff_commands", "ipset_text", "ipvs_available", "load_ipvs", "parse_save", "render"]

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 
 from netsim import lbspeaker
 from netsim.apiserver import read_config
-from proxy import iptables, nftables
+from proxy import iptables, ipvs, nftables
 from proxy.iptables import ProxyError
 from proxy.model import service_ports
 
 log = logging.getLogger("netsim.kube-proxy")
 
 RESYNC_S = 2.0
-IMPLEMENTED_MODES = ("iptables", "nftables")
+MODES = ("iptables", "nftables", "ipvs")
 
 
 @dataclass(frozen=True)
@@ -36,13 +36,24 @@ def component_name(nodes) -> str:
 
 class KubeProxy:
     def __init__(self, nodes: list[ProxyNode], cluster_cidr: str, mode: str, underlay_netns: str | None,
-                 underlay_subnet: str | None = None):
-        if mode not in IMPLEMENTED_MODES:
-            log.warning("kube-proxy mode %r is not built yet; rendering iptables rules instead", mode)
-        proxier = nftables.Proxier if mode == "nftables" else iptables.Proxier
-        self.mode = mode if mode in IMPLEMENTED_MODES else "iptables"
-        self.proxiers = {n.name: proxier(n.netns, node=n.name, node_ips=[n.ip], cluster_cidr=cluster_cidr)
-                         for n in nodes}
+                 underlay_subnet: str | None = None, ipvs_scheduler: str = ipvs.DEFAULT_SCHEDULER):
+        if mode not in MODES:
+            raise ValueError(f"unknown kube-proxy mode {mode!r}: one of {', '.join(MODES)}")
+        why = ipvs.load_ipvs() if mode == "ipvs" else ""
+        if why:
+            # As kube-proxy did before 1.29 when the kernel could not do IPVS.
+            log.warning("kube-proxy: %s; rendering iptables rules instead of IPVS", why)
+            mode = "iptables"
+        self.mode = mode
+        self.proxiers = {}
+        for n in nodes:
+            common = {"node": n.name, "node_ips": [n.ip], "cluster_cidr": cluster_cidr}
+            if mode == "ipvs":
+                self.proxiers[n.name] = ipvs.Proxier(n.netns, scheduler=ipvs_scheduler, **common)
+            elif mode == "nftables":
+                self.proxiers[n.name] = nftables.Proxier(n.netns, **common)
+            else:
+                self.proxiers[n.name] = iptables.Proxier(n.netns, **common)
         self.underlay_netns = underlay_netns
         self.underlay_subnet = underlay_subnet
 

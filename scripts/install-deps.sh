@@ -6,8 +6,11 @@ cd "$(dirname "$0")/.."
 
 # containernetworking-plugins: the reference CNI plugins the differential tests and the CNI
 # bench compare against; podman + runc + busybox-static: a real CNI runtime calling ours.
+# ipvsadm + kmod + qemu-system-x86: kube-proxy's IPVS mode, tested in a qemu guest
+# (netsim/guest.py) when the host kernel has no ip_vs.
 apt_packages=(iproute2 iptables nftables ipset conntrack tcpdump iperf3 iputils-ping procps python3 python3-venv make
-              etcd-server containernetworking-plugins podman runc busybox-static gcc libc6-dev)
+              etcd-server containernetworking-plugins podman runc busybox-static gcc libc6-dev
+              ipvsadm kmod qemu-system-x86)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -49,4 +52,9 @@ fi
 # a C launcher that hands the call to the node agent starts in ~1 ms where Python needs ~8.
 if [[ ! -x cni_plugins/bin/bridge || cni_plugins/shim.c -nt cni_plugins/bin/bridge ]]; then
   .venv/bin/netsim cni install cni_plugins/bin >/dev/null
+fi
+# The guest's kernel: Debian's linux-image, downloaded and unpacked under
+# /var/cache/netsim/guest (never installed on this machine).
+if [[ ! -f /proc/net/ip_vs ]]; then
+  .venv/bin/python -m netsim.guest --fetch >/dev/null
 fi

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from netsim import guest, kernel
+from netsim import guest, kernel, names
 from proxy import ipvs
 from proxy.iptables import run_in
+from tests.conftest import SCENARIO, K8s, run_netsim, unique_name
 from tests.test_proxy_iptables import (  # the lab, builders and constants of the iptables mode's tests
     BRIDGE_IP,
     CLIENT,
@@ -37,6 +38,7 @@ from tests.test_proxy_iptables import (  # the lab, builders and constants of th
     lab,
     svc,
 )
+from tests.test_services import APP, node_ip, web_pods
 
 __all__ = ["lab"]  # a fixture, imported to be used here
 
@@ -141,10 +143,7 @@ def test_ipset_text_full_and_partial():
 
 
 # == the proxier on a real kernel ==============================================================
-WHY_NOT_HERE = ipvs.ipvs_available()
-if WHY_NOT_HERE:
-    run_in("/proc/self/ns/net", ["modprobe", "ip_vs"], check=False)  # a kernel with the module, not loaded yet
-    WHY_NOT_HERE = ipvs.ipvs_available()
+WHY_NOT_HERE = ipvs.load_ipvs()
 needs_ipvs = pytest.mark.skipif(bool(WHY_NOT_HERE), reason=f"{WHY_NOT_HERE}; test_ipvs_dataplane_in_a_guest runs "
                                 "these tests in a qemu guest whose kernel has it")
 
@@ -320,11 +319,50 @@ def test_cleanup_leaves_nothing(lab, proxier):
         assert ns.link(ipvs.DUMMY) is None
 
 
+@needs_ipvs
+def test_ipvs_mode_end_to_end(tmp_path, state_dir):
+    """The Services of test_services through kube-proxy's IPVS mode, on a two-worker cluster:
+    pods on the same and the other node, the external host through NodePort and LoadBalancer,
+    a Service with no endpoints, `netsim proxy rules`."""
+    name = unique_name("ipvs")
+    scenario = tmp_path / "scenario.yaml"
+    scenario.write_text(SCENARIO + "networking:\n  kubeProxyMode: ipvs\n  ipvsScheduler: rr\n"
+                        "  loadBalancerPool: 198.51.100.0/28\n")
+    up = run_netsim("up", str(scenario), "--name", name)
+    try:
+        assert up.returncode == 0, up.stderr
+        k8s = K8s(name, tmp_path)
+        k8s.apply(APP)
+        backends = web_pods(k8s)
+        worker2 = names.netns_name(name, "worker2")
+        saved = run_in(kernel.netns_path(worker2), ["ipvsadm", "-Sn"]).stdout.decode()
+        cluster_ip = k8s.get("service", "web")["spec"]["clusterIP"]
+        assert f"-A -t {cluster_ip}:80 -s rr" in saved and f"-A -u {cluster_ip}:53 -s rr" in saved
+        shown = run_netsim("proxy", "rules", "worker2", "-c", name)
+        assert shown.returncode == 0 and "default/web:http/tcp" in shown.stdout and "node port" in shown.stdout, \
+            shown.stdout + shown.stderr
+        for client in ("pod/default/client-w1", "pod/default/client-w2"):  # same node as the backends, and not
+            seen = {k8s.probe(client, "svc/default/web")[1].get("responder") for _ in range(6)}
+            assert seen == backends, (client, seen)
+        code, answer = k8s.probe("host/client", f"ip:{node_ip(k8s, 'worker2')}", "--port", "30080")
+        assert code == 0 and answer["responder"] in backends, answer
+        lb = k8s.get("service", "web-lb")["status"]["loadBalancer"]["ingress"][0]["ip"]
+        code, answer = k8s.probe("host/client", f"ip:{lb}", "--port", "80")
+        assert code == 0 and answer["responder"] in backends, answer
+        code, answer = k8s.probe("pod/default/client-w1", "svc/default/nobody")
+        assert code == 1 and answer["reason"] == "refused" and answer["latencyMs"] < 500, answer
+    finally:
+        assert run_netsim("down", name).returncode == 0
+        assert kernel.list_netns(names.cluster_prefix(name)) == []
+
+
 # == where the kernel has no IPVS: the same tests in a guest ===================================
 def test_ipvs_dataplane_in_a_guest():
     if not WHY_NOT_HERE:
         pytest.skip("this kernel has ip_vs: the dataplane tests above ran here")
     why = guest.unavailable()
+    if why and os.environ.get("NETSIM_REQUIRE_GUEST"):
+        pytest.fail(f"NETSIM_REQUIRE_GUEST is set and {why}")
     if why:
         pytest.skip(f"{WHY_NOT_HERE}, and no guest to run the IPVS tests in: {why}")
     rc, output = guest.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
