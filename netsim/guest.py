@@ -211,8 +211,9 @@ def run(argv: list[str], *, timeout: float = 600, memory_mb: int = 2048, cpus: i
             .replace("{cwd}", shlex.quote(cwd or os.getcwd()))
             .replace("{path}", shlex.quote(os.environ.get("PATH", "")))
             .replace("{timeout}", str(int(timeout))).replace("{command}", shlex.join(argv)))
-        kvm = _kvm_usable()
-        cmd = [QEMU, "-accel", "kvm" if kvm else "tcg", "-cpu", "host" if kvm else "max",
+        accel = os.environ.get("NETSIM_GUEST_ACCEL")
+        kvm = accel == "kvm" if accel else _kvm_usable()
+        cmd = [QEMU, "-accel", "kvm" if kvm else "tcg", "-cpu", os.environ.get("NETSIM_GUEST_CPU", "host" if kvm else "max"),
                "-m", str(memory_mb), "-smp", str(cpus or os.cpu_count() or 1),
                "-kernel", str(vmlinuz), "-initrd", str(initrd),
                "-append", "console=ttyS0 panic=-1 rw quiet loglevel=3 mitigations=off",

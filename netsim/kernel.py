@@ -468,23 +468,28 @@ class Namespace:
             msg.encode()
             chunks.append(bytes(msg.data))
             pending[self._seq] = (allow, what)
-        # The kernel handles every message of one sendmsg in order and acks each.
-        size = 0
-        start = 0
+        # The kernel handles every message of one sendmsg in order and acks each.  The acks of
+        # one sendmsg (at most 32 KiB of requests) are read before the next is sent: thousands
+        # of unread acks would overflow the socket's receive buffer (ENOBUFS).
+        if not chunks:
+            return
+        failure = None
+        seqs = list(pending)
+        size = start = 0
         for i, chunk in enumerate(chunks + [b""]):
-            if i == len(chunks) or size + len(chunk) > 32768:
+            if i == len(chunks) or (size + len(chunk) > 32768 and i > start):
                 self.sock.send(b"".join(chunks[start:i]))
+                last = seqs[i - 1]
+                while last in pending:
+                    for msg_type, seq, payload in self._read():
+                        if msg_type != NLMSG_ERROR or seq not in pending:
+                            continue
+                        allow, what = pending.pop(seq)
+                        code = -struct.unpack_from("=i", payload)[0]
+                        if code and code not in allow and failure is None:
+                            failure = NetlinkError(code, f"{what} in {self.name}: {os.strerror(code)}")
                 start, size = i, 0
             size += len(chunk)
-        failure = None
-        while pending:
-            for msg_type, seq, payload in self._read():
-                if msg_type != NLMSG_ERROR or seq not in pending:
-                    continue
-                allow, what = pending.pop(seq)
-                code = -struct.unpack_from("=i", payload)[0]
-                if code and code not in allow and failure is None:
-                    failure = NetlinkError(code, f"{what} in {self.name}: {os.strerror(code)}")
         if failure:
             raise failure
 
