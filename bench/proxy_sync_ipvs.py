@@ -55,8 +55,10 @@ def run_one(n: int, rounds: int, probes: int) -> dict:
         ruleset = p.last
         sets_text = ipvs.ipset_text(None, ruleset.ipsets).encode()
         ipvs_text = ("\n".join(ipvs.diff_commands({}, ruleset.servers)) + "\n").encode()
-        # IPVS takes only real servers it can route to (unicast): give the namespace a way out.
+        # IPVS takes only real servers it can route to (unicast): give the namespace an address
+        # and a way out.
         run_in(raw, ["ip", "link", "add", "d0", "type", "dummy"])
+        run_in(raw, ["ip", "addr", "add", "192.0.2.1/24", "dev", "d0"])
         run_in(raw, ["ip", "link", "set", "d0", "up"])
         run_in(raw, ["ip", "route", "add", "default", "dev", "d0"])
         t = time.perf_counter()

@@ -11,7 +11,10 @@ The kernel comes from Debian's ``linux-image-<abi>-amd64`` package, fetched with
 download`` and unpacked with ``dpkg -x`` into :func:`kernel_dir` (nothing is installed on
 the host; ``depmod -b`` indexes its modules there).  The initramfs is written here (busybox
 + the virtio/9p modules the init needs, as a newc cpio), so no initramfs-tools, no cpio.
-qemu runs with ``-accel kvm`` when /dev/kvm works and ``-accel tcg`` (software) otherwise.
+qemu runs with ``-accel kvm`` when /dev/kvm opens and the CPU shows vmx/svm, and ``-accel
+tcg`` (software) otherwise; ``NETSIM_GUEST_ACCEL=kvm|tcg`` overrides that (this machine has
+a /dev/kvm whose guests fail: no nested virtualisation), ``NETSIM_GUEST_DEBUG=1`` prints the
+guest's console.
 """
 
 from __future__ import annotations
@@ -213,7 +216,7 @@ def run(argv: list[str], *, timeout: float = 600, memory_mb: int = 2048, cpus: i
             .replace("{timeout}", str(int(timeout))).replace("{command}", shlex.join(argv)))
         accel = os.environ.get("NETSIM_GUEST_ACCEL")
         kvm = accel == "kvm" if accel else _kvm_usable()
-        cmd = [QEMU, "-accel", "kvm" if kvm else "tcg", "-cpu", os.environ.get("NETSIM_GUEST_CPU", "host" if kvm else "max"),
+        cmd = [QEMU, "-accel", "kvm" if kvm else "tcg", "-cpu", "host" if kvm else "max",
                "-m", str(memory_mb), "-smp", str(cpus or os.cpu_count() or 1),
                "-kernel", str(vmlinuz), "-initrd", str(initrd),
                "-append", "console=ttyS0 panic=-1 rw quiet loglevel=3 mitigations=off",

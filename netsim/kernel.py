@@ -469,15 +469,16 @@ class Namespace:
             chunks.append(bytes(msg.data))
             pending[self._seq] = (allow, what)
         # The kernel handles every message of one sendmsg in order and acks each.  The acks of
-        # one sendmsg (at most 32 KiB of requests) are read before the next is sent: thousands
-        # of unread acks would overflow the socket's receive buffer (ENOBUFS).
+        # one sendmsg (at most 32 KiB and 128 requests) are read before the next is sent: each
+        # ack takes ~1 KiB of the socket's receive buffer (212 KiB), and a few hundred unread
+        # ones overflow it (ENOBUFS).
         if not chunks:
             return
         failure = None
         seqs = list(pending)
         size = start = 0
         for i, chunk in enumerate(chunks + [b""]):
-            if i == len(chunks) or (size + len(chunk) > 32768 and i > start):
+            if i == len(chunks) or ((size + len(chunk) > 32768 or i - start >= 128) and i > start):
                 self.sock.send(b"".join(chunks[start:i]))
                 last = seqs[i - 1]
                 while last in pending:

@@ -138,3 +138,30 @@ def test_a_failure_midway_through_up_removes_what_it_made(state_dir, monkeypatch
         assert not (state_dir / c.name).exists()
     finally:
         teardown(c.name)
+
+
+def test_a_batch_of_thousands_of_requests_is_acknowledged_in_full():
+    """kube-proxy's IPVS mode puts every Service IP on one link in one batch: 3000 requests
+    must neither overflow the socket's receive buffer with acks nor lose one."""
+    name = names.netns_name(unique_name("kb"), "node")
+    ns = kernel.Namespace.create(name)
+    try:
+        with ns.batch() as b:
+            b.add_bridge("br0", 1500)
+        index = ns.index("br0")
+        wanted = {f"10.96.{k // 256}.{k % 256}/32" for k in range(3000)}
+        with ns.batch() as b:
+            for cidr in sorted(wanted):
+                b.add_address(index, cidr)
+        assert {a for a in ns.addresses_of(index) if a.endswith("/32")} == wanted
+        with ns.batch() as b:  # and the first failure among them is still reported, by name
+            for cidr in sorted(wanted)[:300]:
+                b.add_address(index, cidr)
+            b.delete_link("br0")
+            b.add_address(index, "10.97.0.1/32")
+        raise AssertionError("adding an address to a deleted link did not fail")
+    except kernel.NetlinkError as exc:
+        assert "add address 10.97.0.1/32" in str(exc)
+    finally:
+        ns.close()
+        kernel.remove_netns([name])
