@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from netsim import api, controllers, flanneld, names, state
+from netsim import api, controllers, dns, flanneld, kernel, names, state
 from netsim.apiserver import new_object, now, read_config
 from netsim.cni.server import ServerPool
 from netsim.informer import Cache, Loop
@@ -145,7 +145,8 @@ class Agent:
     def run(self) -> None:
         store = open_store(self.store_url)
         register_nodes(store, self.members, self.has_workers)
-        self.cluster_cidr = read_config(store).pod_subnet
+        self.config = read_config(store)
+        self.cluster_cidr = self.config.pod_subnet
         self._start_flannel(store)
         self.responders = Responders()
         server = ServerPool(self.socket_path).start()
@@ -156,6 +157,8 @@ class Agent:
         loop = Loop(store, self.name, self.sync, self.stop)
         threads.append(threading.Thread(target=loop.run, name="pods", daemon=True))
         threads.append(threading.Thread(target=self.flannel.run, name="flannel", daemon=True))
+        loop = Loop(open_store(self.store_url), dns.component_name(self.nodes), self.dns_sync, self.stop)
+        threads.append(threading.Thread(target=loop.run, name="dns", daemon=True))
         proxy = self._kube_proxy(store)
         loop = Loop(open_store(self.store_url), kubeproxy.component_name(self.nodes), proxy.sync, self.stop,
                     resync_s=kubeproxy.RESYNC_S)
@@ -256,6 +259,25 @@ class Agent:
                 retry = r if retry is None else min(retry, r)
         return retry
 
+    def _resolv_conf(self, cache: Cache, netns: str, pod: dict) -> None:
+        """The pod's /etc/resolv.conf (/etc/netns/<netns>/resolv.conf, which `ip netns exec`
+        mounts over /etc/resolv.conf), as kubelet writes it for dnsPolicy ClusterFirst."""
+        spec = pod["spec"]
+        policy = spec.get("dnsPolicy", "ClusterFirst")
+        if policy == "Default":
+            return  # the node's resolver: the host's own file, nothing to write
+        config = self.config
+        text = dns.resolv_conf(pod["metadata"]["namespace"], dns.cluster_dns_ip(config.service_subnet),
+                               config.cluster_domain, spec.get("dnsConfig"), policy)
+        kernel.write_netns_etc(netns, "resolv.conf", text)
+
+    def dns_sync(self, cache: Cache) -> float | None:
+        """The cluster DNS's records, rebuilt on every change of Services or EndpointSlices."""
+        config = self.config
+        self.responders.dns.update(dns.build(cache.of_kind("Service"), cache.of_kind("EndpointSlice"),
+                                             config.cluster_domain))
+        return None
+
     def _pod_status(self, cache: Cache, node_name: str, node: NodePods, k: str, p: dict) -> float | None:
         phase = controllers.pod_phase(p)
         if phase in ("Succeeded", "Failed"):
@@ -268,8 +290,12 @@ class Agent:
             netns, ip = sb.netns, sb.ip
         else:
             return 1.0  # its sandbox failed to come up; the next sync tries again
+        ports = _ports(p)
         failed = self.responders.ensure(k, netns, Identity(p["metadata"]["name"], p["metadata"]["namespace"],
-                                                           node_name), _ports(p))
+                                                           node_name), ports,
+                                        dns_ports=[dns.DNS_PORT] if dns.is_dns_pod(p) else [])
+        if not p["spec"].get("hostNetwork"):
+            self._resolv_conf(cache, netns, p)
         retry = None
         started = self.running_since.setdefault(k, time.monotonic())
         if _is_job_pod(p) and time.monotonic() - started >= JOB_RUN_S:

@@ -7,7 +7,7 @@ import ipaddress
 import time
 from collections.abc import Callable
 
-from netsim import agent, api, apiserver, daemon, fabric, flanneld, informer
+from netsim import agent, api, apiserver, daemon, dns, fabric, flanneld, informer
 from netsim.scenario import Scenario
 from netsim.store import NotFound, open_store
 from proxy import kubeproxy
@@ -47,7 +47,8 @@ def start(cluster: fabric.Cluster, scenario: Scenario | None, objects: list[dict
                         store.delete(api.key_of(pod))
         if daemon.agent_pids(cluster.name) and registered != wanted:
             daemon.stop_agents(cluster.name)  # it knows the old set of nodes
-        components = [agent.component_name(wanted), "controller-manager", kubeproxy.component_name(wanted)]
+        components = [agent.component_name(wanted), "controller-manager", kubeproxy.component_name(wanted),
+                      dns.component_name(wanted)]
         if not daemon.agent_pids(cluster.name):
             # Forget every report: those of components that no longer exist (an agent for
             # another set of nodes), which `apply` would wait on, and those of the agent being
@@ -60,6 +61,8 @@ def start(cluster: fabric.Cluster, scenario: Scenario | None, objects: list[dict
         _wait_nodes(store, wanted, timeout)
         progress(f"control plane: store {_describe(cluster.store_url)}, agent and controllers running, "
                  f"{len(wanted)} nodes registered")
+        # Add-ons every cluster has, as kubeadm installs them: the cluster DNS.
+        apiserver.apply(store, dns.addon_objects(config.service_subnet))
         if objects:
             results = apiserver.apply(store, objects)
             changed = sum(1 for _, action in results if action != "unchanged")

@@ -359,13 +359,17 @@ def endpoint_slices(cache: Cache) -> None:
             if svc["spec"].get("ports") and not ports:
                 continue
             ready = pod_ready(pod) and not terminating(pod)
-            groups.setdefault(ports, []).append({
+            endpoint = {
                 "addresses": [pod["status"]["podIP"]],
                 "conditions": {"ready": ready, "serving": pod_ready(pod), "terminating": terminating(pod)},
                 "nodeName": pod["spec"].get("nodeName"),
                 "targetRef": {"kind": "Pod", "namespace": ns, "name": pod["metadata"]["name"],
                               "uid": pod["metadata"]["uid"]},
-            })
+            }
+            # A pod named into this Service's subdomain (StatefulSet pods) gets its DNS name.
+            if pod["spec"].get("hostname") and pod["spec"].get("subdomain") == name:
+                endpoint["hostname"] = pod["spec"]["hostname"]
+            groups.setdefault(ports, []).append(endpoint)
         if not groups:
             groups[()] = []
         wanted = {}

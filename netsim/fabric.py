@@ -342,6 +342,8 @@ def teardown(cluster: str) -> list[str]:
     daemon.stop_agents(cluster)  # first, so no agent re-creates a pod while namespaces go
     st = state.read_state(cluster) or {}
     removed = kernel.remove_netns(kernel.list_netns(names.cluster_prefix(cluster)))
+    for leftover in kernel.list_netns_etc(names.cluster_prefix(cluster)):  # a pod's resolv.conf after a crash
+        kernel.remove_netns_etc(leftover)
     if str(st.get("store", "")).startswith("etcd://"):
         _clear_remote_store(st["store"])
     state.remove_state(cluster)

@@ -16,6 +16,7 @@ import contextlib
 import ctypes
 import errno
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -721,6 +722,39 @@ def delete_netns(name: str) -> None:
         _check(-1, f"umount {path}")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+    remove_netns_etc(name)
+
+
+NETNS_ETC = "/etc/netns"  # per-namespace files `ip netns exec` bind-mounts over /etc (resolv.conf)
+
+
+def write_netns_etc(name: str, filename: str, text: str) -> bool:
+    """Write /etc/netns/<name>/<filename> if it differs; True when written."""
+    path = os.path.join(NETNS_ETC, name, filename)
+    try:
+        with open(path) as f:
+            if f.read() == text:
+                return False
+    except FileNotFoundError:
+        pass
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    return True
+
+
+def remove_netns_etc(name: str) -> None:
+    shutil.rmtree(os.path.join(NETNS_ETC, name), ignore_errors=True)
+
+
+def list_netns_etc(prefix: str) -> list[str]:
+    try:
+        return sorted(n for n in os.listdir(NETNS_ETC) if n.startswith(prefix))
+    except FileNotFoundError:
+        return []
 
 
 def remove_netns(names: Iterable[str]) -> list[str]:

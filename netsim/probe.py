@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import select
 import socket
 import time
 from dataclasses import dataclass
 
-from netsim import api, fabric, kernel, podnet
+from netsim import api, dns, fabric, kernel, podnet
 from netsim.store import NotFound
 
-REFS = "pod/NS/NAME, svc/NS/NAME, node/NAME, host/NAME or ip:ADDR"
+REFS = "pod/NS/NAME, svc/NS/NAME, node/NAME, host/NAME, ip:ADDR or a DNS name (as the source resolves it)"
+_LABEL = r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9])?"
+DNS_NAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$", re.IGNORECASE)
 
 
 class ProbeError(ValueError):
@@ -139,6 +142,30 @@ def _failed(out: dict, rc: int, start: float) -> dict:
     return out
 
 
+def resolve_name(store, netns: str, name: str, port: int | None) -> Target:
+    """A DNS name, looked up from ``netns`` as a process there would: the cluster DNS per the
+    namespace's resolv.conf (/etc/netns/<netns>/resolv.conf; a node or host has none and asks
+    the cluster DNS with no search path).  The port defaults to the first port of the Service
+    whose ClusterIP the name has."""
+    try:
+        with open(f"{kernel.NETNS_ETC}/{netns}/resolv.conf") as f:
+            conf = f.read()
+    except FileNotFoundError:
+        from netsim.apiserver import read_config
+
+        conf = f"nameserver {dns.cluster_dns_ip(read_config(store).service_subnet)}\n"
+    try:
+        ip = dns.resolve(netns, name, conf)[0]
+    except (LookupError, OSError) as exc:
+        raise ProbeError(f"cannot resolve {name!r} from there: {exc}") from None
+    if port is None:
+        for svc in store.list(api.prefix("Service"))[0]:
+            if svc.get("spec", {}).get("clusterIP") == ip and svc["spec"].get("ports"):
+                port = svc["spec"]["ports"][0]["port"]
+                break
+    return Target(name, ip, port)
+
+
 def probe(cluster: fabric.Cluster, store, src: str, dst: str, port: int | None = None, proto: str = "tcp",
           timeout: float = 2.0) -> dict:
     source = resolve(cluster, store, src)
@@ -146,7 +173,10 @@ def probe(cluster: fabric.Cluster, store, src: str, dst: str, port: int | None =
         raise ProbeError(f"{src!r} cannot start a connection: use a pod, node or host")
     if not kernel.netns_exists(source.netns):
         raise ProbeError(f"{src} has no network namespace (is the pod running?)")
-    target = resolve(cluster, store, dst, port)
+    if "/" not in dst and not dst.startswith("ip:") and DNS_NAME.match(dst):
+        target = resolve_name(store, source.netns, dst, port)
+    else:
+        target = resolve(cluster, store, dst, port)
     if target.port is None:
         raise ProbeError(f"{dst} declares no port; give one with --port")
     result = connect(source.netns, target.ip, target.port, proto, timeout)

@@ -21,7 +21,7 @@ import socket
 import threading
 from dataclasses import dataclass
 
-from netsim import kernel
+from netsim import dns, kernel
 
 log = logging.getLogger("netsim.responder")
 
@@ -60,7 +60,8 @@ class Responders:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="responders", daemon=True)
         self.thread.start()
-        self.pods: dict[str, tuple[tuple, list]] = {}  # key -> ((netns, identity, ports), handles)
+        self.pods: dict[str, tuple[tuple, list]] = {}  # key -> ((netns, identity, ports, dns ports), handles)
+        self.dns = dns.Server(self.loop)  # the cluster DNS, for pods that run it
 
     def close(self) -> None:
         for key in list(self.pods):
@@ -68,14 +69,17 @@ class Responders:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=5)
 
-    def ensure(self, key: str, netns: str, identity: Identity, ports: list[int]) -> list[str]:
-        """Listen on ``ports`` (TCP and UDP) in ``netns``; returns what could not be opened."""
-        wanted = (netns, identity, tuple(sorted(set(ports))))
+    def ensure(self, key: str, netns: str, identity: Identity, ports: list[int],
+               dns_ports: list[int] = ()) -> list[str]:
+        """Listen on ``ports`` (TCP and UDP) in ``netns``, answering as the responder, and on
+        ``dns_ports`` answering as the cluster DNS; returns what could not be opened."""
+        dns_ports = tuple(sorted(set(dns_ports)))
+        wanted = (netns, identity, tuple(sorted(set(ports) - set(dns_ports))), dns_ports)
         if key in self.pods and self.pods[key][0] == wanted:
             return []
         self.remove(key)
         handles, failed = [], []
-        for port in wanted[2]:
+        for port, is_dns in [(p, False) for p in wanted[2]] + [(p, True) for p in dns_ports]:
             for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
                 try:
                     sock = kernel.socket_in(netns, socket.AF_INET, kind)
@@ -89,7 +93,8 @@ class Responders:
                     with contextlib.suppress(Exception):
                         sock.close()
                     continue
-                fut = asyncio.run_coroutine_threadsafe(self._serve(sock, kind, identity, port), self.loop)
+                serve = self.dns.serve(sock, kind) if is_dns else self._serve(sock, kind, identity, port)
+                fut = asyncio.run_coroutine_threadsafe(serve, self.loop)
                 handles.append(fut.result(timeout=5))
         self.pods[key] = (wanted, handles)
         return failed

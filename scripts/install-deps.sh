@@ -7,10 +7,11 @@ cd "$(dirname "$0")/.."
 # containernetworking-plugins: the reference CNI plugins the differential tests and the CNI
 # bench compare against; podman + runc + busybox-static: a real CNI runtime calling ours.
 # ipvsadm + kmod + qemu-system-x86: kube-proxy's IPVS mode, tested in a qemu guest
-# (netsim/guest.py) when the host kernel has no ip_vs.
+# (netsim/guest.py) when the host kernel has no ip_vs; dnsutils: dig and nslookup, which the
+# cluster DNS tests run in pods.
 apt_packages=(iproute2 iptables nftables ipset conntrack tcpdump iperf3 iputils-ping procps python3 python3-venv make
               etcd-server containernetworking-plugins podman runc busybox-static gcc libc6-dev
-              ipvsadm kmod qemu-system-x86)
+              ipvsadm kmod qemu-system-x86 dnsutils)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -70,11 +70,14 @@ def etcd_url():
 @pytest.fixture(autouse=True, scope="session")
 def no_leaks():
     before = set(kernel.list_netns(names.NETNS_ROOT + "."))
+    etc_before = set(kernel.list_netns_etc(names.NETNS_ROOT + "."))
     agents_before = set(daemon.agent_pids(None))
     servers_before = set(daemon.plugin_server_pids())
     yield
     leaked = set(kernel.list_netns(names.NETNS_ROOT + ".")) - before
     assert not leaked, f"tests leaked namespaces: {sorted(leaked)}"
+    leaked = set(kernel.list_netns_etc(names.NETNS_ROOT + ".")) - etc_before
+    assert not leaked, f"tests leaked /etc/netns directories (pods' resolv.conf): {sorted(leaked)}"
     stray = set(daemon.agent_pids(None)) - agents_before
     assert not stray, f"tests left netsim agents running: {sorted(stray)}"
     deadline = time.monotonic() + 5  # pool workers see their agent gone within 0.5 s
