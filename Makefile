@@ -25,6 +25,7 @@ bench: install
 	.venv/bin/python bench/proxy_sync.py
 	.venv/bin/python bench/proxy_sync_nft.py
 	.venv/bin/python bench/proxy_sync_ipvs.py
+	.venv/bin/python bench/dns.py
 endif
 
 help:

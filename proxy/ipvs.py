@@ -13,12 +13,15 @@ choice of :func:`proxy.model.traffic_policy`.  Two halves, as in :mod:`proxy.ipt
   few iptables rules upstream keeps in ``nat`` and ``filter`` (masquerade of off-cluster
   sources and hairpin flows through the 0x4000 mark, NodePorts, load-balancer source ranges,
   ``KUBE-IPVS-FILTER``).
-* :class:`Proxier` -- makes one node namespace hold a ruleset.  Level-triggered as upstream:
-  each sync lists the kernel's virtual servers (``ipvsadm -Sn``) and applies the difference
-  in ONE ``ipvsadm -R``; ipsets change by one ``ipset restore`` of added/deleted entries
-  (all of them on a full sync); the iptables rules, which depend only on which sets are
-  empty, are rewritten by one ``iptables-legacy-restore --noflush`` when they differ from the
-  last ones or the ``KUBE-PROXY-CANARY`` chain has gone; kube-ipvs0's addresses by one
+* :class:`Proxier` -- makes one node namespace hold a ruleset.  A full sync (the first, after
+  a failure, when the ``KUBE-PROXY-CANARY`` chain has gone, every ``full_sync_every`` syncs)
+  reads the kernel's virtual servers (``ipvsadm -Sn``) and kube-ipvs0's addresses and applies
+  the difference; a partial sync, as the iptables proxier's, works from what the last sync
+  applied, so one endpoint change is one ``ipvsadm -R`` line (should the kernel's table have
+  been changed behind its back, that restore fails and a full sync follows at once).  Each
+  sync is at most one ``ipset restore`` (the entries that changed; every one on a full sync),
+  one ``iptables-legacy-restore --noflush`` (only when the rules, which depend on which sets
+  are empty, changed), one ``ipvsadm -R`` and one
   rtnetlink batch.  The sysctls upstream sets in the node's namespace: ``net.ipv4.vs.conntrack=1``
   (netfilter NAT -- the masquerade -- sees IPVS flows), ``expire_nodest_conn`` and
   ``expire_quiescent_template`` (flows to a removed real server end), ``arp_ignore=1`` /
@@ -489,6 +492,7 @@ class Proxier:
         self._full_reason = "start"
         self._partials = 0
         self._sysctls_done = False
+        self._dummy_index: int | None = None
 
     def run(self, argv: list[str], stdin: bytes = b"", check: bool = True):
         return run_in(self.path, argv, stdin, self.timeout, check)
@@ -516,28 +520,35 @@ class Proxier:
                     f.write(value)
         self._sysctls_done = True
 
-    def _ensure_addresses(self, wanted: set[str]) -> int:
+    def _ensure_addresses(self, wanted: set[str], last: set[str] | None) -> int:
+        """kube-ipvs0 holds exactly ``wanted``: compared with the kernel's addresses (``last``
+        None), or with the last sync's, one netlink batch either way."""
         with kernel.Namespace.at(self.path) as ns:
-            if ns.link(DUMMY) is None:
-                with ns.batch() as b:
-                    b.add_dummy(DUMMY)
-            index = ns.index(DUMMY)
-            have = {a for a in ns.addresses_of(index) if a.endswith("/32")}
+            if last is None or self._dummy_index is None:
+                if ns.link(DUMMY) is None:
+                    with ns.batch() as b:
+                        b.add_dummy(DUMMY)
+                self._dummy_index = ns.index(DUMMY)
+                have = {a for a in ns.addresses_of(self._dummy_index) if a.endswith("/32")}
+            else:
+                have = {f"{ip}/32" for ip in last}
             want = {f"{ip}/32" for ip in wanted}
             if have == want:
                 return 0
             with ns.batch() as b:
                 for cidr in sorted(have - want):
-                    b.delete_address(index, cidr)
+                    b.delete_address(self._dummy_index, cidr)
                 for cidr in sorted(want - have):
-                    b.add_address(index, cidr)
+                    b.add_address(self._dummy_index, cidr)
             return len(have ^ want)
 
     def sync(self, service_ports: Iterable[ServicePort]) -> SyncResult:
         t0 = time.perf_counter()
-        full, reason = self.need_full_sync, self._full_reason
+        full, reason = self.need_full_sync or self.last is None, self._full_reason or "start"
         if not full and self._partials >= self.full_sync_every:
             full, reason = True, "periodic"
+        if not full and not self.canary_present():
+            full, reason = True, "canary"
         result = SyncResult(full=full, reason=reason if full else "partial")
         ruleset = self.render(service_ports)
         result.render_s = time.perf_counter() - t0
@@ -546,27 +557,38 @@ class Proxier:
             # Sets first (the iptables rules name them), then the rules, then the addresses and
             # virtual servers the rules let traffic reach.
             t = time.perf_counter()
-            text = ipset_text(None if full or self.last is None else self.last.ipsets, ruleset.ipsets)
+            text = ipset_text(None if full else self.last.ipsets, ruleset.ipsets)
             result.ipset_lines = text.count("\n")
             self.run(["ipset", "restore"], text.encode())
             result.ipset_s = time.perf_counter() - t
             t = time.perf_counter()
             rules = ruleset.iptables_text(canary=False)
-            if full or rules != self.last_iptables or not self.canary_present():
-                if not full:
-                    result.full, result.reason = True, "canary" if rules == self.last_iptables else "rules changed"
+            if full or rules != self.last_iptables:
                 saved = ipt._parse_save(self.run([self.backend.save]).stdout.decode())
                 jumps = [j for j in JUMPS if not ipt._has_jump(saved, j)]
                 self.run([self.backend.restore, "--noflush", "-w", "5"], ruleset.iptables_text(jumps).encode())
                 result.iptables_written = True
                 self.last_iptables = rules
             result.iptables_s = time.perf_counter() - t
-            result.addresses_changed = self._ensure_addresses(ruleset.addresses)
+            result.addresses_changed = self._ensure_addresses(ruleset.addresses, None if full else self.last.addresses)
             t = time.perf_counter()
             desired = ruleset.servers
-            commands = diff_commands(self.kernel_servers(), desired)
+            if full:
+                commands = diff_commands(self.kernel_servers(), desired)
+            else:
+                # A partial sync works from what the last sync applied; should the kernel's
+                # table differ (someone ran ipvsadm), the restore fails and a full sync follows.
+                commands = diff_commands({k: (vs, dict.fromkeys(vs.reals, 1)) for k, vs in self.last.servers.items()},
+                                         desired)
             if commands:
-                self.run(["ipvsadm", "-R"], ("\n".join(commands) + "\n").encode())
+                try:
+                    self.run(["ipvsadm", "-R"], ("\n".join(commands) + "\n").encode())
+                except ProxyError:
+                    if full:
+                        raise
+                    result.full, result.reason = True, "partial ipvsadm failed"
+                    commands = diff_commands(self.kernel_servers(), desired)
+                    self.run(["ipvsadm", "-R"], ("\n".join(commands) + "\n").encode())
             result.ipvs_commands, result.servers = len(commands), len(desired)
             result.ipvs_s = time.perf_counter() - t
         except (ProxyError, kernel.KernelError, OSError):
@@ -605,7 +627,7 @@ class Proxier:
         present = set(self.run(["ipset", "list", "-n"]).stdout.decode().split())
         if present & IPSETS.keys():
             self.run(["ipset", "restore"], "".join(f"destroy {n}\n" for n in IPSETS if n in present).encode())
-        self.last, self.last_iptables = None, ""
+        self.last, self.last_iptables, self._dummy_index = None, "", None
         self.force_full_sync("start")
 
     def close(self) -> None:

@@ -29,7 +29,8 @@ def test_up_get_exec_down_round_trip(state_dir):
     try:
         up = run_netsim("up", str(REPO / "scenarios" / "basic.yaml"), "--name", name)
         assert up.returncode == 0, up.stderr
-        assert "worker2" in up.stdout and "4 objects" in up.stderr and "4/4 pods running" in up.stderr, up.stderr
+        # 4 pods of web.yaml, 2 of the cluster DNS
+        assert "worker2" in up.stdout and "4 objects" in up.stderr and "6/6 pods running" in up.stderr, up.stderr
 
         got = run_netsim("get", "nodes", "-o", "json", "-c", name)
         items = json.loads(got.stdout)["items"]
