@@ -65,14 +65,20 @@ Why upstream's layout is slow here: every ``numgen ... vmap { }`` literal is an 
 and the transaction's cost grows with (sets x verdicts to check): 10k anonymous maps made a
 full sync take 36 s even in the fast layout while it still used ``dnat to numgen ... map { }``
 (the kernel's chain-loop check walks the table's sets for each jump/goto verdict), hence the
-1/(n-i) rules, which need no set.  What is left of a one-endpoint
-change at 10k (~40 ms of 46) is libnftables refetching its cache of the table (chains and set
-elements) before each transaction, whatever the transaction holds: measured ~10 ms for one
-plain set element, ~40 ms for an element with a ``goto`` or a rule; the Python side is ~5 ms
-(identity-memoised rendering, a diff of only the changed service ports).  The issue's 30 ms
-target for one change at 10k is NOT met (46 ms); 1k Services: 4 ms.  Getting under it would
-take transactions libnftables need not prepare from a full cache (netlink directly), or
-endpoint changes that only touch plain set elements.
+1/(n-i) rules, which need no set.  What is left of a one-endpoint change at 10k (33-42 ms
+of 36-46) is the transaction itself, measured piece by piece on the 10k table: the canary
+``add chain`` 0.2 ms, a ``flush chain`` 0.0 ms, one plain set element ~9 ms (libnftables
+refetching its cache of the table before the transaction), and any ``add rule`` ~39 ms: a
+rule with a verdict or NAT expression makes the kernel re-validate the whole table at commit
+(``nf_tables_validate`` walks every chain reachable from the base chains: the 10k service
+chains through the ``service-ips`` map, and ``mark-for-masquerade`` once per chain that
+jumps to it).  A bare table of 10k chains with one dnat rule each shows it: adding a rule
+costs 11 ms while nothing hooks the chains, 17 ms once a base chain reaches them through a
+verdict map; a verdict-map element costs the same 17 ms, a plain set element 7 ms.  The
+issue's 30 ms target for one change at 10k is NOT met (36-46 ms); 1k Services: 4 ms.  Getting
+under it would take endpoint changes that touch only plain set elements (no rule, no verdict),
+which ``numgen random mod N`` with N in the rule does not allow, or splitting the Services over
+several tables so each validation walks a part -- against the one-table design of KEP-3866.
 
 Not modelled: health-check NodePorts, ``cluster-ips-check`` (reject to unused ports of
 ClusterIPs / unallocated Service CIDR addresses), nodePortAddresses other than "all",
