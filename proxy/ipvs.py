@@ -14,7 +14,8 @@ choice of :func:`proxy.model.traffic_policy`.  Two halves, as in :mod:`proxy.ipt
   sources and hairpin flows through the 0x4000 mark, NodePorts, load-balancer source ranges,
   ``KUBE-IPVS-FILTER``).
 * :class:`Proxier` -- makes one node namespace hold a ruleset.  A full sync (the first, after
-  a failure, when the ``KUBE-PROXY-CANARY`` chain has gone, every ``full_sync_every`` syncs)
+  a failure, when the ``KUBE-PROXY-CANARY`` chain or one of the last sync's virtual servers
+  has gone, every ``full_sync_every`` syncs)
   reads the kernel's virtual servers (``ipvsadm -Sn``) and kube-ipvs0's addresses and applies
   the difference; a partial sync, as the iptables proxier's, works from what the last sync
   applied, so one endpoint change is one ``ipvsadm -R`` line (should the kernel's table have
@@ -549,6 +550,12 @@ class Proxier:
             full, reason = True, "periodic"
         if not full and not self.canary_present():
             full, reason = True, "canary"
+        if not full and self.last.servers:
+            # The IPVS table's canary: one of the last sync's virtual servers, asked for by
+            # itself (a flush with `ipvsadm -C` takes them all).
+            vs = self.last.servers[min(self.last.servers)]
+            if self.run(["ipvsadm", "-Ln", PROTO_FLAG[vs.protocol], vs.address], check=False).returncode != 0:
+                full, reason = True, "ipvs canary"
         result = SyncResult(full=full, reason=reason if full else "partial")
         ruleset = self.render(service_ports)
         result.render_s = time.perf_counter() - t0

@@ -247,7 +247,8 @@ def test_hairpin_and_affinity(lab, proxier):
     p.sync([svc("sticky", "10.96.0.22", [ep(POD_A), ep(POD_B)])])  # -E drops the persistence
     assert "-A -t 10.96.0.22:80 -s rr\n" in _ipvsadm(lab) + "\n"
     lab.sh("ipvsadm", "-C")  # forget the persistence templates too
-    p.sync([svc("sticky", "10.96.0.22", [ep(POD_A), ep(POD_B)])])
+    result = p.sync([svc("sticky", "10.96.0.22", [ep(POD_A), ep(POD_B)])])
+    assert result.full and result.reason == "ipvs canary" and result.ipvs_commands == 3  # the flush seen
     assert len({ask(lab.client, "10.96.0.22", 80)[0] for _ in range(6)}) == 2
 
 
