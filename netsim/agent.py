@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from netsim import api, controllers, dns, flanneld, kernel, names, state
+from netsim import api, controllers, dns, flanneld, kernel, names, policy, state
 from netsim.apiserver import new_object, now, read_config
 from netsim.cni.server import ServerPool
 from netsim.informer import Cache, Loop
@@ -137,6 +137,7 @@ class Agent:
         self.flannel: flanneld.Flanneld | None = None
         self.responders: Responders | None = None
         self.running_since: dict[str, float] = {}
+        self.enforcers: dict[str, policy.Enforcer] = {}
 
     @property
     def name(self) -> str:
@@ -248,6 +249,8 @@ class Agent:
         node.add([(k, want[k]["metadata"]["uid"], *k.split("/", 1), port_mappings(want[k])) for k in missing])
         if any(k not in node.sandboxes for k in missing):
             retry = 1.0  # a failed ADD is retried, as the kubelet retries sandbox creation
+        # NetworkPolicy before any new pod reports Running: its rules exist by then.
+        self._enforce_policy(cache, node_name, node, bound)
         for k, p in bound.items():
             if controllers.terminating(p):
                 self.responders.remove(k)
@@ -258,6 +261,28 @@ class Agent:
             if r is not None:
                 retry = r if retry is None else min(retry, r)
         return retry
+
+    def _enforce_policy(self, cache: Cache, node_name: str, node: NodePods, bound: dict[str, dict]) -> None:
+        """The node's NetworkPolicy table (netsim.policy), rendered for the pods it runs."""
+        namespaces = {n["metadata"]["name"]: n["metadata"].get("labels") or {} for n in cache.of_kind("Namespace")}
+        pods = [info for p in cache.of_kind("Pod") if p["spec"].get("nodeName") != node_name
+                and (info := policy.pod_info(p)) is not None]
+        local = []
+        for k, sb in node.sandboxes.items():
+            p = bound.get(k)
+            if p is not None:
+                info = policy.pod_info({**p, "status": {**p.get("status", {}), "podIP": sb.ip, "phase": "Running"}})
+                if info is not None:
+                    local.append(info)
+        pods += local
+        node_ips = [self.node_ip[node_name], str(node.pod_cidr.network_address + 1)]
+        table = policy.render(cache.of_kind("NetworkPolicy"), pods, namespaces, local, node_ips)
+        enforcer = self.enforcers.get(node_name)
+        if enforcer is None:
+            enforcer = self.enforcers[node_name] = policy.Enforcer(kernel.netns_path(node.node_netns))
+        if enforcer.apply(table.text(str(node.pod_cidr), node_ips)):
+            log.info("policy %s: %d policies, %d isolated pods", node_name, len(cache.of_kind("NetworkPolicy")),
+                     len(set(table.ingress) | set(table.egress)))
 
     def _resolv_conf(self, cache: Cache, netns: str, pod: dict) -> None:
         """The pod's /etc/resolv.conf (/etc/netns/<netns>/resolv.conf, which `ip netns exec`
