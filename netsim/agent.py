@@ -280,7 +280,7 @@ class Agent:
         enforcer = self.enforcers.get(node_name)
         if enforcer is None:
             enforcer = self.enforcers[node_name] = policy.Enforcer(kernel.netns_path(node.node_netns))
-        if enforcer.apply(table.text(str(node.pod_cidr), node_ips)):
+        if enforcer.apply(table.text(node_ips), local):
             log.info("policy %s: %d policies, %d isolated pods", node_name, len(cache.of_kind("NetworkPolicy")),
                      len(set(table.ingress) | set(table.egress)))
 

@@ -122,6 +122,8 @@ class NodePods:
                  "ipam": {"dataDir": str(cni / "networks")},
                  "delegate": {"hairpinMode": True, "isDefaultGateway": True}},
                 {"type": "portmap", "capabilities": {"portMappings": True}},
+                # NetworkPolicy: a new pod stays isolated until the agent has rendered its rules.
+                {"type": "netsim-policy"},
             ],
         }
 

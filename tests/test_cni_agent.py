@@ -44,7 +44,7 @@ def test_pods_get_their_network_from_the_nodes_conflist(k8s):
     pods = running(k8s.pods())
     assert len(pods) == 4
     conflist = json.loads((node_dir(k8s, "worker1") / "cni" / "net.d" / "10-flannel.conflist").read_text())
-    assert [p["type"] for p in conflist["plugins"]] == ["flannel", "portmap"]
+    assert [p["type"] for p in conflist["plugins"]] == ["flannel", "portmap", "netsim-policy"]
     assert conflist["plugins"][0]["delegate"] == {"hairpinMode": True, "isDefaultGateway": True}
     by_node: dict[str, dict[str, str]] = {}
     system: dict[str, dict[str, str]] = {}  # the cluster DNS's pods hold addresses too

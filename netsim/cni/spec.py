@@ -45,6 +45,7 @@ MODULES = {
     "host-local": "netsim.cni.hostlocal",
     "portmap": "netsim.cni.portmap",
     "flannel": "netsim.cni.flannel",
+    "netsim-policy": "netsim.cni.netpolicy",
 }
 SHIM_MARKER = b"netsim-cni-plugin"
 
