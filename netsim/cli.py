@@ -79,7 +79,12 @@ def _not_built_yet(scenario) -> list[str]:
         out.append(f"expect ({len(scenario.expect)}): recorded, `netsim check` is not available yet")
     net = scenario.networking
     if net.kubeProxyMode == "ipvs":
-        out.append("kube-proxy mode ipvs: recorded, not built yet; Services use iptables rules")
+        from proxy.ipvs import load_ipvs
+
+        why = load_ipvs()
+        if why:
+            out.append(f"kube-proxy mode ipvs: {why}; Services use iptables rules (python -m netsim.guest runs "
+                       "a kernel that has it)")
     return out
 
 
@@ -305,6 +310,9 @@ def main() -> None:
 
     app.add_typer(cni_app, name="cni")
     register_proxy(app, _running_cluster, err)
+    from netsim.policy_cli import policy_app
+
+    app.add_typer(policy_app, name="policy")
     app()
 
 
