@@ -81,6 +81,7 @@ def delete(
                         typer.Option("--filename", "-f", help="Delete what a file declares.")] = None,
     namespace: NamespaceOpt = None,
     force: Annotated[bool, typer.Option(help="Remove pods at once, without waiting for their node.")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Every object of KIND in the namespace.")] = False,
     wait: WaitOpt = "true",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the agents.")] = 60.0,
     cluster: ClusterOpt = None,
@@ -97,13 +98,22 @@ def delete(
                         targets.append((o["kind"], ns, o["metadata"]["name"]))
         except api.ManifestError as exc:
             raise err(f"error: {exc}", 2) from None
-    elif kind and names:
+    elif kind and (names or all_):
         k = api.kind_named(kind)
         if k is None:
             raise err(f"error: the server doesn't have a resource type {kind!r}", 2)
-        targets = [(k.kind, (namespace or "default") if k.namespaced else None, n) for n in names]
+        ns = (namespace or "default") if k.namespaced else None
+        if all_:
+            if names:
+                raise err("error: give names or --all, not both", 2)
+            _, store = open_cluster_store(cluster)
+            try:
+                names = [o["metadata"]["name"] for o in store.list(api.prefix(k.kind, ns))[0]]
+            finally:
+                store.close()
+        targets = [(k.kind, ns, n) for n in names]
     else:
-        raise err("error: give KIND NAME... or -f FILE", 2)
+        raise err("error: give KIND NAME..., KIND --all or -f FILE", 2)
     want_wait = _flag(wait, "--wait")
     require_root("delete")
     _, store = open_cluster_store(cluster)

@@ -352,6 +352,12 @@ def test_ipvs_mode_end_to_end(tmp_path, state_dir):
         assert code == 0 and answer["responder"] in backends, answer
         code, answer = k8s.probe("pod/default/client-w1", "svc/default/nobody")
         assert code == 1 and answer["reason"] == "refused" and answer["latencyMs"] < 500, answer
+        # NetworkPolicy still judges what IPVS balances (IPVS sends it out through LOCAL_OUT).
+        k8s.apply("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny}\n"
+                  "spec:\n  podSelector: {matchLabels: {app: web}}\n  policyTypes: [Ingress]\n")
+        for client in ("pod/default/client-w1", "pod/default/client-w2"):
+            code, answer = k8s.probe(client, "svc/default/web", "--timeout", "1")
+            assert code == 1, (client, answer)
     finally:
         assert run_netsim("down", name).returncode == 0
         assert kernel.list_netns(names.cluster_prefix(name)) == []
