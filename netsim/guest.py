@@ -157,7 +157,8 @@ exec $B switch_root /newroot /bin/sh {share}/guest-init.sh
 
 GUEST_INIT = r"""#!/bin/sh
 # Runs as the guest's PID 1 on the host's root filesystem: the command, then power off.
-mkdir -p /dev/pts /dev/shm /run/netns /sys/fs/cgroup
+mkdir -p /dev/pts /dev/shm /run/netns /sys/fs/cgroup /etc/netns
+mount -t tmpfs tmpfs /etc/netns  # the host's own per-namespace files are not the guest's
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
 mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
