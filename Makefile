@@ -26,6 +26,7 @@ bench: install
 	.venv/bin/python bench/proxy_sync_nft.py
 	.venv/bin/python bench/proxy_sync_ipvs.py
 	.venv/bin/python bench/dns.py
+	.venv/bin/python bench/policy.py
 endif
 
 help:

@@ -49,6 +49,23 @@ $netsim probe host/client "ip:$($netsim get node worker1 -o json -c $cluster | .
 echo "-- worker1's kube-proxy rules, hashed chains mapped back to Services and endpoints"
 $netsim proxy rules worker1 -c $cluster
 echo
+echo "== cluster DNS: kube-dns at 10.96.0.10, the pod's resolv.conf, a Service found by its short name"
+$netsim exec pod/default/client -c $cluster -- cat /etc/resolv.conf
+$netsim exec pod/default/client -c $cluster -- dig +short +search web
+$netsim probe pod/default/client web -c $cluster
+echo
+echo "== NetworkPolicy: deny all ingress to the web pods, then let only the client in on port 80"
+printf '%s\n' 'apiVersion: networking.k8s.io/v1' 'kind: NetworkPolicy' 'metadata: {name: web-deny-all}' \
+  'spec: {podSelector: {matchLabels: {app: web}}, policyTypes: [Ingress]}' | $netsim apply -f - -c $cluster
+$netsim probe pod/default/client svc/default/web --timeout 1 -c $cluster || true
+$netsim policy explain pod/default/client svc/default/web -c $cluster | head -4 || true
+printf '%s\n' 'apiVersion: networking.k8s.io/v1' 'kind: NetworkPolicy' 'metadata: {name: web-from-client}' \
+  'spec: {podSelector: {matchLabels: {app: web}}, ingress: [{from: [{podSelector: {matchLabels: {app: busybox}}}], ports: [{port: 80}]}]}' \
+  | $netsim apply -f - -c $cluster
+$netsim get netpol -c $cluster
+$netsim probe pod/default/client svc/default/web -c $cluster
+$netsim delete networkpolicy --all -c $cluster >/dev/null
+echo
 echo "== each pod's network came from CNI plugins (spec 1.1), run by the agent as a container runtime runs them"
 state=${NETSIM_STATE_DIR:-/run/netsim}/$cluster/nodes/$node
 echo "-- $node's conflist (as kube-flannel installs it): flannel -> bridge + host-local, then portmap"
