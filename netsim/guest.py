@@ -1,8 +1,9 @@
 """Run a command inside a throwaway qemu guest that boots Debian's kernel over this machine's
 own filesystem, for kernel features the host kernel lacks (IPVS: this machine has no
 ``ip_vs``).  virtme-ng's idea, in a page: the host's ``/`` is shared read-only over 9p,
-the guest's ``/tmp``, ``/run``, ``/var/tmp`` and ``/etc`` are fresh
-(tmpfs / overlay), ``/lib/modules`` holds the guest kernel's modules, and one more 9p
+the guest's ``/run`` is a fresh tmpfs and ``/etc``, ``/tmp``,
+``/var/tmp`` and ``/usr/lib`` are overlays (written in the guest, never on the host),
+``/lib/modules`` holds the guest kernel's modules, and one more 9p
 share (read-write) carries the command in and its output and exit code out.
 
     python -m netsim.guest [--timeout S] -- COMMAND [ARG...]   # exit code of COMMAND
@@ -137,16 +138,18 @@ $B mount -t sysfs sys /sys
 $B mount -t devtmpfs dev /dev
 for m in $($B cat /modules.order); do $B insmod "$m" || echo "guest: insmod $m failed"; done
 $B mount -t 9p -o $P9,ro,cache=loose hostroot /newroot || exec $B poweroff -f
-for d in /tmp /run /var/tmp; do $B mount -t tmpfs -o mode=0755 tmpfs /newroot$d; done
+$B mount -t tmpfs -o mode=0755 tmpfs /newroot/run
 $B mkdir -p /newroot{share}
 $B mount -t 9p -o $P9 share /newroot{share} || exec $B poweroff -f
-$B chmod 1777 /newroot/tmp /newroot/var/tmp
-# /etc and /usr/lib (for /lib/modules) get a writable layer over the read-only host's.
-for d in etc usr/lib; do
+# /etc, /usr/lib (for /lib/modules), /tmp and /var/tmp get a writable layer over the read-only
+# host's: what the command writes stays in the guest, what the host has there (a checkout in
+# /tmp, say) is seen.
+for d in etc usr/lib tmp var/tmp; do
   up=/newroot/run/overlay/$d
   $B mkdir -p $up/up $up/work
   $B mount -t overlay -o lowerdir=/newroot/$d,upperdir=$up/up,workdir=$up/work overlay /newroot/$d
 done
+$B chmod 1777 /newroot/tmp /newroot/var/tmp
 $B mkdir -p /newroot/usr/lib/modules/{release}
 $B mount --bind /newroot{kernel}/lib/modules/{release} /newroot/usr/lib/modules/{release}
 $B mount --move /proc /newroot/proc

@@ -21,7 +21,7 @@ import pytest
 from netsim import guest, kernel, names
 from proxy import ipvs
 from proxy.iptables import run_in
-from tests.conftest import SCENARIO, K8s, run_netsim, unique_name
+from tests.conftest import run_netsim
 from tests.test_proxy_iptables import (  # the lab, builders and constants of the iptables mode's tests
     BRIDGE_IP,
     CLIENT,
@@ -38,7 +38,7 @@ from tests.test_proxy_iptables import (  # the lab, builders and constants of th
     lab,
     svc,
 )
-from tests.test_services import APP, node_ip, web_pods
+from tests.test_services import cluster_in_mode, services_behave
 
 __all__ = ["lab"]  # a fixture, imported to be used here
 
@@ -322,45 +322,17 @@ def test_cleanup_leaves_nothing(lab, proxier):
 
 @needs_ipvs
 def test_ipvs_mode_end_to_end(tmp_path, state_dir):
-    """The Services of test_services through kube-proxy's IPVS mode, on a two-worker cluster:
-    pods on the same and the other node, the external host through NodePort and LoadBalancer,
-    a Service with no endpoints, `netsim proxy rules`."""
-    name = unique_name("ipvs")
-    scenario = tmp_path / "scenario.yaml"
-    scenario.write_text(SCENARIO + "networking:\n  kubeProxyMode: ipvs\n  ipvsScheduler: rr\n"
-                        "  loadBalancerPool: 198.51.100.0/28\n")
-    up = run_netsim("up", str(scenario), "--name", name)
-    try:
-        assert up.returncode == 0, up.stderr
-        k8s = K8s(name, tmp_path)
-        k8s.apply(APP)
-        backends = web_pods(k8s)
-        worker2 = names.netns_name(name, "worker2")
-        saved = run_in(kernel.netns_path(worker2), ["ipvsadm", "-Sn"]).stdout.decode()
+    """The Services of test_services through kube-proxy's IPVS mode, on a two-worker cluster
+    (services_behave: pods on the same and the other node, NodePort and LoadBalancer from the
+    external host, no endpoints, NetworkPolicy on what IPVS balances), and `netsim proxy rules`."""
+    with cluster_in_mode(tmp_path, "ipvs", "  kubeProxyMode: ipvs\n  ipvsScheduler: rr\n") as k8s:
+        saved = run_in(kernel.netns_path(names.netns_name(k8s.name, "worker2")), ["ipvsadm", "-Sn"]).stdout.decode()
         cluster_ip = k8s.get("service", "web")["spec"]["clusterIP"]
         assert f"-A -t {cluster_ip}:80 -s rr" in saved and f"-A -u {cluster_ip}:53 -s rr" in saved
-        shown = run_netsim("proxy", "rules", "worker2", "-c", name)
+        shown = run_netsim("proxy", "rules", "worker2", "-c", k8s.name)
         assert shown.returncode == 0 and "default/web:http/tcp" in shown.stdout and "node port" in shown.stdout, \
             shown.stdout + shown.stderr
-        for client in ("pod/default/client-w1", "pod/default/client-w2"):  # same node as the backends, and not
-            seen = {k8s.probe(client, "svc/default/web")[1].get("responder") for _ in range(6)}
-            assert seen == backends, (client, seen)
-        code, answer = k8s.probe("host/client", f"ip:{node_ip(k8s, 'worker2')}", "--port", "30080")
-        assert code == 0 and answer["responder"] in backends, answer
-        lb = k8s.get("service", "web-lb")["status"]["loadBalancer"]["ingress"][0]["ip"]
-        code, answer = k8s.probe("host/client", f"ip:{lb}", "--port", "80")
-        assert code == 0 and answer["responder"] in backends, answer
-        code, answer = k8s.probe("pod/default/client-w1", "svc/default/nobody")
-        assert code == 1 and answer["reason"] == "refused" and answer["latencyMs"] < 500, answer
-        # NetworkPolicy still judges what IPVS balances (IPVS sends it out through LOCAL_OUT).
-        k8s.apply("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny}\n"
-                  "spec:\n  podSelector: {matchLabels: {app: web}}\n  policyTypes: [Ingress]\n")
-        for client in ("pod/default/client-w1", "pod/default/client-w2"):
-            code, answer = k8s.probe(client, "svc/default/web", "--timeout", "1")
-            assert code == 1, (client, answer)
-    finally:
-        assert run_netsim("down", name).returncode == 0
-        assert kernel.list_netns(names.cluster_prefix(name)) == []
+        services_behave(k8s)
 
 
 # == where the kernel has no IPVS: the same tests in a guest ===================================

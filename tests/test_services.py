@@ -2,6 +2,7 @@
 pods on the same and other nodes, from nodes and from an external host; source addresses;
 no endpoints; endpoints changing; a flushed ruleset coming back."""
 
+import contextlib
 import subprocess
 import time
 
@@ -266,37 +267,51 @@ def test_external_ips_affinity_source_ranges_and_internal_local(cluster):
     assert code == 1, answer
 
 
-def test_nftables_mode_end_to_end(tmp_path, state_dir):
-    """The same Services through kube-proxy's nftables mode: one table `ip kube-proxy` per node."""
-    name = unique_name("nf")
+@contextlib.contextmanager
+def cluster_in_mode(tmp_path, prefix: str, networking: str):
+    """A cluster with APP applied, its scenario's networking section extended by ``networking``."""
+    name = unique_name(prefix)
     scenario = tmp_path / "scenario.yaml"
-    scenario.write_text(SCENARIO + "networking:\n  kubeProxyMode: nftables\n  loadBalancerPool: 198.51.100.0/28\n")
+    scenario.write_text(SCENARIO + "networking:\n  loadBalancerPool: 198.51.100.0/28\n" + networking)
     up = run_netsim("up", str(scenario), "--name", name)
     try:
         assert up.returncode == 0, up.stderr
         k8s = K8s(name, tmp_path)
         k8s.apply(APP)
-        backends = web_pods(k8s)
-        table = subprocess.run(["ip", "netns", "exec", names.netns_name(name, "worker2"), "nft", "list", "table",
-                                "ip", "kube-proxy"], capture_output=True, text=True, check=True).stdout
-        assert "service-ips" in table and "default/web" in table
-        shown = run_netsim("proxy", "rules", "worker2", "-c", name)
-        assert shown.returncode == 0 and "table ip kube-proxy" in shown.stdout
-        seen = {k8s.probe("pod/default/client-w2", "svc/default/web")[1].get("responder") for _ in range(12)}
-        assert seen == backends
-        code, answer = k8s.probe("host/client", f"ip:{node_ip(k8s, 'worker2')}", "--port", "30080")
-        assert code == 0 and answer["responder"] in backends, answer
-        lb = k8s.get("service", "web-lb")["status"]["loadBalancer"]["ingress"][0]["ip"]
-        code, answer = k8s.probe("host/client", f"ip:{lb}", "--port", "80")
-        assert code == 0 and answer["responder"] in backends, answer
-        code, answer = k8s.probe("pod/default/client-w1", "svc/default/nobody")
-        assert code == 1 and answer["reason"] == "refused" and answer["latencyMs"] < 500, answer
-        # NetworkPolicy judges Service traffic after nftables' DNAT too.
-        k8s.apply("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny}\n"
-                  "spec:\n  podSelector: {matchLabels: {app: web}}\n  policyTypes: [Ingress]\n")
-        for client in ("pod/default/client-w1", "pod/default/client-w2"):
-            code, answer = k8s.probe(client, "svc/default/web", "--timeout", "1")
-            assert code == 1, (client, answer)
+        yield k8s
     finally:
         assert run_netsim("down", name).returncode == 0
         assert kernel.list_netns(names.cluster_prefix(name)) == []
+
+
+def services_behave(k8s) -> None:
+    """What every proxy mode must do with APP: ClusterIP from pods on the backends' node and on
+    another, NodePort and LoadBalancer from the external host, refusal without endpoints, and a
+    NetworkPolicy judging Service traffic against its backends."""
+    backends = web_pods(k8s)
+    for client in ("pod/default/client-w1", "pod/default/client-w2"):  # same node as the backends, and not
+        seen = {k8s.probe(client, "svc/default/web")[1].get("responder") for _ in range(8)}
+        assert seen == backends, (client, seen)
+    code, answer = k8s.probe("host/client", f"ip:{node_ip(k8s, 'worker2')}", "--port", "30080")
+    assert code == 0 and answer["responder"] in backends, answer
+    lb = k8s.get("service", "web-lb")["status"]["loadBalancer"]["ingress"][0]["ip"]
+    code, answer = k8s.probe("host/client", f"ip:{lb}", "--port", "80")
+    assert code == 0 and answer["responder"] in backends, answer
+    code, answer = k8s.probe("pod/default/client-w1", "svc/default/nobody")
+    assert code == 1 and answer["reason"] == "refused" and answer["latencyMs"] < 500, answer
+    k8s.apply("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny}\n"
+              "spec:\n  podSelector: {matchLabels: {app: web}}\n  policyTypes: [Ingress]\n")
+    for client in ("pod/default/client-w1", "pod/default/client-w2"):
+        code, answer = k8s.probe(client, "svc/default/web", "--timeout", "1")
+        assert code == 1, (client, answer)
+
+
+def test_nftables_mode_end_to_end(tmp_path, state_dir):
+    """The same Services through kube-proxy's nftables mode: one table `ip kube-proxy` per node."""
+    with cluster_in_mode(tmp_path, "nf", "  kubeProxyMode: nftables\n") as k8s:
+        table = subprocess.run(["ip", "netns", "exec", names.netns_name(k8s.name, "worker2"), "nft", "list",
+                                "table", "ip", "kube-proxy"], capture_output=True, text=True, check=True).stdout
+        assert "service-ips" in table and "default/web" in table
+        shown = run_netsim("proxy", "rules", "worker2", "-c", k8s.name)
+        assert shown.returncode == 0 and "table ip kube-proxy" in shown.stdout
+        services_behave(k8s)
