@@ -119,6 +119,7 @@ class Loop:
         self.settle_s = settle_s
         self.cache = Cache(store)
         self.observed = 0
+        self._report_lock = threading.Lock()
         self.events: queue.Queue = queue.Queue()
 
     def _watch(self) -> None:
@@ -139,12 +140,18 @@ class Loop:
                 log.warning("%s: watch failed (%s); retrying", self.name, exc)
                 self.stop.wait(0.5)
 
+    def _heartbeat(self) -> None:
+        """Liveness apart from progress: a sync that takes longer than ALIVE_S (a slow machine,
+        an emulated one) must not make `up` or `apply` take the component for dead."""
+        while not self.stop.wait(HEARTBEAT_S):
+            self.report(progress=False)
+
     def run(self) -> None:
         self.cache.relist()
         watcher = threading.Thread(target=self._watch, name=f"{self.name}-watch", daemon=True)
         watcher.start()
+        threading.Thread(target=self._heartbeat, name=f"{self.name}-heartbeat", daemon=True).start()
         next_sync = 0.0
-        last_beat = 0.0
         while not self.stop.is_set():
             timeout = max(0.0, min(next_sync - time.monotonic(), HEARTBEAT_S))
             dirty = False
@@ -175,10 +182,6 @@ class Loop:
                     self.report(progress=False)
                 wait = self.resync_s if retry is None else retry
                 next_sync = time.monotonic() + wait
-                last_beat = time.monotonic()
-            elif time.monotonic() - last_beat >= HEARTBEAT_S:
-                self.report(progress=False)
-                last_beat = time.monotonic()
 
     def _take(self, item) -> None:
         if item == "relist":
@@ -188,12 +191,13 @@ class Loop:
 
     def report(self, progress: bool = True) -> None:
         """Heartbeat, and with ``progress`` the revision this component has reconciled through."""
-        if progress:
-            self.observed = self.cache.revision
-        with contextlib.suppress(StoreError):
-            self.store.put(COMPONENTS + self.name, {"metadata": {"name": self.name},
-                                                    "observedRevision": self.observed,
-                                                    "heartbeat": time.time()})
+        with self._report_lock:  # the heartbeat thread must not write back an older revision
+            if progress:
+                self.observed = self.cache.revision
+            with contextlib.suppress(StoreError):
+                self.store.put(COMPONENTS + self.name, {"metadata": {"name": self.name},
+                                                        "observedRevision": self.observed,
+                                                        "heartbeat": time.time()})
 
 
 def wait_settled(store, timeout: float, names: list[str] | None = None, at_least: int = 0) -> tuple[bool, list[str]]:
