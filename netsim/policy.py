@@ -19,12 +19,14 @@ IPVS balances (it sends it out through LOCAL_OUT), at ``output``:
   whose rules ``return`` (allowed: go on to the other direction's check) and end in ``drop``.
 
 Same-node pod-to-pod traffic crosses the bridge; br_netfilter (``bridge-nf-call-iptables``,
-per namespace, on by default where the module is loaded) hands it to this hook too.  Peers are
-named sets of pod IPs (interval sets for ipBlocks, ``except`` subtracted), named ports are
-resolved on the destination pod (ingress: the isolated pod itself; egress: each peer pod, as
-``ip . proto . port`` elements), ``endPort`` is a range.  nftables sets rather than iptables
-chains: a rule per (policy, rule) whatever the number of peers, set lookups in O(1) / O(log n),
-and a whole table replaced atomically, so no packet sees a half-written policy.
+per namespace, on by default where the module is loaded) hands it to this hook too.  All the
+rules of all the policies selecting a pod fold into a few set lookups per direction (see
+:func:`render`): peers are pod IPs and ipBlocks (``except`` cut out) in interval sets, one per
+distinct port match; named ports are resolved on the destination pod (ingress: the isolated
+pod itself; egress: each peer pod, as ``ip . proto . port`` elements); ``endPort`` is a range.
+nftables sets rather than iptables chains: a new connection costs a few lookups whatever the
+number of policies and peers, and the whole table is replaced atomically, so no packet sees a
+half-written policy.
 """
 
 from __future__ import annotations
@@ -237,24 +239,6 @@ def _h(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
 
 
-def _port_exprs(matches: list[PortMatch], dst: PodInfo | None) -> list[str]:
-    """nft matches of a rule's ports on a known destination pod (named ports resolved)."""
-    out = []
-    for m in matches:
-        proto = m.protocol.lower()
-        if m.named:
-            port = dst.named_port(m.named, m.protocol) if dst else None
-            if port is not None:
-                out.append(f"meta l4proto {proto} th dport {port}")
-        elif m.port is None:
-            out.append(f"meta l4proto {proto}")
-        elif m.end_port:
-            out.append(f"meta l4proto {proto} th dport {m.port}-{m.end_port}")
-        else:
-            out.append(f"meta l4proto {proto} th dport {m.port}")
-    return out
-
-
 @dataclass
 class Table:
     sets: dict[str, tuple[str, list[str]]] = field(default_factory=dict)  # name -> (spec, elements)
@@ -294,25 +278,36 @@ def _elements(items) -> str:
     return f"elements = {{ {', '.join(items)} }}; " if items else ""
 
 
+def _port_key(m: PortMatch, dst: PodInfo | None) -> tuple[str, int | None, int | None] | None:
+    """(protocol, first port, last port) of a port match, None ports: every port of the
+    protocol; None: a named port the destination does not have."""
+    if m.named:
+        port = dst.named_port(m.named, m.protocol) if dst else None
+        return None if port is None else (m.protocol.lower(), port, port)
+    if m.port is None:
+        return (m.protocol.lower(), None, None)
+    return (m.protocol.lower(), m.port, m.end_port or m.port)
+
+
+def _port_match(key: tuple[str, int | None, int | None]) -> str:
+    proto, lo, hi = key
+    if lo is None:
+        return f"meta l4proto {proto}"
+    return f"meta l4proto {proto} th dport {lo}" + (f"-{hi}" if hi != lo else "")
+
+
+ANY = "any"
+
+
 def render(policies: list[dict], pods: list[PodInfo], namespaces: dict[str, dict], local: list[PodInfo],
            node_ips: list[str]) -> Table:
-    """The table for the pods in ``local`` (this node's), given every pod and namespace."""
+    """The table for the pods in ``local`` (this node's), given every pod and namespace.
+
+    Every rule of every policy that selects a pod is folded into a handful of set lookups, so a
+    new connection costs the same with 1 or 1000 policies: the peers allowed on every port
+    (one interval set), the peers allowed per distinct port match (one set each), and for egress
+    named ports, which resolve per destination pod, one ``ip . proto . port`` set."""
     t = Table()
-    peer_sets: dict[tuple, str] = {}
-
-    def peer_set(peer: Peer) -> str | None:
-        if peer.any:
-            return None
-        key = ("block", peer.cidrs) if peer.is_block else ("pods", tuple(sorted({p.ip for p in peer.pods})))
-        if key not in peer_sets:
-            name = f"peers-{_h(repr(key))}"
-            if peer.is_block:
-                t.add_set(name, "type ipv4_addr; flags interval; auto-merge;", list(peer.cidrs))
-            else:
-                t.add_set(name, "type ipv4_addr;", list(key[1]))
-            peer_sets[key] = name
-        return peer_sets[key]
-
     for pod in sorted(local, key=lambda p: p.ip):
         for direction in ("Ingress", "Egress"):
             selecting = [pol for pol in policies if direction in policy_types(pol) and selects(pol, pod)]
@@ -320,33 +315,53 @@ def render(policies: list[dict], pods: list[PodInfo], namespaces: dict[str, dict
                 continue
             chain = f"{direction.lower()}-{_h(pod.key, pod.ip)}"
             addr = "saddr" if direction == "Ingress" else "daddr"
-            rules = ["ip saddr @node-ips return"] if direction == "Ingress" else []
-            for pol in sorted(selecting, key=_name):
-                field_name = "ingress" if direction == "Ingress" else "egress"
-                for i, rule in enumerate((pol.get("spec") or {}).get(field_name) or []):
-                    comment = f'comment "{_name(pol)} {field_name}[{i}]"'
+            field_name = "ingress" if direction == "Ingress" else "egress"
+            allow_all = False
+            any_port: set[str] = set()
+            per_port: dict[tuple, set[str] | str] = {}  # port match -> peer addresses, or ANY
+            named: set[str] = set()
+            for pol in selecting:
+                for rule in (pol.get("spec") or {}).get(field_name) or []:
                     peers = resolve_peers(pol, rule.get("from" if direction == "Ingress" else "to"), pods, namespaces)
                     ports = resolve_ports(rule.get("ports"))
                     for peer in peers:
-                        name = peer_set(peer)
-                        match = f"ip {addr} @{name} " if name else ""
+                        addrs = set(peer.cidrs) if peer.is_block else {p.ip for p in peer.pods}
                         if ports is None:
-                            rules.append(f"{match}return {comment}")
-                        elif direction == "Ingress":
-                            rules += [f"{match}{m} return {comment}" for m in _port_exprs(ports, pod)]
-                        else:
-                            # Named ports differ per destination pod: ip . proto . port elements.
-                            plain = [m for m in ports if not m.named]
-                            rules += [f"{match}{m} return {comment}" for m in _port_exprs(plain, None)]
-                            named = [m for m in ports if m.named]
-                            if named and not peer.is_block:
-                                targets = peer.pods if not peer.any else tuple(pods)
-                                elems = sorted({f"{p.ip} . {m.protocol.lower()} . {p.named_port(m.named, m.protocol)}"
-                                                for p in targets for m in named
-                                                if p.named_port(m.named, m.protocol) is not None})
-                                sname = t.add_set(f"named-{_h(chain, str(i), _name(pol), repr(peer))}",
-                                                  "type ipv4_addr . inet_proto . inet_service;", elems)
-                                rules.append(f"ip daddr . meta l4proto . th dport @{sname} return {comment}")
+                            if peer.any:
+                                allow_all = True
+                            else:
+                                any_port |= addrs
+                            continue
+                        for m in ports:
+                            if m.named and direction == "Egress":
+                                # Resolved on each destination pod: exact ip . proto . port elements.
+                                targets = pods if peer.any else [] if peer.is_block else peer.pods
+                                named |= {f"{p.ip} . {m.protocol.lower()} . {p.named_port(m.named, m.protocol)}"
+                                          for p in targets if p.named_port(m.named, m.protocol) is not None}
+                                continue
+                            key = _port_key(m, pod if direction == "Ingress" else None)
+                            if key is None:
+                                continue
+                            have = per_port.setdefault(key, set())
+                            if peer.any or have == ANY:
+                                per_port[key] = ANY
+                            else:
+                                have |= addrs
+            rules = ["ip saddr @node-ips return"] if direction == "Ingress" else []
+            if allow_all:
+                rules.append("return")
+            if any_port:
+                name = t.add_set(f"{chain}-all-ports", "type ipv4_addr; flags interval; auto-merge;", sorted(any_port))
+                rules.append(f"ip {addr} @{name} return")
+            for i, (key, addrs) in enumerate(sorted(per_port.items(), key=lambda kv: repr(kv[0]))):
+                if addrs == ANY:
+                    rules.append(f"{_port_match(key)} return")
+                elif addrs:
+                    name = t.add_set(f"{chain}-p{i}", "type ipv4_addr; flags interval; auto-merge;", sorted(addrs))
+                    rules.append(f"{_port_match(key)} ip {addr} @{name} return")
+            if named:
+                name = t.add_set(f"{chain}-named", "type ipv4_addr . inet_proto . inet_service;", sorted(named))
+                rules.append(f"ip daddr . meta l4proto . th dport @{name} return")
             rules.append("drop")
             t.chains[chain] = rules
             (t.ingress if direction == "Ingress" else t.egress)[pod.ip] = chain
