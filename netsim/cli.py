@@ -75,8 +75,6 @@ def _raise_interrupt(signum, _frame):
 def _not_built_yet(scenario) -> list[str]:
     """Scenario fields this version accepts and records but does not act on yet."""
     out = []
-    if scenario.expect:
-        out.append(f"expect ({len(scenario.expect)}): recorded, `netsim check` is not available yet")
     net = scenario.networking
     if net.kubeProxyMode == "ipvs":
         from proxy.ipvs import load_ipvs

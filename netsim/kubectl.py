@@ -344,14 +344,14 @@ def probe_cmd(
     src: Annotated[str, typer.Argument(help=f"Where the connection starts: {probe.REFS}.")],
     dst: Annotated[str, typer.Argument(help=f"Where it goes: {probe.REFS}.")],
     port: Annotated[int | None, typer.Option(help="Port (default: the target's first declared port).")] = None,
-    proto: Annotated[str, typer.Option(help="tcp or udp.")] = "tcp",
+    proto: Annotated[str, typer.Option(help="tcp, udp or icmp.")] = "tcp",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for an answer.")] = 2.0,
     output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
     cluster: ClusterOpt = None,
 ) -> None:
     """Make one real connection and report who answered and what source address it saw."""
-    if proto not in ("tcp", "udp"):
-        raise err("error: --proto: use tcp or udp", 2)
+    if proto not in ("tcp", "udp", "icmp"):
+        raise err("error: --proto: use tcp, udp or icmp", 2)
     require_root("probe")
     c, store = open_cluster_store(cluster)
     try:
@@ -366,6 +366,50 @@ def probe_cmd(
         typer.echo(f"{src} -> {dst} [{result['target']}/{proto}]: {result['result']} ({result['reason']}){latency}"
                    f"{extra}")
     raise typer.Exit(0 if result["result"] == "allow" else 1)
+
+
+@app.command(name="check")
+def check_cmd(
+    scenario: Annotated[Path | None, typer.Argument(help="Scenario whose `expect:` to check (default: the one "
+                                                   "the cluster was brought up from).")] = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
+    timeout: Annotated[float, typer.Option(help="Seconds before a connection counts as denied.")] = 1.0,
+    cluster: ClusterOpt = None,
+) -> None:
+    """Probe the scenario's connectivity expectations (with none: every pod to every pod and
+    Service) and print expected / observed / comparison tables; exit 1 on any mismatch."""
+    from netsim import check
+    from netsim.scenario import ScenarioError, load_scenario
+
+    require_root("check")
+    c, store = open_cluster_store(cluster)
+    try:
+        path = scenario or (Path(c.source) if c.source and Path(c.source).exists() else None)
+        expects = []
+        if path is not None:
+            try:
+                expects = check.from_scenario(load_scenario(path))
+            except ScenarioError as exc:
+                raise err(f"error: {exc}", 2) from None
+        if not expects:
+            expects = check.everything(store)
+        outcomes = check.run(c, store, expects, timeout)
+    finally:
+        store.close()
+    if output == "json":
+        typer.echo(json.dumps([{"from": o.expect.src, "to": o.expect.dst, "port": o.expect.port,
+                                "protocol": o.expect.protocol, "expect": "allow" if o.expect.allow else "deny",
+                                "observed": "allow" if o.allowed else "deny", "ok": o.ok, "detail": o.detail}
+                               for o in outcomes]))
+    else:
+        for line in check.report(outcomes):
+            typer.echo(line)
+        wrong = [o for o in outcomes if not o.ok]
+        for o in wrong:
+            typer.echo(f"MISMATCH {o.expect.src} -> {o.expect.dst} {o.expect.port or ''}/{o.expect.protocol}: "
+                       f"expected {'allow' if o.expect.allow else 'deny'}, got {o.detail}")
+        typer.echo(f"{len(outcomes) - len(wrong)}/{len(outcomes)} as expected")
+    raise typer.Exit(0 if all(o.ok for o in outcomes) else 1)
 
 
 @app.command(name="agent")

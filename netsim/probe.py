@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import re
 import select
 import socket
+import struct
 import time
 from dataclasses import dataclass
 
@@ -71,6 +73,12 @@ def resolve(cluster: fabric.Cluster, store, ref: str, port: int | None = None) -
         if not ip or ip == "None":
             raise ProbeError(f"service {ns}/{name} is headless: it has no ClusterIP; probe a pod instead")
         ports = [p["port"] for p in svc["spec"].get("ports", [])]
+        node_ports = {p.get("nodePort") for p in svc["spec"].get("ports", [])} - {None}
+        if port in node_ports and port not in ports:
+            # A Service's NodePort: reached on a node's address, as from outside the cluster.
+            node = next((m for m in cluster.members.values() if m.kind == "node"), None)
+            if node is not None:
+                return Target(ref, node.ip, port)
         return Target(ref, ip, port or (ports[0] if ports else None))
     if kind in ("node", "no", "host"):
         m = cluster.members.get(rest)
@@ -177,7 +185,47 @@ def probe(cluster: fabric.Cluster, store, src: str, dst: str, port: int | None =
         target = resolve_name(store, source.netns, dst, port)
     else:
         target = resolve(cluster, store, dst, port)
+    if proto == "icmp":
+        result = ping(source.netns, target.ip, timeout)
+        return {"from": src, "to": dst, "target": target.ip, "protocol": proto, **result}
     if target.port is None:
         raise ProbeError(f"{dst} declares no port; give one with --port")
     result = connect(source.netns, target.ip, target.port, proto, timeout)
     return {"from": src, "to": dst, "target": f"{target.ip}:{target.port}", "protocol": proto, **result}
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return ~total & 0xFFFF
+
+
+def ping(netns: str, ip: str, timeout: float = 2.0) -> dict:
+    """One ICMP echo from ``netns`` (a raw socket: new namespaces allow no unprivileged ping);
+    allowed when the echo reply comes back, unreachable when an ICMP error does."""
+    start = time.monotonic()
+    out = {"result": "deny", "reason": "timeout", "responder": None, "clientIP": None, "latencyMs": None}
+    ident, seq = os.getpid() & 0xFFFF, int(start * 1000) & 0xFFFF
+    header = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"netsim-probe"
+    packet = header[:2] + struct.pack("!H", _checksum(header)) + header[4:]
+    with kernel.socket_in(netns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
+        sock.setblocking(False)
+        sock.sendto(packet, (ip, 0))
+        while (left := start + timeout - time.monotonic()) > 0:
+            ready, _, _ = select.select([sock], [], [], left)
+            if not ready:
+                break
+            data, addr = sock.recvfrom(2048)
+            ihl = (data[0] & 0x0F) * 4
+            kind = data[ihl]
+            if kind == 0 and addr[0] == ip and struct.unpack("!HH", data[ihl + 4:ihl + 8]) == (ident, seq):
+                out.update(result="allow", reason="echo reply",
+                           latencyMs=round((time.monotonic() - start) * 1000, 3))
+                return out
+            if kind == 3 and data[ihl + 24:ihl + 28] == socket.inet_aton(ip):  # the quoted packet's destination
+                out.update(reason="unreachable", latencyMs=round((time.monotonic() - start) * 1000, 3))
+                return out
+    return out

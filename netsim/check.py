@@ -1,0 +1,110 @@
+"""`netsim check`: a scenario's connectivity expectations, probed with real connections and
+printed as the Kubernetes e2e NetworkPolicy tests print reachability: expected, observed and
+comparison tables (rows from, columns to, ``.`` allowed, ``X`` denied, ``-`` not probed).
+
+With no expectations it checks that every pod reaches every other pod and every Service."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from netsim import api, probe
+
+
+@dataclass(frozen=True)
+class Expect:
+    src: str
+    dst: str
+    port: int | None
+    protocol: str  # TCP, UDP, ICMP
+    allow: bool
+
+
+@dataclass
+class Outcome:
+    expect: Expect
+    allowed: bool
+    detail: str
+
+    @property
+    def ok(self) -> bool:
+        return self.allowed == self.expect.allow
+
+
+def from_scenario(scenario) -> list[Expect]:
+    return [Expect(e.from_, e.to, e.port, e.protocol, e.expect == "allow") for e in scenario.expect]
+
+
+def everything(store) -> list[Expect]:
+    """Every running pod to every other pod (its first declared port) and to every Service
+    with a ClusterIP (its first port): all allowed."""
+    pods = [p for p in store.list(api.prefix("Pod"))[0]
+            if (p.get("status") or {}).get("phase") == "Running" and not p["spec"].get("hostNetwork")]
+    refs = [f"pod/{p['metadata']['namespace']}/{p['metadata']['name']}" for p in pods]
+    ports = {r: next((pt["containerPort"] for c in p["spec"]["containers"] for pt in c.get("ports") or []), None)
+             for r, p in zip(refs, pods, strict=True)}
+    svcs = [s for s in store.list(api.prefix("Service"))[0]
+            if (s.get("spec") or {}).get("clusterIP") not in (None, "", "None") and s["spec"].get("ports")
+            and s["spec"].get("selector")]
+    out = []
+    for src in refs:
+        for dst in refs:
+            if src != dst and ports[dst]:
+                out.append(Expect(src, dst, ports[dst], "TCP", True))
+        for s in svcs:
+            port = s["spec"]["ports"][0]
+            out.append(Expect(src, f"svc/{s['metadata']['namespace']}/{s['metadata']['name']}", port["port"],
+                              port.get("protocol", "TCP"), True))
+    return out
+
+
+def run(cluster, store, expects: list[Expect], timeout: float = 1.0) -> list[Outcome]:
+    def one(e: Expect) -> Outcome:
+        try:
+            r = probe.probe(cluster, store, e.src, e.dst, e.port, e.protocol.lower(), timeout)
+        except probe.ProbeError as exc:
+            return Outcome(e, False, str(exc))
+        return Outcome(e, r["result"] == "allow", f"{r['result']} ({r['reason']})")
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        return list(pool.map(one, expects))
+
+
+def _table(rows: list[str], cols: list[str], cell) -> list[str]:
+    widths = [max(len(c), 1) for c in cols]
+    head = max((len(r) for r in rows), default=1)
+    out = [" " * head + "  " + "  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=True))]
+    for r in rows:
+        out.append(r.ljust(head) + "  " + "  ".join(cell(r, c).rjust(w) for c, w in zip(cols, widths, strict=True)))
+    return out
+
+
+def report(outcomes: list[Outcome]) -> list[str]:
+    """Expected / observed / comparison tables per protocol and port."""
+    groups: dict[tuple[str, int | None], list[Outcome]] = {}
+    for o in outcomes:
+        groups.setdefault((o.expect.protocol, o.expect.port), []).append(o)
+    lines = []
+    for (proto, port), items in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
+        rows = sorted({o.expect.src for o in items})
+        cols = sorted({o.expect.dst for o in items})
+        by = {(o.expect.src, o.expect.dst): o for o in items}
+
+        def cell(kind, by=by):
+            def f(r, c):
+                o = by.get((r, c))
+                if o is None:
+                    return "-"
+                value = {"expected": o.expect.allow, "observed": o.allowed}.get(kind)
+                if kind == "comparison":
+                    return "." if o.ok else "X"
+                return "." if value else "X"
+            return f
+        title = f"{proto}" + (f"/{port}" if port else "")
+        wrong = sum(not o.ok for o in items)
+        lines.append(f"== {title}: {len(items) - wrong}/{len(items)} as expected")
+        for kind in ("expected", "observed", "comparison"):
+            lines.append(f"{kind}:")
+            lines += _table(rows, cols, cell(kind))
+        lines.append("")
+    return lines
