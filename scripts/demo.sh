@@ -49,6 +49,9 @@ $netsim probe host/client "ip:$($netsim get node worker1 -o json -c $cluster | .
 echo "-- worker1's kube-proxy rules, hashed chains mapped back to Services and endpoints"
 $netsim proxy rules worker1 -c $cluster
 echo
+echo "== the scenario's expectations, checked with real connections (netsim check)"
+$netsim check -c $cluster | tail -1
+echo
 echo "== cluster DNS: kube-dns at 10.96.0.10, the pod's resolv.conf, a Service found by its short name"
 $netsim exec pod/default/client -c $cluster -- cat /etc/resolv.conf
 $netsim exec pod/default/client -c $cluster -- dig +short +search web
