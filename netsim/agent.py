@@ -288,19 +288,18 @@ class Agent:
         """The pod's /etc/resolv.conf (/etc/netns/<netns>/resolv.conf, which `ip netns exec`
         mounts over /etc/resolv.conf), as kubelet writes it for dnsPolicy ClusterFirst."""
         spec = pod["spec"]
-        policy = spec.get("dnsPolicy", "ClusterFirst")
-        if policy == "Default":
+        dns_policy = spec.get("dnsPolicy", "ClusterFirst")
+        if dns_policy == "Default":
             return  # the node's resolver: the host's own file, nothing to write
         config = self.config
         text = dns.resolv_conf(pod["metadata"]["namespace"], dns.cluster_dns_ip(config.service_subnet),
-                               config.cluster_domain, spec.get("dnsConfig"), policy)
+                               config.cluster_domain, spec.get("dnsConfig"), dns_policy)
         kernel.write_netns_etc(netns, "resolv.conf", text)
 
     def dns_sync(self, cache: Cache) -> float | None:
         """The cluster DNS's records, rebuilt on every change of Services or EndpointSlices."""
-        config = self.config
         self.responders.dns.update(dns.build(cache.of_kind("Service"), cache.of_kind("EndpointSlice"),
-                                             config.cluster_domain))
+                                             self.config.cluster_domain))
         return None
 
     def _pod_status(self, cache: Cache, node_name: str, node: NodePods, k: str, p: dict) -> float | None:

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 
 from dnslib import CNAME, PTR, QTYPE, RCODE, RR, SOA, SRV, A, DNSRecord
 
+from netsim import kernel
+
 log = logging.getLogger("netsim.dns")
 
 TTL = 5
@@ -313,8 +315,6 @@ class Server:
 
 def query(netns: str, server: str, name: str, qtype: str = "A", timeout: float = 2.0) -> DNSRecord:
     """One UDP query from inside ``netns`` (what a pod's resolver sends)."""
-    from netsim import kernel
-
     with kernel.socket_in(netns, socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(timeout)
         q = DNSRecord.question(name, qtype)

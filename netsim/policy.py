@@ -411,9 +411,9 @@ class Enforcer:
     same transaction releases the pods it renders for the first time from ``pending``."""
 
     def __init__(self, netns_path: str):
-        from proxy.nftables import _LibNft
+        from proxy.nftables import LibNft
 
-        self.lib = _LibNft(netns_path)
+        self.lib = LibNft(netns_path)
         ensure_pending_table(self.lib)
         self.last = ""
         self.rendered: set[tuple[str, str]] = set()  # (pod key, ip) already released

@@ -794,16 +794,7 @@ class Proxier:
                 result.partial_failure = str(exc)
                 result.full, result.reason = True, "partial restore failed"
                 self._full(ruleset, result)
-        previous, self.last = self.last, ruleset
-        self.need_full_sync, self._full_reason = False, ""
-        self._partials = 0 if result.full else self._partials + 1
-        if self.conntrack_cleanup and _udp_changed(previous, ruleset):
-            t = time.perf_counter()
-            result.conntrack_deleted = self.clean_stale_conntrack(ruleset)
-            result.conntrack_s = time.perf_counter() - t
-        result.services = len(ruleset.services)
-        result.total_s = time.perf_counter() - t0
-        return result
+        return finish_sync(self, ruleset, result, _udp_changed(self.last, ruleset), t0)
 
     def _saved_state(self, result: SyncResult) -> _Saved:
         t = time.perf_counter()
@@ -1027,6 +1018,21 @@ class Proxier:
             self.restore("\n".join(out) + "\n")
         self.last = None
         self.force_full_sync("start")
+
+
+def finish_sync(proxier, ruleset, result, udp_changed: bool, t0: float):
+    """The end of every proxier's sync (iptables, nftables, IPVS): ``ruleset`` is now the last
+    one applied, the next sync may be partial, stale UDP flows go when UDP service ports changed."""
+    proxier.last = ruleset
+    proxier.need_full_sync, proxier._full_reason = False, ""
+    proxier._partials = 0 if result.full else proxier._partials + 1
+    if proxier.conntrack_cleanup and udp_changed:
+        t = time.perf_counter()
+        result.conntrack_deleted = proxier.clean_stale_conntrack(ruleset)
+        result.conntrack_s = time.perf_counter() - t
+    result.services = len(ruleset.services)
+    result.total_s = time.perf_counter() - t0
+    return result
 
 
 def _udp_changed(previous: Ruleset | None, current: Ruleset) -> bool:

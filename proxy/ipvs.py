@@ -515,10 +515,9 @@ class Proxier:
     def _ensure_sysctls(self) -> None:
         if self._sysctls_done:
             return
-        with kernel.entered(self.path):
+        with kernel.Namespace.at(self.path) as ns:
             for key, value in SYSCTLS:
-                with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
-                    f.write(value)
+                ns.sysctl(key, value)
         self._sysctls_done = True
 
     def _ensure_addresses(self, wanted: set[str], last: set[str] | None) -> int:
@@ -601,16 +600,7 @@ class Proxier:
         except (ProxyError, kernel.KernelError, OSError):
             self.force_full_sync("after failure")
             raise
-        previous, self.last = self.last, ruleset
-        self.need_full_sync, self._full_reason = False, ""
-        self._partials = 0 if result.full else self._partials + 1
-        if self.conntrack_cleanup and ipt._udp_changed(previous, ruleset):
-            t = time.perf_counter()
-            result.conntrack_deleted = self.clean_stale_conntrack(ruleset)
-            result.conntrack_s = time.perf_counter() - t
-        result.services = len(ruleset.services)
-        result.total_s = time.perf_counter() - t0
-        return result
+        return ipt.finish_sync(self, ruleset, result, ipt._udp_changed(self.last, ruleset), t0)
 
     def cleanup(self) -> None:
         """upstream's CleanupLeftovers for IPVS: the jumps and chains, every virtual server,

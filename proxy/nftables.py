@@ -560,7 +560,7 @@ def partial_text(old: Ruleset, new: Ruleset, hairpin: Counter | None = None) -> 
 
 
 # -- applying -------------------------------------------------------------------------------
-class _LibNft:
+class LibNft:
     """A libnftables context whose netlink socket lives in one namespace."""
 
     _lib = None
@@ -653,10 +653,10 @@ class Proxier:
         self.timeout = timeout
         self.renderer = Renderer(node=node, node_ips=node_ips, cluster_cidr=cluster_cidr,
                                  masquerade_all=masquerade_all, fast=fast)
-        self._lib: _LibNft | None = None
+        self._lib: LibNft | None = None
         if backend == "lib":
             try:
-                self._lib = _LibNft(self.path)
+                self._lib = LibNft(self.path)
             except (OSError, AttributeError, ProxyError):
                 self.backend = "nft"
         self.last: Ruleset | None = None
@@ -727,16 +727,7 @@ class Proxier:
                 raise
             self._hairpin = ruleset.hairpin()
             udp_changed = ipt._udp_changed(self.last, ruleset)
-        self.last = ruleset
-        self.need_full_sync, self._full_reason = False, ""
-        self._partials = 0 if result.full else self._partials + 1
-        if self.conntrack_cleanup and udp_changed:
-            t = time.perf_counter()
-            result.conntrack_deleted = self.clean_stale_conntrack(ruleset)
-            result.conntrack_s = time.perf_counter() - t
-        result.services = len(ruleset.services)
-        result.total_s = time.perf_counter() - t0
-        return result
+        return ipt.finish_sync(self, ruleset, result, udp_changed, t0)
 
     def _apply(self, text: str, result: SyncResult) -> None:
         t = time.perf_counter()

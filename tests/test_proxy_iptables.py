@@ -458,12 +458,13 @@ def _wire(host: kernel.Namespace, peer: kernel.Namespace, host_if: str, cidr: st
         b.replace_route("default", gateway=gateway)
 
 
-@pytest.fixture
-def lab():
-    cluster = unique_name("kp")
+@contextlib.contextmanager
+def build_lab(lab_class: type[Lab], prefix: str):
+    """The lab (module docstring) in namespaces of a fresh cluster name; everything goes after."""
+    cluster = unique_name(prefix)
     ns = {m: names.netns_name(cluster, m) for m in ("node", "client", "pod-a", "pod-b", "external")}
     made = []
-    lab = Lab(cluster, ns["node"], ns["client"], ns["external"], {POD_A: ns["pod-a"], POD_B: ns["pod-b"]})
+    lab = lab_class(cluster, ns["node"], ns["client"], ns["external"], {POD_A: ns["pod-a"], POD_B: ns["pod-b"]})
     try:
         opened = {}
         for member, name in ns.items():
@@ -496,7 +497,30 @@ def lab():
             t.join(timeout=2)
         for s in lab.socks:
             s.close()
+        for p in lab.proxiers:
+            if hasattr(p, "close"):  # the nftables proxier holds a libnftables context
+                p.close()
         kernel.remove_netns(made)
+
+
+@pytest.fixture
+def lab():
+    with build_lab(Lab, "kp") as made:
+        yield made
+
+
+@contextlib.contextmanager
+def udp_client(lab: Lab, ip: str, port: int):
+    """A UDP socket in the client pod bound to one source port (one conntrack flow); yields a
+    function that sends one datagram to ip:port and returns the name of the backend that answered."""
+    with kernel.socket_in(lab.client, socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(1.0)
+        s.bind((CLIENT, 40053))
+
+        def query() -> str:
+            s.sendto(b"q", (ip, port))
+            return s.recv(256).decode().split()[0]
+        yield query
 
 
 def ask(ns: str, ip: str, port: int, timeout: float = 1.0) -> tuple[str, str]:
@@ -589,13 +613,7 @@ def test_udp_flow_follows_conntrack_flush(lab):
     dns = lambda eps: svc("dns", "10.96.0.30", eps, proto="UDP", port=53)  # noqa: E731
     p = lab.proxier(conntrack_cleanup=False)
     p.sync([dns(both)])
-    with kernel.socket_in(lab.client, socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(1.0)
-        s.bind((CLIENT, 40053))
-
-        def query() -> str:
-            s.sendto(b"q", ("10.96.0.30", 53))
-            return s.recv(256).decode().split()[0]
+    with udp_client(lab, "10.96.0.30", 53) as query:
         first = query()
         gone = POD_A if first == "pod-a" else POD_B
         rest = [e for e in both if e.ip != gone]

@@ -37,6 +37,7 @@ from tests.test_proxy_iptables import (  # the lab, builders and constants of th
     ep,
     lab,
     svc,
+    udp_client,
 )
 from tests.test_services import cluster_in_mode, services_behave
 
@@ -273,13 +274,7 @@ def test_udp_client_leaves_a_deleted_endpoint(lab, proxier):
     dns = lambda eps: svc("dns", "10.96.0.30", eps, proto="UDP", port=53)  # noqa: E731
     p = proxier()
     p.sync([dns(both)])
-    with kernel.socket_in(lab.client, socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(1.0)
-        s.bind((CLIENT, 40053))
-
-        def query() -> str:
-            s.sendto(b"q", ("10.96.0.30", 53))
-            return s.recv(256).decode().split()[0]
+    with udp_client(lab, "10.96.0.30", 53) as query:
         first = query()
         assert query() == first  # one flow, one backend
         gone = POD_A if first == "pod-a" else POD_B

@@ -16,11 +16,9 @@ from collections import Counter
 
 import pytest
 
-from netsim import kernel, names
 from proxy import iptables as ipt
 from proxy import nftables as nf
 from proxy.model import Endpoint
-from tests.conftest import unique_name
 from tests.test_proxy_iptables import (  # the same lab and builders as the iptables mode's tests
     BRIDGE_IP,
     CLIENT,
@@ -32,12 +30,11 @@ from tests.test_proxy_iptables import (  # the same lab and builders as the ipta
     POD_B,
     UDP_PORT,
     Lab,
-    _serve_tcp,
-    _serve_udp,
-    _wire,
     ask,
+    build_lab,
     ep,
     svc,
+    udp_client,
 )
 
 
@@ -227,45 +224,8 @@ class NftLab(Lab):
 
 @pytest.fixture
 def lab():
-    cluster = unique_name("kpnft")
-    ns = {m: names.netns_name(cluster, m) for m in ("node", "client", "pod-a", "pod-b", "external")}
-    made = []
-    lab = NftLab(cluster, ns["node"], ns["client"], ns["external"], {POD_A: ns["pod-a"], POD_B: ns["pod-b"]})
-    try:
-        opened = {}
-        for member, name in ns.items():
-            opened[member] = kernel.Namespace.create(name)
-            made.append(name)
-        node = opened["node"]
-        with node.batch() as b:
-            b.set_link("lo", index=1, up=True)
-            b.add_bridge("br0", 1500)
-        br = node.index("br0")
-        with node.batch() as b:
-            b.add_address(br, f"{BRIDGE_IP}/24")
-            b.set_link("br0", index=br, up=True)
-        for host_if, member, ip in (("va", "pod-a", POD_A), ("vb", "pod-b", POD_B), ("vc", "client", CLIENT)):
-            _wire(node, opened[member], host_if, f"{ip}/24", BRIDGE_IP, master=br)
-        _wire(node, opened["external"], "ext0", f"{EXTERNAL_IP}/24", NODE_IP, host_cidr=f"{NODE_IP}/24")
-        with node.batch() as b:
-            b.replace_route("default", gateway=EXTERNAL_IP)
-        node.sysctl("net.ipv4.ip_forward", 1)
-        node.sysctl("net.bridge.bridge-nf-call-iptables", 1)
-        for o in opened.values():
-            o.close()
-        for name, pod_ns in (("pod-a", ns["pod-a"]), ("pod-b", ns["pod-b"])):
-            _serve_tcp(lab, pod_ns, name)
-            _serve_udp(lab, pod_ns, name)
-        yield lab
-    finally:
-        lab.stop.set()
-        for t in lab.threads:
-            t.join(timeout=2)
-        for s in lab.socks:
-            s.close()
-        for p in lab.proxiers:
-            p.close()
-        kernel.remove_netns(made)
+    with build_lab(NftLab, "kpnft") as made:
+        yield made
 
 
 WEB = svc("web", "10.96.0.10", [ep(POD_A), ep(POD_B)], port_name="http", type="NodePort", node_port=30080)
@@ -347,13 +307,7 @@ def test_udp_endpoint_removal_flushes_conntrack(lab):
     dns = lambda eps: svc("dns", "10.96.0.30", eps, proto="UDP", port=53)  # noqa: E731
     p = lab.proxier(conntrack_cleanup=False)
     p.sync([dns(both)])
-    with kernel.socket_in(lab.client, socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(1.0)
-        s.bind((CLIENT, 40053))
-
-        def query() -> str:
-            s.sendto(b"q", ("10.96.0.30", 53))
-            return s.recv(256).decode().split()[0]
+    with udp_client(lab, "10.96.0.30", 53) as query:
         first = query()
         gone = POD_A if first == "pod-a" else POD_B
         rest = [e for e in both if e.ip != gone]

@@ -20,9 +20,9 @@ THIS_NETNS = "/proc/thread-self/ns/net"  # the runtime's namespace: the plugin r
 
 
 def _lib():
-    from proxy.nftables import _LibNft
+    from proxy.nftables import LibNft
 
-    return _LibNft(THIS_NETNS)
+    return LibNft(THIS_NETNS)
 
 
 def _ipv4s(req: spec.Request) -> list[ipaddress.IPv4Interface]:
