@@ -22,6 +22,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts are plain: "etcd://HOST:PORT[/PREFIX]" is not markup
 )
 
 ClusterOpt = Annotated[
@@ -303,6 +304,7 @@ def node_delete(
 
 def main() -> None:
     import netsim.kubectl  # noqa: F401  (registers apply, get, delete, describe, probe, agent)
+    import netsim.trace_cli  # noqa: F401  (registers trace)
     from netsim.cni.cli import cni_app
     from proxy.cli import register as register_proxy
 

@@ -36,6 +36,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from netsim import api
 from netsim.api import selector_matches
 
 TABLE = "netsim-policy"
@@ -192,6 +193,15 @@ class Verdict:
     egress_rule: str | None = None  # "ns/policy egress[i]" that allowed it
     ingress_rule: str | None = None
     reason: str = ""
+
+
+def inputs(store) -> tuple[list[dict], list[PodInfo], dict[str, dict]]:
+    """What :func:`evaluate` judges with, read from the store: policies, pods, namespace labels."""
+    policies = store.list(api.prefix("NetworkPolicy"))[0]
+    pods = [i for p in store.list(api.prefix("Pod"))[0] if (i := pod_info(p)) is not None]
+    namespaces = {n["metadata"]["name"]: n["metadata"].get("labels") or {}
+                  for n in store.list(api.prefix("Namespace"))[0]}
+    return policies, pods, namespaces
 
 
 def evaluate(policies: list[dict], pods: list[PodInfo], namespaces: dict[str, dict], src_ip: str,

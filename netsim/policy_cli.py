@@ -16,14 +16,6 @@ from netsim.kubectl import open_cluster_store
 policy_app = typer.Typer(help="NetworkPolicy: why a connection is allowed or denied.", no_args_is_help=True)
 
 
-def _inputs(store) -> tuple[list[dict], list[policy.PodInfo], dict[str, dict]]:
-    policies = store.list(api.prefix("NetworkPolicy"))[0]
-    pods = [i for p in store.list(api.prefix("Pod"))[0] if (i := policy.pod_info(p)) is not None]
-    namespaces = {n["metadata"]["name"]: n["metadata"].get("labels") or {}
-                  for n in store.list(api.prefix("Namespace"))[0]}
-    return policies, pods, namespaces
-
-
 def explain_text(src_label: str, dst_label: str, src_ip: str, dst_ip: str, port: int, protocol: str,
                  verdict: policy.Verdict) -> list[str]:
     out = [f"from {src_label} ({src_ip}) to {dst_label} ({dst_ip}) port {port}/{protocol}"]
@@ -61,7 +53,7 @@ def explain(
             target = probe.resolve(c, store, dst, port)
         except probe.ProbeError as exc:
             raise err(f"error: {exc}", 2) from None
-        policies, pods, namespaces = _inputs(store)
+        policies, pods, namespaces = policy.inputs(store)
         node_ips = [m.ip for m in c.members.values() if m.kind == "node"]
         # A Service is judged after DNAT: against each backend, on the port its endpoint has.
         pairs = [(dst, target.ip, target.port)]
