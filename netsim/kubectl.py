@@ -339,6 +339,20 @@ def describe(
     typer.echo(yaml.safe_dump({"spec": spec, "status": st} if spec or st else o, sort_keys=False).rstrip())
 
 
+def _who_denied(c, store, src: str, dst: str, port: int | None, proto: str) -> dict:
+    """For a denied probe: one `netsim trace` of the same connection names the component that
+    dropped or rejected it, when a rule or the kernel said so."""
+    from netsim import trace
+
+    try:
+        v = trace.run(c, store, src, dst, port, proto).verdict
+    except (probe.ProbeError, trace.TraceError, OSError) as exc:
+        return {"traceError": str(exc)}
+    if v["result"] in ("DROPPED", "REJECTED", "UNREACHABLE"):
+        return {"verdict": v["result"], "droppedAt": v["where"], "droppedBy": v.get("by"), "rule": v.get("reason")}
+    return {"verdict": v["result"]}
+
+
 @app.command(name="probe")
 def probe_cmd(
     src: Annotated[str, typer.Argument(help=f"Where the connection starts: {probe.REFS}.")],
@@ -356,6 +370,8 @@ def probe_cmd(
     c, store = open_cluster_store(cluster)
     try:
         result = probe.probe(c, store, src, dst, port, proto, timeout)
+        if result["result"] != "allow":
+            result.update(_who_denied(c, store, src, dst, port, proto))
     except probe.ProbeError as exc:
         raise err(f"error: {exc}", 2) from None
     if output == "json":
@@ -363,6 +379,8 @@ def probe_cmd(
     else:
         extra = f" (responder {result['responder']}, saw client {result['clientIP']})" if result["responder"] else ""
         latency = f" in {result['latencyMs']} ms" if result["latencyMs"] is not None else ""
+        if result.get("droppedBy"):
+            extra += f"; {result['verdict'].lower()} at {result['droppedAt']} by {result['droppedBy']}"
         typer.echo(f"{src} -> {dst} [{result['target']}/{proto}]: {result['result']} ({result['reason']}){latency}"
                    f"{extra}")
     raise typer.Exit(0 if result["result"] == "allow" else 1)
@@ -410,6 +428,40 @@ def check_cmd(
                        f"expected {'allow' if o.expect.allow else 'deny'}, got {o.detail}")
         typer.echo(f"{len(outcomes) - len(wrong)}/{len(outcomes)} as expected")
     raise typer.Exit(0 if all(o.ok for o in outcomes) else 1)
+
+
+@app.command(name="graph")
+def graph_cmd(
+    output: Annotated[str | None, typer.Option("--output", "-o", help="FILE.svg or FILE.png (rendered by "
+                                               "Graphviz's dot) or FILE.dot; default: DOT on stdout.")] = None,
+    trace: Annotated[Path | None, typer.Option(help="Draw the path of a `netsim trace ... -o json` file over "
+                                               "the picture.")] = None,
+    cluster: ClusterOpt = None,
+) -> None:
+    """Draw the cluster with Graphviz: the underlay LAN, nodes with cni0 and flannel.1, VXLAN
+    tunnels, external hosts, pods by namespace and Services with edges to their endpoints."""
+    from netsim import graph
+
+    try:
+        graph.output_format(output)
+        doc = graph.load_trace(trace) if trace is not None else None
+    except graph.GraphError as exc:
+        raise err(f"error: {exc}", exc.code) from None
+    require_root("graph")
+    c, store = open_cluster_store(cluster)
+    try:
+        topo = graph.gather(c, store)
+    finally:
+        store.close()
+    try:
+        dot = graph.render(topo, doc)
+        if output is None:
+            typer.echo(dot, nl=False)
+        else:
+            graph.write(dot, output)
+            typer.echo(f"wrote {output}", err=True)
+    except graph.GraphError as exc:
+        raise err(f"error: {exc}", exc.code) from None
 
 
 @app.command(name="agent")

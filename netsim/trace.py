@@ -191,8 +191,9 @@ class Armed:
             self.close()
             raise
 
-    def collect(self, is_done, deadline: float) -> list[tuple[int, str, str, bool, bytes]]:
-        """Read the captures until ``is_done(frames)`` or nothing moved for IDLE_S."""
+    def collect(self, relevant, is_done, deadline: float) -> list[tuple[int, str, str, bool, bytes]]:
+        """Read the captures until ``is_done(frames)``, or until no frame ``relevant`` to the
+        trace came for IDLE_S (the packet stopped: dropped, or lost)."""
         frames: list[tuple[int, str, str, bool, bytes]] = []
         by_fd = {s.fileno(): (netns, s) for netns, s in self.captures.items()}
         listeners = [*self.nft_listeners.values(), *self.legacy_listeners.values()]
@@ -222,7 +223,8 @@ class Armed:
                     if addr[0] == "lo":
                         continue
                     frames.append((ts, netns, addr[0], addr[2] == PACKET_OUTGOING, data))
-                    last = time.monotonic()
+                    if relevant(data):
+                        last = time.monotonic()
             if settle_until is None and is_done(frames):
                 settle_until = time.monotonic() + SETTLE_S
         for listener in listeners:
@@ -605,6 +607,14 @@ def run(cluster: fabric.Cluster, store, src: str, dst: str, port: int | None = N
     all_netns = kernel.list_netns(names.cluster_prefix(cluster.name))
     packet = build_packet(flow)
     seen: list[int] = [0]
+    live = Follower(flow)
+
+    def relevant(data: bytes) -> bool:
+        f = parse_frame(data)
+        if f is None:
+            return False
+        live.learn(f.packet)
+        return live.direction(f.packet) is not None
 
     def reply_home(frames) -> bool:
         for _ts, netns, _if, outgoing, data in frames[seen[0]:]:
@@ -619,7 +629,7 @@ def run(cluster: fabric.Cluster, store, src: str, dst: str, port: int | None = N
     keep = None
     try:
         keep = send(source.netns, flow, packet)
-        frames = armed.collect(reply_home, time.monotonic() + timeout)
+        frames = armed.collect(relevant, reply_home, time.monotonic() + timeout)
         events = {netns: lst.events() + armed.legacy_listeners[netns].events()
                   for netns, lst in armed.nft_listeners.items()}
     finally:

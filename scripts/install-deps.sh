@@ -8,10 +8,10 @@ cd "$(dirname "$0")/.."
 # bench compare against; podman + runc + busybox-static: a real CNI runtime calling ours.
 # ipvsadm + kmod + qemu-system-x86: kube-proxy's IPVS mode, tested in a qemu guest
 # (netsim/guest.py) when the host kernel has no ip_vs; dnsutils: dig and nslookup, which the
-# cluster DNS tests run in pods.
+# cluster DNS tests run in pods; graphviz: the `dot` program that renders `netsim graph -o x.svg|x.png`.
 apt_packages=(iproute2 iptables nftables ipset conntrack tcpdump iperf3 iputils-ping procps python3 python3-venv make
               etcd-server containernetworking-plugins podman runc busybox-static gcc libc6-dev
-              ipvsadm kmod qemu-system-x86 dnsutils)
+              ipvsadm kmod qemu-system-x86 dnsutils graphviz)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
