@@ -27,6 +27,7 @@ bench: install
 	.venv/bin/python bench/proxy_sync_ipvs.py
 	.venv/bin/python bench/dns.py
 	.venv/bin/python bench/policy.py
+	.venv/bin/python bench/trace.py
 endif
 
 help:
