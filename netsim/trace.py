@@ -542,13 +542,18 @@ def verdict_of(flow: Flow, fwd: list[Capture], rev: list[Capture], fwd_events: l
     def place(netns: str) -> str:
         return where.labels.get(netns, netns)
 
+    previous: dict[str, nftrace.RuleEvent] = {}
     for netns, e in fwd_events:
         kind = (e.verdict or "").upper()
+        reason = f"{e.source} {e.table} {e.chain}: {e.text}"
+        came = previous.get(netns)
+        if came is not None and came.table == e.table and came.target_chain == e.chain:
+            # a chain that only rejects or drops: the jump into it says for what
+            reason += f" (reached from {came.chain}: {came.text})"
+        previous[netns] = e
         if kind == "REJECT" or (e.source == "nft" and re.search(r"\breject\b", e.text)):
-            return {"result": "REJECTED", "where": place(netns), "by": _component(e),
-                    "reason": f"{e.source} {e.table} {e.chain}: {e.text}"}
+            return {"result": "REJECTED", "where": place(netns), "by": _component(e), "reason": reason}
         if kind == "DROP" or (e.source == "nft" and e.verdict == "drop"):
-            reason = f"{e.source} {e.table} {e.chain}: {e.text}"
             if e.table == "netsim-policy-pending":
                 by = "NetworkPolicy (the pod's rules are not written yet)"
             elif e.table.startswith("netsim-policy"):
