@@ -215,3 +215,28 @@ def test_errors(k8s):
     assert bad.returncode == 2 and "pod default/nope not found" in bad.stderr
     bad = k8s("trace", "pod/default/client", "svc/default/svc-b", "--proto", "sctp", check=False)
     assert bad.returncode == 2 and "--proto" in bad.stderr
+
+
+def test_nftables_mode(tmp_path, state_dir):
+    """kube-proxy in nftables mode: the rules come from nftables trace events."""
+    name = unique_name("trn")
+    scenario = tmp_path / "scenario.yaml"
+    scenario.write_text(SCENARIO + "networking:\n  kubeProxyMode: nftables\n")
+    up = run_netsim("up", str(scenario), "--name", name)
+    try:
+        assert up.returncode == 0, up.stderr
+        k = K8s(name, tmp_path)
+        k.apply(APP.split("---\napiVersion: v1\nkind: Namespace")[0])
+        assert len(running(k.pods("app=b"))) == 1
+        code, t = trace(k, "pod/default/client", "svc/default/svc-b")
+        assert code == 0, t["verdict"]
+        b_ip = k.pods("app=b")[0]["status"]["podIP"]
+        dnat = [h for h in t["hops"] if h["kind"] == "rule" and h["table"] == "kube-proxy"
+                and f"dnat to {b_ip}:8080" in h["rule"]]
+        assert dnat and dnat[0]["node"] == "worker1" and dnat[0]["source"] == "nft", t["hops"]
+        code, t = trace(k, "pod/default/client", "svc/default/empty")
+        v = t["verdict"]
+        assert code == 1 and v["result"] == "REJECTED" and v["by"] == "kube-proxy", v
+        assert "@no-endpoint-services" in v["reason"], v
+    finally:
+        assert run_netsim("down", name).returncode == 0
