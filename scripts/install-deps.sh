@@ -9,9 +9,11 @@ cd "$(dirname "$0")/.."
 # ipvsadm + kmod + qemu-system-x86: kube-proxy's IPVS mode, tested in a qemu guest
 # (netsim/guest.py) when the host kernel has no ip_vs; dnsutils: dig and nslookup, which the
 # cluster DNS tests run in pods; graphviz: the `dot` program that renders `netsim graph -o x.svg|x.png`.
+# vagrant + shellcheck + debootstrap: tests/test_vagrant.py validates vagrant/'s Vagrantfiles, lints
+# the shell scripts and runs vagrant/provision.sh in a debootstrapped Debian 12 chroot.
 apt_packages=(iproute2 iptables nftables ipset conntrack tcpdump iperf3 iputils-ping procps python3 python3-venv make
               etcd-server containernetworking-plugins podman runc busybox-static gcc libc6-dev
-              ipvsadm kmod qemu-system-x86 dnsutils graphviz)
+              ipvsadm kmod qemu-system-x86 dnsutils graphviz vagrant shellcheck debootstrap)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
