@@ -83,6 +83,18 @@ def new_object(obj: dict) -> dict:
     meta.pop("resourceVersion", None)
     if obj["kind"] == "Namespace":
         obj.setdefault("status", {"phase": "Active"})
+    return namespace_label(obj)
+
+
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+
+
+def namespace_label(obj: dict) -> dict:
+    """The label the API server keeps on every Namespace (its name), which NetworkPolicies
+    select namespaces by: an apply or a `label` cannot drop or change it."""
+    if obj.get("kind") == "Namespace":
+        meta = obj.setdefault("metadata", {})
+        meta["labels"] = {**(meta.get("labels") or {}), NAMESPACE_NAME_LABEL: meta["name"]}
     return obj
 
 
@@ -278,7 +290,7 @@ def apply(store, objects: list[dict], default_namespace: str = "default") -> lis
             store.create(api.key_of(obj), new_object(obj))
             results.append((api.ref(obj), "created"))
             continue
-        merged = _merge(old, obj)
+        merged = namespace_label(_merge(old, obj))
         if _same(old, merged):
             results.append((api.ref(obj), "unchanged"))
             continue
@@ -348,7 +360,7 @@ def set_metadata(store, kind: str, namespace: str | None, name: str, field: str,
                 current[key_] = value
         obj["metadata"][field] = current
         try:
-            return store.update(k, obj, int(obj["metadata"]["resourceVersion"]))
+            return store.update(k, namespace_label(obj), int(obj["metadata"]["resourceVersion"]))
         except Conflict:
             continue
     raise ApiError(f"{kind} {name} kept changing; try again")

@@ -2,7 +2,14 @@
 printed as the Kubernetes e2e NetworkPolicy tests print reachability: expected, observed and
 comparison tables (rows from, columns to, ``.`` allowed, ``X`` denied, ``-`` not probed).
 
-With no expectations it checks that every pod reaches every other pod and every Service."""
+With no expectations it checks that every pod reaches every other pod and every Service.
+
+A `pods/NS/SELECTOR` reference (e.g. ``pods/default/app=web``) stands for every running pod
+in NS that the label selector matches: it is expanded into one `pod/NS/NAME` per pod before
+probing, so each pod gets its own row or column (a pod is not probed against itself when a
+selector brought it in).  A selector that matches no running pod is a mismatch, whatever was
+expected, and so is a probe that cannot be made (a pod not found, a headless Service): neither
+shows anything about the dataplane."""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from netsim import api, probe
+from netsim.scenario import is_selector_ref, parse_selector, split_pod_ref
 
 
 @dataclass(frozen=True)
@@ -26,10 +34,11 @@ class Outcome:
     expect: Expect
     allowed: bool
     detail: str
+    error: bool = False  # nothing was probed: the expectation could not be checked
 
     @property
     def ok(self) -> bool:
-        return self.allowed == self.expect.allow
+        return not self.error and self.allowed == self.expect.allow
 
 
 def from_scenario(scenario) -> list[Expect]:
@@ -59,15 +68,55 @@ def everything(store) -> list[Expect]:
     return out
 
 
+def _running_pods(store) -> list[dict]:
+    return [p for p in store.list(api.prefix("Pod"))[0]
+            if (p.get("status") or {}).get("phase") == "Running" and p["status"].get("podIP")
+            and not p["metadata"].get("deletionTimestamp")]
+
+
+def select_pods(pods: list[dict], ref: str) -> list[str]:
+    """`pod/NS/NAME` of every pod in ``pods`` that a `pods/NS/SELECTOR` ref matches, by name."""
+    ns, text = split_pod_ref(ref)
+    selector = parse_selector(text)
+    return [f"pod/{ns}/{p['metadata']['name']}" for p in sorted(pods, key=lambda p: p["metadata"]["name"])
+            if p["metadata"].get("namespace") == ns and api.selector_matches(selector, p["metadata"].get("labels"))]
+
+
+def expand(store, expects: list[Expect]) -> list[Expect | Outcome]:
+    """Each expectation with its selector refs replaced by the pods they match (one Expect per
+    pair, in order); an Outcome (a mismatch) for a selector that matches no running pod."""
+    pods: list[dict] | None = None
+    out: list[Expect | Outcome] = []
+    for e in expects:
+        sides = []
+        for ref in (e.src, e.dst):
+            if is_selector_ref(ref):
+                pods = _running_pods(store) if pods is None else pods
+                sides.append(select_pods(pods, ref))
+            else:
+                sides.append([ref])
+        empty = next((ref for ref, side in zip((e.src, e.dst), sides, strict=True) if not side), None)
+        if empty is not None:
+            ns, text = split_pod_ref(empty)
+            out.append(Outcome(e, False, f"no running pod in namespace {ns} matches {text}", error=True))
+            continue
+        selected = is_selector_ref(e.src) or is_selector_ref(e.dst)
+        out += [Expect(s, d, e.port, e.protocol, e.allow) for s in sides[0] for d in sides[1]
+                if not (selected and s == d)]
+    return out
+
+
 def run(cluster, store, expects: list[Expect], timeout: float = 1.0) -> list[Outcome]:
-    def one(e: Expect) -> Outcome:
+    def one(e: Expect | Outcome) -> Outcome:
+        if isinstance(e, Outcome):
+            return e
         try:
             r = probe.probe(cluster, store, e.src, e.dst, e.port, e.protocol.lower(), timeout)
         except probe.ProbeError as exc:
-            return Outcome(e, False, str(exc))
+            return Outcome(e, False, f"not probed: {exc}", error=True)
         return Outcome(e, r["result"] == "allow", f"{r['result']} ({r['reason']})")
     with ThreadPoolExecutor(max_workers=32) as pool:
-        return list(pool.map(one, expects))
+        return list(pool.map(one, expand(store, expects)))
 
 
 def _table(rows: list[str], cols: list[str], cell) -> list[str]:

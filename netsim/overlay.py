@@ -115,10 +115,32 @@ def converge(netns: str, *, node_ip: str, underlay_prefixlen: int, uplink: str, 
         if ns.sysctl("net.ipv4.ip_forward") != "1":
             ns.sysctl("net.ipv4.ip_forward", 1)
             changes["sysctl"] += 1
+        changes["sysctl"] += _bridge_netfilter(ns)
     finally:
         ns.close()
     changes["iptables"] = _ensure_iptables(netns, net, own)
     return changes
+
+
+def _bridge_netfilter(ns: kernel.Namespace) -> int:
+    """kubeadm's prerequisite: bridged traffic between pods of one node goes through the
+    netfilter hooks (a Service whose endpoint is on the client's node, NetworkPolicy between
+    neighbours).  A kernel that has not loaded br_netfilter yet (a fresh VM, the qemu guest)
+    gets it loaded, as kubeadm's preflight asks of the admin."""
+    key = "net.bridge.bridge-nf-call-iptables"
+    try:
+        value = ns.sysctl(key)
+    except FileNotFoundError:
+        subprocess.run(["modprobe", "br_netfilter"], capture_output=True, check=False, timeout=30)
+        try:
+            value = ns.sysctl(key)
+        except FileNotFoundError:
+            log.warning("br_netfilter is not available: same-node Service and policy traffic bypasses the rules")
+            return 0
+    if value != "1":
+        ns.sysctl(key, 1)
+        return 1
+    return 0
 
 
 def remove(netns: str, *, network: str) -> None:

@@ -7,11 +7,12 @@ Validation happens here, before anything touches the kernel: a bad file gets a
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 from netsim import api
 from netsim.names import CLUSTER_NAME_MAX
@@ -87,12 +88,163 @@ class Networking(_Model):
         return self
 
 
+# -- expectation references ---------------------------------------------------------------------
+# What `netsim check` probes from and to: the refs netsim.probe resolves, plus
+# `pods/NS/SELECTOR`, every running pod the label selector matches (netsim.check expands it).
+
+POD_KINDS = ("pod", "po", "pods")
+SVC_KINDS = ("svc", "service", "services")
+_DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_NAME_LABEL = r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9])?"  # as netsim.probe.DNS_NAME
+_DNS_NAME_RE = re.compile(rf"^(?=.{{1,253}}$){_NAME_LABEL}(\.{_NAME_LABEL})*\.?$", re.IGNORECASE)
+_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_LABEL_KEY_RE = re.compile(rf"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?{_LABEL_NAME}$")
+_LABEL_VALUE_RE = re.compile(rf"^({_LABEL_NAME})?$")
+_SET_RE = re.compile(r"^(?P<key>\S+)\s+(?P<op>in|notin)\s*\((?P<values>[^()]*)\)$")
+REF_FORMS = ("pod/NS/NAME, pods/NS/SELECTOR (e.g. pods/default/app=web), svc/NS/NAME, node/NAME, host/NAME, "
+             "ip:ADDR or a DNS name")
+SOURCE_FORMS = "pod/NS/NAME, pods/NS/SELECTOR, node/NAME or host/NAME"
+SELECTOR_FORMS = "KEY=VALUE, KEY!=VALUE, KEY in (V1,V2), KEY notin (V1,V2), KEY or !KEY, joined by commas"
+
+
+def is_selector_ref(ref: str) -> bool:
+    """`pods/NS/SELECTOR` (or `pods/SELECTOR` in default): the last part holds what no pod name can."""
+    kind, _, rest = ref.partition("/")
+    return kind in POD_KINDS and any(c in rest for c in "=!( ")
+
+
+def split_pod_ref(ref: str) -> tuple[str, str]:
+    """(namespace, name or selector) of a pod ref, as netsim.probe reads it."""
+    rest = ref.partition("/")[2]
+    if is_selector_ref(ref):
+        # A selector's keys may have a prefix with a slash: the namespace is the first part
+        # only when it is followed by more.
+        ns, sep, sel = rest.partition("/")
+        if sep and _DNS_LABEL_RE.match(ns) and not any(c in ns for c in "=!( "):
+            return ns, sel
+        return "default", rest
+    ns, _, name = rest.partition("/")
+    return ("default", ns) if not name else (ns, name)
+
+
+def parse_selector(text: str) -> dict:
+    """A kubectl-style label selector (`-l`) as a LabelSelector (matchLabels +
+    matchExpressions); ValueError saying what is wrong."""
+    parts, depth, cur = [], 0, ""
+    for c in text:
+        depth += c == "("
+        depth -= c == ")"
+        if c == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += c
+    parts.append(cur)
+    labels: dict[str, str] = {}
+    exprs: list[dict] = []
+
+    def key_ok(k: str) -> str:
+        if not _LABEL_KEY_RE.match(k):
+            raise ValueError(f"{k!r} is not a label key")
+        return k
+
+    def value_ok(v: str) -> str:
+        if not _LABEL_VALUE_RE.match(v):
+            raise ValueError(f"{v!r} is not a label value")
+        return v
+
+    for raw in parts:
+        part = raw.strip()
+        if not part:
+            raise ValueError("an empty requirement (two commas, or one at an end)")
+        if m := _SET_RE.match(part):
+            values = [value_ok(v.strip()) for v in m["values"].split(",")]
+            exprs.append({"key": key_ok(m["key"]), "operator": "In" if m["op"] == "in" else "NotIn",
+                          "values": values})
+        elif "!=" in part:
+            k, v = (x.strip() for x in part.split("!=", 1))
+            exprs.append({"key": key_ok(k), "operator": "NotIn", "values": [value_ok(v)]})
+        elif "=" in part:
+            k, v = (x.strip() for x in part.split("==" if "==" in part else "=", 1))
+            if labels.get(key_ok(k), value_ok(v)) != v:
+                raise ValueError(f"{k} is given two values")
+            labels[k] = v
+        elif part.startswith("!"):
+            exprs.append({"key": key_ok(part[1:].strip()), "operator": "DoesNotExist"})
+        else:
+            exprs.append({"key": key_ok(part), "operator": "Exists"})
+    return {"matchLabels": labels, "matchExpressions": exprs}
+
+
+def ref_problem(ref: str, source: bool) -> str | None:
+    """Why `ref` cannot be probed (from, when ``source``; else to), with the fix; None when fine."""
+    forms = SOURCE_FORMS if source else REF_FORMS
+    kind, slash, rest = ref.partition("/")
+    if ref.startswith("ip:"):
+        try:
+            ipaddress.IPv4Address(ref[3:])
+        except ValueError:
+            return f"{ref[3:]!r} is not an IPv4 address; fix: use ip:A.B.C.D"
+        if source:
+            return f"an address cannot start a connection; fix: use {forms}"
+        return None
+    if not slash:
+        if source:
+            return f"a DNS name cannot start a connection; fix: use {forms}"
+        return None if _DNS_NAME_RE.match(ref) else f"not a reference netsim can probe; fix: use {forms}"
+    if kind in POD_KINDS:
+        ns, name = split_pod_ref(ref)
+        if not _DNS_LABEL_RE.match(ns):
+            return f"namespace {ns!r} is not a DNS label; fix: use {kind}/NS/NAME with a namespace such as default"
+        if is_selector_ref(ref):
+            if kind != "pods":
+                return f"{name!r} is a label selector, not a pod name; fix: use pods/{ns}/{name} for every " \
+                       "running pod it matches"
+            try:
+                parse_selector(name)
+            except ValueError as exc:
+                return f"{name!r} is not a label selector: {exc}; fix: use {SELECTOR_FORMS}"
+            return None
+        if not _DNS_SUBDOMAIN_RE.match(name):
+            return f"pod name {name!r} is not a DNS subdomain; fix: use {kind}/NS/NAME with the pod's name"
+        return None
+    if kind in SVC_KINDS:
+        if source:
+            return f"a Service cannot start a connection; fix: use {forms}"
+        ns, _, name = rest.partition("/")
+        ns, name = ("default", ns) if not name else (ns, name)
+        if not _DNS_LABEL_RE.match(ns) or not _DNS_LABEL_RE.match(name):
+            return f"{rest!r} is not NS/NAME of a Service; fix: use svc/NS/NAME, e.g. svc/default/web"
+        return None
+    if kind in ("node", "no", "host"):
+        if not _DNS_LABEL_RE.match(rest):
+            return f"{rest!r} is not a {'host' if kind == 'host' else 'node'} name; fix: use {kind}/NAME with " \
+                   "a name from the scenario's " + ("externalHosts" if kind == "host" else "nodes")
+        return None
+    return f"unknown kind {kind!r}; fix: use {forms}"
+
+
 class Expectation(_Model):
     from_: str = Field(alias="from")
     to: str
     port: int | None = Field(None, ge=1, le=65535)
     protocol: Literal["TCP", "UDP", "SCTP", "ICMP"] = "TCP"
     expect: Literal["allow", "deny"] = "allow"
+
+    @field_validator("from_")
+    @classmethod
+    def _source_ref(cls, v: str) -> str:
+        if problem := ref_problem(v, source=True):
+            raise ValueError(problem)
+        return v
+
+    @field_validator("to")
+    @classmethod
+    def _target_ref(cls, v: str) -> str:
+        if problem := ref_problem(v, source=False):
+            raise ValueError(problem)
+        return v
 
 
 class Scenario(_Model):
@@ -173,7 +325,8 @@ def _explain(err: dict, data: Any) -> tuple[str, str]:
         return path, f"unknown field {field!r}{known}"
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] != "missing" and "input" in err and not isinstance(err["input"], dict | list):
-        msg += f" (got {err['input']!r})"
+        head, sep, fix = msg.partition("; fix: ")
+        msg = f"{head} (got {err['input']!r}){sep}{fix}"
     hint = FIX_HINTS.get(field)
     if hint and err["type"] != "value_error":
         msg += f"; fix: {hint}"
@@ -204,7 +357,7 @@ def parse_scenario(data: Any, source: str = "<scenario>", base_dir: Path | None 
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
         raise ScenarioError(source, [_explain(e, data) for e in exc.errors()]) from None
-    problems = _check_manifests(scenario, base_dir)
+    problems = _check_manifests(scenario, base_dir) + _check_expectations(scenario)
     if problems:
         raise ScenarioError(source, problems)
     return scenario
@@ -229,6 +382,24 @@ def _check_manifests(scenario: Scenario, base_dir: Path | None) -> list[tuple[st
             api.read_manifests(path)
         except api.ManifestError as exc:
             problems.append((where, str(exc)))
+    return problems
+
+
+def _check_expectations(scenario: Scenario) -> list[tuple[str, str]]:
+    """node/NAME and host/NAME refs name members of this scenario."""
+    nodes = {n.name for n in scenario.nodes}
+    hosts = {h.name for h in scenario.externalHosts}
+    problems = []
+    for i, e in enumerate(scenario.expect):
+        for field, ref in (("from", e.from_), ("to", e.to)):
+            kind, _, name = ref.partition("/")
+            if kind in ("node", "no") and name not in nodes:
+                problems.append((f"expect[{i}].{field}", f"no node {name!r} in this scenario; fix: use one of "
+                                                          f"{', '.join(sorted(nodes))}"))
+            elif kind == "host" and name not in hosts:
+                known = ", ".join(sorted(hosts)) or "none (add it under externalHosts)"
+                problems.append((f"expect[{i}].{field}", f"no external host {name!r} in this scenario; fix: use "
+                                                          f"one of {known}"))
     return problems
 
 
