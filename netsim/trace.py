@@ -19,7 +19,6 @@ import re
 import select
 import socket
 import struct
-import subprocess
 import time
 from dataclasses import dataclass, field
 
@@ -287,8 +286,9 @@ def send(netns: str, flow: Flow, packet: bytes) -> socket.socket | None:
 
 # -- joining what was seen ------------------------------------------------------------------
 def _in_netns(netns: str, argv: list[str]) -> str:
-    with kernel.entered(kernel.netns_path(netns)):
-        return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout
+    from proxy.iptables import run_in
+
+    return run_in(kernel.netns_path(netns), argv, timeout=10, check=False).stdout.decode(errors="replace")
 
 
 @dataclass
@@ -346,13 +346,14 @@ def _legacy_priority(table: str, hook: str | None) -> int:
     return LEGACY_PRIORITY.get(table, 0)
 
 
-def describe_events(netns: str, events: list[nftrace.RuleEvent], ifnames: dict[int, str]) -> None:
+def describe_events(netns: str, events: list[nftrace.RuleEvent], ifnames: dict[int, str],
+                    nft_listing: str) -> None:
     """Fill in each event's rule text and hook (a chain reached by a jump runs in the hook of
-    the base chain it was reached from)."""
+    the base chain it was reached from); ``nft_listing`` is the namespace's ruleset with handles."""
     nft_events = [e for e in events if e.source == "nft"]
     legacy = [e for e in events if e.source == "iptables"]
     if nft_events:
-        listing = parse_nft_listing(_nft_list(netns))
+        listing = parse_nft_listing(nft_listing)
         hook, prio = None, 0
         for e in nft_events:
             if (e.table, e.chain) in listing.base:
@@ -388,14 +389,6 @@ def worth_showing(e: nftrace.RuleEvent) -> bool:
     if e.kind == "return":
         return False
     return not (e.kind == "policy" and (e.verdict or "").lower() == "accept")
-
-
-def _nft_list(netns: str) -> str:
-    nft = _Nft(netns)
-    try:
-        return nft.run("list ruleset")
-    finally:
-        nft.close()
 
 
 def conntrack_entry(netns: str, flow: Flow) -> dict | None:
@@ -637,6 +630,9 @@ def run(cluster: fabric.Cluster, store, src: str, dst: str, port: int | None = N
         frames = armed.collect(relevant, reply_home, time.monotonic() + timeout)
         events = {netns: lst.events() + armed.legacy_listeners[netns].events()
                   for netns, lst in armed.nft_listeners.items()}
+        # Rule texts from the libnftables contexts already open in each namespace.
+        listings = {netns: armed.nft[netns].run("list ruleset") for netns, evs in events.items()
+                    if any(e.source == "nft" and e.table != MARKER_TABLE for e in evs)}
     finally:
         armed.close()
         if keep is not None:
@@ -657,8 +653,9 @@ def run(cluster: fabric.Cluster, store, src: str, dst: str, port: int | None = N
         evs = [e for e in evs if e.table != MARKER_TABLE]
         if not evs:
             continue
-        ifnames = {info["index"]: name for name, info in kernel.Namespace.open(netns).links().items()}
-        describe_events(netns, evs, ifnames)
+        with kernel.Namespace.open(netns) as ns:
+            ifnames = {info["index"]: name for name, info in ns.links().items()}
+        describe_events(netns, evs, ifnames, listings.get(netns, ""))
         for e in evs:
             d = _event_direction(follow, e)
             if d and worth_showing(e):
