@@ -119,7 +119,10 @@ class Agent:
         self.cluster = cluster
         self.store_url = store_url
         nodes = [m for m in st["members"] if m["kind"] == "node"]
-        self.has_workers = any(m.get("role") != "control-plane" for m in nodes)
+        # A joined machine holds one node; the cluster's are the scenario's, on every machine.
+        roles = [n.get("role") for n in (st.get("scenario") or {}).get("nodes", [])] if st.get("join") else \
+            [m.get("role") for m in nodes]
+        self.has_workers = any(role != "control-plane" for role in roles)
         self.members = [m for m in nodes if node_names is None or m["name"] in node_names]
         if node_names is not None and len(self.members) != len(node_names):
             unknown = set(node_names) - {m["name"] for m in self.members}
@@ -201,8 +204,10 @@ class Agent:
         config = read_config(store)
         nodes = [kubeproxy.ProxyNode(m["name"], m["netns"], m["ip"]) for m in self.members]
         # The agent that runs the controllers is the one with the underlay on its machine: it
-        # routes LoadBalancer IPs there, as MetalLB's speaker announces them.
-        underlay = names.netns_name(self.cluster, names.UNDERLAY_MEMBER) if self.run_controllers else None
+        # routes LoadBalancer IPs there, as MetalLB's speaker announces them.  A joined
+        # machine's underlay is a real LAN, which netsim does not route.
+        underlay = names.netns_name(self.cluster, names.UNDERLAY_MEMBER) \
+            if self.run_controllers and self.underlay.get("netns") else None
         return kubeproxy.KubeProxy(nodes, config.pod_subnet, config.proxy_mode, underlay, self.underlay["subnet"],
                                    ipvs_scheduler=config.ipvs_scheduler)
 

@@ -146,6 +146,74 @@ def up(
 
 
 @app.command()
+def join(
+    scenario: Annotated[Path, typer.Argument(help="The cluster's scenario file (the same on every machine).")],
+    store: Annotated[str, typer.Option(help="The cluster's shared store: etcd://HOST:PORT[/PREFIX].")],
+    node: Annotated[str, typer.Option(help="The scenario's node that this machine runs.")],
+    uplink: Annotated[str, typer.Option(
+        help="This machine's NIC on the cluster's network; it becomes the node's eth0 until `down`.")],
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Cluster name (overrides the file's).")] = None,
+    controllers: Annotated[bool | None, typer.Option(
+        "--controllers/--no-controllers",
+        help="Run the controllers and scheduler here (default: on the control-plane node's machine).")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the agent and the manifests.")] = 120.0,
+) -> None:
+    """Run one node of a cluster whose nodes span several machines (agent, NIC, shared etcd)."""
+    from netsim import join as join_mod
+
+    try:
+        scn = load_scenario(scenario)
+        objects = manifest_objects(scn, scenario.resolve().parent)
+    except ScenarioError as exc:
+        raise err(f"error: {exc}\nnothing was created.", 2) from None
+    cluster_name = name or scn.name
+    if name is not None and (not names.DNS_LABEL.match(name) or len(name) > names.CLUSTER_NAME_MAX):
+        raise err(f"error: --name {name!r}: use a DNS label (lowercase letters, digits and '-') "
+                  f"of at most {names.CLUSTER_NAME_MAX} characters\nnothing was created.", 2)
+    if not store.startswith("etcd://"):
+        raise err(f"error: --store {store!r}: machines share the cluster through an etcd: "
+                  "use etcd://HOST:PORT[/PREFIX]\nnothing was created.", 2)
+    wanted = next((n for n in scn.nodes if n.name == node), None)
+    if wanted is None:
+        raise err(f"error: {scenario}: nodes: no node {node!r} (the scenario has "
+                  f"{', '.join(n.name for n in scn.nodes)}); pass one of them with --node\nnothing was created.", 2)
+    require_root("join")
+    existing = fabric.load_cluster(cluster_name)
+    if existing is not None and (existing.joined or {}).get("node") != node:
+        what = f"runs node {existing.joined['node']}" if existing.joined else "has it up with `netsim up`"
+        raise err(f"error: cluster {cluster_name!r}: this machine already {what}; "
+                  f"run `netsim down {cluster_name}` first\nnothing was created.", 2)
+    subnet = scn.networking.underlaySubnet
+    try:
+        nic = join_mod.inspect_uplink(uplink) if existing is None else \
+            join_mod.Uplink.from_json(existing.joined["uplink"])
+        ip = join_mod.node_address(nic, subnet, node, str(wanted.ip) if wanted.ip else None)
+    except join_mod.JoinError as exc:
+        raise err(f"error: {exc}\nnothing was created.", 2) from None
+    run_controllers = wanted.role == "control-plane" if controllers is None else controllers
+    cluster = fabric.Cluster(cluster_name, str(subnet), nic.mtu, scn, str(scenario.resolve()), store)
+    cluster.add_node(node, role=wanted.role, ip=ip, labels=wanted.labels)
+    typer.echo(f"Joining {node} to cluster {cluster.name!r} in {cluster.store_url} (uplink {uplink}, {ip}) ...",
+               err=True)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_interrupt)
+    start = time.perf_counter()
+    progress = lambda msg: typer.echo(f" ✓ {msg}", err=True)  # noqa: E731
+    try:
+        cluster.join(node, nic, run_controllers)
+        progress(f"{uplink} ({nic.mac}) is node {node}'s eth0 with {ip}")
+        control_plane.join_node(cluster, scn, objects, node, run_controllers, timeout, progress)
+    except KeyboardInterrupt:
+        fabric.teardown(cluster.name)
+        raise err(f"interrupted: {node} left the cluster and {uplink} is back", 130) from None
+    except Exception as exc:
+        fabric.teardown(cluster.name)
+        raise err(f"error: {exc}\n{node} left the cluster, {uplink} is back and nothing else was kept", 1) from None
+    typer.echo(f"{node} joined cluster {cluster.name!r} in {time.perf_counter() - start:.2f}s; "
+               f"`netsim down {cluster.name}` takes it out and gives {uplink} back.", err=True)
+
+
+@app.command()
 def down(
     name: Annotated[str | None, typer.Argument(help="Cluster to remove.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Remove every netsim cluster on this host.")] = False,

@@ -7,7 +7,7 @@ import ipaddress
 import time
 from collections.abc import Callable
 
-from netsim import agent, api, apiserver, daemon, dns, fabric, flanneld, informer
+from netsim import agent, api, apiserver, daemon, dns, fabric, flanneld, informer, join
 from netsim.scenario import Scenario
 from netsim.store import NotFound, open_store
 from proxy import kubeproxy
@@ -17,17 +17,11 @@ def start(cluster: fabric.Cluster, scenario: Scenario | None, objects: list[dict
           progress: Callable[[str], None] = lambda _m: None) -> None:
     store = open_store(cluster.store_url)
     try:
-        net = scenario.networking if scenario else None
         # Without a scenario (netsim node add/delete) the cluster keeps the config it has.
-        config = apiserver.read_config(store) if net is None else apiserver.ClusterConfig(
-            str(net.podSubnet), str(net.serviceSubnet),
-            load_balancer_pool=str(net.loadBalancerPool) if net.loadBalancerPool else None,
-            proxy_mode=net.kubeProxyMode, ipvs_scheduler=net.ipvsScheduler)
+        config = apiserver.read_config(store) if scenario is None else cluster_config(scenario)
         apiserver.bootstrap(store, config)
-        if net is not None or not _has_flannel_config(store):
-            flanneld.write_config(store, flanneld.NetworkConfig(
-                ipaddress.IPv4Network(config.pod_subnet), config.node_cidr_mask,
-                net.backend if net else "vxlan", direct_routing=net.directRouting if net else False))
+        if scenario is not None or not _has_flannel_config(store):
+            flanneld.write_config(store, flannel_config(config, scenario))
         wanted = {m.name for m in cluster.nodes()}
         nodes = {n["metadata"]["name"]: n for n in store.list(api.prefix("Node"))[0]}
         registered = set(nodes)
@@ -77,6 +71,74 @@ def start(cluster: fabric.Cluster, scenario: Scenario | None, objects: list[dict
             progress(f"{running}/{len(pods)} pods running")
     finally:
         store.close()
+
+
+def cluster_config(scenario: Scenario) -> apiserver.ClusterConfig:
+    net = scenario.networking
+    return apiserver.ClusterConfig(
+        str(net.podSubnet), str(net.serviceSubnet),
+        load_balancer_pool=str(net.loadBalancerPool) if net.loadBalancerPool else None,
+        proxy_mode=net.kubeProxyMode, ipvs_scheduler=net.ipvsScheduler)
+
+
+def flannel_config(config: apiserver.ClusterConfig, scenario: Scenario | None) -> flanneld.NetworkConfig:
+    net = scenario.networking if scenario else None
+    return flanneld.NetworkConfig(ipaddress.IPv4Network(config.pod_subnet), config.node_cidr_mask,
+                                  net.backend if net else "vxlan", direct_routing=net.directRouting if net else False)
+
+
+def join_node(cluster: fabric.Cluster, scenario: Scenario, objects: list[dict], node: str, controllers: bool,
+              timeout: float, progress: Callable[[str], None] = lambda _m: None) -> None:
+    """This machine's node joins the cluster in the shared store: the first machine to join
+    writes the cluster's configuration, a later one must bring the same; then the agent for
+    the node (and the controllers, on the machine that runs them), the add-ons and manifests
+    (applying them again changes nothing), and a wait for this machine's components."""
+    store = open_store(cluster.store_url)
+    try:
+        config, flannel = cluster_config(scenario), flannel_config(cluster_config(scenario), scenario)
+        try:
+            have = store.get(apiserver.CONFIG_KEY)
+        except NotFound:
+            have = None
+        if have is not None:
+            differ = _config_differences(apiserver.ClusterConfig.from_json(have), config)
+            if _has_flannel_config(store) and flanneld.read_config(store) != flannel:
+                differ.append("networking.backend/directRouting")
+            if differ:
+                raise RuntimeError(f"the cluster in {cluster.store_url} was made from another scenario "
+                                   f"({', '.join(differ)} differ); join with the scenario the other machines used")
+        apiserver.bootstrap(store, config)
+        flanneld.write_config(store, flannel)
+        components = join.components_of(node, controllers)
+        if not daemon.agent_pids(cluster.name):
+            for name in components:  # the wait below is for the new agent's reports
+                with contextlib.suppress(NotFound):
+                    store.delete(informer.COMPONENTS + name)
+            daemon.start_agent(cluster.name, cluster.store_url, controllers, nodes=[node])
+        _wait_nodes(store, {node}, timeout)
+        nodes = len(store.list(api.prefix("Node"))[0])
+        progress(f"node {node} joined the cluster in {cluster.store_url} ({nodes} nodes registered"
+                 f"{', controllers running here' if controllers else ''})")
+        apiserver.apply(store, dns.addon_objects(config.service_subnet))
+        if objects:
+            results = apiserver.apply(store, objects)
+            changed = sum(1 for _, action in results if action != "unchanged")
+            progress(f"manifests: {len(results)} objects ({changed} created or changed)")
+        ok, behind = informer.wait_settled(store, timeout, components)
+        if not ok:
+            raise RuntimeError(f"node {node} did not settle in {timeout:g}s ({', '.join(behind)} behind); "
+                               "see agent.log in the state directory")
+        here = [p for p in store.list(api.prefix("Pod"))[0] if p["spec"].get("nodeName") == node]
+        running = sum(p.get("status", {}).get("phase") == "Running" for p in here)
+        progress(f"{running}/{len(here)} pods running on {node}")
+    finally:
+        store.close()
+
+
+def _config_differences(have: apiserver.ClusterConfig, want: apiserver.ClusterConfig) -> list[str]:
+    fields = {"pod_subnet": "podSubnet", "service_subnet": "serviceSubnet", "proxy_mode": "kubeProxyMode",
+              "load_balancer_pool": "loadBalancerPool", "ipvs_scheduler": "ipvsScheduler"}
+    return [f"networking.{label}" for f, label in fields.items() if getattr(have, f) != getattr(want, f)]
 
 
 def _has_flannel_config(store) -> bool:

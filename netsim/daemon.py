@@ -52,10 +52,12 @@ def _cluster_arg(args: list[str]) -> str | None:
     return None
 
 
-def start_agent(cluster: str, store_url: str, controllers: bool = True) -> int:
+def start_agent(cluster: str, store_url: str, controllers: bool = True, nodes: list[str] | None = None) -> int:
     log_path = state.cluster_dir(cluster) / LOG_FILE
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     cmd = [sys.executable, "-m", "netsim", "agent", "--cluster", cluster, "--store", store_url]
+    for node in nodes or []:
+        cmd += ["--node", node]
     if controllers:
         cmd.append("--controllers")
     try:

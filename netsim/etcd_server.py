@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from netsim import kernel
+
 
 class EtcdStartError(RuntimeError):
     pass
@@ -26,9 +28,9 @@ def find_etcd() -> str | None:
     return shutil.which("etcd") or next((p for p in ("/usr/bin/etcd",) if os.access(p, os.X_OK)), None)
 
 
-def _free_port() -> int:
+def _free_port(address: str) -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((address, 0))
         return s.getsockname()[1]
 
 
@@ -39,9 +41,20 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-def _answers(port: int) -> bool:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+@contextlib.contextmanager
+def _inside(netns: str | None) -> Iterator[None]:
+    if netns is None:
+        yield
+    else:
+        with kernel.entered(kernel.netns_path(netns)):
+            yield
+
+
+def _answers(address: str, port: int, netns: str | None) -> bool:
+    conn = http.client.HTTPConnection(address, port, timeout=1)
     try:
+        with _inside(netns):  # the socket is made at connect
+            conn.connect()
         conn.request("POST", "/v3/kv/range", body=b'{"key":"AA=="}', headers={"Content-Type": "application/json"})
         return conn.getresponse().status == 200
     except (OSError, http.client.HTTPException):
@@ -50,9 +63,11 @@ def _answers(port: int) -> bool:
         conn.close()
 
 
-def _start(binary: str, data_dir: Path, log_path: Path, startup_timeout: float) -> tuple[subprocess.Popen, str]:
-    client, peer = _free_port(), _free_port()
-    client_url, peer_url = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
+def _start(binary: str, data_dir: Path, log_path: Path, startup_timeout: float, address: str,
+           netns: str | None) -> tuple[subprocess.Popen, str]:
+    with _inside(netns):
+        client, peer = _free_port(address), _free_port(address)
+    client_url, peer_url = f"http://{address}:{client}", f"http://{address}:{peer}"
     # ETCD_* variables configure etcd like flags; a user's (say ETCD_AUTO_COMPACTION_RETENTION)
     # has no business in this one.
     env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
@@ -61,6 +76,8 @@ def _start(binary: str, data_dir: Path, log_path: Path, startup_timeout: float) 
            "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
            "--initial-cluster", f"netsim={peer_url}", "--initial-cluster-state", "new",
            "--logger", "zap", "--log-outputs", str(log_path)]
+    if netns is not None:
+        cmd = ["ip", "netns", "exec", netns, *cmd]
     proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent,
                             # Its own session: a Ctrl-C meant for the tests would stop etcd
@@ -68,7 +85,7 @@ def _start(binary: str, data_dir: Path, log_path: Path, startup_timeout: float) 
                             start_new_session=True)
     deadline = time.monotonic() + startup_timeout
     while time.monotonic() < deadline and proc.poll() is None:
-        if _answers(client):
+        if _answers(address, client, netns):
             return proc, client_url
         time.sleep(0.05)
     exited = proc.poll()
@@ -89,9 +106,11 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def temporary_etcd(binary: str | None = None, startup_timeout: float = 30, attempts: int = 3) -> Iterator[str]:
+def temporary_etcd(binary: str | None = None, startup_timeout: float = 30, attempts: int = 3,
+                   address: str = "127.0.0.1", netns: str | None = None) -> Iterator[str]:
     """Start an etcd, yield its client URL (``http://127.0.0.1:PORT``), kill it and delete its
-    data on the way out, whatever happened in between."""
+    data on the way out, whatever happened in between.  With ``netns`` it runs in that network
+    namespace, listening on ``address`` there (a machine of a multi-machine test)."""
     binary = binary or find_etcd()
     if binary is None:
         raise EtcdStartError("etcd not found: install the etcd-server package (scripts/install-deps.sh)")
@@ -101,7 +120,8 @@ def temporary_etcd(binary: str | None = None, startup_timeout: float = 30, attem
             # The ports were free when picked; another process may take one before etcd binds
             # it, so a failed start gets fresh ports and a fresh data dir.
             try:
-                proc, url = _start(binary, base / f"data{attempt}", base / f"etcd{attempt}.log", startup_timeout)
+                proc, url = _start(binary, base / f"data{attempt}", base / f"etcd{attempt}.log", startup_timeout,
+                                   address, netns)
                 break
             except EtcdStartError:
                 if attempt == attempts:

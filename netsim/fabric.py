@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from netsim import daemon, kernel, names, state
+from netsim import daemon, join, kernel, names, state
 from netsim.ping import ping
 from netsim.scenario import Scenario, gateway_of
 from netsim.store import StoreError, open_store
@@ -97,6 +97,9 @@ class Cluster:
         self.members: dict[str, Member] = {}
         self._handles: dict[str, kernel.Namespace] = {}
         self.phase: str | None = None
+        # Set on a machine that joined a multi-machine cluster (`netsim join`): its one node,
+        # the NIC it was given and whether this machine runs the controllers.
+        self.joined: dict | None = None
 
     # -- building the picture -------------------------------------------------------------
     @classmethod
@@ -290,12 +293,31 @@ class Cluster:
             "phase": phase,
             "source": self.source,
             "store": self.store_url,
+            # A joined machine's underlay is the real LAN its NIC is on.
             "underlay": {"subnet": str(self.subnet), "gateway": self.gateway, "mtu": self.mtu,
-                         "netns": self.underlay_netns, "bridge": names.UNDERLAY_BRIDGE},
+                         "netns": None if self.joined else self.underlay_netns,
+                         "bridge": None if self.joined else names.UNDERLAY_BRIDGE},
+            "join": self.joined,
             "members": [asdict(m) for m in self.members.values()],
             "scenario": self.scenario.model_dump(mode="json", by_alias=True) if self.scenario else None,
             "updated": time.time(),
         })
+
+    def join(self, node: str, uplink: join.Uplink, controllers: bool) -> None:
+        """This machine's part of a multi-machine cluster: the node's namespace with the
+        machine's NIC as its eth0.  The NIC's configuration is in the state before the NIC
+        moves, so any failure (or a later `down`) gives it back."""
+        member = self.members[node]
+        with state.state_lock():
+            self.joined = {"node": node, "uplink": uplink.to_json(), "controllers": controllers}
+            self._save_state("creating")
+            created: list[str] = []
+            try:
+                join.attach(member.netns, uplink, member.ip, self.gateway, created)
+            except BaseException:
+                teardown(self.name)
+                raise
+            self._save_state("up")
 
     # -- taking it away -------------------------------------------------------------------
     def down(self) -> list[str]:
@@ -341,14 +363,31 @@ def teardown(cluster: str) -> list[str]:
     view, not only the state file, so it also cleans up after a killed `up`."""
     daemon.stop_agents(cluster)  # first, so no agent re-creates a pod while namespaces go
     st = state.read_state(cluster) or {}
+    joined = st.get("join")
+    if joined:
+        _leave(cluster, st, joined)
     removed = kernel.remove_netns(kernel.list_netns(names.cluster_prefix(cluster)))
     for leftover in kernel.list_netns_etc(names.cluster_prefix(cluster)):  # a pod's resolv.conf after a crash
         kernel.remove_netns_etc(leftover)
-    if str(st.get("store", "")).startswith("etcd://"):
+    if not joined and str(st.get("store", "")).startswith("etcd://"):
         _clear_remote_store(st["store"])
     state.remove_state(cluster)
     state.remove_state_root_if_empty()
     return removed
+
+
+def _leave(cluster: str, st: dict, joined: dict) -> None:
+    """A joined machine leaves: its node out of the shared store (the other machines' agents
+    drop its routes and fdb entries), and its NIC back where it was, before the namespace goes
+    (with a real NIC the kernel would hand it back bare; a veth would be destroyed)."""
+    node = joined["node"]
+    ip = next((m["ip"] for m in st.get("members", []) if m["name"] == node), None)
+    if ip is not None:
+        join.leave(st["store"], node, ip, joined.get("controllers", False))
+    try:
+        join.detach(names.netns_name(cluster, node), join.Uplink.from_json(joined["uplink"]))
+    except (OSError, kernel.KernelError, join.JoinError) as exc:
+        log.warning("could not give %s back: %s", joined["uplink"]["name"], exc)
 
 
 def _clear_remote_store(url: str) -> None:
@@ -377,4 +416,5 @@ def load_cluster(cluster: str) -> Cluster | None:
         else:
             c.add_host(m["name"], ip=m["ip"])
     c.phase = st["phase"]
+    c.joined = st.get("join")
     return c

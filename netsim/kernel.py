@@ -225,8 +225,10 @@ class Batch:
                   f"add veth {ifname} (peer {peer} in {peer_ns.name})")
 
     def set_link(self, ifname: str, *, index: int = 0, up: bool | None = None, master: int | None = None,
-                 mtu: int | None = None, promisc: bool | None = None, mac: str | None = None) -> None:
-        """Change a link, named by index or (index 0) by name."""
+                 mtu: int | None = None, promisc: bool | None = None, mac: str | None = None,
+                 rename: str | None = None) -> None:
+        """Change a link, named by index or (index 0) by name; ``rename`` needs the index and a
+        link that is down."""
         ifinfmsg, _, _ = _codec()
         fields: dict = {"index": index, "flags": 0, "change": 0}
         for flag, wanted in ((IFF_UP, up), (IFF_PROMISC, promisc)):
@@ -234,6 +236,10 @@ class Batch:
                 fields["flags"] |= flag if wanted else 0
                 fields["change"] |= flag
         attrs: list = [] if index else [("IFLA_IFNAME", ifname)]
+        if rename is not None:
+            if not index:
+                raise ValueError("rename a link by its index")
+            attrs.append(("IFLA_IFNAME", rename))
         if master is not None:
             attrs.append(("IFLA_MASTER", master))
         if mtu is not None:
@@ -241,6 +247,15 @@ class Batch:
         if mac is not None:
             attrs.append(("IFLA_ADDRESS", mac))
         self._add(ifinfmsg, RTM_NEWLINK, 0, fields, attrs, f"set link {ifname}")
+
+    def move_link(self, index: int, target: Namespace) -> None:
+        """Move a link into another namespace (``ip link set X netns T``).  The kernel takes it
+        down and drops its addresses and routes on the way."""
+        ifinfmsg, _, _ = _codec()
+        fd = target.fd()
+        self.fds.append(fd)
+        self._add(ifinfmsg, RTM_NEWLINK, 0, {"index": index, "flags": 0, "change": 0},
+                  [("IFLA_NET_NS_FD", fd)], f"move link {index} to {target.name}")
 
     def set_bridge_port(self, ifname: str, *, hairpin: bool) -> None:
         """Bridge-port options of an enslaved link (``ip link set X type bridge_slave hairpin on``)."""
@@ -258,7 +273,7 @@ class Batch:
         self._add(ifinfmsg, RTM_DELLINK, 0, {}, [("IFLA_IFNAME", ifname)], f"delete link {ifname}",
                   allow=(errno.ENODEV,))
 
-    def add_address(self, index: int, cidr: str, *, nodad: bool = False) -> None:
+    def add_address(self, index: int, cidr: str, *, nodad: bool = False, broadcast: str | None = None) -> None:
         _, ifaddrmsg, _ = _codec()
         address, prefixlen = cidr.split("/")
         family = _family(address)
@@ -267,6 +282,8 @@ class Batch:
             fields["flags"] = IFA_F_NODAD
         attrs = [("IFA_LOCAL", address), ("IFA_ADDRESS", address)] if family == socket.AF_INET else [
             ("IFA_ADDRESS", address)]
+        if broadcast:
+            attrs.append(("IFA_BROADCAST", broadcast))
         self._add(ifaddrmsg, RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, fields, attrs, f"add address {cidr}",
                   allow=(errno.EEXIST,))
 
@@ -279,7 +296,7 @@ class Batch:
                   allow=(errno.EADDRNOTAVAIL,))
 
     def replace_route(self, dst: str, *, gateway: str | None = None, oif: int = 0, onlink: bool = False,
-                      proto: int = RTPROT_STATIC) -> None:
+                      proto: int = RTPROT_STATIC, priority: int | None = None) -> None:
         """``onlink``: the gateway is taken to be on ``oif``'s link whatever its addresses say
         (RTNH_F_ONLINK, as ``ip route ... onlink``)."""
         _, _, rtmsg = _codec()
@@ -293,6 +310,8 @@ class Batch:
             attrs.append(("RTA_GATEWAY", gateway))
         if oif:
             attrs.append(("RTA_OIF", oif))
+        if priority is not None:
+            attrs.append(("RTA_PRIORITY", priority))
         self._add(rtmsg, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE,
                   {"family": family, "dst_len": int(prefixlen), "table": 254, "proto": proto,
                    "scope": 0 if gateway else 253, "type": 1, "flags": RTNH_F_ONLINK if onlink else 0},
@@ -568,6 +587,12 @@ class Namespace:
         _, ifaddrmsg, _ = _codec()
         return {f"{msg.get('IFA_ADDRESS')}/{msg['prefixlen']}" for msg in self.dump(ifaddrmsg, RTM_GETADDR, family)
                 if msg["index"] == index}
+
+    def address_entries(self, index: int) -> list[dict]:
+        """The IPv4 addresses of one link in full: [{cidr, broadcast}] (what restoring them needs)."""
+        _, ifaddrmsg, _ = _codec()
+        return [{"cidr": f"{msg.get('IFA_ADDRESS')}/{msg['prefixlen']}", "broadcast": msg.get("IFA_BROADCAST")}
+                for msg in self.dump(ifaddrmsg, RTM_GETADDR, socket.AF_INET) if msg["index"] == index]
 
     def index(self, ifname: str) -> int:
         link = self.links().get(ifname)

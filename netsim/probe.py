@@ -44,6 +44,17 @@ def _pod(store, ns: str, name: str) -> dict:
         raise ProbeError(f"pod {ns}/{name} not found") from None
 
 
+def _node_ip(store, name: str) -> str:
+    try:
+        node = store.get(api.key("Node", None, name))
+    except NotFound:
+        raise ProbeError(f"no node {name!r} in the cluster") from None
+    ip = next((a["address"] for a in node.get("status", {}).get("addresses", []) if a["type"] == "InternalIP"), None)
+    if ip is None:
+        raise ProbeError(f"node {name} has no InternalIP")
+    return ip
+
+
 def resolve(cluster: fabric.Cluster, store, ref: str, port: int | None = None) -> Target:
     kind, _, rest = ref.partition("/")
     if ref.startswith("ip:"):
@@ -82,6 +93,8 @@ def resolve(cluster: fabric.Cluster, store, ref: str, port: int | None = None) -
         return Target(ref, ip, port or (ports[0] if ports else None))
     if kind in ("node", "no", "host"):
         m = cluster.members.get(rest)
+        if m is None and kind != "host" and cluster.joined:
+            return Target(ref, _node_ip(store, rest), port)  # a node on another machine: reachable, not enterable
         if m is None or m.kind != ("host" if kind == "host" else "node"):
             raise ProbeError(f"no {kind} {rest!r} in cluster {cluster.name!r}")
         return Target(ref, m.ip, port, m.netns)
@@ -174,12 +187,30 @@ def resolve_name(store, netns: str, name: str, port: int | None) -> Target:
     return Target(name, ip, port)
 
 
+def _on_another_machine(cluster: fabric.Cluster, store, ref: str) -> str | None:
+    """On a joined machine: the node a pod reference runs on, when that is not this machine's."""
+    if not cluster.joined:
+        return None
+    kind, _, rest = ref.partition("/")
+    ns, _, name = rest.partition("/")
+    if not name:
+        ns, name = "default", ns
+    try:
+        node = store.get(api.key("Pod", ns, name))["spec"].get("nodeName")
+    except NotFound:
+        return None
+    return node if node and node != cluster.joined["node"] else None
+
+
 def probe(cluster: fabric.Cluster, store, src: str, dst: str, port: int | None = None, proto: str = "tcp",
           timeout: float = 2.0) -> dict:
     source = resolve(cluster, store, src)
     if source.netns is None:
         raise ProbeError(f"{src!r} cannot start a connection: use a pod, node or host")
     if not kernel.netns_exists(source.netns):
+        elsewhere = _on_another_machine(cluster, store, src)
+        if elsewhere:
+            raise ProbeError(f"{src} runs on node {elsewhere}, another machine: run the probe there")
         raise ProbeError(f"{src} has no network namespace (is the pod running?)")
     if "/" not in dst and not dst.startswith("ip:") and DNS_NAME.match(dst):
         target = resolve_name(store, source.netns, dst, port)
