@@ -106,7 +106,24 @@ def expand(store, expects: list[Expect]) -> list[Expect | Outcome]:
     return out
 
 
-def run(cluster, store, expects: list[Expect], timeout: float = 1.0) -> list[Outcome]:
+def elsewhere(cluster, store, items: list[Expect | Outcome]) -> tuple[list[Expect | Outcome], list[Expect]]:
+    """On a machine that joined a multi-machine cluster: the pairs whose source runs here, and
+    those whose source pod runs on another machine (the check there probes them)."""
+    if cluster is None or not cluster.joined:
+        return items, []
+    here, there = [], []
+    for e in items:
+        (there if isinstance(e, Expect) and probe.on_another_machine(cluster, store, e.src) else here).append(e)
+    return here, there
+
+
+def run(cluster, store, expects: list[Expect], timeout: float = 1.0,
+        skipped: list[Expect] | None = None) -> list[Outcome]:
+    """Probe every pair; pairs another machine must probe go to ``skipped``."""
+    items, there = elsewhere(cluster, store, expand(store, expects))
+    if skipped is not None:
+        skipped += there
+
     def one(e: Expect | Outcome) -> Outcome:
         if isinstance(e, Outcome):
             return e
@@ -116,7 +133,7 @@ def run(cluster, store, expects: list[Expect], timeout: float = 1.0) -> list[Out
             return Outcome(e, False, f"not probed: {exc}", error=True)
         return Outcome(e, r["result"] == "allow", f"{r['result']} ({r['reason']})")
     with ThreadPoolExecutor(max_workers=32) as pool:
-        return list(pool.map(one, expand(store, expects)))
+        return list(pool.map(one, items))
 
 
 def _table(rows: list[str], cols: list[str], cell) -> list[str]:

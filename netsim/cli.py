@@ -69,6 +69,14 @@ def _running_cluster(cluster: str | None) -> fabric.Cluster:
     return c
 
 
+def whole_cluster_here(c: fabric.Cluster, command: str) -> None:
+    """Commands that need every namespace of the cluster on this machine (trace, graph, node
+    add/delete, up) refuse on a machine that runs one node of a multi-machine cluster."""
+    if c.joined:
+        raise err(f"error: netsim {command} needs the whole cluster on one machine; this machine runs node "
+                  f"{c.joined['node']} of cluster {c.name!r} (netsim join): use probe, check, get, exec here", 2)
+
+
 def _raise_interrupt(signum, _frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -110,6 +118,7 @@ def up(
     require_root("up")
     existing = fabric.load_cluster(name or scn.name)
     if existing is not None:
+        whole_cluster_here(existing, "up")
         # A running cluster keeps its store: a new one would be empty, and the agent would
         # tear down every pod the old one holds.
         wanted = fabric.store_url_for(existing.name, store) if store else existing.store_url
@@ -316,6 +325,7 @@ def _change_nodes(cluster: str | None, change, timeout: float) -> fabric.Cluster
     c = fabric.load_cluster(resolve_cluster(cluster))
     if c is None or c.phase != "up":
         raise err("error: the cluster is not up; run `netsim up` first", 1)
+    whole_cluster_here(c, "node")
     try:
         change(c)
     except ValueError as exc:

@@ -14,7 +14,18 @@ import yaml
 
 from netsim import agent as agent_mod
 from netsim import api, apiserver, controllers, informer, probe
-from netsim.cli import ClusterOpt, Output, _running_cluster, _table, age, app, err, require_root, resolve_cluster
+from netsim.cli import (
+    ClusterOpt,
+    Output,
+    _running_cluster,
+    _table,
+    age,
+    app,
+    err,
+    require_root,
+    resolve_cluster,
+    whole_cluster_here,
+)
 from netsim.store import StoreError, open_store
 
 # A string, as kubectl's: `--wait=false` is what users type.
@@ -411,7 +422,8 @@ def check_cmd(
                 raise err(f"error: {exc}", 2) from None
         if not expects:
             expects = check.everything(store)
-        outcomes = check.run(c, store, expects, timeout)
+        skipped: list = []
+        outcomes = check.run(c, store, expects, timeout, skipped)
     finally:
         store.close()
     if output == "json":
@@ -427,6 +439,8 @@ def check_cmd(
             typer.echo(f"MISMATCH {o.expect.src} -> {o.expect.dst} {o.expect.port or ''}/{o.expect.protocol}: "
                        f"expected {'allow' if o.expect.allow else 'deny'}, got {o.detail}")
         typer.echo(f"{len(outcomes) - len(wrong)}/{len(outcomes)} as expected")
+        if skipped:
+            typer.echo(f"{len(skipped)} pairs start from pods on other machines: run `netsim check` there")
     raise typer.Exit(0 if all(o.ok for o in outcomes) else 1)
 
 
@@ -450,6 +464,7 @@ def graph_cmd(
     require_root("graph")
     c, store = open_cluster_store(cluster)
     try:
+        whole_cluster_here(c, "graph")
         topo = graph.gather(c, store)
     finally:
         store.close()

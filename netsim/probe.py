@@ -187,7 +187,7 @@ def resolve_name(store, netns: str, name: str, port: int | None) -> Target:
     return Target(name, ip, port)
 
 
-def _on_another_machine(cluster: fabric.Cluster, store, ref: str) -> str | None:
+def on_another_machine(cluster: fabric.Cluster, store, ref: str) -> str | None:
     """On a joined machine: the node a pod reference runs on, when that is not this machine's."""
     if not cluster.joined:
         return None
@@ -208,7 +208,7 @@ def probe(cluster: fabric.Cluster, store, src: str, dst: str, port: int | None =
     if source.netns is None:
         raise ProbeError(f"{src!r} cannot start a connection: use a pod, node or host")
     if not kernel.netns_exists(source.netns):
-        elsewhere = _on_another_machine(cluster, store, src)
+        elsewhere = on_another_machine(cluster, store, src)
         if elsewhere:
             raise ProbeError(f"{src} runs on node {elsewhere}, another machine: run the probe there")
         raise ProbeError(f"{src} has no network namespace (is the pod running?)")

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from netsim import probe, trace
-from netsim.cli import ClusterOpt, app, err, require_root
+from netsim.cli import ClusterOpt, app, err, require_root, whole_cluster_here
 from netsim.kubectl import open_cluster_store
 
 
@@ -32,6 +32,7 @@ def trace_cmd(
     require_root("trace")
     c, store = open_cluster_store(cluster)
     try:
+        whole_cluster_here(c, "trace")
         result = trace.run(c, store, src, dst, port, proto, timeout)
     except (probe.ProbeError, trace.TraceError) as exc:
         raise err(f"error: {exc}", 2) from None

@@ -12,6 +12,7 @@ import socket
 import struct
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -49,6 +50,13 @@ def _nic(m, netns: str | None, ifname: str) -> dict | None:
         argv = ["ip", "-n", netns, "-j", "addr", "show", "dev", ifname]
     r = m.run(argv)
     return json.loads(r.stdout)[0] if r.returncode == 0 and r.stdout.strip() else None
+
+
+def _join_step() -> str:
+    """The function of vagrant/multi/provision.sh that joins a VM's node."""
+    text = (REPO / "vagrant" / "multi" / "provision.sh").read_text()
+    start = text.index("join_cluster() {")
+    return text[start:text.index("\n}\n", start) + 3]
 
 
 def _inet(nic: dict) -> list[tuple]:
@@ -115,9 +123,12 @@ def test_three_machines_join_talk_and_leave(machines):
     before = {vm: _nic(m, None, "eth1") for vm, m in vms.items()}
     assert all(before.values())
 
-    # The control-plane machine joins first (it runs the controllers), then the workers.
+    # The control-plane machine joins first (it runs the controllers), then the workers, each
+    # with the join step of vagrant/multi/provision.sh itself.
     for vm, node in NODES.items():
-        r = vms[vm].run(["netsim", "join", "--store", store, "--node", node, "--uplink", "eth1", SCENARIO])
+        script = f"{_join_step()}\nstore={store} node={node} uplink=eth1 scenario={SCENARIO}\njoin_cluster"
+        r = vms[vm].run(["bash", "-euo", "pipefail", "-c", script],
+                        env={"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
         assert r.returncode == 0, f"join {vm}:\n{r.stderr}"
         assert f"{node} joined cluster 'multi'" in r.stderr
 
@@ -172,6 +183,19 @@ def test_three_machines_join_talk_and_leave(machines):
     assert seen == set(NODES.values())
     result = _probe(vms[client_vm], "pod/default/client", f"node/{NODES[others[0]]}", "--port", "30080")
     assert result["result"] == "allow", result
+
+    # `netsim check` on each machine probes the pairs that start there: every pod to every pod
+    # and Service; together the three cover the cluster.
+    probed = 0
+    for vm in NODES:
+        r = vms[vm].run(["netsim", "check", "-o", "json"], timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        probed += len(json.loads(r.stdout))
+    running = [p for p in pods.values() if p["status"].get("phase") == "Running"]
+    assert probed >= len(running) * (len(running) - 1)
+    # What needs every namespace of the cluster on one machine says so.
+    r = vms["vm1"].run(["netsim", "trace", "pod/default/client", "svc/default/echo"])
+    assert r.returncode == 2 and "needs the whole cluster on one machine" in r.stderr
 
     # A pod on another machine cannot be a source here: the error says where to run it.
     r = vms["vm1"].run(["netsim", "probe", "pod/default/client", "svc/default/web"])

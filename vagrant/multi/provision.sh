@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
 # Provisions one VM of the multi-machine cluster (see Vagrantfile):
-#   provision.sh NODE NODE_IP ETCD_IP etcd|no-etcd
-# installs netsim (as ../provision.sh does), runs the cluster's etcd on the VM that has it,
-# waits for that etcd, then joins this VM's node to the cluster.
+#   provision.sh NODE NODE_IP STORE_IP ETCD_IP etcd|no-etcd
+# installs netsim (as ../provision.sh does), runs the cluster's etcd on the VM that has it
+# (on its store-network address STORE_IP), waits for that etcd, then joins this VM's node to the
+# cluster with the NIC that holds NODE_IP.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 node=${1:?node name}
 node_ip=${2:?node IP}
-etcd_ip=${3:?etcd IP}
-role=${4:-no-etcd}
+store_ip=${3:?store-network IP of this VM}
+etcd_ip=${4:?etcd IP}
+role=${5:-no-etcd}
 src=/netsim
 scenario=$src/vagrant/multi/cluster.yaml
 store=etcd://$etcd_ip:2379
 
-# The NIC that has the node's private address (eth1 on Debian's boxes).
+# The NIC that has the node's address on the cluster's LAN (eth2 on Debian's boxes).  Once
+# joined it lives in the node's namespace; a second provisioning run finds the join recorded.
 uplink=$(ip -o -4 addr show to "$node_ip/32" | awk '{print $2; exit}')
-uplink=${uplink:-eth1}
+uplink=${uplink:-eth2}
 
 # ---------------------------------------------------------------------------------------------
 # THE command that makes this VM's node part of the multi-machine cluster: it starts
@@ -40,8 +43,8 @@ if [[ $role == etcd ]]; then
   # install-deps.sh keeps Debian's etcd service disabled (netsim starts private etcds for its
   # tests); here it is the cluster's store, listening on the private network.
   cat >/etc/default/etcd <<CONF
-ETCD_LISTEN_CLIENT_URLS="http://$node_ip:2379,http://127.0.0.1:2379"
-ETCD_ADVERTISE_CLIENT_URLS="http://$node_ip:2379"
+ETCD_LISTEN_CLIENT_URLS="http://$store_ip:2379,http://127.0.0.1:2379"
+ETCD_ADVERTISE_CLIENT_URLS="http://$store_ip:2379"
 CONF
   systemctl enable etcd.service >/dev/null 2>&1
   systemctl restart etcd.service
