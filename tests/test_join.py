@@ -143,6 +143,11 @@ def test_three_machines_join_talk_and_leave(machines):
         assert f"nsim.multi.{node}" in namespaces
         assert not any(f"nsim.multi.{other}" in namespaces for other in NODES.values() if other != node)
 
+    # Joining again is idempotent (and how a killed agent is restarted): same NIC, same lease.
+    r = vms["vm2"].run(["netsim", "join", "--store", store, "--node", "netsim-2", "--uplink", "eth1", SCENARIO])
+    assert r.returncode == 0, r.stderr
+    assert _nic(vms["vm2"], "nsim.multi.netsim-2", "eth0")["address"] == before["vm2"]["address"]
+
     # One flannel lease per node, each with its machine's address as PublicIP.
     leases = _etcd_get(ms, store, "/netsim/multi/coreos.com/network/subnets/")
     assert sorted(v["PublicIP"] for v in leases.values()) == sorted(LAN.values())
