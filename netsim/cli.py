@@ -95,6 +95,19 @@ def _not_built_yet(scenario) -> list[str]:
     return out
 
 
+def _load_for_creation(scenario: Path, name: str | None):
+    """The scenario and its manifests' objects, and a valid --name, or exit 2 with nothing made."""
+    try:
+        scn = load_scenario(scenario)
+        objects = manifest_objects(scn, scenario.resolve().parent)
+    except ScenarioError as exc:
+        raise err(f"error: {exc}\nnothing was created.", 2) from None
+    if name is not None and (not names.DNS_LABEL.match(name) or len(name) > names.CLUSTER_NAME_MAX):
+        raise err(f"error: --name {name!r}: use a DNS label (lowercase letters, digits and '-') "
+                  f"of at most {names.CLUSTER_NAME_MAX} characters\nnothing was created.", 2)
+    return scn, objects
+
+
 @app.command()
 def up(
     scenario: Annotated[Path, typer.Argument(help="Scenario file.")] = DEFAULT_SCENARIO,
@@ -104,14 +117,7 @@ def up(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the agent and the manifests.")] = 120.0,
 ) -> None:
     """Build the cluster a scenario describes (idempotent: converges a cluster that is up)."""
-    try:
-        scn = load_scenario(scenario)
-        objects = manifest_objects(scn, scenario.resolve().parent)
-    except ScenarioError as exc:
-        raise err(f"error: {exc}\nnothing was created.", 2) from None
-    if name is not None and (not names.DNS_LABEL.match(name) or len(name) > names.CLUSTER_NAME_MAX):
-        raise err(f"error: --name {name!r}: use a DNS label (lowercase letters, digits and '-') "
-                  f"of at most {names.CLUSTER_NAME_MAX} characters\nnothing was created.", 2)
+    scn, objects = _load_for_creation(scenario, name)
     if store is not None and not store.startswith("etcd://"):
         raise err(f"error: --store {store!r}: use etcd://HOST:PORT[/PREFIX], or leave it out for SQLite"
                   "\nnothing was created.", 2)
@@ -170,15 +176,8 @@ def join(
     """Run one node of a cluster whose nodes span several machines (agent, NIC, shared etcd)."""
     from netsim import join as join_mod
 
-    try:
-        scn = load_scenario(scenario)
-        objects = manifest_objects(scn, scenario.resolve().parent)
-    except ScenarioError as exc:
-        raise err(f"error: {exc}\nnothing was created.", 2) from None
+    scn, objects = _load_for_creation(scenario, name)
     cluster_name = name or scn.name
-    if name is not None and (not names.DNS_LABEL.match(name) or len(name) > names.CLUSTER_NAME_MAX):
-        raise err(f"error: --name {name!r}: use a DNS label (lowercase letters, digits and '-') "
-                  f"of at most {names.CLUSTER_NAME_MAX} characters\nnothing was created.", 2)
     if not store.startswith("etcd://"):
         raise err(f"error: --store {store!r}: machines share the cluster through an etcd: "
                   "use etcd://HOST:PORT[/PREFIX]\nnothing was created.", 2)

@@ -55,16 +55,7 @@ def start(cluster: fabric.Cluster, scenario: Scenario | None, objects: list[dict
         _wait_nodes(store, wanted, timeout)
         progress(f"control plane: store {_describe(cluster.store_url)}, agent and controllers running, "
                  f"{len(wanted)} nodes registered")
-        # Add-ons every cluster has, as kubeadm installs them: the cluster DNS.
-        apiserver.apply(store, dns.addon_objects(config.service_subnet))
-        if objects:
-            results = apiserver.apply(store, objects)
-            changed = sum(1 for _, action in results if action != "unchanged")
-            progress(f"manifests: {len(results)} objects ({changed} created or changed)")
-        ok, behind = informer.wait_settled(store, timeout, components)
-        if not ok:
-            raise RuntimeError(f"the cluster did not settle in {timeout:g}s ({', '.join(behind)} behind); "
-                               "see agent.log in the state directory")
+        _apply_and_settle(store, config, objects, components, timeout, "the cluster", progress)
         pods = store.list(api.prefix("Pod"))[0]
         if pods:
             running = sum(p.get("status", {}).get("phase") == "Running" for p in pods)
@@ -119,20 +110,27 @@ def join_node(cluster: fabric.Cluster, scenario: Scenario, objects: list[dict], 
         nodes = len(store.list(api.prefix("Node"))[0])
         progress(f"node {node} joined the cluster in {cluster.store_url} ({nodes} nodes registered"
                  f"{', controllers running here' if controllers else ''})")
-        apiserver.apply(store, dns.addon_objects(config.service_subnet))
-        if objects:
-            results = apiserver.apply(store, objects)
-            changed = sum(1 for _, action in results if action != "unchanged")
-            progress(f"manifests: {len(results)} objects ({changed} created or changed)")
-        ok, behind = informer.wait_settled(store, timeout, components)
-        if not ok:
-            raise RuntimeError(f"node {node} did not settle in {timeout:g}s ({', '.join(behind)} behind); "
-                               "see agent.log in the state directory")
+        _apply_and_settle(store, config, objects, components, timeout, f"node {node}", progress)
         here = [p for p in store.list(api.prefix("Pod"))[0] if p["spec"].get("nodeName") == node]
         running = sum(p.get("status", {}).get("phase") == "Running" for p in here)
         progress(f"{running}/{len(here)} pods running on {node}")
     finally:
         store.close()
+
+
+def _apply_and_settle(store, config: apiserver.ClusterConfig, objects: list[dict], components: list[str],
+                      timeout: float, what: str, progress: Callable[[str], None]) -> None:
+    """The add-ons every cluster has (the cluster DNS, as kubeadm installs it), the scenario's
+    manifests, then a wait until ``components`` have acted on all of it."""
+    apiserver.apply(store, dns.addon_objects(config.service_subnet))
+    if objects:
+        results = apiserver.apply(store, objects)
+        changed = sum(1 for _, action in results if action != "unchanged")
+        progress(f"manifests: {len(results)} objects ({changed} created or changed)")
+    ok, behind = informer.wait_settled(store, timeout, components)
+    if not ok:
+        raise RuntimeError(f"{what} did not settle in {timeout:g}s ({', '.join(behind)} behind); "
+                           "see agent.log in the state directory")
 
 
 def _config_differences(have: apiserver.ClusterConfig, want: apiserver.ClusterConfig) -> list[str]:
