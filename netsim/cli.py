@@ -379,18 +379,25 @@ def node_delete(
     typer.echo(f"node/{name} removed from cluster {c.name!r}", err=True)
 
 
-def main() -> None:
+def full_app() -> typer.Typer:
+    """The app with every command registered: those that live in other modules come in here,
+    once (importing them at the top would make every command pay for their imports)."""
+    if any(group.name == "cni" for group in app.registered_groups):
+        return app
     import netsim.kubectl  # noqa: F401  (registers apply, get, delete, describe, probe, agent)
     import netsim.trace_cli  # noqa: F401  (registers trace)
     from netsim.cni.cli import cni_app
+    from netsim.policy_cli import policy_app
     from proxy.cli import register as register_proxy
 
     app.add_typer(cni_app, name="cni")
     register_proxy(app, _running_cluster, err)
-    from netsim.policy_cli import policy_app
-
     app.add_typer(policy_app, name="policy")
-    app()
+    return app
+
+
+def main() -> None:
+    full_app()()
 
 
 if __name__ == "__main__":
