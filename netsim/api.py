@@ -397,13 +397,17 @@ def validate(doc: Any, where: str) -> dict:
     if not kind or not doc.get("apiVersion"):
         missing = "kind" if not kind else "apiVersion"
         raise ValueError(f"{where}: {missing} is missing; every document needs apiVersion and kind")
+    for field_name in ("kind", "apiVersion"):
+        if not isinstance(doc[field_name], str):
+            raise ValueError(f"{where}: {field_name} must be a string, got {type(doc[field_name]).__name__}")
     if kind not in KINDS:
         known = ", ".join(sorted(KINDS))
         raise ValueError(f"{where}: kind {kind!r} is not known to netsim; it knows: {known}")
     want = KINDS[kind].api_version
     if doc["apiVersion"] != want:
         raise ValueError(f"{where}: apiVersion {doc['apiVersion']!r} for {kind}; fix: use {want!r}")
-    where = f"{where} ({kind} {(doc.get('metadata') or {}).get('name', '?')})"
+    meta = doc.get("metadata")
+    where = f"{where} ({kind} {meta.get('name', '?') if isinstance(meta, dict) else '?'})"
     model = MODELS.get(kind, _Object)
     try:
         model.model_validate(doc)

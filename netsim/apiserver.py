@@ -100,13 +100,19 @@ def namespace_label(obj: dict) -> dict:
 
 # -- allocation --------------------------------------------------------------------------------
 
-def _reserve(store, what: str, value: str, owner: str) -> bool:
+NEW, HELD = "new", "held"
+
+
+def _reserve(store, what: str, value: str, owner: str) -> str | None:
+    """NEW if this call reserved ``value`` for ``owner``, HELD if the owner had it already
+    (an update of the object), None if someone else has it.  Only NEW reservations are
+    released when an apply fails: a HELD one belongs to the object as stored."""
     try:
         store.create(f"{ALLOC}{what}/{value}", {"metadata": {"name": value}, "owner": owner})
-        return True
+        return NEW
     except AlreadyExists:
         try:
-            return store.get(f"{ALLOC}{what}/{value}")["owner"] == owner
+            return HELD if store.get(f"{ALLOC}{what}/{value}")["owner"] == owner else None
         except NotFound:
             return _reserve(store, what, value, owner)
 
@@ -121,7 +127,7 @@ def release(store, what: str, value: str, owner: str) -> None:
             store.delete(f"{ALLOC}{what}/{value}", int(held["metadata"]["resourceVersion"]))
 
 
-def _allocate_cluster_ip(store, config: ClusterConfig, owner: str) -> str:
+def _allocate_cluster_ip(store, config: ClusterConfig, owner: str, held: list) -> str:
     net = ipaddress.IPv4Network(config.service_subnet)
     # .1 is the kubernetes Service's and .10 cluster DNS's; dynamic addresses start after them,
     # at a point hashed from the Service's name so a re-created Service tends to get its old IP.
@@ -130,16 +136,20 @@ def _allocate_cluster_ip(store, config: ClusterConfig, owner: str) -> str:
     start = int(api.template_hash({"owner": owner}), 16) % size
     for i in range(size):
         ip = str(ipaddress.IPv4Address(first + (start + i) % size))
-        if _reserve(store, "clusterips", ip, owner):
+        if (got := _reserve(store, "clusterips", ip, owner)) is not None:
+            if got == NEW:
+                held.append(("clusterips", ip, owner))
             return ip
     raise ApiError(f"service network {net} is full: no ClusterIP left for {owner}")
 
 
-def _allocate_node_port(store, owner: str, taken: set[int]) -> int:
+def _allocate_node_port(store, owner: str, taken: set[int], held: list) -> int:
     start = int(api.template_hash({"owner": owner, "n": len(taken)}), 16) % len(NODEPORT_RANGE)
     for i in range(len(NODEPORT_RANGE)):
         port = NODEPORT_RANGE[(start + i) % len(NODEPORT_RANGE)]
-        if port not in taken and _reserve(store, "nodeports", str(port), owner):
+        if port not in taken and (got := _reserve(store, "nodeports", str(port), owner)) is not None:
+            if got == NEW:
+                held.append(("nodeports", str(port), owner))
             return port
     raise ApiError(f"no NodePort left in {NODEPORT_RANGE.start}-{NODEPORT_RANGE.stop - 1} for {owner}")
 
@@ -167,14 +177,15 @@ def _admit_service(store, svc: dict, old: dict | None, config: ClusterConfig, he
         if ipaddress.IPv4Address(want_ip) not in net:
             raise ApiError(f"Service {owner}: spec.clusterIP: {want_ip} is not in the service network "
                            f"{net}; fix: pick an address in {net} or leave clusterIP out")
-        if not _reserve(store, "clusterips", want_ip, owner):
+        got = _reserve(store, "clusterips", want_ip, owner)
+        if got is None:
             raise ApiError(f"Service {owner}: spec.clusterIP: {want_ip} is already allocated; "
                            "fix: leave clusterIP out to get a free one")
-        held.append(("clusterips", want_ip, owner))
+        if got == NEW:
+            held.append(("clusterips", want_ip, owner))
         spec["clusterIP"] = want_ip
     else:
-        spec["clusterIP"] = _allocate_cluster_ip(store, config, owner)
-        held.append(("clusterips", spec["clusterIP"], owner))
+        spec["clusterIP"] = _allocate_cluster_ip(store, config, owner, held)
     if spec.get("clusterIP"):
         spec["clusterIPs"] = [spec["clusterIP"]]
     old_ports = {(p.get("name"), p.get("port"), p.get("protocol")): p.get("nodePort")
@@ -186,13 +197,15 @@ def _admit_service(store, svc: dict, old: dict | None, config: ClusterConfig, he
             continue
         want = p.get("nodePort") or old_ports.get((p.get("name"), p["port"], p["protocol"]))
         if want:
-            if want in taken or not _reserve(store, "nodeports", str(want), owner):
+            got = None if want in taken else _reserve(store, "nodeports", str(want), owner)
+            if got is None:
                 raise ApiError(f"Service {owner}: spec.ports nodePort {want}: provided port is already "
                                "allocated; fix: leave nodePort out to get a free one")
+            if got == NEW:
+                held.append(("nodeports", str(want), owner))
             p["nodePort"] = want
         else:
-            p["nodePort"] = _allocate_node_port(store, owner, taken)
-        held.append(("nodeports", str(p["nodePort"]), owner))
+            p["nodePort"] = _allocate_node_port(store, owner, taken, held)
         taken.add(p["nodePort"])
     if stype in ("NodePort", "LoadBalancer"):
         spec.setdefault("externalTrafficPolicy", "Cluster")
@@ -269,6 +282,8 @@ def apply(store, objects: list[dict], default_namespace: str = "default") -> lis
                 namespaces.add(meta["name"])
             if not meta.get("name"):
                 obj = new_object(obj)
+            if any(api.key_of(p) == api.key_of(obj) for p, _ in plan):
+                raise ApiError(f"{api.ref(obj)} is in what was applied more than once; keep one of them")
             try:
                 old = store.get(api.key_of(obj))
             except NotFound:

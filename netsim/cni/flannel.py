@@ -47,9 +47,11 @@ def _saved_path(req: spec.Request) -> str:
 
 def delegate_config(req: spec.Request, env: dict[str, str]) -> dict:
     conf = req.config
-    delegate = dict(conf.get("delegate") or {})
-    if not isinstance(conf.get("delegate", {}), dict):
+    if not isinstance(conf.get("delegate") or {}, dict):
         raise spec.CNIError(spec.INVALID_CONFIG, "flannel: 'delegate' must be an object")
+    delegate = dict(conf.get("delegate") or {})
+    if not isinstance(delegate.get("ipam") or {}, dict):
+        raise spec.CNIError(spec.INVALID_CONFIG, "flannel: 'delegate.ipam' must be an object")
     delegate.setdefault("name", conf.get("name"))
     delegate.setdefault("type", "bridge")
     delegate["cniVersion"] = conf.get("cniVersion", spec.LATEST)

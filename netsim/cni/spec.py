@@ -11,6 +11,7 @@ Only the standard library is imported here: this module is on every plugin call'
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -32,6 +33,7 @@ TRY_AGAIN_LATER = 11
 NOT_AVAILABLE = 50
 LIMITED_CONNECTIVITY = 51
 INTERNAL = 999  # reserved by the spec for errors with no better code
+UNEXPECTED = "unexpected error in the plugin"  # the msg of an exception no plugin code anticipated
 
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
 CONTAINER_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
@@ -115,7 +117,7 @@ class Request:
 
 # -- locating and invoking plugins ---------------------------------------------------------
 def find_plugin(plugin_type: str, path: list[str]) -> str:
-    if not plugin_type or "/" in plugin_type or plugin_type.startswith("."):
+    if not isinstance(plugin_type, str) or not plugin_type or "/" in plugin_type or plugin_type.startswith("."):
         raise CNIError(INVALID_CONFIG, f"invalid plugin type {plugin_type!r}")
     for directory in path:
         candidate = os.path.join(directory, plugin_type)
@@ -187,6 +189,7 @@ def parse_request(env: dict[str, str], stdin: bytes) -> Request:
         raise CNIError(INCOMPATIBLE_VERSION, f"config version {version} does not allow {command}", "needs 1.1.0")
     if not isinstance(config.get("type"), str) or not config["type"]:
         raise CNIError(INVALID_CONFIG, "network configuration has no 'type'")
+    check_config_types(config)
     if command in ("ADD", "DEL", "CHECK"):
         if not req.container_id:
             raise CNIError(INVALID_ENVIRONMENT, "CNI_CONTAINERID is required")
@@ -204,8 +207,61 @@ def parse_request(env: dict[str, str], stdin: bytes) -> Request:
         prev = config["prevResult"]
         if not isinstance(prev, dict):
             raise CNIError(DECODE_FAILURE, "prevResult must be a JSON object")
+        check_result(prev, "prevResult")
         req.prev_result = to_latest(dict(prev, cniVersion=prev.get("cniVersion", version)))
     return req
+
+
+# The spec's well-known fields of a network configuration and their JSON types: a config that
+# gives one another type is refused here, before any plugin reads it.
+_CONFIG_TYPES = {"cniVersion": str, "name": str, "type": str, "ipam": dict, "dns": dict, "prevResult": dict,
+                 "runtimeConfig": dict, "capabilities": dict, "args": dict}
+_JSON_NAMES = {str: "a string", dict: "an object", list: "an array", int: "an integer"}
+
+
+def check_config_types(config: dict) -> None:
+    for key, kind in _CONFIG_TYPES.items():
+        value = config.get(key)
+        if value is not None and not isinstance(value, kind):
+            raise CNIError(INVALID_CONFIG, f"network configuration: {key} must be {_JSON_NAMES[kind]}",
+                           f"got {json.dumps(value)[:80]}")
+    if not isinstance(config.get("name"), str) or not config["name"]:
+        raise CNIError(INVALID_CONFIG, "network configuration has no 'name'")
+
+
+def check_result(result: dict, where: str) -> None:
+    """A result (a chained plugin's prevResult) in the spec's shape: interfaces, ips, routes."""
+    def bad(field_path: str, why: str) -> CNIError:
+        return CNIError(INVALID_CONFIG, f"{where}.{field_path}: {why}")
+
+    for key in ("interfaces", "ips", "routes"):
+        items = result.get(key)
+        if items is None:
+            continue
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise bad(key, "must be an array of objects")
+    for i, iface in enumerate(result.get("interfaces") or []):
+        if not isinstance(iface.get("name"), str):
+            raise bad(f"interfaces[{i}].name", "must be a string")
+    for i, ip in enumerate(result.get("ips") or []):
+        _address(ip.get("address"), ipaddress.ip_interface, bad(f"ips[{i}].address", "must be an address/prefix"))
+        if ip.get("gateway") is not None:
+            _address(ip["gateway"], ipaddress.ip_address, bad(f"ips[{i}].gateway", "must be an address"))
+        if ip.get("interface") is not None and (type(ip["interface"]) is not int or ip["interface"] < 0):
+            raise bad(f"ips[{i}].interface", "must be an index into interfaces")
+    for i, route in enumerate(result.get("routes") or []):
+        _address(route.get("dst"), ipaddress.ip_network, bad(f"routes[{i}].dst", "must be a network"), strict=False)
+        if route.get("gw") is not None:
+            _address(route["gw"], ipaddress.ip_address, bad(f"routes[{i}].gw", "must be an address"))
+
+
+def _address(value, parse, error: CNIError, **kw) -> None:
+    if not isinstance(value, str):
+        raise error
+    try:
+        parse(value, **kw)
+    except ValueError:
+        raise error from None
 
 
 # -- results ------------------------------------------------------------------------------
@@ -272,7 +328,7 @@ def run(plugin_type: str, env: dict[str, str], stdin: bytes) -> tuple[int, bytes
     except OSError as err:
         return 1, dump(CNIError(IO_FAILURE, f"{type(err).__name__}: {err}").to_json(version))
     except Exception as err:  # a plugin must answer with the error JSON, never a traceback
-        return 1, dump(CNIError(INTERNAL, f"{type(err).__name__}: {err}").to_json(version))
+        return 1, dump(CNIError(INTERNAL, UNEXPECTED, f"{type(err).__name__}: {err}").to_json(version))
 
 
 def dump(obj: dict) -> bytes:
