@@ -27,7 +27,7 @@ HOST_CA = "/etc/ssl/certs/ca-certificates.crt"
 PROXY_VARS = ("http_proxy", "https_proxy", "no_proxy", "all_proxy")
 SMOKE_CLUSTER = "provision-smoke"  # vagrant/provision.sh's name for its smoke run
 # What the Vagrantfiles' rsync leaves out of the VM's /netsim, and so does the copy here.
-NOT_SYNCED = {".venv", ".git", "cni_plugins/bin", "build", "__pycache__", ".pytest_cache", ".ruff_cache",
+NOT_SYNCED = {".venv", ".git", "cni_plugins/bin", "build", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis",
               "vagrant/.vagrant", "vagrant/multi/.vagrant"}
 
 
