@@ -1,0 +1,93 @@
+"""netsim runs as root: what it runs, writes and lets through must not be steerable by what
+users and runtimes hand it (issue 11's security part)."""
+
+from __future__ import annotations
+
+import ast
+import json
+
+import pytest
+
+from netsim import kernel, names
+from netsim.cni import spec
+from tests.conftest import REPO, unique_name
+
+SOURCES = [p for d in ("netsim", "proxy", "cni_plugins", "bench", "scripts") for p in (REPO / d).rglob("*")
+           if p.suffix == ".py" or (p.parent.name == "cni_plugins" and p.is_file() and p.suffix == ""
+                                    and p.read_bytes()[:2] == b"#!")]
+SUBPROCESS_CALLS = {"run", "Popen", "call", "check_call", "check_output"}
+
+
+def _calls(tree: ast.AST):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+            owner = func.value.id if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) else ""
+            yield node, owner, name
+
+
+def test_no_shell_ever_runs_a_command_line():
+    """Names from manifests and scenarios reach commands (iptables chain comments, namespace
+    names): every command is an argument list, never a shell string."""
+    assert len(SOURCES) > 40
+    problems = []
+    for path in SOURCES:
+        tree = ast.parse(path.read_text(), str(path))
+        for call, owner, name in _calls(tree):
+            where = f"{path.relative_to(REPO)}:{call.lineno}"
+            if owner == "os" and name in ("system", "popen") or owner == "subprocess" and name in (
+                    "getoutput", "getstatusoutput"):
+                problems.append(f"{where}: {owner}.{name} runs a shell")
+            if name in SUBPROCESS_CALLS and owner == "subprocess":
+                if any(k.arg == "shell" and not (isinstance(k.value, ast.Constant) and k.value.value is False)
+                       for k in call.keywords):
+                    problems.append(f"{where}: shell=")
+                if call.args and isinstance(call.args[0], (ast.JoinedStr, ast.BinOp)) or (
+                        call.args and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str)):
+                    problems.append(f"{where}: a command given as one string")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.fixture
+def runtime_netns():
+    """A namespace playing the node (plugins run in it) and one playing the container."""
+    prefix = f"{names.NETNS_ROOT}.{unique_name('sec')}"
+    made = [f"{prefix}.node", f"{prefix}.pod"]
+    for name in made:
+        kernel.Namespace.create(name).close()
+    yield made[0], kernel.netns_path(made[1])
+    kernel.remove_netns(made)
+
+
+@pytest.mark.parametrize("plugin", sorted(spec.MODULES))
+def test_cni_inputs_cannot_name_paths_outside_their_directories(plugin, tmp_path, runtime_netns):
+    """Container IDs, interface names and network names end up in file names (host-local's
+    allocations, flannel's saved delegates, the results cache) and link names."""
+    out = tmp_path / "out"
+    subnet_env = tmp_path / "subnet.env"
+    subnet_env.write_text("FLANNEL_NETWORK=10.99.0.0/16\nFLANNEL_SUBNET=10.99.0.1/24\nFLANNEL_MTU=1450\n")
+    base = {"cniVersion": "1.1.0", "name": "net", "type": plugin, "dataDir": str(out / "data"),
+            "subnetFile": str(subnet_env),
+            "ipam": {"type": "host-local", "subnet": "10.99.0.0/24", "dataDir": str(out / "ipam")}}
+    runtime, container = runtime_netns
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": container, "CNI_IFNAME": "eth0",
+           "CNI_PATH": str(REPO / "cni_plugins")}
+    cases = [({"CNI_CONTAINERID": "../../../tmp/x"}, base), ({"CNI_CONTAINERID": "/etc/passwd"}, base),
+             ({"CNI_IFNAME": "../eth0"}, base), ({"CNI_IFNAME": "a/b"}, base)]
+    if plugin in ("host-local", "flannel"):
+        cases += [({}, {**base, "name": "../../escape"}), ({}, {**base, "name": "a/b"})]
+    for command in ("ADD", "DEL", "CHECK"):
+        for change, conf in cases:
+            with kernel.entered(kernel.netns_path(runtime)):
+                code, answer = spec.run(plugin, {**env, "CNI_COMMAND": command, **change},
+                                        json.dumps(conf).encode())
+            # ADD is refused; DEL of what never was may succeed (nothing to undo); CHECK may
+            # also say it knows no such container.
+            refused = {spec.INVALID_ENVIRONMENT, spec.INVALID_CONFIG} | (
+                {spec.UNKNOWN_CONTAINER} if command == "CHECK" else set())
+            if not (command == "DEL" and code == 0):
+                assert code == 1 and json.loads(answer)["code"] in refused, (command, change, answer)
+    files = [p for p in out.rglob("*") if not p.is_dir()]
+    assert not files, f"a refused call wrote {files}"
+    assert {p for p in out.rglob("*")} <= {out / "data", out / "ipam"}, "a directory outside dataDir"
