@@ -22,6 +22,7 @@ at most one iptables-restore; a pass over an unchanged node sends nothing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import logging
@@ -137,10 +138,23 @@ def _bridge_netfilter(ns: kernel.Namespace) -> int:
         except FileNotFoundError:
             log.warning("br_netfilter is not available: same-node Service and policy traffic bypasses the rules")
             return 0
+        _host_bridges_as_before()
     if value != "1":
         ns.sysctl(key, 1)
         return 1
     return 0
+
+
+def _host_bridges_as_before() -> None:
+    """Loading br_netfilter turns the bridge-nf-call sysctls on in every namespace, the host's
+    own too, so the host's bridges (docker0, virbr0) would start passing their traffic through
+    its firewall.  The sysctls are per namespace and only the nodes need them: the host's go
+    back to off, which is how its bridges behaved before the module was there."""
+    for table in ("iptables", "ip6tables", "arptables"):
+        path = f"/proc/sys/net/bridge/bridge-nf-call-{table}"
+        with contextlib.suppress(OSError), open(path, "w") as f:
+            f.write("0")
+    log.info("loaded br_netfilter; the host's own bridge-nf-call sysctls set back to 0")
 
 
 def remove(netns: str, *, network: str) -> None:

@@ -379,32 +379,79 @@ def test_updates_take_effect_on_live_traffic_within_a_second(c):
         c("label", "pod", "b", "-n", "y", "pod=b", "--overwrite")
 
 
-def test_a_new_pod_in_a_default_deny_namespace_is_never_reachable(c):
-    c.apply_policies(DENY_INGRESS_X)
-    path = c.tmp_path / "fresh.yaml"
-    path.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: fresh, namespace: x, labels: {pod: fresh}}\n"
-                    "spec:\n  nodeName: worker1\n"
-                    "  containers: [{name: c, image: agnhost, ports: [{containerPort: 80}]}]\n")
+def _hammer_new_pod(c: Cluster, ns: str, name: str, node_port: int, seconds_after_running: float = 0.5
+                    ) -> dict[str, int]:
+    """Create pod NS/NAME on worker1 (and a NodePort Service for it) and, from the moment its
+    address exists in its namespace until it has been Running for a while, connect to it from
+    every other pod, node and the external host at once (one thread each, 0.2 s per try).
+    Returns how many tries reached it per source: connected, or, to its address, refused by
+    its namespace (there is no listener until the pod runs); through the NodePort only
+    connected counts (kube-proxy itself refuses while the Service has no endpoint)."""
+    worker1 = json.loads(c("get", "node", "worker1", "-o", "json").stdout)["status"]["addresses"][0]["address"]
+    path = c.tmp_path / f"{ns}-{name}.yaml"
+    path.write_text(f"""apiVersion: v1
+kind: Service
+metadata: {{name: np-{name}, namespace: {ns}}}
+spec: {{type: NodePort, selector: {{pod: {name}}}, ports: [{{port: 80, nodePort: {node_port}}}]}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: {ns}, labels: {{pod: {name}}}}}
+spec:
+  nodeName: worker1
+  containers: [{{name: c, image: agnhost, ports: [{{containerPort: 80}}]}}]
+""")
     c("apply", "-f", str(path), "--wait=false")
-    fresh_ns = podnet.pod_netns(c.name, "x", "fresh")
-    seen_ip, attempts = None, 0
+    pod_ns = podnet.pod_netns(c.name, ns, name)
+    ip = None
     deadline = time.monotonic() + 10
+    while ip is None and time.monotonic() < deadline:
+        with contextlib.suppress(Exception), kernel.Namespace.open(pod_ns) as pns:
+            ip = next((a.split("/")[0] for a in pns.addresses_of(pns.index("eth0"))), None)
+    assert ip, f"{ns}/{name} got no address"
+    sources = {"pod y/a (same node)": (c.netns["y/a"], ip, 80), "pod x/b": (c.netns["x/b"], ip, 80),
+               "node worker2": (names.netns_name(c.name, "worker2"), ip, 80),
+               "node control-plane": (names.netns_name(c.name, "control-plane"), ip, 80),
+               "host client (NodePort)": (names.netns_name(c.name, "client"), worker1, node_port)}
+    reached = {src: 0 for src in sources}
+    tries = {src: 0 for src in sources}
+    stop = threading.Event()
+
+    def hammer(src: str) -> None:
+        netns, dst, port = sources[src]
+        counts = ("connected",) if port == node_port else ("connected", "refused")
+        while not stop.is_set():
+            tries[src] += 1
+            if probe.connect(netns, dst, port, timeout=0.2)["reason"] in counts:
+                reached[src] += 1
+            time.sleep(0.002)
+
+    threads = [threading.Thread(target=hammer, args=(src,)) for src in sources]
+    for t in threads:
+        t.start()
     try:
         while time.monotonic() < deadline:
-            ip = None
-            with contextlib.suppress(Exception), kernel.Namespace.open(fresh_ns) as ns:
-                ip = next((a.split("/")[0] for a in ns.addresses_of(ns.index("eth0"))), None)
-            if ip:
-                seen_ip = ip
-                attempts += 1
-                for src in ("y/a", "x/b"):
-                    assert probe.connect(c.netns[src], ip, 80, timeout=0.3)["result"] == "deny", (src, attempts)
-                status = json.loads(c("get", "pod", "fresh", "-n", "x", "-o", "json").stdout).get("status", {})
-                if status.get("phase") == "Running" and attempts >= 3:
-                    break
-        assert seen_ip and attempts >= 3
+            status = json.loads(c("get", "pod", name, "-n", ns, "-o", "json").stdout).get("status", {})
+            if status.get("phase") == "Running":
+                time.sleep(seconds_after_running)
+                break
     finally:
-        c("delete", "pod", "fresh", "-n", "x")
+        stop.set()
+        for t in threads:
+            t.join()
+        c("delete", "-f", str(path))
+    assert all(n >= 2 for n in tries.values()), tries
+    return reached
+
+
+def test_a_new_pod_in_a_default_deny_namespace_is_never_reachable(c):
+    """From its first moment (its address exists), from every other pod, node and the external
+    host; the same hammering of a pod in a namespace without policy reaches it (the control)."""
+    c.apply_policies(DENY_INGRESS_X)
+    reached = _hammer_new_pod(c, "x", "fresh", 30911)
+    assert not any(reached.values()), reached
+    opened = _hammer_new_pod(c, "z", "fresh", 30912)
+    assert all(n > 0 for n in opened.values()), opened
 
 
 def test_policy_explain_names_the_rule_or_the_reason(c):
