@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import ast
 import json
+import stat
 
 import pytest
 
-from netsim import kernel, names
+from netsim import kernel, names, state
 from netsim.cni import spec
-from tests.conftest import REPO, unique_name
+from tests.conftest import REPO, SCENARIO, run_netsim, unique_name
 
 SOURCES = [p for d in ("netsim", "proxy", "cni_plugins", "bench", "scripts") for p in (REPO / d).rglob("*")
            if p.suffix == ".py" or (p.parent.name == "cni_plugins" and p.is_file() and p.suffix == ""
@@ -91,3 +92,28 @@ def test_cni_inputs_cannot_name_paths_outside_their_directories(plugin, tmp_path
     files = [p for p in out.rglob("*") if not p.is_dir()]
     assert not files, f"a refused call wrote {files}"
     assert {p for p in out.rglob("*")} <= {out / "data", out / "ipam"}, "a directory outside dataDir"
+
+
+def test_state_and_store_are_readable_by_root_only(tmp_path, state_dir):
+    """The state directory holds the scenario, the store (every object users applied), the
+    agent's log and the CNI plugins' files: nobody but root may read any of it."""
+    name = unique_name("sec")
+    scenario = tmp_path / "scenario.yaml"
+    scenario.write_text(SCENARIO)
+    try:
+        r = run_netsim("up", str(scenario), "--name", name)
+        assert r.returncode == 0, r.stderr
+        top = state.cluster_dir(name)
+        assert stat.S_IMODE(top.stat().st_mode) == 0o700
+        paths = [top, *top.rglob("*")]
+        assert len(paths) > 10 and {"store.db", "cluster.json", "agent.log"} <= {p.name for p in paths}
+        # Inside the 0700 directory nothing is writable by others, and the files that hold
+        # users' objects and the cluster's description are root's alone.
+        loose = [f"{p} {stat.filemode(p.lstat().st_mode)}" for p in paths
+                 if not p.is_symlink() and p.lstat().st_mode & 0o022]
+        assert not loose, loose
+        private = [p for p in paths if p.name.startswith(("store.db", "cluster.json", "agent.log", "pods.json"))]
+        assert private and all(p.stat().st_mode & 0o077 == 0 for p in private), \
+            [f"{p} {stat.filemode(p.stat().st_mode)}" for p in private]
+    finally:
+        assert run_netsim("down", name).returncode == 0
