@@ -15,6 +15,7 @@ default, derandomized so a run is repeatable; NETSIM_FUZZ_RANDOM=1 explores afre
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import os
 from pathlib import Path
@@ -157,6 +158,7 @@ def test_manifest_text_of_any_shape(text):
 
 # -- CNI stdin and environment -------------------------------------------------------------------
 SANDBOXED = ("dataDir", "subnetFile")
+EXAMPLE_NUMBER = itertools.count()
 SPEC_CODES = {spec.INCOMPATIBLE_VERSION, spec.UNSUPPORTED_FIELD, spec.UNKNOWN_CONTAINER, spec.INVALID_ENVIRONMENT,
               spec.IO_FAILURE, spec.DECODE_FAILURE, spec.INVALID_CONFIG, spec.TRY_AGAIN_LATER, spec.NOT_AVAILABLE,
               spec.LIMITED_CONNECTIVITY, spec.INTERNAL}  # where a plugin writes: always the test's directory
@@ -174,10 +176,20 @@ def _configs(tmp: Path) -> dict[str, dict]:
         "portmap": {**base, "type": "portmap", "capabilities": {"portMappings": True},
                     "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]},
                     "prevResult": prev},
-        "flannel": {**base, "type": "flannel", "subnetFile": str(tmp / "subnet.env"), "dataDir": str(tmp / "flannel"),
+        "flannel": {**base, "type": "flannel", "subnetFile": str(tmp.parent / "subnet.env"),
+                    "dataDir": str(tmp / "flannel"),
                     "ipam": {"dataDir": str(tmp / "ipam")}, "delegate": {"isDefaultGateway": True}},
         "netsim-policy": {**base, "type": "netsim-policy", "prevResult": prev},
     }
+
+
+def _nothing_left_of(env: dict, container: str, tmp: Path) -> None:
+    if os.path.exists(container):
+        with kernel.Namespace.at(container) as ns:
+            links = sorted(ns.links())
+        assert links == ["lo"], f"a failed ADD and its DEL left {links} in the container"
+    held = [p for p in (tmp / "ipam").rglob("*") if p.is_file() and p.read_text().startswith(env["CNI_CONTAINERID"])]
+    assert not held, f"a failed ADD and its DEL left addresses held: {held}"
 
 
 @pytest.fixture(scope="module")
@@ -203,6 +215,8 @@ env_text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"], exclu
 @given(data=st.data())
 def test_cni_answers_every_input_with_a_spec_error_code(cni_box, data):
     tmp, runtime, container = cni_box
+    # Each example writes under a directory of its own: what one leaves is its own doing.
+    tmp = tmp / f"example{next(EXAMPLE_NUMBER)}"
     configs = _configs(tmp)
     plugin = data.draw(st.sampled_from(sorted(configs)))
     stdin_kind = data.draw(st.sampled_from(["mutated", "mutated", "mutated", "json", "bytes"]))
@@ -233,6 +247,11 @@ def test_cni_answers_every_input_with_a_spec_error_code(cni_box, data):
     try:
         with kernel.entered(kernel.netns_path(runtime)):
             code, out = spec.run(plugin, env, stdin)
+            if env["CNI_COMMAND"] == "ADD" and plugin in ("bridge", "flannel", "host-local"):
+                # A runtime answers a failed ADD with a DEL, and a pod's end is one too: after
+                # it nothing of the container is left: no interface in it, no address held.
+                spec.run(plugin, {**env, "CNI_COMMAND": "DEL"}, stdin)
+                _nothing_left_of(env, container, tmp)
     finally:
         kernel.remove_netns([container_name])
     if os.environ.get("NETSIM_FUZZ_TRACE"):
