@@ -310,8 +310,23 @@ def apply(store, objects: list[dict], default_namespace: str = "default") -> lis
             results.append((api.ref(obj), "unchanged"))
             continue
         store.update(api.key_of(obj), merged, int(old["metadata"]["resourceVersion"]))
+        if obj["kind"] == "Service":
+            _release_dropped(store, old, merged)
         results.append((api.ref(obj), "configured"))
     return results
+
+
+def _release_dropped(store, old: dict, new: dict) -> None:
+    """An updated Service gives back the NodePorts (and a ClusterIP, when it became headless or
+    an ExternalName) that it no longer has."""
+    owner = f"{old['metadata']['namespace']}/{old['metadata']['name']}"
+    kept = {p.get("nodePort") for p in new.get("spec", {}).get("ports", [])}
+    for p in old.get("spec", {}).get("ports", []):
+        if p.get("nodePort") and p["nodePort"] not in kept:
+            release(store, "nodeports", str(p["nodePort"]), owner)
+    ip = old.get("spec", {}).get("clusterIP")
+    if ip not in (None, "", "None") and new.get("spec", {}).get("clusterIP") != ip:
+        release(store, "clusterips", ip, owner)
 
 
 def _same(old: dict, merged: dict) -> bool:

@@ -266,24 +266,3 @@ def test_cni_answers_every_input_with_a_spec_error_code(cni_box, data):
     # 999 is upstream's code for some runtime conditions too (an interface name taken); an
     # exception no plugin code anticipated is a bug.
     assert answer["msg"] != spec.UNEXPECTED, f"{plugin} {env['CNI_COMMAND']}: {answer} for {stdin!r}"
-
-
-def test_a_refused_apply_keeps_the_addresses_of_the_services_it_would_update(tmp_path):
-    """Found by the manifest fuzzer: a refused apply that also updated an existing Service gave
-    that Service's ClusterIP and NodePort back, so another Service could be given them."""
-    store = open_store(str(tmp_path / "store.db"))
-    try:
-        apiserver.bootstrap(store, apiserver.ClusterConfig())
-        svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
-               "spec": {"type": "NodePort", "selector": {"app": "web"}, "ports": [{"port": 80}]}}
-        apiserver.apply(store, [svc])
-        stored = store.get(api.key("Service", "default", "web"))["spec"]
-        allocations = sorted(o["metadata"]["name"] for o in store.list(apiserver.ALLOC)[0])
-        assert allocations == sorted([stored["clusterIP"], str(stored["ports"][0]["nodePort"])])
-        bad = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "nowhere"},
-               "spec": {"containers": [{"name": "c", "image": "x"}]}}
-        with pytest.raises(apiserver.ApiError, match="nowhere"):
-            apiserver.apply(store, [svc, bad])
-        assert sorted(o["metadata"]["name"] for o in store.list(apiserver.ALLOC)[0]) == allocations
-    finally:
-        store.close()

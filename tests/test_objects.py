@@ -215,3 +215,40 @@ def test_load_balancer_services_get_ingress_ips_from_the_pool(store):
     apiserver.apply(store, [lb("d")])
     cache = run_controllers(store)
     assert ingress("d") == ["198.51.100.1"]
+
+
+def test_a_refused_apply_keeps_the_addresses_of_the_services_it_would_update(tmp_path):
+    """Found by the manifest fuzzer: a refused apply that also updated an existing Service gave
+    that Service's ClusterIP and NodePort back, so another Service could be given them."""
+    store = open_store(str(tmp_path / "store.db"))
+    try:
+        apiserver.bootstrap(store, apiserver.ClusterConfig())
+        svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+               "spec": {"type": "NodePort", "selector": {"app": "web"}, "ports": [{"port": 80}]}}
+        apiserver.apply(store, [svc])
+        stored = store.get(api.key("Service", "default", "web"))["spec"]
+        allocations = sorted(o["metadata"]["name"] for o in store.list(apiserver.ALLOC)[0])
+        assert allocations == sorted([stored["clusterIP"], str(stored["ports"][0]["nodePort"])])
+        bad = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "nowhere"},
+               "spec": {"containers": [{"name": "c", "image": "x"}]}}
+        with pytest.raises(apiserver.ApiError, match="nowhere"):
+            apiserver.apply(store, [svc, bad])
+        assert sorted(o["metadata"]["name"] for o in store.list(apiserver.ALLOC)[0]) == allocations
+    finally:
+        store.close()
+
+
+def test_a_service_that_drops_its_node_port_gives_it_back(tmp_path):
+    store = open_store(str(tmp_path / "store.db"))
+    try:
+        apiserver.bootstrap(store, apiserver.ClusterConfig())
+        svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+               "spec": {"type": "NodePort", "selector": {"app": "web"}, "ports": [{"port": 80, "nodePort": 30555}]}}
+        apiserver.apply(store, [svc])
+        assert "30555" in {o["metadata"]["name"] for o in store.list(apiserver.ALLOC + "nodeports/")[0]}
+        apiserver.apply(store, [{**svc, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}])
+        assert store.list(apiserver.ALLOC + "nodeports/")[0] == []
+        other = {**svc, "metadata": {"name": "other"}}
+        assert apiserver.apply(store, [other]) == [("service/default/other", "created")]
+    finally:
+        store.close()
