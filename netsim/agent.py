@@ -249,11 +249,6 @@ class Agent:
         for k in stale:
             self.responders.remove(k)
         node.remove(stale)
-        # The node's pod range is held back before any pod is wired, and a gone pod's address
-        # is held back again before a new pod could be given it.
-        self._enforcer(node_name, node).guard(cidr)
-        if stale:
-            self._enforce_policy(cache, node_name, node, bound)
         node.collect_garbage()
         missing = [k for k in want if k not in node.sandboxes]
         node.add([(k, want[k]["metadata"]["uid"], *k.split("/", 1), port_mappings(want[k])) for k in missing])
@@ -287,16 +282,12 @@ class Agent:
         pods += local
         node_ips = [self.node_ip[node_name], str(node.pod_cidr.network_address + 1)]
         table = policy.render(cache.of_kind("NetworkPolicy"), pods, namespaces, local, node_ips)
-        enforcer = self._enforcer(node_name, node)
-        if enforcer.apply(table.text(node_ips), local):
-            log.info("policy %s: %d policies, %d isolated pods", node_name, len(cache.of_kind("NetworkPolicy")),
-                     len(set(table.ingress) | set(table.egress)))
-
-    def _enforcer(self, node_name: str, node: NodePods) -> policy.Enforcer:
         enforcer = self.enforcers.get(node_name)
         if enforcer is None:
             enforcer = self.enforcers[node_name] = policy.Enforcer(kernel.netns_path(node.node_netns))
-        return enforcer
+        if enforcer.apply(table.text(node_ips), local):
+            log.info("policy %s: %d policies, %d isolated pods", node_name, len(cache.of_kind("NetworkPolicy")),
+                     len(set(table.ingress) | set(table.egress)))
 
     def _resolv_conf(self, cache: Cache, netns: str, pod: dict) -> None:
         """The pod's /etc/resolv.conf (/etc/netns/<netns>/resolv.conf, which `ip netns exec`

@@ -384,19 +384,12 @@ PENDING_TABLE = "netsim-policy-pending"
 
 def pending_table_text() -> str:
     """The table of pods whose rules are not written yet: created once (``create``: a second
-    creator's transaction fails instead of doubling the rules), never replaced.  ``pending``
-    holds what the CNI plugin isolated at ADD; ``guarded`` is the node's pod range (the agent
-    fills it before it wires a pod) and only its ``released`` addresses pass, so a pod is
-    isolated from the moment its address exists, before the plugin chain reaches the policy
-    plugin."""
-    drop = ["    ct state established,related accept", "    ip saddr @pending drop", "    ip daddr @pending drop",
-            "    ip saddr @guarded ip saddr != @released drop", "    ip daddr @guarded ip daddr != @released drop"]
+    creator's transaction fails instead of doubling the rules), never replaced."""
+    drop = ["    ct state established,related accept", "    ip saddr @pending drop", "    ip daddr @pending drop"]
     return "\n".join([
         f"create table {FAMILY} {PENDING_TABLE}",
         f"table {FAMILY} {PENDING_TABLE} {{",
         "  set pending { type ipv4_addr; }",
-        "  set guarded { type ipv4_addr; flags interval; }",
-        "  set released { type ipv4_addr; }",
         "  chain forward {", "    type filter hook forward priority filter - 1; policy accept;", *drop, "  }",
         "  chain output {", "    type filter hook output priority filter - 1; policy accept;", *drop, "  }",
         "}"]) + "\n"
@@ -425,9 +418,7 @@ def unpend_lines(ips: Iterable[str]) -> list[str]:
 
 class Enforcer:
     """The table of one node, replaced whole in one nftables transaction when it changes; the
-    same transaction releases exactly the pods it renders (``released``, and out of
-    ``pending``), so a pod passes only once its rules exist and its address is held back
-    again as soon as it is gone."""
+    same transaction releases the pods it renders for the first time from ``pending``."""
 
     def __init__(self, netns_path: str):
         from proxy.nftables import LibNft
@@ -435,39 +426,24 @@ class Enforcer:
         self.lib = LibNft(netns_path)
         ensure_pending_table(self.lib)
         self.last = ""
-        self.rendered: set[tuple[str, str]] | None = None  # (pod key, ip) released; None: not yet synced
-        self.guarded: str | None = None
-
-    def guard(self, pod_cidr: str) -> None:
-        """Hold back every address of the node's pod range but its network and gateway
-        addresses (the node's own, on flannel.1 and cni0) until released."""
-        net = ipaddress.ip_network(pod_cidr)
-        span = f"{net.network_address + 2}-{net.broadcast_address - 1}"
-        if span == self.guarded:
-            return
-        t = f"{FAMILY} {PENDING_TABLE} guarded"
-        self.lib.run(f"flush set {t}\nadd element {t} {{ {span} }}\n")
-        self.guarded = span
+        self.rendered: set[tuple[str, str]] = set()  # (pod key, ip) already released
 
     def apply(self, text: str, local: Iterable[PodInfo] = ()) -> bool:
         now = {(p.key, p.ip) for p in local}
-        if text == self.last and now == self.rendered:
+        new = now - self.rendered
+        if text == self.last and not new:
+            self.rendered = now
             return False
-        new = now - (self.rendered or set())
-        released = f"{FAMILY} {PENDING_TABLE} released"
-        ips = sorted({ip for _, ip in now})
-        # add + delete + define: one transaction, whether the table exists or not; the
-        # released set is written whole in it too.
+        # add + delete + define: one transaction, whether the table exists or not.
         body = [f"add table {FAMILY} {TABLE}", f"delete table {FAMILY} {TABLE}", text.rstrip("\n"),
-                *unpend_lines(sorted({ip for _, ip in new})), f"flush set {released}",
-                *([f"add element {released} {{ {', '.join(ips)} }}"] if ips else [])]
+                *unpend_lines(sorted({ip for _, ip in new}))]
         self.lib.run("\n".join(body) + "\n")
         self.last, self.rendered = text, now
         return True
 
     def remove(self) -> None:
         self.lib.run(f"add table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n")
-        self.last, self.rendered = "", None
+        self.last, self.rendered = "", set()
 
     def close(self) -> None:
         self.lib.close()
