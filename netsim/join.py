@@ -99,11 +99,11 @@ def attach(netns: str, uplink: Uplink, node_ip: str, gateway: str, created: list
             nic = _find(home, node, uplink)
             if nic is None:
                 raise JoinError(f"{uplink.name} ({uplink.mac}) is gone from this machine")
-            where, index = nic
+            where, index, _ = nic
             if where is home:
                 with home.batch() as b:
                     b.move_link(index, node)
-                _, index = _find(None, node, uplink)
+                _, index, _ = _find(None, node, uplink)
             with node.batch() as b:
                 if node.link(names.NODE_UPLINK) is None:
                     b.set_link(names.NODE_UPLINK, index=index, up=False, rename=names.NODE_UPLINK)
@@ -133,7 +133,7 @@ def detach(netns: str, uplink: Uplink) -> bool:
             if nic is None:
                 log.warning("%s (%s) is on neither this machine nor in %s", uplink.name, uplink.mac, netns)
                 return False
-            where, index = nic
+            where, index, current = nic
             if where is not home:
                 # Its own name again before it moves: "eth0" is most likely taken at home.
                 with node.batch() as b:
@@ -142,11 +142,10 @@ def detach(netns: str, uplink: Uplink) -> bool:
                     b.set_link(names.NODE_UPLINK, index=index, rename=uplink.name)
                 with node.batch() as b:
                     b.move_link(index, home)
-                _, index = _find(home, None, uplink)
+                _, index, current = _find(home, None, uplink)
         finally:
             if node is not None:
                 node.close()
-        current = _name_in(home, uplink)
         if current != uplink.name:
             with home.batch() as b:
                 b.set_link(current, index=index, up=False)
@@ -165,19 +164,15 @@ def detach(netns: str, uplink: Uplink) -> bool:
         return True
 
 
-def _find(home: kernel.Namespace, node: kernel.Namespace | None, uplink: Uplink):
-    """(namespace, ifindex) of the NIC, found by its MAC: in the node's namespace first."""
+def _find(home: kernel.Namespace | None, node: kernel.Namespace | None, uplink: Uplink):
+    """(namespace, ifindex, name) of the NIC, found by its MAC: in the node's namespace first."""
     for ns in (node, home):
         if ns is None:
             continue
-        for link in ns.links().values():
+        for name, link in ns.links().items():
             if link["mac"] == uplink.mac and link["kind"] not in _NOT_A_NIC:
-                return ns, link["index"]
+                return ns, link["index"], name
     return None
-
-
-def _name_in(ns: kernel.Namespace, uplink: Uplink) -> str:
-    return next(n for n, link in ns.links().items() if link["mac"] == uplink.mac and link["kind"] not in _NOT_A_NIC)
 
 
 def components_of(node: str, controllers: bool) -> list[str]:

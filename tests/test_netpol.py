@@ -413,9 +413,9 @@ spec:
     # From the moment the policy plugin (last in the chain) has isolated it: between the bridge
     # plugin's address and that, a few milliseconds are open (a known gap, see the README).
     node = names.netns_name(c.name, "worker1")
-    while time.monotonic() < deadline and subprocess.run(
+    while ns == "x" and time.monotonic() < deadline and subprocess.run(
             ["ip", "netns", "exec", node, "nft", "get", "element", "ip", "netsim-policy-pending", "pending",
-             f"{{ {ip} }}"], capture_output=True).returncode != 0 and ns == "x":
+             f"{{ {ip} }}"], capture_output=True).returncode != 0:
         pass
     sources = {"pod y/a (same node)": (c.netns["y/a"], ip, 80), "pod x/b": (c.netns["x/b"], ip, 80),
                "node worker2": (names.netns_name(c.name, "worker2"), ip, 80),
