@@ -18,8 +18,7 @@ when each rule was its own nft rule, "last" was the worst case: +104 us p50 at 1
   render    policy.render(...) for the node's two local pods + Table.text (median of --runs)
   bytes     the table text
   apply     Enforcer.apply: the whole table replaced in one libnftables transaction, through a
-            fresh Enforcer each run so that every run really applies (and, as an agent's first
-            apply does, releases the two pods from the pending set) (median)
+            fresh Enforcer each run so that every run really applies (median)
   rules     rules in the per-pod chains; sets: named sets (peer sets, named-port sets)
   connect   TCP connect() from the client pod to 10.244.0.11:8080 across the bridge, median and
             p90 over --probes connections, with no table at all ("none") and with each N's
@@ -139,7 +138,7 @@ def program(node_path: str, pols: list[dict], client_labels: dict) -> tuple[floa
     enf = policy.Enforcer(node_path)
     try:
         t = time.perf_counter()
-        applied = enf.apply(text, local)  # a fresh Enforcer also releases both pods from ``pending``
+        applied = enf.apply(text)
         apply_s = time.perf_counter() - t
     finally:
         enf.close()
@@ -178,7 +177,7 @@ def main() -> None:
         if bnf != "1":
             raise SystemExit(f"bridge-nf-call-iptables is {bnf} in the node namespace: bridged traffic would not "
                              "reach the forward hook")
-        p50, p90 = sample_connects(lab, args.probes)  # before any Enforcer: not even the pending table
+        p50, p90 = sample_connects(lab, args.probes)  # before any Enforcer
         rows.append({"n": "none", "p50": p50, "p90": p90})
         print(f"  no table: connect p50 {p50:.0f} us", file=sys.stderr)
         enf = policy.Enforcer(node_path)

@@ -285,9 +285,11 @@ class Agent:
         enforcer = self.enforcers.get(node_name)
         if enforcer is None:
             enforcer = self.enforcers[node_name] = policy.Enforcer(kernel.netns_path(node.node_netns))
-        if enforcer.apply(table.text(node_ips), local):
+        if enforcer.apply(table.text(node_ips)):
             log.info("policy %s: %d policies, %d isolated pods", node_name, len(cache.of_kind("NetworkPolicy")),
                      len(set(table.ingress) | set(table.egress)))
+        # Only now that the kernel holds their rules: the new pods' gates (netsim.gate).
+        node.open_gates({info.key for info in local})
 
     def _resolv_conf(self, cache: Cache, netns: str, pod: dict) -> None:
         """The pod's /etc/resolv.conf (/etc/netns/<netns>/resolv.conf, which `ip netns exec`

@@ -1,10 +1,11 @@
 """Pod sandboxes on one node, networked by CNI as a container runtime does it.
 
 The agent plays containerd's part: it makes the pod's network namespace (with ``lo`` up, as
-CRI-O does itself), then runs the node's network list (flannel delegating to bridge +
-host-local, then portmap) through netsim's CNI runtime, and DEL in reverse with the cached
-result when the pod goes.  Plugins are exec'd from CNI_PATH like anyone's; they hand their
-work to this agent's plugin server over NETSIM_CNI_SOCKET.
+CRI-O does itself, and the pod's gate closed: netsim.gate), then runs the node's network list
+(flannel delegating to bridge + host-local, then portmap, then netsim-policy) through netsim's
+CNI runtime, and DEL in reverse with the cached result when the pod goes.  Plugins are exec'd
+from CNI_PATH like anyone's; they hand their work to this agent's plugin server over
+NETSIM_CNI_SOCKET.
 
 What a node holds is written ahead to a checkpoint before the kernel is touched, so an agent
 killed half-way finds every namespace it made; DEL is idempotent, so a half-made sandbox is
@@ -23,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from netsim import kernel, names
+from netsim import gate, kernel, names
 from netsim.cni import runtime, shim
 
 log = logging.getLogger("netsim.podnet")
@@ -97,6 +98,8 @@ class NodePods:
         self.runtime = runtime.Runtime([runtime.plugin_dir()], kernel.netns_path(node_netns), extra_env)
         self.netlist: runtime.NetworkList | None = None
         self.collected = False
+        # Pods whose gate may be closed: all of them after a restart (opening is idempotent).
+        self.gated: set[str] = set(self.sandboxes)
 
     # -- checkpoint -------------------------------------------------------------------------
     def _load(self) -> dict[str, Sandbox]:
@@ -162,6 +165,8 @@ class NodePods:
             kernel.delete_netns(sb.netns)  # a bare file from a killed agent is not a namespace
             with kernel.Namespace.create(sb.netns) as pod, pod.batch() as b:
                 b.set_link("lo", index=1, up=True)
+            gate.close(kernel.netns_path(sb.netns))
+            self.gated.add(sb.key)
         failed = []
         with ThreadPoolExecutor(max_workers=min(PARALLEL_ADDS, len(made))) as pool:
             for sb, outcome in zip(made, pool.map(self._add_one, made), strict=True):
@@ -198,7 +203,27 @@ class NodePods:
         kernel.remove_netns([sb.netns for sb in gone])
         for sb in gone:
             self.sandboxes.pop(sb.key, None)
+            self.gated.discard(sb.key)
         self._save()
+
+    def open_gates(self, keys: set[str]) -> int:
+        """Open the gates of these pods (the node's policy rules for them are written); how
+        many were opened.  A failure other than a namespace already gone raises after the
+        others were tried, and that pod stays closed."""
+        opened, failures = 0, []
+        for k in sorted(keys & self.gated):
+            try:
+                gate.open_(kernel.netns_path(self.sandboxes[k].netns))
+                opened += 1
+            except FileNotFoundError:
+                pass  # its namespace went with the pod
+            except Exception as exc:  # noqa: BLE001 -- tried again at the next sync
+                failures.append(f"{k}: {exc}")
+                continue
+            self.gated.discard(k)
+        if failures:
+            raise RuntimeError(f"node {self.node}: could not open the gates of " + "; ".join(failures))
+        return opened
 
     def _del_one(self, sb: Sandbox) -> Exception | None:
         try:

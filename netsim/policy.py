@@ -11,10 +11,8 @@ DNAT: traffic to a Service is judged against the backend pod it was sent to) and
 IPVS balances (it sends it out through LOCAL_OUT), at ``output``:
 
 * ``ct state established,related accept`` -- replies of allowed connections, always;
-* a new pod is isolated until its rules exist: the chained CNI plugin ``netsim-policy`` puts
-  its address into the set ``pending`` of a second table, ``ip netsim-policy-pending``, whose
-  chains (one priority earlier) drop everything to and from those addresses; the transaction
-  that writes the pod's rules takes it out (:meth:`Enforcer.apply`);
+* a new pod is isolated until its rules exist by its gate (netsim.gate), closed in its own
+  namespace before it has an address, opened by the agent after :meth:`Enforcer.apply`;
 * ``ip saddr vmap @egress`` / ``ip daddr vmap @ingress`` jump to a chain per isolated pod,
   whose rules ``return`` (allowed: go on to the other direction's check) and end in ``drop``.
 
@@ -379,71 +377,26 @@ def render(policies: list[dict], pods: list[PodInfo], namespaces: dict[str, dict
 
 
 # -- applying -----------------------------------------------------------------------------------
-PENDING_TABLE = "netsim-policy-pending"
-
-
-def pending_table_text() -> str:
-    """The table of pods whose rules are not written yet: created once (``create``: a second
-    creator's transaction fails instead of doubling the rules), never replaced."""
-    drop = ["    ct state established,related accept", "    ip saddr @pending drop", "    ip daddr @pending drop"]
-    return "\n".join([
-        f"create table {FAMILY} {PENDING_TABLE}",
-        f"table {FAMILY} {PENDING_TABLE} {{",
-        "  set pending { type ipv4_addr; }",
-        "  chain forward {", "    type filter hook forward priority filter - 1; policy accept;", *drop, "  }",
-        "  chain output {", "    type filter hook output priority filter - 1; policy accept;", *drop, "  }",
-        "}"]) + "\n"
-
-
-def ensure_pending_table(lib) -> None:
-    try:
-        lib.run(f"list set {FAMILY} {PENDING_TABLE} pending")
-        return
-    except Exception:  # noqa: BLE001 -- not there yet
-        pass
-    try:
-        lib.run(pending_table_text())
-    except Exception:  # noqa: BLE001 -- created meanwhile by the agent or the CNI plugin
-        lib.run(f"list set {FAMILY} {PENDING_TABLE} pending")
-
-
-def unpend_lines(ips: Iterable[str]) -> list[str]:
-    """Take addresses out of ``pending`` whether they are in it or not (add, then delete)."""
-    t = f"{FAMILY} {PENDING_TABLE} pending"
-    out = []
-    for ip in ips:
-        out += [f"add element {t} {{ {ip} }}", f"delete element {t} {{ {ip} }}"]
-    return out
-
-
 class Enforcer:
-    """The table of one node, replaced whole in one nftables transaction when it changes; the
-    same transaction releases the pods it renders for the first time from ``pending``."""
+    """The table of one node, replaced whole in one nftables transaction when it changes."""
 
     def __init__(self, netns_path: str):
         from proxy.nftables import LibNft
 
         self.lib = LibNft(netns_path)
-        ensure_pending_table(self.lib)
         self.last = ""
-        self.rendered: set[tuple[str, str]] = set()  # (pod key, ip) already released
 
-    def apply(self, text: str, local: Iterable[PodInfo] = ()) -> bool:
-        now = {(p.key, p.ip) for p in local}
-        new = now - self.rendered
-        if text == self.last and not new:
-            self.rendered = now
+    def apply(self, text: str) -> bool:
+        if text == self.last:
             return False
         # add + delete + define: one transaction, whether the table exists or not.
-        body = [f"add table {FAMILY} {TABLE}", f"delete table {FAMILY} {TABLE}", text.rstrip("\n"),
-                *unpend_lines(sorted({ip for _, ip in new}))]
-        self.lib.run("\n".join(body) + "\n")
-        self.last, self.rendered = text, now
+        self.lib.run(f"add table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n{text.rstrip()}\n")
+        self.last = text
         return True
 
     def remove(self) -> None:
         self.lib.run(f"add table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n")
-        self.last, self.rendered = "", set()
+        self.last = ""
 
     def close(self) -> None:
         self.lib.close()

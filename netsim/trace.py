@@ -22,7 +22,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from netsim import api, fabric, kernel, names, nftrace, podnet, probe
+from netsim import api, fabric, gate, kernel, names, nftrace, podnet, probe
 from netsim.packets import Flow, Follower, Frame, IPv4, parse_frame, parse_ip
 
 ETH_P_ALL = 0x0003
@@ -547,9 +547,7 @@ def verdict_of(flow: Flow, fwd: list[Capture], rev: list[Capture], fwd_events: l
         if kind == "REJECT" or (e.source == "nft" and re.search(r"\breject\b", e.text)):
             return {"result": "REJECTED", "where": place(netns), "by": _component(e), "reason": reason}
         if kind == "DROP" or (e.source == "nft" and e.verdict == "drop"):
-            if e.table == "netsim-policy-pending":
-                by = "NetworkPolicy (the pod's rules are not written yet)"
-            elif e.table.startswith("netsim-policy"):
+            if e.table.startswith("netsim-policy"):
                 p = fwd[-1].frame.packet if fwd else None
                 by = _policy_names(store, cluster, p) if p else "NetworkPolicy"
             else:
@@ -563,6 +561,11 @@ def verdict_of(flow: Flow, fwd: list[Capture], rev: list[Capture], fwd_events: l
         last = fwd[-1]
         arrived = not last.outgoing and last.netns != source_netns and (
             last.netns in where.pod_refs or last.frame.packet.dst == _member_ip(cluster, last.netns))
+        if arrived and last.netns in where.pod_refs and gate.state(kernel.netns_path(last.netns)) == "closed":
+            # the gate hooks in the pod's own namespace, where no trace listener is armed
+            return {"result": "DROPPED", "where": place(last.netns),
+                    "by": "NetworkPolicy (the pod's gate: its rules are not written yet)",
+                    "reason": f"{gate.FAMILY} {gate.TABLE}: closed until the node's agent opens it"}
         if arrived:
             reason = ""
             if first_rev is not None and "R" in first_rev.flags:

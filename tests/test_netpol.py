@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import socket
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -410,13 +409,6 @@ spec:
         with contextlib.suppress(Exception), kernel.Namespace.open(pod_ns) as pns:
             ip = next((a.split("/")[0] for a in pns.addresses_of(pns.index("eth0"), socket.AF_INET)), None)
     assert ip, f"{ns}/{name} got no address"
-    # From the moment the policy plugin (last in the chain) has isolated it: between the bridge
-    # plugin's address and that, a few milliseconds are open (a known gap, see the README).
-    node = names.netns_name(c.name, "worker1")
-    while ns == "x" and time.monotonic() < deadline and subprocess.run(
-            ["ip", "netns", "exec", node, "nft", "get", "element", "ip", "netsim-policy-pending", "pending",
-             f"{{ {ip} }}"], capture_output=True).returncode != 0:
-        pass
     sources = {"pod y/a (same node)": (c.netns["y/a"], ip, 80), "pod x/b": (c.netns["x/b"], ip, 80),
                "node worker2": (names.netns_name(c.name, "worker2"), ip, 80),
                "node control-plane": (names.netns_name(c.name, "control-plane"), ip, 80),

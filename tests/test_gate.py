@@ -1,0 +1,109 @@
+"""A pod's gate (netsim.gate) and the netsim-policy plugin that closes it, on real namespaces:
+closed, nothing but loopback passes either way; open, everything does; closing never
+re-closes an open gate."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+
+from netsim import gate, kernel
+
+NODE_IP, POD_IP, PORT = "10.98.0.1", "10.98.0.2", 8080
+
+
+def _wire(box) -> tuple[str, str]:
+    """The runtime namespace and one container joined by a veth; (container name, its path)."""
+    path = box.container("pod")
+    name = box.made[-1]
+    with kernel.Namespace.open(box.runtime) as node, kernel.Namespace.open(name) as pod:
+        with node.batch() as b:
+            b.add_veth("vgate0", "eth0", pod, 1500)
+            b.set_link("lo", index=1, up=True)
+        with node.batch() as b:
+            b.add_address(node.index("vgate0"), f"{NODE_IP}/24", nodad=True)
+            b.set_link("vgate0", up=True)
+        with pod.batch() as b:
+            b.set_link("lo", index=1, up=True)
+            b.add_address(pod.index("eth0"), f"{POD_IP}/24", nodad=True)
+            b.set_link("eth0", up=True)
+    return name, path
+
+
+def _listen(netns: str, ip: str) -> socket.socket:
+    s = kernel.socket_in(netns, socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((ip, PORT))
+    s.listen(16)
+    return s
+
+
+def _connects(netns: str, ip: str, timeout: float = 0.3) -> str:
+    with contextlib.closing(kernel.socket_in(netns, socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect((ip, PORT))
+        except TimeoutError:
+            return "timeout"
+        except ConnectionRefusedError:
+            return "refused"
+        except OSError as exc:
+            return type(exc).__name__
+        return "connected"
+
+
+def test_a_closed_gate_drops_both_ways_but_loopback_and_opening_lets_all_through(cni_sandbox):
+    pod, path = _wire(cni_sandbox)
+    servers = [_listen(pod, "0.0.0.0"), _listen(cni_sandbox.runtime, NODE_IP)]
+    try:
+        assert _connects(cni_sandbox.runtime, POD_IP) == "connected"  # the control: nothing in the way
+        assert gate.state(path) is None
+
+        assert gate.close(path) is True
+        assert gate.state(path) == "closed"
+        assert _connects(cni_sandbox.runtime, POD_IP) == "timeout"  # dropped, not refused
+        assert _connects(pod, NODE_IP) == "timeout"
+        assert _connects(pod, "127.0.0.1") == "connected"
+        assert _connects(pod, POD_IP) == "connected"  # its own address: over lo
+        assert gate.close(path) is False and gate.state(path) == "closed"
+
+        gate.open_(path)
+        assert gate.state(path) == "open"
+        assert _connects(cni_sandbox.runtime, POD_IP) == "connected"
+        assert _connects(pod, NODE_IP) == "connected"
+        gate.open_(path)  # idempotent
+        assert gate.close(path) is False and gate.state(path) == "open"  # never re-closed
+        assert _connects(cni_sandbox.runtime, POD_IP) == "connected"
+    finally:
+        for s in servers:
+            s.close()
+    # Nothing in the runtime's (the node's) namespace: the gate lives in the pod's.
+    assert "netsim-gate" not in cni_sandbox.in_runtime("nft", "list", "tables")
+
+
+def test_netsim_policy_closes_the_containers_gate_and_checks_it(cni_sandbox):
+    pod, path = _wire(cni_sandbox)
+    prev = {"cniVersion": "1.1.0", "interfaces": [{"name": "eth0", "sandbox": path}],
+            "ips": [{"address": f"{POD_IP}/24", "interface": 0}]}
+    conf = {"cniVersion": "1.1.0", "name": "gate", "type": "netsim-policy", "prevResult": prev}
+
+    r = cni_sandbox.call("netsim-policy", "CHECK", conf, container_id="c1", netns=path)
+    assert r.rc != 0 and r.error["code"] == 999 and "no gate" in r.error["msg"], r.raw
+
+    r = cni_sandbox.call("netsim-policy", "ADD", conf, container_id="c1", netns=path)
+    assert r.rc == 0, r.raw
+    assert r.out["ips"] == prev["ips"]  # the chain's result, passed on
+    assert gate.state(path) == "closed"
+    assert _connects(cni_sandbox.runtime, POD_IP) == "timeout"
+    assert cni_sandbox.call("netsim-policy", "CHECK", conf, container_id="c1", netns=path).rc == 0
+
+    # The runtime's own namespace is refused: its gate would cut the node off.
+    own = kernel.netns_path(cni_sandbox.runtime)
+    r = cni_sandbox.call("netsim-policy", "ADD", conf, container_id="c2", netns=own)
+    assert r.rc != 0 and r.error["code"] == 4 and "own namespace" in r.error["msg"], r.raw
+    assert "netsim-gate" not in cni_sandbox.in_runtime("nft", "list", "tables")
+
+    r = cni_sandbox.call("netsim-policy", "ADD", {k: v for k, v in conf.items() if k != "prevResult"},
+                         container_id="c3", netns=path)
+    assert r.rc != 0 and r.error["code"] == 7, r.raw
+    assert cni_sandbox.call("netsim-policy", "DEL", conf, container_id="c1", netns=path).rc == 0
