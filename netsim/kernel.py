@@ -91,8 +91,12 @@ def netns_exists(name: str) -> bool:
 @contextlib.contextmanager
 def entered(path: str) -> Iterator[None]:
     """Run the body with the calling thread inside the namespace at ``path``."""
-    home = _current_netns_fd()
-    target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # first: a missing path leaks no fd
+    try:
+        home = _current_netns_fd()
+    except BaseException:
+        os.close(target)
+        raise
     try:
         _setns(target)
         try:

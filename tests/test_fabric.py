@@ -1,5 +1,6 @@
 """The fabric with real namespaces, links and packets."""
 
+import os
 import subprocess
 import time
 
@@ -165,3 +166,13 @@ def test_a_batch_of_thousands_of_requests_is_acknowledged_in_full():
     finally:
         ns.close()
         kernel.remove_netns([name])
+
+
+def test_entering_a_namespace_that_is_not_there_keeps_no_descriptor():
+    """A watcher polling for a pod's namespace before it exists (a trace, a test) once ran out
+    of file descriptors: the failed open kept the thread's own namespace fd."""
+    fds = len(os.listdir("/proc/self/fd"))
+    for _ in range(200):
+        with pytest.raises(FileNotFoundError), kernel.entered(kernel.netns_path("nsim-not-there")):
+            pass
+    assert len(os.listdir("/proc/self/fd")) == fds

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import socket
 
-from netsim import gate, kernel
+from netsim import gate, kernel, names
 
 NODE_IP, POD_IP, PORT = "10.98.0.1", "10.98.0.2", 8080
 
@@ -107,3 +107,41 @@ def test_netsim_policy_closes_the_containers_gate_and_checks_it(cni_sandbox):
                          container_id="c3", netns=path)
     assert r.rc != 0 and r.error["code"] == 7, r.raw
     assert cni_sandbox.call("netsim-policy", "DEL", conf, container_id="c1", netns=path).rc == 0
+
+
+def test_the_agent_closes_a_pods_gate_before_the_first_plugin_runs(tmp_path, monkeypatch):
+    """The ordering that makes a new pod unreachable from its first moment, seen at the
+    moment it matters: when the runtime calls the chain's first plugin (which makes eth0 and
+    gives the address), the pod's gate is already closed.  Then the gate stays closed with the
+    pod wired, until the agent opens it."""
+    from netsim import podnet
+    from tests.conftest import unique_name
+
+    cluster = unique_name("gate")
+    node_ns = names.netns_name(cluster, "n1")
+    kernel.Namespace.create(node_ns).close()
+    node = podnet.NodePods(cluster, "n1", node_ns, tmp_path / "n1")
+    seen: list[str | None] = []
+    real_add = node.runtime.add
+
+    def add(netlist, rt):
+        seen.append(gate.state(rt.netns))
+        return real_add(netlist, rt)
+
+    monkeypatch.setattr(node.runtime, "add", add)
+    listener = None
+    try:
+        node.ensure_network("10.77.1.0/24", "10.77.0.0/16")
+        [sb] = node.add([("default/p", "uid-p", "default", "p", [])])
+        assert seen == ["closed"]
+        assert sb.ip.startswith("10.77.1.") and gate.state(kernel.netns_path(sb.netns)) == "closed"
+        listener = _listen(sb.netns, "0.0.0.0")
+        assert _connects(node_ns, sb.ip) == "timeout"
+        assert node.open_gates({"default/p"}) == 1
+        assert _connects(node_ns, sb.ip) == "connected"
+        assert node.open_gates({"default/p"}) == 0  # already open
+    finally:
+        if listener is not None:
+            listener.close()
+        node.remove(list(node.sandboxes))
+        kernel.remove_netns([node_ns])
