@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 
 import pytest
 
-from netsim import kernel, names, nftrace
+from netsim import gate, kernel, names, nftrace, podnet
 from tests.conftest import SCENARIO, K8s, run_netsim, running, unique_name
 
 APP = """apiVersion: v1
@@ -158,6 +159,24 @@ def test_policy_drop_names_the_policy(k8s):
     code, answer = k8s.probe("pod/default/client", "pod/locked/vault", "--port", "80", "--timeout", "0.5")
     assert code == 1 and answer["result"] == "deny"
     assert answer["droppedAt"] == "node worker2" and "locked/deny-all" in answer["droppedBy"], answer
+
+
+def test_a_pod_whose_gate_is_closed_is_dropped_by_its_gate(k8s):
+    """A pod not yet opened by its agent (its rules not written): the drop happens in the
+    pod's own namespace, where no trace listener is armed, and the trace names the gate."""
+    path = kernel.netns_path(podnet.pod_netns(k8s.name, "default", "b"))
+    subprocess.run(["nsenter", f"--net={path}", "nft", "flush", "set", gate.FAMILY, gate.TABLE, "open"], check=True)
+    try:
+        assert gate.state(path) == "closed"
+        code, t = trace(k8s, "pod/default/client", "pod/default/b", "--port", "8080")
+    finally:
+        gate.open_(path)
+    assert code == 1
+    v = t["verdict"]
+    assert v["result"] == "DROPPED" and v["where"] == "pod default/b" and "gate" in v["by"], v
+    assert t["hops"][-1]["where"] == "pod default/b" and t["reply"] == []
+    code, t = trace(k8s, "pod/default/client", "pod/default/b", "--port", "8080")
+    assert code == 0 and t["verdict"]["result"] == "DELIVERED", t["verdict"]
 
 
 def test_nodeport_from_the_external_host_is_masqueraded(k8s):
