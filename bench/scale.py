@@ -32,8 +32,11 @@ from netsim import daemon, kernel, names, state  # noqa: E402
 
 
 def netsim(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "netsim", *args], capture_output=True, text=True, check=True,
+    proc = subprocess.run([sys.executable, "-m", "netsim", *args], capture_output=True, text=True, check=False,
                           cwd=ROOT, timeout=timeout)
+    if proc.returncode != 0:
+        raise SystemExit(f"netsim {' '.join(args)}: exit {proc.returncode}\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+    return proc
 
 
 def rss_kib(pid: int) -> int:

@@ -12,7 +12,6 @@ with a Hubble-style verdict.  Everything armed is removed before the command ret
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import random
 import re
@@ -153,10 +152,7 @@ class _Nft:
     def __init__(self, netns: str):
         from proxy.nftables import LibNft
 
-        self.nft = LibNft(kernel.netns_path(netns))
-        lib = self.nft.lib
-        lib.nft_ctx_output_set_flags.argtypes = [ctypes.c_void_p, ctypes.c_uint]
-        lib.nft_ctx_output_set_flags(self.nft.ctx, self.NFT_CTX_OUTPUT_HANDLE | self.NFT_CTX_OUTPUT_STATELESS)
+        self.nft = LibNft(kernel.netns_path(netns), self.NFT_CTX_OUTPUT_HANDLE | self.NFT_CTX_OUTPUT_STATELESS)
 
     def run(self, text: str) -> str:
         return self.nft.run(text)
