@@ -1,81 +1,99 @@
-"""A pod's gate: an nftables table in the pod's own namespace that drops everything but
-loopback, both ways, until the node's agent opens it.
+"""A pod's gate: policy routing rules in the pod's own namespace that let nothing in or out
+but loopback until the node's agent opens it.
 
 NetworkPolicy promises that a pod in an isolated namespace is never reachable, not even for
 the moment between getting its address and its rules being written.  The runtime (netsim's
-agent, playing containerd) closes the gate when it makes the sandbox's namespace, before any
-CNI plugin runs, so no plugin's order can open a window; the chained plugin ``netsim-policy``
-closes it too for a runtime that did not.  The agent opens it once the node's policy table
-(netsim.policy) that covers the pod has been written, before the pod reports Running.
+agent, playing containerd) closes the gate in the same netlink batch that makes the sandbox's
+namespace, before any CNI plugin runs, so no plugin's order can open a window; the chained
+plugin ``netsim-policy`` closes it too for a runtime that did not.  The agent opens it once
+the node's policy table (netsim.policy) that covers the pod has been written, before the pod
+reports Running.
 
-Closed means the set ``open`` is empty: ``meta mark != @open`` holds for every packet.
-Opening adds one element (0, the mark of every packet in a pod's namespace: crossing into it
-scrubs the mark), a fraction of a millisecond; deleting a table or rule instead waits for an
-RCU grace period (~13 ms a pod).  The gate hooks before conntrack (priority raw), so nothing
-it drops leaves a conntrack entry behind.
+Closed, for IPv4 and IPv6 (``ip rule``)::
+
+    0:  from all iif lo lookup local            # loopback and the pod's own addresses, from inside
+    1:  from all ipproto tcp blackhole          # anything else, in or out: no route
+    1:  ... udp, sctp, icmp (ipv6-icmp)
+    2:  from all lookup local                   # lookups that are no such packet's
+
+The kernel's ``0: from all lookup local`` moves to 2.  Lookups without a protocol pass: ARP
+(the pod still answers for its address, so no neighbour entry goes FAILED and delays the
+first connection once the gate opens) and the kernel's check of a new route's gateway (CNI
+plugins add the pod's routes while it is closed).  Protocols other than these four are not
+held back; NetworkPolicy speaks of TCP, UDP and SCTP.  Open is the kernel's rule set again, its
+local rule written back with netsim's protocol number, which tells an opened gate from a
+namespace that never had one.  Rules rather than an nftables table: they ride in the
+rtnetlink batch that makes the namespace (nothing per pod in libnftables, whose contexts
+neither share threads nor work above descriptor 1023, and an agent with a thousand pods is
+there).
 """
 
 from __future__ import annotations
 
-import errno
-import os
+import socket
 
-FAMILY = "inet"  # IPv4 and IPv6
-TABLE = "netsim-gate"
+from netsim import kernel
 
-
-def _text() -> str:
-    chain = "type filter hook {hook} priority raw; policy accept; {dev} != lo meta mark != @open drop;"
-    return (f"create table {FAMILY} {TABLE}\n"  # fails when there is one: never closes an open gate
-            f"table {FAMILY} {TABLE} {{\n"
-            "  set open { type mark; }\n"
-            f"  chain input {{ {chain.format(hook='input', dev='iif')} }}\n"
-            f"  chain output {{ {chain.format(hook='output', dev='oif')} }}\n"
-            "}\n")
+PROTO = 167  # netsim's rules carry it: `ip rule` shows "proto 167"
+FAMILIES = (socket.AF_INET, socket.AF_INET6)
+LOCAL = kernel.RT_TABLE_LOCAL
+HELD = {socket.AF_INET: (socket.IPPROTO_TCP, socket.IPPROTO_UDP, socket.IPPROTO_SCTP, socket.IPPROTO_ICMP),
+            socket.AF_INET6: (socket.IPPROTO_TCP, socket.IPPROTO_UDP, socket.IPPROTO_SCTP, socket.IPPROTO_ICMPV6)}
 
 
-def _lib(netns_path: str):
-    from proxy.nftables import LibNft
+def closing(b: kernel.Batch) -> None:
+    """Add to a batch for a namespace without a gate: close it."""
+    for family in FAMILIES:
+        b.delete_rule(family, 0, table=LOCAL)  # the kernel's "from all lookup local"
+        b.add_rule(family, 0, table=LOCAL, iifname="lo", protocol=PROTO)
+        for proto in HELD[family]:
+            b.add_rule(family, 1, action=kernel.FR_ACT_BLACKHOLE, ipproto=proto, protocol=PROTO)
+        b.add_rule(family, 2, table=LOCAL, protocol=PROTO)
 
-    return LibNft(netns_path)
+
+def opening(b: kernel.Batch) -> None:
+    """Add to a batch: open the gate (the local rule back first, so loopback never breaks)."""
+    for family in FAMILIES:
+        b.add_rule(family, 0, table=LOCAL, protocol=PROTO)
+        for proto in HELD[family]:
+            b.delete_rule(family, 1, action=kernel.FR_ACT_BLACKHOLE, ipproto=proto, protocol=PROTO)
+        b.delete_rule(family, 2, table=LOCAL, protocol=PROTO)
+        b.delete_rule(family, 0, table=LOCAL, iifname="lo", protocol=PROTO)
+
+
+def state_of(ns: kernel.Namespace) -> str | None:
+    """"closed", "open", or None (never had a gate)."""
+    rules = [r for r in ns.rules(socket.AF_INET) if r["protocol"] == PROTO]
+    if any(r["action"] == kernel.FR_ACT_BLACKHOLE for r in rules):
+        return "closed"
+    if any(r["priority"] == 0 and r["table"] == LOCAL and not r["iifname"] for r in rules):
+        return "open"
+    return None
 
 
 def close(netns_path: str) -> bool:
-    """Put a closed gate into a namespace that has none; True if this call made it.  A
-    namespace that already has one (closed or open) keeps it as it is."""
-    lib = _lib(netns_path)
-    try:
-        try:
-            lib.run(_text())
-            return True
-        except Exception:  # noqa: BLE001 -- there is one already, or nftables failed: which?
-            lib.run(f"list set {FAMILY} {TABLE} open")  # raises if there is none
+    """Close the gate of a namespace that has none; True if this call closed it.  A namespace
+    that has one, closed or open, keeps it as it is."""
+    with kernel.Namespace.at(netns_path) as ns:
+        if state_of(ns) is not None:
             return False
-    finally:
-        lib.close()
+        with ns.batch() as b:
+            closing(b)
+    return True
 
 
 def open_(netns_path: str) -> None:
     """Let the pod's traffic through (idempotent).  A namespace that is gone raises
     FileNotFoundError."""
-    if not os.path.exists(netns_path):
-        raise FileNotFoundError(errno.ENOENT, "no such namespace", netns_path)
-    lib = _lib(netns_path)
-    try:
-        lib.run(f"add element {FAMILY} {TABLE} open {{ 0 }}\n")
-    finally:
-        lib.close()
+    with kernel.Namespace.at(netns_path) as ns, ns.batch() as b:
+        opening(b)
 
 
 def state(netns_path: str) -> str | None:
-    """"closed", "open", or None (no gate, or no such namespace)."""
-    if not os.path.exists(netns_path):
-        return None
-    lib = _lib(netns_path)
+    """The gate of the namespace at a path: "closed", "open" or None (no gate, or no such
+    namespace)."""
     try:
-        listing = lib.run(f"list set {FAMILY} {TABLE} open")
-    except Exception:  # noqa: BLE001 -- no gate
+        with kernel.Namespace.at(netns_path) as ns:
+            return state_of(ns)
+    except FileNotFoundError:
         return None
-    finally:
-        lib.close()
-    return "open" if "elements" in listing else "closed"

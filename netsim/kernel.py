@@ -124,6 +124,9 @@ IFF_PROMISC = 0x100
 IFA_F_NODAD = 0x2
 RTM_DELROUTE = 25
 RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
+RTM_NEWRULE, RTM_DELRULE, RTM_GETRULE = 32, 33, 34
+FR_ACT_TO_TBL, FR_ACT_BLACKHOLE = 1, 6
+RT_TABLE_LOCAL = 255
 RTNH_F_ONLINK = 0x4
 RTPROT_KERNEL, RTPROT_BOOT, RTPROT_STATIC = 2, 3, 4
 RT_SCOPE_NOWHERE = 255
@@ -169,6 +172,13 @@ def _codec():
     from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
     return ifinfmsg, ifaddrmsg, rtmsg
+
+
+def _rule_codec():
+    """pyroute2's policy routing rule message class (`ip rule`)."""
+    from pyroute2.netlink.rtnl.fibmsg import fibmsg
+
+    return fibmsg
 
 
 def _neigh_codec():
@@ -355,6 +365,32 @@ class Batch:
                                           ("IFLA_VXLAN_LEARNING", int(learning))]})]}))
         self._add(ifinfmsg, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, {}, attrs,
                   f"add vxlan {ifname} (vni {vni}, port {port}, local {local})")
+
+    def _rule(self, msg_type: int, flags: int, family: int, priority: int, action: int, table: int,
+              iifname: str | None, ipproto: int, protocol: int | None, what: str, allow: tuple[int, ...]) -> None:
+        attrs = [("FRA_PRIORITY", priority)]
+        if table:
+            attrs.append(("FRA_TABLE", table))
+        if iifname:
+            attrs.append(("FRA_IIFNAME", iifname))
+        if ipproto:
+            attrs.append(("FRA_IP_PROTO", ipproto))
+        if protocol is not None:
+            attrs.append(("FRA_PROTOCOL", protocol))
+        fields = {"family": family, "action": action, "table": table if table < 256 else 0}
+        self._add(_rule_codec(), msg_type, flags, fields, attrs, what, allow=allow)
+
+    def add_rule(self, family: int, priority: int, *, action: int = FR_ACT_TO_TBL, table: int = 0,
+                 iifname: str | None = None, ipproto: int = 0, protocol: int | None = None) -> None:
+        """An `ip rule` (a rule that is there already is no error)."""
+        self._rule(RTM_NEWRULE, NLM_F_CREATE | NLM_F_EXCL, family, priority, action, table, iifname, ipproto,
+                   protocol, f"add rule pref {priority}", (errno.EEXIST,))
+
+    def delete_rule(self, family: int, priority: int, *, action: int = FR_ACT_TO_TBL, table: int = 0,
+                    iifname: str | None = None, ipproto: int = 0, protocol: int | None = None) -> None:
+        """Delete the first rule matching what is given (one that is not there is no error)."""
+        self._rule(RTM_DELRULE, 0, family, priority, action, table, iifname, ipproto, protocol,
+                   f"delete rule pref {priority}", (errno.ENOENT,))
 
     def replace_neigh(self, index: int, ip: str, mac: str) -> None:
         """A permanent neighbour entry (``ip neigh replace IP lladdr MAC dev X nud permanent``)."""
@@ -644,6 +680,13 @@ class Namespace:
                         "oif": oif or 0, "priority": msg.get("RTA_PRIORITY"), "proto": msg["proto"],
                         "scope": msg["scope"], "type": msg["type"], "onlink": bool(flags & RTNH_F_ONLINK)})
         return out
+
+    def rules(self, family: int = socket.AF_INET) -> list[dict]:
+        """The policy routing rules, in order: {priority, action, table, iifname, ipproto, protocol}."""
+        return [{"priority": msg.get("FRA_PRIORITY") or 0, "action": msg["action"],
+                 "table": msg.get("FRA_TABLE") or msg["table"], "iifname": msg.get("FRA_IIFNAME"),
+                 "ipproto": msg.get("FRA_IP_PROTO") or 0, "protocol": msg.get("FRA_PROTOCOL")}
+                for msg in self.dump(_rule_codec(), RTM_GETRULE, family)]
 
     def neighbours(self, ifindex: int, family: int = socket.AF_INET) -> dict[str, dict]:
         """The neighbour (ARP) entries of one link: ip -> {mac, state} (state: NUD_* bits)."""

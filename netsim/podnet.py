@@ -165,7 +165,7 @@ class NodePods:
             kernel.delete_netns(sb.netns)  # a bare file from a killed agent is not a namespace
             with kernel.Namespace.create(sb.netns) as pod, pod.batch() as b:
                 b.set_link("lo", index=1, up=True)
-            gate.close(kernel.netns_path(sb.netns))
+                gate.closing(b)
             self.gated.add(sb.key)
         failed = []
         with ThreadPoolExecutor(max_workers=min(PARALLEL_ADDS, len(made))) as pool:

@@ -103,10 +103,11 @@ class Places:
     nodes: dict[str, str]            # netns -> node name (pods: the node they run on)
     node_netns: list[str]
     pod_refs: dict[str, str]         # pod netns -> pod/NS/NAME
+    pod_ips: dict[str, str] = field(default_factory=dict)  # pod IP -> pod netns
 
 
 def places(cluster: fabric.Cluster, store) -> Places:
-    labels, nodes, pod_refs = {cluster.underlay_netns: "underlay"}, {}, {}
+    labels, nodes, pod_refs, pod_ips = {cluster.underlay_netns: "underlay"}, {}, {}, {}
     node_netns = []
     for m in cluster.members.values():
         labels[m.netns] = f"{m.kind} {m.name}"
@@ -120,9 +121,11 @@ def places(cluster: fabric.Cluster, store) -> Places:
         netns = podnet.pod_netns(cluster.name, meta["namespace"], meta["name"])
         labels[netns] = f"pod {meta['namespace']}/{meta['name']}"
         pod_refs[netns] = f"pod/{meta['namespace']}/{meta['name']}"
+        if (pod.get("status") or {}).get("podIP"):
+            pod_ips[pod["status"]["podIP"]] = netns
         if spec.get("nodeName"):
             nodes[netns] = spec["nodeName"]
-    return Places(labels, nodes, node_netns, pod_refs)
+    return Places(labels, nodes, node_netns, pod_refs, pod_ips)
 
 
 # -- arming -----------------------------------------------------------------------------------
@@ -557,11 +560,13 @@ def verdict_of(flow: Flow, fwd: list[Capture], rev: list[Capture], fwd_events: l
         last = fwd[-1]
         arrived = not last.outgoing and last.netns != source_netns and (
             last.netns in where.pod_refs or last.frame.packet.dst == _member_ip(cluster, last.netns))
-        if arrived and last.netns in where.pod_refs and gate.state(kernel.netns_path(last.netns)) == "closed":
-            # the gate hooks in the pod's own namespace, where no trace listener is armed
-            return {"result": "DROPPED", "where": place(last.netns),
+        gated = where.pod_ips.get(last.frame.packet.dst)
+        if gated is not None and gate.state(kernel.netns_path(gated)) == "closed":
+            # the gate is routing in the pod's own namespace: no rule event, and not even ARP
+            # answers, so the packet may never reach the pod
+            return {"result": "DROPPED", "where": place(gated),
                     "by": "NetworkPolicy (the pod's gate: its rules are not written yet)",
-                    "reason": f"{gate.FAMILY} {gate.TABLE}: closed until the node's agent opens it"}
+                    "reason": f"ip rule (proto {gate.PROTO}): closed until the node's agent opens it"}
         if arrived:
             reason = ""
             if first_rev is not None and "R" in first_rev.flags:

@@ -1,10 +1,11 @@
 """A pod's gate (netsim.gate) and the netsim-policy plugin that closes it, on real namespaces:
 closed, nothing but loopback passes either way; open, everything does; closing never
-re-closes an open gate."""
+re-closes an open gate; the rules are in the pod's namespace only."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
 
 from netsim import gate, kernel, names
@@ -48,8 +49,13 @@ def _connects(netns: str, ip: str, timeout: float = 0.3) -> str:
         except ConnectionRefusedError:
             return "refused"
         except OSError as exc:
-            return type(exc).__name__
+            return errno.errorcode.get(exc.errno, repr(exc))
         return "connected"
+
+
+def _rules(netns: str) -> list[dict]:
+    with kernel.Namespace.open(netns) as ns:
+        return ns.rules(socket.AF_INET) + ns.rules(socket.AF_INET6)
 
 
 def test_a_closed_gate_drops_both_ways_but_loopback_and_opening_lets_all_through(cni_sandbox):
@@ -59,10 +65,11 @@ def test_a_closed_gate_drops_both_ways_but_loopback_and_opening_lets_all_through
         assert _connects(cni_sandbox.runtime, POD_IP) == "connected"  # the control: nothing in the way
         assert gate.state(path) is None
 
+        kernel_rules = _rules(pod)
         assert gate.close(path) is True
         assert gate.state(path) == "closed"
-        assert _connects(cni_sandbox.runtime, POD_IP) == "timeout"  # dropped, not refused
-        assert _connects(pod, NODE_IP) == "timeout"
+        assert _connects(cni_sandbox.runtime, POD_IP) == "timeout"  # dropped (not even ARP), not refused
+        assert _connects(pod, NODE_IP) == "EINVAL"  # no route out: the blackhole rule
         assert _connects(pod, "127.0.0.1") == "connected"
         assert _connects(pod, POD_IP) == "connected"  # its own address: over lo
         assert gate.close(path) is False and gate.state(path) == "closed"
@@ -74,11 +81,15 @@ def test_a_closed_gate_drops_both_ways_but_loopback_and_opening_lets_all_through
         gate.open_(path)  # idempotent
         assert gate.close(path) is False and gate.state(path) == "open"  # never re-closed
         assert _connects(cni_sandbox.runtime, POD_IP) == "connected"
+        # Open is the kernel's rule set again (its local rule tagged as netsim's).
+        opened = _rules(pod)
+        assert [{**r, "protocol": None} for r in opened] == [{**r, "protocol": None} for r in kernel_rules]
+        assert [r["protocol"] for r in opened if r["priority"] == 0] == [gate.PROTO, gate.PROTO]
     finally:
         for s in servers:
             s.close()
     # Nothing in the runtime's (the node's) namespace: the gate lives in the pod's.
-    assert "netsim-gate" not in cni_sandbox.in_runtime("nft", "list", "tables")
+    assert all(r["protocol"] != gate.PROTO for r in _rules(cni_sandbox.runtime))
 
 
 def test_netsim_policy_closes_the_containers_gate_and_checks_it(cni_sandbox):
@@ -101,7 +112,7 @@ def test_netsim_policy_closes_the_containers_gate_and_checks_it(cni_sandbox):
     own = kernel.netns_path(cni_sandbox.runtime)
     r = cni_sandbox.call("netsim-policy", "ADD", conf, container_id="c2", netns=own)
     assert r.rc != 0 and r.error["code"] == 4 and "own namespace" in r.error["msg"], r.raw
-    assert "netsim-gate" not in cni_sandbox.in_runtime("nft", "list", "tables")
+    assert all(r["protocol"] != gate.PROTO for r in _rules(cni_sandbox.runtime))
 
     r = cni_sandbox.call("netsim-policy", "ADD", {k: v for k, v in conf.items() if k != "prevResult"},
                          container_id="c3", netns=path)

@@ -2,8 +2,8 @@
 into the node's NetworkPolicy dataplane (netsim.policy) so that a pod is never reachable before
 its rules exist.
 
-ADD closes the container's gate (netsim.gate: a table in the container's namespace that drops
-everything but loopback) unless it has one; netsim's agent, as the runtime, closes it already
+ADD closes the container's gate (netsim.gate: policy routing rules in the container's
+namespace that let nothing but loopback in or out) unless it has one; netsim's agent, as the runtime, closes it already
 when it makes the namespace, before any plugin gives the pod an address, and opens it once the
 node's rules for the pod are written.  DEL has nothing to undo (the gate goes with the
 namespace).  CHECK fails when the container has no gate.  Containers of runtimes that do not
@@ -63,8 +63,8 @@ def cmd_check(req: spec.Request) -> None:
         raise spec.CNIError(spec.INVALID_ENVIRONMENT, f"CNI_NETNS {netns!r} is not a network namespace",
                             str(exc)) from exc
     if closed_or_open is None:
-        raise spec.CNIError(spec.INTERNAL, "the container has no gate (netsim-gate table)",
-                            "its namespace lost the table netsim-policy's ADD made")
+        raise spec.CNIError(spec.INTERNAL, "the container has no gate",
+                            "its namespace lost the rules netsim-policy's ADD made (ip rule, proto 167)")
 
 
 def cmd_status(req: spec.Request) -> None:
