@@ -38,9 +38,9 @@ def cluster(tmp_path, state_dir):
         assert kernel.list_netns(names.cluster_prefix(name)) == []
 
 
-def _kill_agent(name: str) -> int:
-    pids = daemon.agent_pids(name)
-    assert len(pids) == 1, pids
+def _kill_agent(c) -> int:
+    pids = daemon.agent_pids(c.name)
+    assert len(pids) == 1, f"agents {pids}{c.log_tail(60)}"
     os.kill(pids[0], signal.SIGKILL)
     deadline = time.monotonic() + 5
     while kernel.process_alive(pids[0]) and time.monotonic() < deadline:
@@ -124,7 +124,7 @@ spec: {selector: {app: app}, ports: [{port: 80, targetPort: 8080}], type: NodePo
         if len(made) >= 5:
             break
         time.sleep(0.005)
-    _kill_agent(c.name)
+    _kill_agent(c)
     # The store the crash left opens cleanly.
     db = state.cluster_dir(c.name) / "store.db"
     with contextlib.closing(sqlite3.connect(db)) as conn:
@@ -225,7 +225,7 @@ spec: {nodeName: worker2, containers: [{name: c, image: x, ports: [{containerPor
     allowed, allowed_tries, t2 = _hammer(sources("open", 30902), stop)
     try:
         time.sleep(0.5)
-        _kill_agent(c.name)
+        _kill_agent(c)
         time.sleep(1.5)  # the node runs with no agent
         _restart(c)      # and while one starts and re-renders everything
         time.sleep(0.5)
