@@ -1,5 +1,6 @@
-"""A pod's gate: policy routing rules in the pod's own namespace that let nothing in or out
-but loopback until the node's agent opens it.
+"""A pod's gate: policy routing rules in the pod's own namespace that hold back its TCP, UDP,
+SCTP and ICMP, both ways and for IPv4 and IPv6, but over loopback, until the node's agent
+opens it.
 
 NetworkPolicy promises that a pod in an isolated namespace is never reachable, not even for
 the moment between getting its address and its rules being written.  The runtime (netsim's

@@ -3,11 +3,11 @@ into the node's NetworkPolicy dataplane (netsim.policy) so that a pod is never r
 its rules exist.
 
 ADD closes the container's gate (netsim.gate: policy routing rules in the container's
-namespace that let nothing but loopback in or out) unless it has one; netsim's agent, as the runtime, closes it already
-when it makes the namespace, before any plugin gives the pod an address, and opens it once the
-node's rules for the pod are written.  DEL has nothing to undo (the gate goes with the
-namespace).  CHECK fails when the container has no gate.  Containers of runtimes that do not
-call this plugin are left alone.
+namespace that hold back its TCP, UDP, SCTP and ICMP but over loopback) unless it has one;
+netsim's agent, as the runtime, closes it already when it makes the namespace, before any
+plugin gives the pod an address, and opens it once the node's rules for the pod are written.
+DEL has nothing to undo (the gate goes with the namespace).  CHECK fails when the container
+has no gate.  Containers of runtimes that do not call this plugin are left alone.
 """
 
 from __future__ import annotations
