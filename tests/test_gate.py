@@ -40,6 +40,8 @@ def _listen(netns: str, ip: str) -> socket.socket:
 
 
 def _connects(netns: str, ip: str, timeout: float = 0.3) -> str:
+    """The outcome of one TCP connect.  Expect "connected" with a timeout of a few seconds: a
+    veth just up may drop the first packets until the kernel's link watch gives it a qdisc."""
     with contextlib.closing(kernel.socket_in(netns, socket.AF_INET, socket.SOCK_STREAM)) as s:
         s.settimeout(timeout)
         try:
@@ -62,7 +64,7 @@ def test_a_closed_gate_drops_both_ways_but_loopback_and_opening_lets_all_through
     pod, path = _wire(cni_sandbox)
     servers = [_listen(pod, "0.0.0.0"), _listen(cni_sandbox.runtime, NODE_IP)]
     try:
-        assert _connects(cni_sandbox.runtime, POD_IP) == "connected"  # the control: nothing in the way
+        assert _connects(cni_sandbox.runtime, POD_IP, 3) == "connected"  # the control: nothing in the way
         assert gate.state(path) is None
 
         kernel_rules = _rules(pod)
@@ -70,17 +72,17 @@ def test_a_closed_gate_drops_both_ways_but_loopback_and_opening_lets_all_through
         assert gate.state(path) == "closed"
         assert _connects(cni_sandbox.runtime, POD_IP) == "timeout"  # dropped (not even ARP), not refused
         assert _connects(pod, NODE_IP) == "EINVAL"  # no route out: the blackhole rule
-        assert _connects(pod, "127.0.0.1") == "connected"
-        assert _connects(pod, POD_IP) == "connected"  # its own address: over lo
+        assert _connects(pod, "127.0.0.1", 3) == "connected"
+        assert _connects(pod, POD_IP, 3) == "connected"  # its own address: over lo
         assert gate.close(path) is False and gate.state(path) == "closed"
 
         gate.open_(path)
         assert gate.state(path) == "open"
-        assert _connects(cni_sandbox.runtime, POD_IP) == "connected"
-        assert _connects(pod, NODE_IP) == "connected"
+        assert _connects(cni_sandbox.runtime, POD_IP, 3) == "connected"
+        assert _connects(pod, NODE_IP, 3) == "connected"
         gate.open_(path)  # idempotent
         assert gate.close(path) is False and gate.state(path) == "open"  # never re-closed
-        assert _connects(cni_sandbox.runtime, POD_IP) == "connected"
+        assert _connects(cni_sandbox.runtime, POD_IP, 3) == "connected"
         # Open is the kernel's rule set again (its local rule tagged as netsim's).
         opened = _rules(pod)
         assert [{**r, "protocol": None} for r in opened] == [{**r, "protocol": None} for r in kernel_rules]
@@ -149,7 +151,7 @@ def test_the_agent_closes_a_pods_gate_before_the_first_plugin_runs(tmp_path, mon
         listener = _listen(sb.netns, "0.0.0.0")
         assert _connects(node_ns, sb.ip) == "timeout"
         assert node.open_gates({"default/p"}) == 1
-        assert _connects(node_ns, sb.ip) == "connected"
+        assert _connects(node_ns, sb.ip, 3) == "connected"
         assert node.open_gates({"default/p"}) == 0  # already open
     finally:
         if listener is not None:
