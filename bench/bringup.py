@@ -21,8 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from netsim import kernel, names  # noqa: E402
+from netsim import kernel  # noqa: E402
 from netsim.fabric import Cluster, teardown  # noqa: E402
+from netsim.model import names
 
 
 def build(n: int, name: str) -> Cluster:
@@ -72,7 +73,7 @@ def ip_batch_cycle(n: int, name: str) -> tuple[float, float]:
         ip_batch(["link set lo up", f"addr add {m.ip}/{plen} dev eth0", "link set eth0 up",
                   f"route add default via {c.gateway}"], m.netns)
     t1 = time.perf_counter()
-    from netsim.ping import ping
+    from netsim.kernel.ping import ping
 
     assert ping(c.members["client"].netns, c.members["control-plane"].ip) is not None
     t2 = time.perf_counter()

@@ -68,9 +68,9 @@ def lease_convergence(cluster: str, rounds: int = 10) -> tuple[list[float], list
     """As another machine's node would: write a lease to the store, time until worker1 has
     the route to it (the watch path), then delete it; ms."""
     sys.path.insert(0, str(ROOT))
-    from netsim import flanneld
+    from netsim.api.store import open_store
     from netsim.fabric import load_cluster
-    from netsim.store import open_store
+    from netsim.node import flanneld
 
     store = open_store(load_cluster(cluster).store_url)
     config = flanneld.read_config(store)

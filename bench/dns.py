@@ -1,4 +1,4 @@
-"""Cluster DNS (netsim/dns.py): queries per second from one pod.
+"""Cluster DNS (netsim/node/dns.py): queries per second from one pod.
 
     .venv/bin/python bench/dns.py [--seconds 3] [--window 64]
 
@@ -31,7 +31,9 @@ sys.path.insert(0, str(ROOT))
 
 from dnslib import DNSRecord  # noqa: E402
 
-from netsim import kernel, names, podnet  # noqa: E402
+from netsim import kernel  # noqa: E402
+from netsim.model import names  # noqa: E402
+from netsim.node import podnet  # noqa: E402
 
 NAME = "web.default.svc.cluster.local"
 

@@ -1,4 +1,4 @@
-"""NetworkPolicy (netsim/policy.py): cost of programming a node's table, and what it adds to a
+"""NetworkPolicy (netsim/node/policy.py): cost of programming a node's table, and what it adds to a
 new connection's latency.
 
     .venv/bin/python bench/policy.py [--sizes 0,100,1000] [--runs 5] [--probes 500] [--allow-at last]
@@ -11,7 +11,7 @@ all select the listener (app=web), each with one ingress rule: plain podSelector
 namespaceSelector + podSelector peers, ipBlocks with excepts (plus a pod peer), endPort ranges,
 and every tenth also isolates egress.  About 400 remote pods (10.244.1-2.x, five namespaces)
 give the peer sets realistic sizes.  Exactly one policy admits the client (role=client-0); by
-default it is the last policy (--allow-at last), --allow-at first puts it first.  (netsim.policy
+default it is the last policy (--allow-at last), --allow-at first puts it first.  (netsim.node.policy
 folds every policy's rules into a few set lookups per pod, so the position no longer matters;
 when each rule was its own nft rule, "last" was the worst case: +104 us p50 at 1000.)
 
@@ -44,7 +44,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import proxy_sync as ps  # noqa: E402  (bench/proxy_sync.py: its lab)
 
-from netsim import kernel, policy  # noqa: E402
+from netsim import kernel  # noqa: E402
+from netsim.node import policy  # noqa: E402
 
 NS = "default"
 NODE_IPS = ["192.168.56.2", ps.BRIDGE_IP]

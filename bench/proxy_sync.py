@@ -39,7 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from netsim import kernel, names  # noqa: E402
+from netsim import kernel  # noqa: E402
+from netsim.model import names  # noqa: E402
 from proxy import iptables as ipt  # noqa: E402
 from proxy.model import Endpoint, ServicePort  # noqa: E402
 

@@ -3,7 +3,7 @@
     .venv/bin/python bench/proxy_sync_ipvs.py [--sizes 100,1000,10000] [--rounds 5]
 
 Needs a kernel with ip_vs.  Where this one has none, the bench runs itself in the qemu guest
-of netsim.guest and prints what it printed there -- under software emulation (TCG) when
+of netsim.kernel.guest and prints what it printed there -- under software emulation (TCG) when
 /dev/kvm does not work, so its times are the guest's, several times a real machine's, and
 comparable only with each other (the floor below is measured in the same guest).
 
@@ -34,7 +34,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import proxy_sync as ps  # noqa: E402  (bench/proxy_sync.py: its lab and Services)
 
-from netsim import guest, kernel  # noqa: E402
+from netsim import kernel  # noqa: E402
+from netsim.kernel import guest  # noqa: E402
 from proxy import ipvs  # noqa: E402
 from proxy.iptables import run_in  # noqa: E402
 
@@ -98,7 +99,7 @@ def main() -> None:
     if why:
         if os.environ.get("NETSIM_IN_GUEST"):
             sys.exit(f"no IPVS even in the guest: {why}")
-        print(f"# {why}: running in a qemu guest (netsim.guest)", file=sys.stderr)
+        print(f"# {why}: running in a qemu guest (netsim.kernel.guest)", file=sys.stderr)
         rc, output = guest.run([sys.executable, *sys.argv], cwd=str(ROOT), timeout=3000,
                                echo=lambda s: print(f"# {s}", file=sys.stderr))
         sys.stdout.write(output)

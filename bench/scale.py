@@ -28,7 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from netsim import daemon, kernel, names, state  # noqa: E402
+from netsim import kernel  # noqa: E402
+from netsim.fabric import daemon  # noqa: E402
+from netsim.model import names, state  # noqa: E402
 
 
 def netsim(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:

@@ -3,7 +3,7 @@
     .venv/bin/python bench/store.py [--writes 2000] [--pods 300] [--no-etcd]
 
 The same figures for each backend: SQLite in a temporary file, etcd started for the run
-(netsim/etcd_server.py, as the tests do) and reached over its JSON gateway.  Then, on a real
+(netsim/api/store/etcd_server.py, as the tests do) and reached over its JSON gateway.  Then, on a real
 4-node cluster per backend (as root), the time from `netsim apply` of N pods to all Running.
 """
 
@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from netsim.etcd_server import temporary_etcd  # noqa: E402
-from netsim.store import open_store  # noqa: E402
+from netsim.api.store import open_store  # noqa: E402
+from netsim.api.store.etcd_server import temporary_etcd  # noqa: E402
 
 
 def pod(i: int) -> dict:

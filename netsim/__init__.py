@@ -2,8 +2,8 @@
 
 # Resolved on first use: CNI plugins import netsim.cni.* on every pod's critical path and
 # must not pay for the fabric (and pyroute2) they never touch.
-_EXPORTS = {"Cluster": "netsim.fabric", "Member": "netsim.fabric", "Scenario": "netsim.scenario",
-            "ScenarioError": "netsim.scenario", "load_scenario": "netsim.scenario"}
+_EXPORTS = {"Cluster": "netsim.fabric", "Member": "netsim.fabric", "Scenario": "netsim.model.scenario",
+            "ScenarioError": "netsim.model.scenario", "load_scenario": "netsim.model.scenario"}
 
 __all__ = list(_EXPORTS)
 

@@ -1,3 +1,3 @@
-from netsim.cli import main
+from netsim.cli.main import main
 
 main()

@@ -42,7 +42,7 @@ other than the node IPs (upstream binds NodePorts to every local address), IPv6,
 ``KUBE-IPVS-OUT-FILTER`` rules of Services that forbid access from the node.
 
 This machine's kernel has no ``ip_vs``: the dataplane tests run in a qemu guest
-(:mod:`netsim.guest`) and are skipped elsewhere with a reason.
+(:mod:`netsim.kernel.guest`) and are skipped elsewhere with a reason.
 """
 
 from __future__ import annotations

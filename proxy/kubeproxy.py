@@ -1,6 +1,6 @@
 """kube-proxy for the nodes one agent runs: a level-triggered sync over the watched Services and
 EndpointSlices, rendered into every node's namespace by the mode's proxier, plus the
-LoadBalancer IPs' routes on the underlay (netsim.lbspeaker) when this agent owns it.
+LoadBalancer IPs' routes on the underlay (proxy.lbspeaker) when this agent owns it.
 
 The sync runs on every change and at least every ``RESYNC_S`` seconds, which is also how
 often the proxier's canary is looked at (a flushed table comes back within that).
@@ -11,9 +11,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from netsim import lbspeaker
-from netsim.apiserver import read_config
-from proxy import iptables, ipvs, nftables
+from netsim.api.registry import read_config
+from proxy import iptables, ipvs, lbspeaker, nftables
 from proxy.iptables import ProxyError
 from proxy.model import service_ports
 

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # containernetworking-plugins: the reference CNI plugins the differential tests and the CNI
 # bench compare against; podman + runc + busybox-static: a real CNI runtime calling ours.
 # ipvsadm + kmod + qemu-system-x86: kube-proxy's IPVS mode, tested in a qemu guest
-# (netsim/guest.py) when the host kernel has no ip_vs; dnsutils: dig and nslookup, which the
+# (netsim/kernel/guest.py) when the host kernel has no ip_vs; dnsutils: dig and nslookup, which the
 # cluster DNS tests run in pods; graphviz: the `dot` program that renders `netsim graph -o x.svg|x.png`.
 # vagrant + shellcheck + debootstrap: tests/test_vagrant.py validates vagrant/'s Vagrantfiles, lints
 # the shell scripts and runs vagrant/provision.sh in a debootstrapped Debian 12 chroot.
@@ -22,7 +22,7 @@ if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   apt-get update -qq
   # etcd-server's postinst starts a system etcd on 2379 and enables it at boot.  netsim starts
-  # its own etcds on free ports when it needs one (netsim/etcd_server.py), so forbid service
+  # its own etcds on free ports when it needs one (netsim/api/store/etcd_server.py), so forbid service
   # starts during the install (policy-rc.d exit 101; Docker images already have one) ...
   policy=/usr/sbin/policy-rc.d
   if [[ ! -e $policy ]]; then
@@ -63,5 +63,5 @@ fi
 # The guest's kernel: Debian's linux-image, downloaded and unpacked under
 # /var/cache/netsim/guest (never installed on this machine).
 if [[ ! -f /proc/net/ip_vs ]]; then
-  .venv/bin/python -m netsim.guest --fetch >/dev/null
+  .venv/bin/python -m netsim.kernel.guest --fetch >/dev/null
 fi

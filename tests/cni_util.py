@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from netsim import kernel, names
+from netsim import kernel
+from netsim.model import names
 
 REPO = Path(__file__).resolve().parent.parent
 OURS = REPO / "cni_plugins"

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from netsim import daemon, kernel, names
-from netsim.etcd_server import find_etcd, temporary_etcd
-from netsim.fabric import Cluster, teardown
+from netsim import kernel
+from netsim.api.store.etcd_server import find_etcd, temporary_etcd
+from netsim.fabric import Cluster, daemon, teardown
+from netsim.model import names
 from tests.cni_util import cni_sandbox  # noqa: F401  (a fixture for every CNI test)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -146,7 +147,7 @@ class K8s:
         return result
 
     def log_tail(self, lines: int = 40) -> str:
-        from netsim import state
+        from netsim.model import state
 
         try:
             text = (state.cluster_dir(self.name) / "agent.log").read_text()

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from netsim import daemon, state
+from netsim.fabric import daemon
+from netsim.model import state
 from tests.conftest import run_netsim, running
 from tests.test_workloads import deployment
 

@@ -44,8 +44,11 @@ from pathlib import Path
 
 import pytest
 
-from netsim import daemon, kernel, names, podnet, state
+from netsim import kernel
 from netsim.cni import spec
+from netsim.fabric import daemon
+from netsim.model import names, state
+from netsim.node import podnet
 from tests.conftest import K8s, run_netsim, unique_name
 
 BUSYBOX = "/bin/busybox"

@@ -1,4 +1,4 @@
-"""Cluster DNS (netsim/dns.py): the answers, pure, from dnslib-built queries; then a real
+"""Cluster DNS (netsim/node/dns.py): the answers, pure, from dnslib-built queries; then a real
 cluster whose pods ask with dig, nslookup and Python's resolver through the kube-dns Service."""
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ import time
 import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 
-from netsim import dns, kernel, names
+from netsim import kernel
+from netsim.model import names
+from netsim.node import dns
 from tests.conftest import SCENARIO, K8s, run_netsim, running, unique_name
 
 

@@ -6,8 +6,9 @@ import time
 
 import pytest
 
-from netsim import kernel, names, state
+from netsim import kernel
 from netsim.fabric import Cluster, teardown
+from netsim.model import names, state
 from tests.conftest import host_snapshot, unique_name
 
 

@@ -15,7 +15,9 @@ from scapy.layers.inet import ICMP, IP
 from scapy.layers.vxlan import VXLAN
 from scapy.utils import rdpcap
 
-from netsim import flanneld, kernel, names, state
+from netsim import kernel
+from netsim.model import names, state
+from netsim.node import flanneld
 from tests.conftest import SCENARIO, K8s, run_netsim, running, unique_name
 from tests.test_store import store, store_url  # noqa: F401  (fixtures: both store backends)
 from tests.test_workloads import leases
@@ -44,7 +46,7 @@ def test_leases_live_in_flannels_layout_and_are_kept_per_public_ip(store):  # no
 
 
 def test_concurrent_nodes_never_share_a_subnet(store_url):  # noqa: F811
-    from netsim.store import open_store
+    from netsim.api.store import open_store
 
     setup = open_store(store_url)
     flanneld.write_config(setup, CONFIG)

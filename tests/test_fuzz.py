@@ -25,10 +25,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from netsim import api, apiserver, kernel
+from netsim import kernel
+from netsim.api import registry
+from netsim.api.store import open_store
 from netsim.cni import spec
-from netsim.scenario import ScenarioError, manifest_objects, parse_scenario
-from netsim.store import open_store
+from netsim.model import k8s
+from netsim.model.scenario import ScenarioError, manifest_objects, parse_scenario
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = int(os.environ.get("NETSIM_FUZZ_EXAMPLES", "150"))
@@ -118,7 +120,7 @@ MANIFESTS = [d for f in ("web.yaml", "multi-tenant.yaml", "workloads.yaml")
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     s = open_store(str(tmp_path_factory.mktemp("fuzz") / "store.db"))
-    apiserver.bootstrap(s, apiserver.ClusterConfig())
+    registry.bootstrap(s, registry.ClusterConfig())
     yield s
     s.close()
 
@@ -136,14 +138,14 @@ def _everything(store) -> list[dict]:
 def test_a_bad_manifest_is_refused_whole(store, docs):
     text = yaml.safe_dump_all(list(docs))
     try:
-        objects = api.parse_manifests(text, "fuzz.yaml")
-    except api.ManifestError as exc:
+        objects = k8s.parse_manifests(text, "fuzz.yaml")
+    except k8s.ManifestError as exc:
         assert str(exc).startswith("fuzz.yaml")
         return
     before = _everything(store)
     try:
-        apiserver.apply(store, objects, "default")
-    except apiserver.ApiError:
+        registry.apply(store, objects, "default")
+    except registry.ApiError:
         assert _everything(store) == before, "a refused apply changed the store"
 
 
@@ -151,8 +153,8 @@ def test_a_bad_manifest_is_refused_whole(store, docs):
 @given(st.text(max_size=300))
 def test_manifest_text_of_any_shape(text):
     try:
-        api.parse_manifests(text, "fuzz.yaml")
-    except api.ManifestError as exc:
+        k8s.parse_manifests(text, "fuzz.yaml")
+    except k8s.ManifestError as exc:
         assert str(exc).startswith("fuzz.yaml")
 
 

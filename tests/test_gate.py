@@ -1,4 +1,4 @@
-"""A pod's gate (netsim.gate) and the netsim-policy plugin that closes it, on real namespaces:
+"""A pod's gate (netsim.cni.gate) and the netsim-policy plugin that closes it, on real namespaces:
 closed, nothing but loopback passes either way; open, everything does; closing never
 re-closes an open gate; the rules are in the pod's namespace only."""
 
@@ -8,7 +8,9 @@ import contextlib
 import errno
 import socket
 
-from netsim import gate, kernel, names
+from netsim import kernel
+from netsim.cni import gate
+from netsim.model import names
 
 NODE_IP, POD_IP, PORT = "10.98.0.1", "10.98.0.2", 8080
 
@@ -127,7 +129,7 @@ def test_the_agent_closes_a_pods_gate_before_the_first_plugin_runs(tmp_path, mon
     moment it matters: when the runtime calls the chain's first plugin (which makes eth0 and
     gives the address), the pod's gate is already closed.  Then the gate stays closed with the
     pod wired, until the agent opens it."""
-    from netsim import podnet
+    from netsim.node import podnet
     from tests.conftest import unique_name
 
     cluster = unique_name("gate")

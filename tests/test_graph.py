@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from netsim import graph
+from netsim.observe import graph
 from tests.conftest import SCENARIO, K8s, run_netsim, running, unique_name
 
 APP = """apiVersion: apps/v1

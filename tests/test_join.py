@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from netsim import kernel
-from netsim.etcd_server import find_etcd, temporary_etcd
+from netsim.api.store.etcd_server import find_etcd, temporary_etcd
 from tests.conftest import REPO
 from tests.machines import Machines
 

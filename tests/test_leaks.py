@@ -22,7 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from netsim import daemon, kernel, names, state
+from netsim import kernel
+from netsim.fabric import daemon
+from netsim.model import names, state
 from tests.conftest import REPO, SCENARIO, host_snapshot, run_netsim, unique_name
 
 CYCLES = int(os.environ.get("NETSIM_LEAK_CYCLES", "100"))

@@ -9,7 +9,8 @@ import subprocess
 import sys
 import textwrap
 
-from netsim import kernel, names
+from netsim import kernel
+from netsim.model import names
 from tests.conftest import REPO, unique_name
 
 HIGH_FDS = """

@@ -20,7 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from netsim import kernel, names, podnet, policy, probe
+from netsim import kernel
+from netsim.model import names
+from netsim.node import podnet, policy
+from netsim.observe import probe
 from tests.conftest import SCENARIO, K8s, run_netsim, unique_name
 
 NAMESPACES = ("x", "y", "z")

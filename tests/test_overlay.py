@@ -1,4 +1,4 @@
-"""flannel's overlay (netsim.overlay) on real namespaces: nodes on an underlay LAN, a cni0
+"""flannel's overlay (netsim.node.overlay) on real namespaces: nodes on an underlay LAN, a cni0
 bridge and one pod in each, then `converge` with the other nodes' leases; packets prove it."""
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from netsim import kernel, names, overlay
-from netsim.ping import ping
+from netsim import kernel
+from netsim.kernel.ping import ping
+from netsim.model import names
+from netsim.node import overlay
 
 NETWORK = "10.244.0.0/16"
 VXLAN = overlay.Backend()

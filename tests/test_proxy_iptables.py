@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from netsim import kernel, names
+from netsim import kernel
+from netsim.model import names
 from proxy import iptables as ipt
 from proxy.model import Endpoint, ServicePort
 from tests.conftest import unique_name

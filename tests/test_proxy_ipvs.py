@@ -2,7 +2,7 @@
 the proxier on real namespaces with real connections -- in the lab of the iptables mode's tests.
 
 This machine's kernel has no ip_vs, so the dataplane tests run inside a qemu guest that boots
-Debian's kernel over this filesystem (netsim.guest): ``test_ipvs_dataplane_in_a_guest`` runs
+Debian's kernel over this filesystem (netsim.kernel.guest): ``test_ipvs_dataplane_in_a_guest`` runs
 this module there and wants every test passed, none skipped.  Where the kernel has ip_vs,
 they run directly; where neither works, they are skipped, saying why."""
 
@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from netsim import guest, kernel, names
+from netsim import kernel
+from netsim.kernel import guest
+from netsim.model import names
 from proxy import ipvs
 from proxy.iptables import run_in
 from tests.conftest import run_netsim

@@ -17,8 +17,12 @@ from collections import Counter
 
 import pytest
 
-from netsim import daemon, kernel, names, podnet, probe, state
-from netsim.store import open_store
+from netsim import kernel
+from netsim.api.store import open_store
+from netsim.fabric import daemon
+from netsim.model import names, state
+from netsim.node import podnet
+from netsim.observe import probe
 from tests.conftest import REPO, SCENARIO, K8s, run_netsim, unique_name
 
 

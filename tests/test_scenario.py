@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from netsim.fabric import plan_addresses
-from netsim.names import IFNAMSIZ, cluster_of_netns, ifname, netns_name
-from netsim.scenario import ScenarioError, load_scenario
+from netsim.model.names import IFNAMSIZ, cluster_of_netns, ifname, netns_name
+from netsim.model.scenario import ScenarioError, load_scenario
 
 REPO = Path(__file__).resolve().parent.parent
 

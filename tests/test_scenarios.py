@@ -1,8 +1,8 @@
 """The scenario library: every file in scenarios/ goes through `netsim up FILE`, `netsim check`
 (all as expected) and `netsim down`, as a user runs it; new files are picked up by the glob.
-Then `pods/NS/SELECTOR` expectation refs, expanded by netsim.check (pure, no kernel).
+Then `pods/NS/SELECTOR` expectation refs, expanded by netsim.observe.check (pure, no kernel).
 
-A scenario whose kube-proxy mode needs IPVS runs inside the qemu guest (netsim.guest) when
+A scenario whose kube-proxy mode needs IPVS runs inside the qemu guest (netsim.kernel.guest) when
 this kernel has no ip_vs, as tests/test_proxy_ipvs.py does."""
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from netsim import check, guest, names, probe
-from netsim.scenario import ScenarioError, load_scenario
+from netsim.kernel import guest
+from netsim.model import names
+from netsim.model.scenario import ScenarioError, load_scenario
+from netsim.observe import check, probe
 from tests.conftest import REPO, K8s, run_netsim, unique_name
 
 SCENARIOS = sorted((REPO / "scenarios").glob("*.yaml"))

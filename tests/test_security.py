@@ -9,8 +9,9 @@ import stat
 
 import pytest
 
-from netsim import kernel, names, state
+from netsim import kernel
 from netsim.cni import spec
+from netsim.model import names, state
 from tests.conftest import REPO, SCENARIO, run_netsim, unique_name
 
 SOURCES = [p for d in ("netsim", "proxy", "cni_plugins", "bench", "scripts") for p in (REPO / d).rglob("*")

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from netsim import kernel, names
+from netsim import kernel
+from netsim.model import names
 from tests.conftest import SCENARIO, K8s, run_netsim, running, unique_name
 
 APP = """apiVersion: apps/v1
@@ -186,7 +187,7 @@ def test_hairpin_and_endpoint_changes(cluster):
 
 
 def run_state(k8s):
-    from netsim import state
+    from netsim.model import state
 
     return state.read_state(k8s.name)
 

@@ -19,8 +19,9 @@ import uuid
 
 import pytest
 
-from netsim.etcd_store import EtcdStore, StoreUnavailable
-from netsim.store import AlreadyExists, Compacted, Conflict, NotFound, SQLiteStore, open_store
+from netsim.api.store import AlreadyExists, Compacted, Conflict, NotFound, open_store
+from netsim.api.store.etcd import EtcdStore, StoreUnavailable
+from netsim.api.store.sqlite import SQLiteStore
 
 
 @pytest.fixture(params=["sqlite", "etcd"])

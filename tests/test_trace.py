@@ -9,7 +9,11 @@ import subprocess
 
 import pytest
 
-from netsim import gate, kernel, names, nftrace, podnet
+from netsim import kernel
+from netsim.cni import gate
+from netsim.model import names
+from netsim.node import podnet
+from netsim.observe import nftrace
 from tests.conftest import SCENARIO, K8s, run_netsim, running, unique_name
 
 APP = """apiVersion: v1

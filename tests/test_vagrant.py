@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from netsim import kernel, names
+from netsim import kernel
+from netsim.model import names
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path("/var/cache/netsim/vagrant-test")
@@ -74,7 +75,7 @@ def test_vagrant_validate_catches_mistakes(tmp_path):
 
 
 def test_multi_cluster_scenario_names_the_vms():
-    from netsim.scenario import load_scenario, manifest_objects
+    from netsim.model.scenario import load_scenario, manifest_objects
 
     path = REPO / "vagrant" / "multi" / "cluster.yaml"
     scn = load_scenario(path)
@@ -169,7 +170,7 @@ def test_provision_script_in_a_clean_debian_12():
     apt_cache, pip_cache = CACHE / "apt-archives", CACHE / "pip"
     for d in (apt_cache, pip_cache):
         d.mkdir(parents=True, exist_ok=True)
-    guest_cache = Path("/var/cache/netsim/guest")  # netsim/guest.py's kernel, when this host fetched it
+    guest_cache = Path("/var/cache/netsim/guest")  # netsim/kernel/guest.py's kernel, when this host fetched it
     guest = str(guest_cache) if any((guest_cache / "kernel" / "boot").glob("vmlinuz-*")) else ""
 
     work = Path(tempfile.mkdtemp(prefix="work-", dir=CACHE))

@@ -11,7 +11,10 @@ import time
 
 import pytest
 
-from netsim import daemon, flanneld, kernel, names, state
+from netsim import kernel
+from netsim.fabric import daemon
+from netsim.model import names, state
+from netsim.node import flanneld
 from tests.conftest import SCENARIO, K8s, host_snapshot, run_netsim, running, unique_name
 
 
@@ -156,8 +159,8 @@ def kernel_state(cluster: str) -> dict[str, str]:
 
 def leases(k8s) -> dict[str, str]:
     """PublicIP -> subnet of every flannel lease in the cluster's store."""
+    from netsim.api.store import open_store
     from netsim.fabric import load_cluster
-    from netsim.store import open_store
 
     store = open_store(load_cluster(k8s.name).store_url)
     try:

@@ -7,7 +7,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 src=/netsim
 
-# With ip_vs loaded, install-deps.sh needs no guest kernel for IPVS mode (netsim/guest.py) and
+# With ip_vs loaded, install-deps.sh needs no guest kernel for IPVS mode (netsim/kernel/guest.py) and
 # kube-proxy's IPVS mode runs on the VM's own kernel; load it at boot too.
 if modprobe ip_vs 2>/dev/null; then
   echo ip_vs >/etc/modules-load.d/netsim.conf

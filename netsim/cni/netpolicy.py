@@ -1,8 +1,8 @@
 """The ``netsim-policy`` plugin: chained last (after flannel and portmap), it hooks a container
-into the node's NetworkPolicy dataplane (netsim.policy) so that a pod is never reachable before
+into the node's NetworkPolicy dataplane (netsim.node.policy) so that a pod is never reachable before
 its rules exist.
 
-ADD closes the container's gate (netsim.gate: policy routing rules in the container's
+ADD closes the container's gate (netsim.cni.gate: policy routing rules in the container's
 namespace that hold back its TCP, UDP, SCTP and ICMP but over loopback) unless it has one;
 netsim's agent, as the runtime, closes it already when it makes the namespace, before any
 plugin gives the pod an address, and opens it once the node's rules for the pod are written.
@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import os
 
-from netsim import gate
-from netsim.cni import spec
+from netsim.cni import gate, spec
 
 THIS_NETNS = "/proc/thread-self/ns/net"  # the runtime's namespace: the plugin runs in it
 

@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass, field
 
 from netsim.cni import spec
-from netsim.restore_text import line as _line
+from netsim.kernel.netfilter import line as _line
 
 DNAT_CHAIN = "CNI-HOSTPORT-DNAT"
 SETMARK_CHAIN = "CNI-HOSTPORT-SETMARK"

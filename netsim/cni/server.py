@@ -181,7 +181,7 @@ def main(argv: list[str]) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != args.parent:
             return  # the agent died before we got here
-    kernel._codec()  # import the netlink codec now, not during the first pod's ADD
+    kernel.load_codec()  # import the netlink codec now, not during the first pod's ADD
     if args.fd is not None:
         server = PluginServer(None, socket.socket(fileno=args.fd)).start()
     else:

@@ -1,0 +1,396 @@
+"""What the Kubernetes API server does between kubectl and etcd, for netsim's store.
+
+Defaults (namespace, uid, timestamps, generation), admission checks (the namespace exists,
+a Service's ClusterIP and NodePorts are free), allocation, apply as create-or-update, and
+deletion with the API's semantics (graceful for pods, cascading through owners and
+namespaces by the controllers).  Allocations are store keys created atomically, so two
+`apply`s in parallel can never hand out the same ClusterIP or NodePort.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import ipaddress
+import time
+import uuid
+from dataclasses import dataclass
+
+from netsim.api.store import AlreadyExists, Conflict, NotFound
+from netsim.model import k8s
+
+CONFIG_KEY = "/netsim/config"
+ALLOC = "/netsim/alloc/"
+NODEPORT_RANGE = range(30000, 32768)
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    pod_subnet: str = "10.244.0.0/16"
+    service_subnet: str = "10.96.0.0/12"
+    node_cidr_mask: int = 24
+    cluster_domain: str = "cluster.local"
+    load_balancer_pool: str | None = None
+    proxy_mode: str = "iptables"
+    ipvs_scheduler: str = "rr"
+
+    def to_json(self) -> dict:
+        return {"podSubnet": self.pod_subnet, "serviceSubnet": self.service_subnet,
+                "nodeCIDRMaskSize": self.node_cidr_mask, "clusterDomain": self.cluster_domain,
+                "loadBalancerPool": self.load_balancer_pool, "proxyMode": self.proxy_mode,
+                "ipvsScheduler": self.ipvs_scheduler}
+
+    @classmethod
+    def from_json(cls, d: dict) -> ClusterConfig:
+        return cls(d["podSubnet"], d["serviceSubnet"], d.get("nodeCIDRMaskSize", 24),
+                   d.get("clusterDomain", "cluster.local"), d.get("loadBalancerPool"), d.get("proxyMode", "iptables"),
+                   d.get("ipvsScheduler", "rr"))
+
+
+class ApiError(Exception):
+    """An error as kubectl would print it."""
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def read_config(store) -> ClusterConfig:
+    try:
+        return ClusterConfig.from_json(store.get(CONFIG_KEY))
+    except NotFound:
+        return ClusterConfig()
+
+
+def bootstrap(store, config: ClusterConfig) -> None:
+    """Cluster configuration and the namespaces every cluster starts with."""
+    store.put(CONFIG_KEY, {"metadata": {"name": "config"}, **config.to_json()})
+    for ns in SYSTEM_NAMESPACES:
+        with contextlib.suppress(AlreadyExists):
+            store.create(k8s.key("Namespace", None, ns), new_object(
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
+
+
+def new_object(obj: dict) -> dict:
+    obj = copy.deepcopy(obj)
+    meta = obj.setdefault("metadata", {})
+    if not meta.get("name") and meta.get("generateName"):
+        meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+    meta.setdefault("uid", str(uuid.uuid4()))
+    meta.setdefault("creationTimestamp", now())
+    meta["generation"] = 1
+    meta.pop("resourceVersion", None)
+    if obj["kind"] == "Namespace":
+        obj.setdefault("status", {"phase": "Active"})
+    return namespace_label(obj)
+
+
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+
+
+def namespace_label(obj: dict) -> dict:
+    """The label the API server keeps on every Namespace (its name), which NetworkPolicies
+    select namespaces by: an apply or a `label` cannot drop or change it."""
+    if obj.get("kind") == "Namespace":
+        meta = obj.setdefault("metadata", {})
+        meta["labels"] = {**(meta.get("labels") or {}), NAMESPACE_NAME_LABEL: meta["name"]}
+    return obj
+
+
+# -- allocation --------------------------------------------------------------------------------
+
+NEW, HELD = "new", "held"
+
+
+def _reserve(store, what: str, value: str, owner: str) -> str | None:
+    """NEW if this call reserved ``value`` for ``owner``, HELD if the owner had it already
+    (an update of the object), None if someone else has it.  Only NEW reservations are
+    released when an apply fails: a HELD one belongs to the object as stored."""
+    try:
+        store.create(f"{ALLOC}{what}/{value}", {"metadata": {"name": value}, "owner": owner})
+        return NEW
+    except AlreadyExists:
+        try:
+            return HELD if store.get(f"{ALLOC}{what}/{value}")["owner"] == owner else None
+        except NotFound:
+            return _reserve(store, what, value, owner)
+
+
+def release(store, what: str, value: str, owner: str) -> None:
+    try:
+        held = store.get(f"{ALLOC}{what}/{value}")
+    except NotFound:
+        return
+    if held["owner"] == owner:
+        with contextlib.suppress(NotFound, Conflict):
+            store.delete(f"{ALLOC}{what}/{value}", int(held["metadata"]["resourceVersion"]))
+
+
+def _allocate_cluster_ip(store, config: ClusterConfig, owner: str, held: list) -> str:
+    net = ipaddress.IPv4Network(config.service_subnet)
+    # .1 is the kubernetes Service's and .10 cluster DNS's; dynamic addresses start after them,
+    # at a point hashed from the Service's name so a re-created Service tends to get its old IP.
+    first = int(net.network_address) + 11
+    size = net.num_addresses - 12
+    start = int(k8s.template_hash({"owner": owner}), 16) % size
+    for i in range(size):
+        ip = str(ipaddress.IPv4Address(first + (start + i) % size))
+        if (got := _reserve(store, "clusterips", ip, owner)) is not None:
+            if got == NEW:
+                held.append(("clusterips", ip, owner))
+            return ip
+    raise ApiError(f"service network {net} is full: no ClusterIP left for {owner}")
+
+
+def _allocate_node_port(store, owner: str, taken: set[int], held: list) -> int:
+    start = int(k8s.template_hash({"owner": owner, "n": len(taken)}), 16) % len(NODEPORT_RANGE)
+    for i in range(len(NODEPORT_RANGE)):
+        port = NODEPORT_RANGE[(start + i) % len(NODEPORT_RANGE)]
+        if port not in taken and (got := _reserve(store, "nodeports", str(port), owner)) is not None:
+            if got == NEW:
+                held.append(("nodeports", str(port), owner))
+            return port
+    raise ApiError(f"no NodePort left in {NODEPORT_RANGE.start}-{NODEPORT_RANGE.stop - 1} for {owner}")
+
+
+def _admit_service(store, svc: dict, old: dict | None, config: ClusterConfig, held: list) -> None:
+    """ClusterIP and NodePorts: kept from the old object, checked when asked for, allocated
+    otherwise.  ``held`` collects what this call reserved, to release on failure."""
+    spec = svc.setdefault("spec", {})
+    owner = f"{svc['metadata']['namespace']}/{svc['metadata']['name']}"
+    stype = spec.setdefault("type", "ClusterIP")
+    for p in spec.get("ports", []):
+        p.setdefault("protocol", "TCP")
+        p.setdefault("targetPort", p["port"])
+    old_spec = (old or {}).get("spec", {})
+    want_ip = spec.get("clusterIP") or old_spec.get("clusterIP")
+    if old and spec.get("clusterIP") and old_spec.get("clusterIP") != spec["clusterIP"]:
+        raise ApiError(f"Service {owner}: spec.clusterIP: field is immutable "
+                       f"(is {old_spec.get('clusterIP')}); delete and re-create the Service to change it")
+    if stype == "ExternalName":
+        spec.pop("clusterIP", None)
+    elif want_ip == "None":
+        spec["clusterIP"] = "None"
+    elif want_ip:
+        net = ipaddress.IPv4Network(config.service_subnet)
+        if ipaddress.IPv4Address(want_ip) not in net:
+            raise ApiError(f"Service {owner}: spec.clusterIP: {want_ip} is not in the service network "
+                           f"{net}; fix: pick an address in {net} or leave clusterIP out")
+        got = _reserve(store, "clusterips", want_ip, owner)
+        if got is None:
+            raise ApiError(f"Service {owner}: spec.clusterIP: {want_ip} is already allocated; "
+                           "fix: leave clusterIP out to get a free one")
+        if got == NEW:
+            held.append(("clusterips", want_ip, owner))
+        spec["clusterIP"] = want_ip
+    else:
+        spec["clusterIP"] = _allocate_cluster_ip(store, config, owner, held)
+    if spec.get("clusterIP"):
+        spec["clusterIPs"] = [spec["clusterIP"]]
+    old_ports = {(p.get("name"), p.get("port"), p.get("protocol")): p.get("nodePort")
+                 for p in old_spec.get("ports", [])}
+    taken: set[int] = set()
+    for p in spec.get("ports", []):
+        if stype not in ("NodePort", "LoadBalancer"):
+            p.pop("nodePort", None)
+            continue
+        want = p.get("nodePort") or old_ports.get((p.get("name"), p["port"], p["protocol"]))
+        if want:
+            got = None if want in taken else _reserve(store, "nodeports", str(want), owner)
+            if got is None:
+                raise ApiError(f"Service {owner}: spec.ports nodePort {want}: provided port is already "
+                               "allocated; fix: leave nodePort out to get a free one")
+            if got == NEW:
+                held.append(("nodeports", str(want), owner))
+            p["nodePort"] = want
+        else:
+            p["nodePort"] = _allocate_node_port(store, owner, taken, held)
+        taken.add(p["nodePort"])
+    if stype in ("NodePort", "LoadBalancer"):
+        spec.setdefault("externalTrafficPolicy", "Cluster")
+    if stype != "ExternalName":
+        spec.setdefault("internalTrafficPolicy", "Cluster")
+        spec.setdefault("sessionAffinity", "None")
+
+
+def release_service(store, svc: dict) -> None:
+    owner = f"{svc['metadata']['namespace']}/{svc['metadata']['name']}"
+    spec = svc.get("spec", {})
+    if spec.get("clusterIP") not in (None, "", "None"):
+        release(store, "clusterips", spec["clusterIP"], owner)
+    for p in spec.get("ports", []):
+        if p.get("nodePort"):
+            release(store, "nodeports", str(p["nodePort"]), owner)
+
+
+# -- apply -------------------------------------------------------------------------------------
+
+def _merge(old: dict, new: dict) -> dict:
+    """The object `apply` writes over an existing one: the user's desired fields, the
+    server's identity and status kept."""
+    out = copy.deepcopy(new)
+    meta, old_meta = out["metadata"], old["metadata"]
+    for k in ("uid", "creationTimestamp", "ownerReferences", "deletionTimestamp"):
+        if k in old_meta and k not in meta:
+            meta[k] = old_meta[k]
+    meta.pop("resourceVersion", None)
+    changed = old.get("spec") != new.get("spec")
+    meta["generation"] = old_meta.get("generation", 1) + (1 if changed else 0)
+    if "status" in old:
+        out["status"] = old["status"]
+    return out
+
+
+POD_MUTABLE = {"activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds"}
+
+
+def _check_pod_update(old: dict, new: dict) -> None:
+    old_spec, new_spec = old.get("spec", {}), dict(new.get("spec", {}))
+    if old_spec.get("nodeName") and not new_spec.get("nodeName"):
+        new_spec["nodeName"] = old_spec["nodeName"]
+    changed = sorted(k for k in set(old_spec) | set(new_spec)
+                     if k not in POD_MUTABLE and old_spec.get(k) != new_spec.get(k))
+    if changed:
+        raise ApiError(f"Pod {new['metadata']['namespace']}/{new['metadata']['name']}: spec.{changed[0]}: "
+                       "pod updates may not change fields other than labels, annotations, tolerations "
+                       "and activeDeadlineSeconds; fix: delete the pod and apply it again")
+    new["spec"] = new_spec
+
+
+def apply(store, objects: list[dict], default_namespace: str = "default") -> list[tuple[str, str]]:
+    """Create or update every object, checked first as a whole: an object in a namespace
+    that neither exists nor comes earlier in the list, or a Service asking for a taken
+    address, fails the lot before anything is written."""
+    config = read_config(store)
+    namespaces = {o["metadata"]["name"] for o in store.list(k8s.prefix("Namespace"))[0]
+                  if not o["metadata"].get("deletionTimestamp")}
+    plan: list[tuple[dict, dict | None]] = []
+    held: list[tuple[str, str, str]] = []
+    try:
+        for obj in objects:
+            obj = copy.deepcopy(obj)
+            kind = k8s.KINDS[obj["kind"]]
+            meta = obj["metadata"]
+            if kind.namespaced:
+                meta["namespace"] = meta.get("namespace") or default_namespace
+                if meta["namespace"] not in namespaces:
+                    raise ApiError(f'{k8s.ref(obj)}: namespaces "{meta["namespace"]}" not found; '
+                                   f"fix: create it first (netsim apply a Namespace, or "
+                                   f"kubectl-style `kind: Namespace` earlier in the same file)")
+            elif obj["kind"] == "Namespace":
+                namespaces.add(meta["name"])
+            if not meta.get("name"):
+                obj = new_object(obj)
+            if any(k8s.key_of(p) == k8s.key_of(obj) for p, _ in plan):
+                raise ApiError(f"{k8s.ref(obj)} is in what was applied more than once; keep one of them")
+            try:
+                old = store.get(k8s.key_of(obj))
+            except NotFound:
+                old = None
+            if old and old["metadata"].get("deletionTimestamp"):
+                raise ApiError(f"{k8s.ref(obj)} is being deleted; wait for it to go, then apply again")
+            if obj["kind"] == "Service":
+                _admit_service(store, obj, old, config, held)
+            if obj["kind"] == "Pod" and old:
+                _check_pod_update(old, obj)
+            plan.append((obj, old))
+    except BaseException:
+        for what, value, owner in held:
+            release(store, what, value, owner)
+        raise
+    results = []
+    for obj, old in plan:
+        if old is None:
+            store.create(k8s.key_of(obj), new_object(obj))
+            results.append((k8s.ref(obj), "created"))
+            continue
+        merged = namespace_label(_merge(old, obj))
+        if _same(old, merged):
+            results.append((k8s.ref(obj), "unchanged"))
+            continue
+        store.update(k8s.key_of(obj), merged, int(old["metadata"]["resourceVersion"]))
+        if obj["kind"] == "Service":
+            _release_dropped(store, old, merged)
+        results.append((k8s.ref(obj), "configured"))
+    return results
+
+
+def _release_dropped(store, old: dict, new: dict) -> None:
+    """An updated Service gives back the NodePorts (and a ClusterIP, when it became headless or
+    an ExternalName) that it no longer has."""
+    owner = f"{old['metadata']['namespace']}/{old['metadata']['name']}"
+    kept = {p.get("nodePort") for p in new.get("spec", {}).get("ports", [])}
+    for p in old.get("spec", {}).get("ports", []):
+        if p.get("nodePort") and p["nodePort"] not in kept:
+            release(store, "nodeports", str(p["nodePort"]), owner)
+    ip = old.get("spec", {}).get("clusterIP")
+    if ip not in (None, "", "None") and new.get("spec", {}).get("clusterIP") != ip:
+        release(store, "clusterips", ip, owner)
+
+
+def _same(old: dict, merged: dict) -> bool:
+    a, b = copy.deepcopy(old), copy.deepcopy(merged)
+    a["metadata"].pop("resourceVersion", None)
+    return a == b
+
+
+def _get(store, kind: str, namespace: str | None, name: str) -> dict:
+    try:
+        return store.get(k8s.key(kind, namespace, name))
+    except NotFound:
+        raise ApiError(f'{k8s.KINDS[kind].plural} "{name}" not found') from None
+
+
+# -- delete ------------------------------------------------------------------------------------
+
+def delete(store, kind: str, namespace: str | None, name: str, force: bool = False) -> tuple[str, int]:
+    """Delete as the API does: a scheduled pod is marked terminating and its node's agent
+    removes it once its network is gone; a namespace is marked terminating and emptied by
+    the namespace controller; anything else goes at once (owners' children follow by GC).
+    Returns the object's reference and the revision of the write."""
+    k = k8s.key(kind, namespace, name)
+    for _ in range(10):
+        obj = _get(store, kind, namespace, name)
+        rv = int(obj["metadata"]["resourceVersion"])
+        graceful = (kind == "Pod" and obj.get("spec", {}).get("nodeName") and not force) or kind == "Namespace"
+        try:
+            if graceful:
+                if not obj["metadata"].get("deletionTimestamp"):
+                    obj["metadata"]["deletionTimestamp"] = now()
+                    if kind == "Namespace":
+                        obj.setdefault("status", {})["phase"] = "Terminating"
+                    rv = int(store.update(k, obj, rv)["metadata"]["resourceVersion"])
+            else:
+                rv = int(store.delete(k, rv)["metadata"]["resourceVersion"])
+                if kind == "Service":
+                    release_service(store, obj)
+            return k8s.ref(obj), rv
+        except Conflict:
+            continue
+        except NotFound:
+            raise ApiError(f'{k8s.KINDS[kind].plural} "{name}" not found') from None
+    raise ApiError(f"{kind} {name}: kept changing while being deleted; try again")
+
+
+def set_metadata(store, kind: str, namespace: str | None, name: str, field: str,
+                 changes: dict[str, str | None], overwrite: bool = False) -> dict:
+    """Labels or annotations: set (value) or remove (None), retried over concurrent writers."""
+    k = k8s.key(kind, namespace, name)
+    for _ in range(10):
+        obj = _get(store, kind, namespace, name)
+        current = dict(obj["metadata"].get(field) or {})
+        for key_, value in changes.items():
+            if value is None:
+                current.pop(key_, None)
+            elif key_ in current and current[key_] != value and not overwrite:
+                raise ApiError(f"{field[:-1]} {key_!r} already has a value ({current[key_]}), and "
+                               "--overwrite is false")
+            else:
+                current[key_] = value
+        obj["metadata"][field] = current
+        try:
+            return store.update(k, namespace_label(obj), int(obj["metadata"]["resourceVersion"]))
+        except Conflict:
+            continue
+    raise ApiError(f"{kind} {name} kept changing; try again")

@@ -1,0 +1,553 @@
+"""The kubectl-shaped commands: apply, delete, get, describe, probe, and the agent itself."""
+
+from __future__ import annotations
+
+import calendar
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from netsim import controllers
+from netsim.api import informer, registry
+from netsim.api.store import StoreError, open_store
+from netsim.cli.main import (
+    ClusterOpt,
+    Output,
+    _running_cluster,
+    _table,
+    age,
+    app,
+    err,
+    require_root,
+    resolve_cluster,
+    whole_cluster_here,
+)
+from netsim.model import k8s
+from netsim.node import agent as agent_mod
+from netsim.observe import probe
+
+# A string, as kubectl's: `--wait=false` is what users type.
+WaitOpt = Annotated[str, typer.Option("--wait", help="true: return once controllers and agents have acted on "
+                                      "it; false: return at once.")]
+NamespaceOpt = Annotated[str | None, typer.Option("--namespace", "-n", help="Namespace (default: default).")]
+
+
+def open_cluster_store(cluster: str | None):
+    c = _running_cluster(cluster)
+    try:
+        return c, open_store(c.store_url)
+    except StoreError as exc:
+        raise err(f"error: cannot open the store of cluster {c.name!r}: {exc}") from None
+
+
+def wait_for_agents(store, timeout: float, at_least: int = 0) -> None:
+    ok, behind = informer.wait_settled(store, timeout, at_least=at_least)
+    if not ok:
+        raise err(f"error: not settled after {timeout:g}s: {', '.join(behind)} behind or not running "
+                  "(see the agent log in the cluster's state directory; `netsim up` restarts it)")
+
+
+@app.command()
+def apply(
+    filename: Annotated[list[Path], typer.Option("--filename", "-f", help="File, directory or - for stdin.")],
+    namespace: NamespaceOpt = None,
+    wait: WaitOpt = "true",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the agents.")] = 60.0,
+    cluster: ClusterOpt = None,
+) -> None:
+    """Create or update objects from manifests (multi-document YAML, JSON, directories)."""
+    try:
+        batches = [b for f in filename for b in k8s.read_manifests(f)]
+    except k8s.ManifestError as exc:
+        raise err(f"error: {exc}\nnothing was applied.", 2) from None
+    want_wait = _flag(wait, "--wait")
+    require_root("apply")
+    _, store = open_cluster_store(cluster)
+    objects = [o for _, objs in batches for o in objs]
+    try:
+        results = registry.apply(store, objects, namespace or "default")
+    except registry.ApiError as exc:
+        raise err(f"error: {exc}\nnothing was applied.", 1) from None
+    for ref, action in results:
+        typer.echo(f"{ref} {action}")
+    if want_wait:
+        wait_for_agents(store, timeout)
+
+
+def _flag(value: str, name: str) -> bool:
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise err(f"error: {name}={value}: use true or false", 2)
+
+
+@app.command()
+def delete(
+    kind: Annotated[str | None, typer.Argument(help="Kind, e.g. pod, deployment, svc.")] = None,
+    names: Annotated[list[str] | None, typer.Argument(help="Names.")] = None,
+    filename: Annotated[list[Path] | None,
+                        typer.Option("--filename", "-f", help="Delete what a file declares.")] = None,
+    namespace: NamespaceOpt = None,
+    force: Annotated[bool, typer.Option(help="Remove pods at once, without waiting for their node.")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Every object of KIND in the namespace.")] = False,
+    wait: WaitOpt = "true",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the agents.")] = 60.0,
+    cluster: ClusterOpt = None,
+) -> None:
+    """Delete objects by kind and name, or those a manifest declares."""
+    targets: list[tuple[str, str | None, str]] = []
+    if filename:
+        try:
+            for f in filename:
+                for _, objs in k8s.read_manifests(f):
+                    for o in objs:
+                        ns = (o["metadata"].get("namespace") or namespace or "default") \
+                            if k8s.KINDS[o["kind"]].namespaced else None
+                        targets.append((o["kind"], ns, o["metadata"]["name"]))
+        except k8s.ManifestError as exc:
+            raise err(f"error: {exc}", 2) from None
+    elif kind and (names or all_):
+        k = k8s.kind_named(kind)
+        if k is None:
+            raise err(f"error: the server doesn't have a resource type {kind!r}", 2)
+        ns = (namespace or "default") if k.namespaced else None
+        if all_:
+            if names:
+                raise err("error: give names or --all, not both", 2)
+            _, store = open_cluster_store(cluster)
+            try:
+                names = [o["metadata"]["name"] for o in store.list(k8s.prefix(k.kind, ns))[0]]
+            finally:
+                store.close()
+        targets = [(k.kind, ns, n) for n in names]
+    else:
+        raise err("error: give KIND NAME..., KIND --all or -f FILE", 2)
+    want_wait = _flag(wait, "--wait")
+    require_root("delete")
+    _, store = open_cluster_store(cluster)
+    failed = False
+    last = 0
+    for k, ns, name in targets:
+        try:
+            ref, last = registry.delete(store, k, ns, name, force)
+            typer.echo(f"{ref} deleted")
+        except registry.ApiError as exc:
+            typer.echo(f"Error from server (NotFound): {exc}", err=True)
+            failed = True
+    if want_wait:
+        wait_for_agents(store, timeout, last)
+    if failed:
+        raise typer.Exit(1)
+
+
+# -- get ---------------------------------------------------------------------------------------
+
+def _age(obj: dict) -> str:
+    ts = obj["metadata"].get("creationTimestamp")
+    if not ts:
+        return "<unknown>"
+    return age(calendar.timegm(time.strptime(ts, "%Y-%m-%dT%H:%M:%SZ")))
+
+
+def _ports(svc: dict) -> str:
+    out = []
+    for p in svc["spec"].get("ports", []):
+        out.append(f"{p['port']}{':' + str(p['nodePort']) if p.get('nodePort') else ''}/{p.get('protocol', 'TCP')}")
+    return ",".join(out) or "<none>"
+
+
+def _pod_status(pod: dict) -> str:
+    if pod["metadata"].get("deletionTimestamp"):
+        return "Terminating"
+    st = pod.get("status", {})
+    if st.get("phase") == "Succeeded":
+        return "Completed"
+    return st.get("phase", "Pending")
+
+
+def _endpoints_by_service(store, namespace: str | None) -> dict[tuple[str, str], str]:
+    """"ip:port, ..." of each Service's ready endpoints, as kubectl get endpoints prints them."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for s in store.list(k8s.prefix("EndpointSlice", namespace))[0]:
+        svc = (s["metadata"].get("labels") or {}).get("kubernetes.io/service-name")
+        ports = [p.get("port") for p in s.get("ports") or []] or [None]
+        for e in s.get("endpoints") or []:
+            if (e.get("conditions") or {}).get("ready") is False:
+                continue
+            for ip in e.get("addresses") or []:
+                out.setdefault((s["metadata"]["namespace"], svc), []).extend(
+                    f"{ip}:{p}" if p else ip for p in ports)
+    return {k: ",".join(v[:3]) + (f" + {len(v) - 3} more..." if len(v) > 3 else "") for k, v in out.items()}
+
+
+def _row(kind: str, o: dict, wide: bool, endpoints: dict | None = None) -> tuple[str, ...]:
+    st, spec, name = o.get("status", {}), o.get("spec", {}), o["metadata"]["name"]
+    if kind == "Pod":
+        n = len(spec.get("containers", []))
+        ready = n if controllers.pod_ready(o) else 0
+        row = (name, f"{ready}/{n}", _pod_status(o), "0", _age(o))
+        return row + ((st.get("podIP", "<none>"), spec.get("nodeName") or "<none>") if wide else ())
+    if kind == "Service":
+        ext = ",".join([i.get("ip", "") for i in st.get("loadBalancer", {}).get("ingress", [])]
+                       + spec.get("externalIPs", []))
+        ext = ext or ("<pending>" if spec.get("type") == "LoadBalancer" else "<none>")
+        row = (name, spec.get("type", "ClusterIP"), spec.get("clusterIP", "<none>"), ext, _ports(o), _age(o))
+        sel = ",".join(f"{k}={v}" for k, v in (spec.get("selector") or {}).items()) or "<none>"
+        eps = (endpoints or {}).get((o["metadata"]["namespace"], name)) or "<none>"
+        return row + ((sel, eps) if wide else ())
+    if kind == "Deployment":
+        r = spec.get("replicas", 1)
+        return (name, f"{st.get('readyReplicas', 0)}/{r}", str(st.get("replicas", 0)),
+                str(st.get("readyReplicas", 0)), _age(o))
+    if kind == "ReplicaSet":
+        return (name, str(spec.get("replicas", 1)), str(st.get("replicas", 0)), str(st.get("readyReplicas", 0)),
+                _age(o))
+    if kind == "DaemonSet":
+        return (name, str(st.get("desiredNumberScheduled", 0)), str(st.get("currentNumberScheduled", 0)),
+                str(st.get("numberReady", 0)), _age(o))
+    if kind == "StatefulSet":
+        return (name, f"{st.get('readyReplicas', 0)}/{spec.get('replicas', 1)}", _age(o))
+    if kind == "Job":
+        return (name, f"{st.get('succeeded', 0)}/{spec.get('completions', 1)}", _age(o))
+    if kind == "EndpointSlice":
+        ports = ",".join(str(p["port"]) for p in o.get("ports", [])) or "<unset>"
+        eps = ",".join(a for e in o.get("endpoints", []) for a in e["addresses"]) or "<unset>"
+        return (name, o.get("addressType", "IPv4"), ports, eps, _age(o))
+    if kind == "Node":
+        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in st.get("conditions", []))
+        labels = o["metadata"].get("labels", {})
+        roles = ",".join(k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/")) or "<none>"
+        row = (name, "Ready" if ready else "NotReady", roles, _age(o), "netsim")
+        ip = next((a["address"] for a in st.get("addresses", []) if a["type"] == "InternalIP"), "<none>")
+        return row + ((ip, spec.get("podCIDR", "<none>"), o["metadata"].get("annotations", {})
+                       .get("netsim.io/netns", "")) if wide else ())
+    if kind == "Namespace":
+        return (name, st.get("phase", "Active"), _age(o))
+    if kind == "NetworkPolicy":
+        sel = spec.get("podSelector", {}).get("matchLabels") or {}
+        return (name, ",".join(f"{k}={v}" for k, v in sel.items()) or "<none>", _age(o))
+    if kind == "ConfigMap":
+        return (name, str(len(o.get("data", {}))), _age(o))
+    return (name, _age(o))
+
+
+HEADERS = {
+    "Pod": (("NAME", "READY", "STATUS", "RESTARTS", "AGE"), ("IP", "NODE")),
+    "Service": (("NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"), ("SELECTOR", "ENDPOINTS")),
+    "Deployment": (("NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"), ()),
+    "ReplicaSet": (("NAME", "DESIRED", "CURRENT", "READY", "AGE"), ()),
+    "DaemonSet": (("NAME", "DESIRED", "CURRENT", "READY", "AGE"), ()),
+    "StatefulSet": (("NAME", "READY", "AGE"), ()),
+    "Job": (("NAME", "COMPLETIONS", "AGE"), ()),
+    "EndpointSlice": (("NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"), ()),
+    "Node": (("NAME", "STATUS", "ROLES", "AGE", "VERSION"), ("INTERNAL-IP", "POD-CIDR", "NETNS")),
+    "Namespace": (("NAME", "STATUS", "AGE"), ()),
+    "NetworkPolicy": (("NAME", "POD-SELECTOR", "AGE"), ()),
+    "ConfigMap": (("NAME", "DATA", "AGE"), ()),
+}
+
+
+def _label_filter(selector: str | None):
+    if not selector:
+        return lambda _o: True
+    want = dict(part.split("=", 1) for part in selector.split(",") if "=" in part)
+    return lambda o: all(o["metadata"].get("labels", {}).get(k) == v for k, v in want.items())
+
+
+@app.command()
+def get(
+    kind: Annotated[str, typer.Argument(help="pods, deployments, services, nodes, endpointslices, ...")],
+    name: Annotated[str | None, typer.Argument(help="One object by name.")] = None,
+    namespace: NamespaceOpt = None,
+    all_namespaces: Annotated[bool, typer.Option("--all-namespaces", "-A", help="Every namespace.")] = False,
+    selector: Annotated[str | None, typer.Option("--selector", "-l", help="key=value,... labels.")] = None,
+    output: Annotated[Output, typer.Option("--output", "-o", help="table, wide, json or yaml.")] = Output.table,
+    cluster: ClusterOpt = None,
+) -> None:
+    """Show objects from the control-plane store, like kubectl get."""
+    k = k8s.kind_named(kind)
+    if k is None:
+        raise err(f"error: the server doesn't have a resource type {kind!r}; known: "
+                  f"{', '.join(sorted(x.plural for x in k8s.KINDS.values()))}", 2)
+    require_root("get")
+    _, store = open_cluster_store(cluster)
+    ns = None if all_namespaces or not k.namespaced else (namespace or "default")
+    if name:
+        try:
+            objs = [store.get(k8s.key(k.kind, ns, name))]
+        except StoreError:
+            raise err(f'Error from server (NotFound): {k.plural} "{name}" not found', 1) from None
+    else:
+        objs = [o for o in store.list(k8s.prefix(k.kind, ns))[0] if _label_filter(selector)(o)]
+    if output in (Output.json, Output.yaml):
+        doc = objs[0] if name else {"apiVersion": "v1", "kind": "List", "items": objs}
+        typer.echo(json.dumps(doc, indent=2) if output is Output.json else yaml.safe_dump(doc, sort_keys=False))
+        return
+    if not objs:
+        where = "" if not k.namespaced else " in any namespace" if ns is None else f" in {ns} namespace"
+        typer.echo(f"No resources found{where}.", err=True)
+        return
+    base, extra = HEADERS[k.kind]
+    wide = output is Output.wide
+    lead = ("NAMESPACE",) if k.namespaced and ns is None else ()
+    rows = [lead + base + (extra if wide else ())]
+    endpoints = _endpoints_by_service(store, ns) if wide and k.kind == "Service" else None
+    for o in objs:
+        rows.append(((o["metadata"]["namespace"],) if lead else ()) + _row(k.kind, o, wide, endpoints))
+    _table(rows)
+
+
+@app.command()
+def describe(
+    kind: Annotated[str, typer.Argument(help="Kind.")],
+    name: Annotated[str, typer.Argument(help="Name.")],
+    namespace: NamespaceOpt = None,
+    cluster: ClusterOpt = None,
+) -> None:
+    """Show one object in detail, with what netsim knows about it (endpoints, pods, node)."""
+    k = k8s.kind_named(kind)
+    if k is None:
+        raise err(f"error: the server doesn't have a resource type {kind!r}", 2)
+    require_root("describe")
+    _, store = open_cluster_store(cluster)
+    ns = (namespace or "default") if k.namespaced else None
+    try:
+        o = store.get(k8s.key(k.kind, ns, name))
+    except StoreError:
+        raise err(f'Error from server (NotFound): {k.plural} "{name}" not found', 1) from None
+    meta, spec, st = o["metadata"], o.get("spec", {}), o.get("status", {})
+    lines = [("Name", meta["name"])]
+    if ns:
+        lines.append(("Namespace", ns))
+    lines.append(("Labels", ", ".join(f"{a}={b}" for a, b in meta.get("labels", {}).items()) or "<none>"))
+    owner = controllers.controller_of(o)
+    if owner:
+        lines.append(("Controlled By", f"{owner['kind']}/{owner['name']}"))
+    if k.kind == "Pod":
+        lines += [("Node", f"{spec.get('nodeName') or '<none>'}/{st.get('hostIP', '')}"),
+                  ("Status", _pod_status(o)), ("IP", st.get("podIP", "<none>")),
+                  ("Ports", ", ".join(f"{p['containerPort']}/{p.get('protocol', 'TCP')}"
+                                      + (f" ({p['name']})" if p.get("name") else "")
+                                      for c in spec.get("containers", []) for p in c.get("ports", [])) or "<none>"),
+                  ("Ready", "True" if controllers.pod_ready(o) else "False")]
+    if k.kind == "Service":
+        slices = [s for s in store.list(k8s.prefix("EndpointSlice", ns))[0]
+                  if s["metadata"].get("labels", {}).get("kubernetes.io/service-name") == name]
+        eps = [f"{e['addresses'][0]}:{p['port']}" for s in slices for e in s.get("endpoints", [])
+               if e["conditions"].get("ready") for p in s.get("ports", [])]
+        lines += [("Type", spec.get("type", "ClusterIP")), ("IP", spec.get("clusterIP", "<none>")),
+                  ("Port(s)", _ports(o)),
+                  ("TargetPort(s)", ", ".join(str(p.get("targetPort")) for p in spec.get("ports", []))),
+                  ("Selector", ", ".join(f"{a}={b}" for a, b in (spec.get("selector") or {}).items()) or "<none>"),
+                  ("Endpoints", ", ".join(eps) or "<none>")]
+    width = max(len(a) for a, _ in lines) + 2
+    for a, b in lines:
+        typer.echo(f"{a + ':':<{width}}{b}")
+    typer.echo("---")
+    typer.echo(yaml.safe_dump({"spec": spec, "status": st} if spec or st else o, sort_keys=False).rstrip())
+
+
+def _who_denied(c, store, src: str, dst: str, port: int | None, proto: str) -> dict:
+    """For a denied probe: one `netsim trace` of the same connection names the component that
+    dropped or rejected it, when a rule or the kernel said so."""
+    from netsim.observe import trace
+
+    try:
+        v = trace.run(c, store, src, dst, port, proto).verdict
+    except (probe.ProbeError, trace.TraceError, OSError) as exc:
+        return {"traceError": str(exc)}
+    if v["result"] in ("DROPPED", "REJECTED", "UNREACHABLE"):
+        return {"verdict": v["result"], "droppedAt": v["where"], "droppedBy": v.get("by"), "rule": v.get("reason")}
+    return {"verdict": v["result"]}
+
+
+@app.command(name="probe")
+def probe_cmd(
+    src: Annotated[str, typer.Argument(help=f"Where the connection starts: {probe.REFS}.")],
+    dst: Annotated[str, typer.Argument(help=f"Where it goes: {probe.REFS}.")],
+    port: Annotated[int | None, typer.Option(help="Port (default: the target's first declared port).")] = None,
+    proto: Annotated[str, typer.Option(help="tcp, udp or icmp.")] = "tcp",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for an answer.")] = 2.0,
+    output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
+    cluster: ClusterOpt = None,
+) -> None:
+    """Make one real connection and report who answered and what source address it saw."""
+    if proto not in ("tcp", "udp", "icmp"):
+        raise err("error: --proto: use tcp, udp or icmp", 2)
+    require_root("probe")
+    c, store = open_cluster_store(cluster)
+    try:
+        result = probe.probe(c, store, src, dst, port, proto, timeout)
+        if result["result"] != "allow":
+            result.update(_who_denied(c, store, src, dst, port, proto))
+    except probe.ProbeError as exc:
+        raise err(f"error: {exc}", 2) from None
+    if output == "json":
+        typer.echo(json.dumps(result))
+    else:
+        extra = f" (responder {result['responder']}, saw client {result['clientIP']})" if result["responder"] else ""
+        latency = f" in {result['latencyMs']} ms" if result["latencyMs"] is not None else ""
+        if result.get("droppedBy"):
+            extra += f"; {result['verdict'].lower()} at {result['droppedAt']} by {result['droppedBy']}"
+        typer.echo(f"{src} -> {dst} [{result['target']}/{proto}]: {result['result']} ({result['reason']}){latency}"
+                   f"{extra}")
+    raise typer.Exit(0 if result["result"] == "allow" else 1)
+
+
+@app.command(name="check")
+def check_cmd(
+    scenario: Annotated[Path | None, typer.Argument(help="Scenario whose `expect:` to check (default: the one "
+                                                   "the cluster was brought up from).")] = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
+    timeout: Annotated[float, typer.Option(help="Seconds before a connection counts as denied.")] = 1.0,
+    cluster: ClusterOpt = None,
+) -> None:
+    """Probe the scenario's connectivity expectations (with none: every pod to every pod and
+    Service) and print expected / observed / comparison tables; exit 1 on any mismatch."""
+    from netsim.model.scenario import ScenarioError, load_scenario
+    from netsim.observe import check
+
+    require_root("check")
+    c, store = open_cluster_store(cluster)
+    try:
+        path = scenario or (Path(c.source) if c.source and Path(c.source).exists() else None)
+        expects = []
+        if path is not None:
+            try:
+                expects = check.from_scenario(load_scenario(path))
+            except ScenarioError as exc:
+                raise err(f"error: {exc}", 2) from None
+        if not expects:
+            expects = check.everything(store)
+        skipped: list = []
+        outcomes = check.run(c, store, expects, timeout, skipped)
+    finally:
+        store.close()
+    if output == "json":
+        typer.echo(json.dumps([{"from": o.expect.src, "to": o.expect.dst, "port": o.expect.port,
+                                "protocol": o.expect.protocol, "expect": "allow" if o.expect.allow else "deny",
+                                "observed": "allow" if o.allowed else "deny", "ok": o.ok, "detail": o.detail}
+                               for o in outcomes]))
+    else:
+        for line in check.report(outcomes):
+            typer.echo(line)
+        wrong = [o for o in outcomes if not o.ok]
+        for o in wrong:
+            typer.echo(f"MISMATCH {o.expect.src} -> {o.expect.dst} {o.expect.port or ''}/{o.expect.protocol}: "
+                       f"expected {'allow' if o.expect.allow else 'deny'}, got {o.detail}")
+        typer.echo(f"{len(outcomes) - len(wrong)}/{len(outcomes)} as expected")
+        if skipped:
+            typer.echo(f"{len(skipped)} pairs start from pods on other machines: run `netsim check` there")
+    raise typer.Exit(0 if all(o.ok for o in outcomes) else 1)
+
+
+@app.command(name="graph")
+def graph_cmd(
+    output: Annotated[str | None, typer.Option("--output", "-o", help="FILE.svg or FILE.png (rendered by "
+                                               "Graphviz's dot) or FILE.dot; default: DOT on stdout.")] = None,
+    trace: Annotated[Path | None, typer.Option(help="Draw the path of a `netsim trace ... -o json` file over "
+                                               "the picture.")] = None,
+    cluster: ClusterOpt = None,
+) -> None:
+    """Draw the cluster with Graphviz: the underlay LAN, nodes with cni0 and flannel.1, VXLAN
+    tunnels, external hosts, pods by namespace and Services with edges to their endpoints."""
+    from netsim.observe import graph
+
+    try:
+        graph.output_format(output)
+        doc = graph.load_trace(trace) if trace is not None else None
+    except graph.GraphError as exc:
+        raise err(f"error: {exc}", exc.code) from None
+    require_root("graph")
+    c, store = open_cluster_store(cluster)
+    try:
+        whole_cluster_here(c, "graph")
+        topo = graph.gather(c, store)
+    finally:
+        store.close()
+    try:
+        dot = graph.render(topo, doc)
+        if output is None:
+            typer.echo(dot, nl=False)
+        else:
+            graph.write(dot, output)
+            typer.echo(f"wrote {output}", err=True)
+    except graph.GraphError as exc:
+        raise err(f"error: {exc}", exc.code) from None
+
+
+@app.command(name="agent")
+def agent_cmd(
+    cluster: Annotated[str | None, typer.Option("--cluster", "-c", envvar="NETSIM_CLUSTER")] = None,
+    store: Annotated[str | None, typer.Option(help="Store URL (default: the cluster's).")] = None,
+    node: Annotated[list[str] | None, typer.Option(help="Node(s) this agent owns (default: all).")] = None,
+    run_controllers: Annotated[bool, typer.Option("--controllers", help="Also run controllers and scheduler.")]
+    = False,
+) -> None:
+    """The node agent (long-running): realises the pods of its nodes; `up` starts it."""
+    require_root("agent")
+    name = resolve_cluster(cluster)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    c = _running_cluster(name)
+    try:
+        agent_mod.main(name, store or c.store_url, node, run_controllers)
+    except RuntimeError as exc:
+        raise err(f"error: {exc}") from None
+
+
+def _set_metadata(field: str, kind: str, name: str, pairs: list[str], namespace: str | None, overwrite: bool,
+                  cluster: str | None) -> None:
+    k = k8s.kind_named(kind)
+    if k is None:
+        raise err(f"error: the server doesn't have a resource type {kind!r}", 2)
+    changes: dict[str, str | None] = {}
+    for pair in pairs:
+        if pair.endswith("-") and "=" not in pair:
+            changes[pair[:-1]] = None
+        elif "=" in pair:
+            key_, value = pair.split("=", 1)
+            changes[key_] = value
+        else:
+            raise err(f"error: {pair!r}: use key=value to set or key- to remove", 2)
+    require_root(field[:-1])
+    _, store = open_cluster_store(cluster)
+    ns = (namespace or "default") if k.namespaced else None
+    try:
+        registry.set_metadata(store, k.kind, ns, name, field, changes, overwrite)
+    except registry.ApiError as exc:
+        raise err(f"error: {exc}", 1) from None
+    typer.echo(f"{k.kind.lower()}/{name} {'labeled' if field == 'labels' else 'annotated'}")
+    wait_for_agents(store, 60.0)
+
+
+@app.command()
+def label(
+    kind: Annotated[str, typer.Argument(help="Kind.")],
+    name: Annotated[str, typer.Argument(help="Name.")],
+    pairs: Annotated[list[str], typer.Argument(help="key=value to set, key- to remove.")],
+    namespace: NamespaceOpt = None,
+    overwrite: Annotated[bool, typer.Option(help="Allow changing an existing label.")] = False,
+    cluster: ClusterOpt = None,
+) -> None:
+    """Set or remove labels, like kubectl label."""
+    _set_metadata("labels", kind, name, pairs, namespace, overwrite, cluster)
+
+
+@app.command()
+def annotate(
+    kind: Annotated[str, typer.Argument(help="Kind.")],
+    name: Annotated[str, typer.Argument(help="Name.")],
+    pairs: Annotated[list[str], typer.Argument(help="key=value to set, key- to remove.")],
+    namespace: NamespaceOpt = None,
+    overwrite: Annotated[bool, typer.Option(help="Allow changing an existing annotation.")] = False,
+    cluster: ClusterOpt = None,
+) -> None:
+    """Set or remove annotations, like kubectl annotate (netsim.io/ready=false makes a pod
+    fail its readiness, as a failing readiness probe would)."""
+    _set_metadata("annotations", kind, name, pairs, namespace, overwrite, cluster)

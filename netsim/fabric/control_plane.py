@@ -1,0 +1,169 @@
+"""Bringing up a cluster's control plane after its fabric: the store, the agent, the manifests."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import time
+from collections.abc import Callable
+
+from netsim import fabric
+from netsim.api import informer, registry
+from netsim.api.store import NotFound, open_store
+from netsim.fabric import daemon, join
+from netsim.model import k8s
+from netsim.model.scenario import Scenario
+from netsim.node import agent, dns, flanneld
+from proxy import kubeproxy
+
+
+def start(cluster: fabric.Cluster, scenario: Scenario | None, objects: list[dict], timeout: float,
+          progress: Callable[[str], None] = lambda _m: None) -> None:
+    store = open_store(cluster.store_url)
+    try:
+        # Without a scenario (netsim node add/delete) the cluster keeps the config it has.
+        config = registry.read_config(store) if scenario is None else cluster_config(scenario)
+        registry.bootstrap(store, config)
+        if scenario is not None or not _has_flannel_config(store):
+            flanneld.write_config(store, flannel_config(config, scenario))
+        wanted = {m.name for m in cluster.nodes()}
+        nodes = {n["metadata"]["name"]: n for n in store.list(k8s.prefix("Node"))[0]}
+        registered = set(nodes)
+        for gone in registered - wanted:
+            with contextlib.suppress(NotFound):
+                store.delete(k8s.key("Node", None, gone))
+            # A node that leaves gives its subnet lease back; the other nodes' flannel
+            # removes its routes, fdb and neighbour entries when they see the lease go.
+            for address in nodes[gone].get("status", {}).get("addresses", []):
+                if address.get("type") == "InternalIP":
+                    flanneld.release(store, address["address"])
+            # Its pods are gone with it (the pod GC's orphaned pods): their controllers make
+            # new ones on the nodes that remain.
+            for pod in store.list(k8s.prefix("Pod"))[0]:
+                if pod["spec"].get("nodeName") == gone:
+                    with contextlib.suppress(NotFound):
+                        store.delete(k8s.key_of(pod))
+        if daemon.agent_pids(cluster.name) and registered != wanted:
+            daemon.stop_agents(cluster.name)  # it knows the old set of nodes
+        components = [agent.component_name(wanted), "controller-manager", kubeproxy.component_name(wanted),
+                      dns.component_name(wanted)]
+        if not daemon.agent_pids(cluster.name):
+            # Forget every report: those of components that no longer exist (an agent for
+            # another set of nodes), which `apply` would wait on, and those of the agent being
+            # replaced (e.g. after kill -9), so the wait below is for the new agent's first
+            # sync (its CNI GC included), not for what its predecessor had done.
+            for c in store.list(informer.COMPONENTS)[0]:
+                with contextlib.suppress(NotFound):
+                    store.delete(informer.COMPONENTS + c["metadata"]["name"])
+            daemon.start_agent(cluster.name, cluster.store_url)
+        _wait_nodes(store, wanted, timeout)
+        progress(f"control plane: store {_describe(cluster.store_url)}, agent and controllers running, "
+                 f"{len(wanted)} nodes registered")
+        _apply_and_settle(store, config, objects, components, timeout, "the cluster", progress)
+        pods = store.list(k8s.prefix("Pod"))[0]
+        if pods:
+            running = sum(p.get("status", {}).get("phase") == "Running" for p in pods)
+            progress(f"{running}/{len(pods)} pods running")
+    finally:
+        store.close()
+
+
+def cluster_config(scenario: Scenario) -> registry.ClusterConfig:
+    net = scenario.networking
+    return registry.ClusterConfig(
+        str(net.podSubnet), str(net.serviceSubnet),
+        load_balancer_pool=str(net.loadBalancerPool) if net.loadBalancerPool else None,
+        proxy_mode=net.kubeProxyMode, ipvs_scheduler=net.ipvsScheduler)
+
+
+def flannel_config(config: registry.ClusterConfig, scenario: Scenario | None) -> flanneld.NetworkConfig:
+    net = scenario.networking if scenario else None
+    return flanneld.NetworkConfig(ipaddress.IPv4Network(config.pod_subnet), config.node_cidr_mask,
+                                  net.backend if net else "vxlan", direct_routing=net.directRouting if net else False)
+
+
+def join_node(cluster: fabric.Cluster, scenario: Scenario, objects: list[dict], node: str, controllers: bool,
+              timeout: float, progress: Callable[[str], None] = lambda _m: None) -> None:
+    """This machine's node joins the cluster in the shared store: the first machine to join
+    writes the cluster's configuration, a later one must bring the same; then the agent for
+    the node (and the controllers, on the machine that runs them), the add-ons and manifests
+    (applying them again changes nothing), and a wait for this machine's components."""
+    store = open_store(cluster.store_url)
+    try:
+        config, flannel = cluster_config(scenario), flannel_config(cluster_config(scenario), scenario)
+        try:
+            have = store.get(registry.CONFIG_KEY)
+        except NotFound:
+            have = None
+        if have is not None:
+            differ = _config_differences(registry.ClusterConfig.from_json(have), config)
+            if _has_flannel_config(store) and flanneld.read_config(store) != flannel:
+                differ.append("networking.backend/directRouting")
+            if differ:
+                raise RuntimeError(f"the cluster in {cluster.store_url} was made from another scenario "
+                                   f"({', '.join(differ)} differ); join with the scenario the other machines used")
+        registry.bootstrap(store, config)
+        flanneld.write_config(store, flannel)
+        components = join.components_of(node, controllers)
+        if not daemon.agent_pids(cluster.name):
+            for name in components:  # the wait below is for the new agent's reports
+                with contextlib.suppress(NotFound):
+                    store.delete(informer.COMPONENTS + name)
+            daemon.start_agent(cluster.name, cluster.store_url, controllers, nodes=[node])
+        _wait_nodes(store, {node}, timeout)
+        nodes = len(store.list(k8s.prefix("Node"))[0])
+        progress(f"node {node} joined the cluster in {cluster.store_url} ({nodes} nodes registered"
+                 f"{', controllers running here' if controllers else ''})")
+        _apply_and_settle(store, config, objects, components, timeout, f"node {node}", progress)
+        here = [p for p in store.list(k8s.prefix("Pod"))[0] if p["spec"].get("nodeName") == node]
+        running = sum(p.get("status", {}).get("phase") == "Running" for p in here)
+        progress(f"{running}/{len(here)} pods running on {node}")
+    finally:
+        store.close()
+
+
+def _apply_and_settle(store, config: registry.ClusterConfig, objects: list[dict], components: list[str],
+                      timeout: float, what: str, progress: Callable[[str], None]) -> None:
+    """The add-ons every cluster has (the cluster DNS, as kubeadm installs it), the scenario's
+    manifests, then a wait until ``components`` have acted on all of it."""
+    registry.apply(store, dns.addon_objects(config.service_subnet))
+    if objects:
+        results = registry.apply(store, objects)
+        changed = sum(1 for _, action in results if action != "unchanged")
+        progress(f"manifests: {len(results)} objects ({changed} created or changed)")
+    ok, behind = informer.wait_settled(store, timeout, components)
+    if not ok:
+        raise RuntimeError(f"{what} did not settle in {timeout:g}s ({', '.join(behind)} behind); "
+                           "see agent.log in the state directory")
+
+
+def _config_differences(have: registry.ClusterConfig, want: registry.ClusterConfig) -> list[str]:
+    fields = {"pod_subnet": "podSubnet", "service_subnet": "serviceSubnet", "proxy_mode": "kubeProxyMode",
+              "load_balancer_pool": "loadBalancerPool", "ipvs_scheduler": "ipvsScheduler"}
+    return [f"networking.{label}" for f, label in fields.items() if getattr(have, f) != getattr(want, f)]
+
+
+def _has_flannel_config(store) -> bool:
+    try:
+        flanneld.read_config(store)
+        return True
+    except NotFound:
+        return False
+
+
+def _describe(url: str) -> str:
+    return url if url.startswith("etcd://") else "SQLite"
+
+
+def _wait_nodes(store, wanted: set[str], timeout: float) -> None:
+    """Until every node is registered, Ready, and has its pod range."""
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = {n["metadata"]["name"]: n for n in store.list(k8s.prefix("Node"))[0]}
+        missing = sorted(n for n in wanted if not (nodes.get(n, {}).get("spec", {}).get("podCIDR")))
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nodes {', '.join(missing)} were not registered within {timeout:g}s; "
+                               "see agent.log in the state directory")
+        time.sleep(0.02)

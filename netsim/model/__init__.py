@@ -1,0 +1,3 @@
+"""The model layer: what a cluster is, before anything is built: scenario files, Kubernetes
+objects (kinds, keys, validation), the names netsim gives things, and a cluster's state file.
+May import: the standard library, pydantic, PyYAML, netsim.kernel."""

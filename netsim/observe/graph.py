@@ -1,0 +1,577 @@
+"""`netsim graph`: a Graphviz picture of a running cluster.
+
+Two halves: :func:`gather` reads what the cluster is (its state file, the control-plane store
+and the kernel objects in the node namespaces) into a :class:`Topology` of plain dataclasses,
+and :func:`render` turns a Topology, and optionally a trace of `netsim trace -o json`, into
+DOT text with no I/O at all.  :func:`write` renders DOT into .svg/.png with Graphviz's `dot`.
+
+Vertex names are the references the other commands take, so a picture and a command line
+speak of the same things: ``node/worker1`` (its ``eth0`` side), ``node/worker1/cni0``,
+``node/worker1/flannel.1``, ``host/client``, ``pod/default/web-x``, ``svc/default/web`` and
+``underlay`` (the LAN bridge).  Each node is a Graphviz cluster ``cluster_node_<name>``
+holding its devices and, per Kubernetes namespace, a cluster of its pods.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import graphviz
+
+from netsim import kernel
+from netsim.api.store import NotFound
+from netsim.model import k8s, names
+from netsim.node import podnet
+
+FORMATS = ("dot", "svg", "png")
+TUNNEL_COLOR = "#1f5fbf"
+ENDPOINT_COLOR = "#2e7d32"
+TRACE_COLOR = "#d50000"
+REPLY_COLOR = "#6a1b9a"
+FREE_EDGE = {"weight": "0"}  # not constraint=false: dot 2.43 fails on that between clusters
+
+
+
+class GraphError(ValueError):
+    """Something the user can fix: a bad trace file, an unknown output format (exit code 2)."""
+
+    code = 2
+
+
+class RenderError(GraphError):
+    """Graphviz could not render, or the file could not be written (exit code 1)."""
+
+    code = 1
+
+
+# -- the cluster description ------------------------------------------------------------------
+@dataclass
+class Underlay:
+    subnet: str
+    gateway: str
+    bridge: str
+    netns: str
+    mtu: int
+
+
+@dataclass
+class Vxlan:
+    vni: int | None
+    port: int | None
+    local: str | None
+    mtu: int | None
+    addresses: list[str] = field(default_factory=list)
+    peers: list[str] = field(default_factory=list)  # remote node IPs in its fdb
+
+
+@dataclass
+class Node:
+    name: str
+    role: str
+    ip: str
+    netns: str
+    ready: bool | None = None
+    pod_cidr: str | None = None
+    present: bool = True  # its namespace exists
+    cni0: list[str] | None = None  # cni0's addresses; None: no bridge (yet)
+    bridge_ports: list[str] = field(default_factory=list)  # host-side pod veths on cni0
+    vxlan: Vxlan | None = None
+    routes: list[str] = field(default_factory=list)  # host-gw style: "<subnet> via <node ip>"
+
+
+@dataclass
+class Host:
+    name: str
+    ip: str
+    netns: str
+
+
+@dataclass
+class Pod:
+    namespace: str
+    name: str
+    ip: str | None
+    node: str | None
+    netns: str | None  # None for hostNetwork pods (they live in the node's namespace)
+    phase: str = "Pending"
+
+    @property
+    def ref(self) -> str:
+        return f"pod/{self.namespace}/{self.name}"
+
+
+@dataclass
+class Endpoint:
+    ip: str
+    pod: str | None  # "namespace/name" from the slice's targetRef
+    ready: bool = True
+
+
+@dataclass
+class Service:
+    namespace: str
+    name: str
+    type: str
+    cluster_ip: str | None
+    ports: list[str] = field(default_factory=list)  # "80/TCP → 8080 · nodePort 30080"
+    external: list[str] = field(default_factory=list)
+    endpoints: list[Endpoint] = field(default_factory=list)
+
+    @property
+    def ref(self) -> str:
+        return f"svc/{self.namespace}/{self.name}"
+
+
+@dataclass
+class Topology:
+    cluster: str
+    underlay: Underlay
+    backend: str | None = None  # flannel's Backend.Type from the store
+    proxy_mode: str | None = None
+    pod_subnet: str | None = None
+    service_subnet: str | None = None
+    nodes: list[Node] = field(default_factory=list)
+    hosts: list[Host] = field(default_factory=list)
+    pods: list[Pod] = field(default_factory=list)
+    services: list[Service] = field(default_factory=list)
+
+
+# -- reading a running cluster ---------------------------------------------------------------
+def gather(cluster, store) -> Topology:
+    """What ``cluster`` (a netsim.fabric.Cluster) is right now: members from its state,
+    objects from ``store``, devices, addresses, fdb entries and routes from the kernel."""
+    from netsim.api import registry
+    from netsim.node import flanneld, overlay
+
+    config = registry.read_config(store)
+    try:
+        backend = flanneld.read_config(store).backend_type
+    except NotFound:
+        backend = None
+    topo = Topology(cluster.name, Underlay(str(cluster.subnet), cluster.gateway, names.UNDERLAY_BRIDGE,
+                                           cluster.underlay_netns, cluster.mtu),
+                    backend=backend, proxy_mode=config.proxy_mode, pod_subnet=config.pod_subnet,
+                    service_subnet=config.service_subnet)
+    node_objs = {o["metadata"]["name"]: o for o in store.list(k8s.prefix("Node"))[0]}
+    member_ips = {m.ip: m.name for m in cluster.nodes()}
+    pod_net = ipaddress.ip_network(config.pod_subnet)
+    for m in cluster.nodes():
+        obj = node_objs.get(m.name, {})
+        conditions = obj.get("status", {}).get("conditions", [])
+        ready = next((c["status"] == "True" for c in conditions if c.get("type") == "Ready"), None)
+        node = Node(m.name, m.role or "worker", m.ip, m.netns, ready, obj.get("spec", {}).get("podCIDR"))
+        node.present = kernel.netns_exists(m.netns)
+        if node.present:
+            _read_node_kernel(node, overlay.DEVICE, pod_net, member_ips)
+        topo.nodes.append(node)
+    topo.hosts = [Host(h.name, h.ip, h.netns) for h in cluster.hosts()]
+    for o in store.list(k8s.prefix("Pod"))[0]:
+        meta, spec, st = o["metadata"], o.get("spec", {}), o.get("status", {})
+        netns = None if spec.get("hostNetwork") else podnet.pod_netns(cluster.name, meta["namespace"], meta["name"])
+        phase = "Terminating" if meta.get("deletionTimestamp") else st.get("phase", "Pending")
+        topo.pods.append(Pod(meta["namespace"], meta["name"], st.get("podIP"), spec.get("nodeName"), netns, phase))
+    slices: dict[tuple[str, str], list[dict]] = {}
+    for s in store.list(k8s.prefix("EndpointSlice"))[0]:
+        svc = (s["metadata"].get("labels") or {}).get("kubernetes.io/service-name")
+        if svc:
+            slices.setdefault((s["metadata"]["namespace"], svc), []).append(s)
+    for o in store.list(k8s.prefix("Service"))[0]:
+        topo.services.append(_service(o, slices.get((o["metadata"]["namespace"], o["metadata"]["name"]), [])))
+    return topo
+
+
+def _read_node_kernel(node: Node, device: str, pod_net: ipaddress.IPv4Network, member_ips: dict[str, str]) -> None:
+    with kernel.Namespace.open(node.netns) as ns:
+        links = ns.links()
+        addrs = ns.addresses()
+        by_index = {v["index"]: k for k, v in links.items()}
+        cni0 = links.get(podnet.BRIDGE)
+        if cni0 is not None:
+            node.cni0 = sorted(addrs.get(podnet.BRIDGE, ()))
+            node.bridge_ports = sorted(k for k, v in links.items() if v.get("master") == cni0["index"])
+        dev = ns.vxlan(device) if device in links else None
+        if dev is not None and dev.get("kind") == "vxlan":
+            peers = {e["dst"] for e in ns.fdb(dev["index"]) if e.get("dst")}
+            node.vxlan = Vxlan(dev.get("vni"), dev.get("port"), dev.get("local"), dev.get("mtu"),
+                               sorted(addrs.get(device, ())), sorted(peers, key=_ip_key))
+        uplink = links.get(names.NODE_UPLINK, {}).get("index")
+        for r in ns.route_entries():
+            if r["dst"] == "default" or not r.get("gateway") or r["oif"] != uplink:
+                continue
+            dst = ipaddress.ip_network(r["dst"], strict=False)
+            if dst.subnet_of(pod_net):
+                via = member_ips.get(r["gateway"])
+                node.routes.append(f"{r['dst']} via {r['gateway']}" + (f" ({via})" if via else "")
+                                   + f" dev {by_index.get(r['oif'], r['oif'])}")
+
+
+def _ip_key(ip: str):
+    try:
+        return (0, ipaddress.ip_address(ip))
+    except ValueError:
+        return (1, ip)
+
+
+def _service(o: dict, slices: list[dict]) -> Service:
+    meta, spec, st = o["metadata"], o.get("spec", {}), o.get("status", {})
+    kind = spec.get("type", "ClusterIP")
+    ports = []
+    for p in spec.get("ports", []):
+        text = f"{p.get('name') + ' ' if p.get('name') else ''}{p['port']}/{p.get('protocol', 'TCP')}"
+        target = p.get("targetPort")
+        if target is not None and str(target) != str(p["port"]):
+            text += f" → {target}"
+        if p.get("nodePort"):
+            text += f" · nodePort {p['nodePort']}"
+        ports.append(text)
+    external = [i["ip"] for i in st.get("loadBalancer", {}).get("ingress", []) if i.get("ip")]
+    external += spec.get("externalIPs", [])
+    if kind == "ExternalName" and spec.get("externalName"):
+        external.append(spec["externalName"])
+    endpoints = []
+    for s in slices:
+        for e in s.get("endpoints") or []:
+            ref = e.get("targetRef") or {}
+            pod = f"{ref.get('namespace') or meta['namespace']}/{ref['name']}" \
+                if ref.get("kind", "Pod") == "Pod" and ref.get("name") else None
+            ready = (e.get("conditions") or {}).get("ready") is not False
+            endpoints.extend(Endpoint(ip, pod, ready) for ip in e.get("addresses") or [])
+    cluster_ip = spec.get("clusterIP")
+    return Service(meta["namespace"], meta["name"], kind, cluster_ip, ports, external, endpoints)
+
+
+# -- the trace overlay --------------------------------------------------------------------------
+@dataclass
+class TracePath:
+    vertices: list[tuple[str, list[int]]]  # the vertex of each run of captures, and their steps
+
+
+def load_trace(path: Path) -> dict:
+    """A `netsim trace -o json` document, checked for the fields the overlay uses."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise GraphError(f"--trace {path}: cannot read it: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise GraphError(f"--trace {path}: not JSON: {exc}") from None
+    check_trace(doc, str(path))
+    return doc
+
+
+def check_trace(doc, source: str = "trace") -> None:
+    if not isinstance(doc, dict) or not isinstance(doc.get("hops"), list):
+        raise GraphError(f"--trace {source}: not a trace: expected an object with a `hops` list "
+                         "(the output of `netsim trace ... -o json`)")
+    for key in ("hops", "reply"):
+        for i, hop in enumerate(doc.get(key) or []):
+            if not isinstance(hop, dict):
+                raise GraphError(f"--trace {source}: {key}[{i}] is not an object")
+            if hop.get("kind") == "capture" and not isinstance(hop.get("netns"), str):
+                raise GraphError(f"--trace {source}: {key}[{i}] (step {hop.get('step', i + 1)}) is a capture "
+                                 "without a `netns`")
+    if doc.get("reply") is not None and not isinstance(doc["reply"], list):
+        raise GraphError(f"--trace {source}: `reply` must be a list")
+    if doc.get("verdict") is not None and not isinstance(doc["verdict"], dict):
+        raise GraphError(f"--trace {source}: `verdict` must be an object")
+
+
+def _node_vertex(node: Node, interface: str | None) -> str:
+    if interface == "flannel.1" and node.vxlan is not None:
+        return f"node/{node.name}/flannel.1"
+    if interface == podnet.BRIDGE or (interface and interface in node.bridge_ports) \
+            or (interface and interface.startswith("veth") and node.cni0 is not None):
+        return f"node/{node.name}/cni0"
+    return f"node/{node.name}"
+
+
+def locate(topo: Topology, netns: str, interface: str | None) -> str | None:
+    """The vertex a capture in (``netns``, ``interface``) belongs to, or None."""
+    if netns == topo.underlay.netns:
+        return "underlay"
+    for n in topo.nodes:
+        if n.netns == netns:
+            return _node_vertex(n, interface)
+    for h in topo.hosts:
+        if h.netns == netns:
+            return f"host/{h.name}"
+    for p in topo.pods:
+        if p.netns == netns:
+            return p.ref
+    return None
+
+
+def trace_path(topo: Topology, hops: list[dict], what: str = "hop") -> TracePath:
+    """The capture hops, in order, as vertices; consecutive captures at one vertex are one stop."""
+    out: list[tuple[str, list[int]]] = []
+    for i, hop in enumerate(hops):
+        if hop.get("kind") != "capture":
+            continue
+        step = hop.get("step", i + 1)
+        vertex = locate(topo, hop["netns"], hop.get("interface"))
+        if vertex is None:
+            where = f" ({hop['where']})" if hop.get("where") else ""
+            raise GraphError(f"trace {what} {step}{where}: network namespace {hop['netns']!r} is not part of "
+                             f"cluster {topo.cluster!r} (a trace of another cluster, or a pod that is gone?)")
+        if out and out[-1][0] == vertex:
+            out[-1][1].append(step)
+        else:
+            out.append((vertex, [step]))
+    return TracePath(out)
+
+
+def _steps(steps: list[int]) -> str:
+    return ",".join(map(str, steps)) if len(steps) <= 3 else f"{steps[0]},…,{steps[-1]}"
+
+
+# -- DOT -------------------------------------------------------------------------------------
+def _t(text: object) -> str:
+    """Text for a DOT label: backslashes are DOT's escapes, so a literal one is doubled."""
+    return str(text).replace("\\", "\\\\")
+
+
+def _lines(*parts: object) -> str:
+    return "\\n".join(_t(p) for p in parts if p not in (None, ""))
+
+
+def _cluster_id(*parts: str) -> str:
+    return "cluster_" + "_".join(p.replace("-", "_").replace(".", "_") for p in parts)
+
+
+def render(topo: Topology, trace: dict | None = None) -> str:
+    """DOT text for ``topo``, with ``trace`` (a `netsim trace -o json` document) drawn over it."""
+    forward = reply = None
+    if trace is not None:
+        check_trace(trace)
+        forward = trace_path(topo, trace.get("hops") or [], "hop")
+        reply = trace_path(topo, trace.get("reply") or [], "reply hop")
+    on_path = {v for p in (forward, reply) if p for v, _ in p.vertices}
+
+    g = graphviz.Digraph(topo.cluster)
+    title = [f"netsim cluster {topo.cluster}",
+             " · ".join(x for x in (
+                 f"flannel backend {topo.backend}" if topo.backend else None,
+                 f"kube-proxy {topo.proxy_mode}" if topo.proxy_mode else None,
+                 f"pods {topo.pod_subnet}" if topo.pod_subnet else None,
+                 f"services {topo.service_subnet}" if topo.service_subnet else None) if x)]
+    if trace is not None:
+        title += _verdict_lines(trace)
+    g.attr("graph", label=_lines(*title), labelloc="t", fontname="Helvetica", fontsize="16", rankdir="TB",
+           newrank="true", compound="true", nodesep="0.3", ranksep="0.6")
+    g.attr("node", shape="box", style="rounded,filled", fillcolor="white", fontname="Helvetica", fontsize="11")
+    g.attr("edge", fontname="Helvetica", fontsize="10", arrowhead="none", color="#777777")
+
+    def mark(vertex: str) -> dict:
+        return {"color": TRACE_COLOR, "penwidth": "2.5"} if vertex in on_path else {}
+
+    u = topo.underlay
+    g.node("underlay", label=_lines(f"underlay LAN {u.subnet}", f"bridge {u.bridge} · gateway {u.gateway}",
+                                    f"MTU {u.mtu}"),
+           fillcolor="#ffe0b2", shape="box", style="filled,bold", tooltip=u.netns, **mark("underlay"))
+
+    pods_by_node: dict[str | None, list[Pod]] = {}
+    node_names = {n.name for n in topo.nodes}
+    for p in topo.pods:
+        pods_by_node.setdefault(p.node if p.node in node_names else None, []).append(p)
+
+    for n in topo.nodes:
+        _node_cluster(g, n, pods_by_node.get(n.name, []), mark)
+        g.edge(f"node/{n.name}", "underlay", tooltip=f"{n.name} eth0 {n.ip}")
+    for h in topo.hosts:
+        g.node(f"host/{h.name}", label=_lines(f"external host {h.name}", f"eth0 {h.ip}"), fillcolor="#eeeeee",
+               shape="box3d", style="filled", tooltip=h.netns, **mark(f"host/{h.name}"))
+        g.edge(f"host/{h.name}", "underlay")
+    unplaced = pods_by_node.get(None, [])
+    if unplaced:
+        with g.subgraph(name="cluster_unscheduled") as s:
+            s.attr(label="pods on no node", style="dashed", color="#999999")
+            for p in unplaced:
+                _pod_vertex(s, p, mark)
+
+    _tunnels(g, topo)
+    _services(g, topo, mark)
+    if forward:
+        _draw_path(g, forward, TRACE_COLOR, "bold", "")
+    if reply:
+        _draw_path(g, reply, REPLY_COLOR, "dashed,bold", "reply ")
+    return g.source
+
+
+def _verdict_lines(trace: dict) -> list[str]:
+    head = f"trace {trace.get('from', '?')} → {trace.get('to', '?')}"
+    if trace.get("protocol") or trace.get("port"):
+        head += f" {trace.get('protocol', '')}/{trace.get('port', '')}".rstrip("/")
+    verdict = trace.get("verdict") or {}
+    lines = [head]
+    if verdict:
+        line = f"verdict: {verdict.get('result', '?')}"
+        if verdict.get("where"):
+            line += f" at {verdict['where']}"
+        lines.append(line)
+        if verdict.get("reason"):
+            lines.append(str(verdict["reason"]))
+    lines.append("red: request path · purple dashed: reply path · numbers: trace steps")
+    return lines
+
+
+def _node_cluster(g: graphviz.Digraph, n: Node, pods: list[Pod], mark) -> None:
+    with g.subgraph(name=_cluster_id("node", n.name)) as s:
+        s.attr(label=f"node {n.name}", style="rounded,filled", fillcolor="#f3f6fa", color="#5c6bc0",
+               fontname="Helvetica-Bold", tooltip=n.netns)
+        state = "Ready" if n.ready else "NotReady" if n.ready is False else None
+        status = " · ".join(x for x in (n.role, state) if x)
+        lines = [n.name, status, f"eth0 {n.ip}"]
+        if not n.present:
+            lines.append("namespace missing")
+        if n.routes:
+            lines.append("host-gw routes:" if n.vxlan is None else "direct routes:")
+            lines += n.routes
+        s.node(f"node/{n.name}", label=_lines(*lines), fillcolor="#c5cae9", tooltip=n.netns,
+               **({"style": "rounded,filled,dashed", "color": "red"} if not n.present else {}),
+               **mark(f"node/{n.name}"))
+        cidr = f"pod CIDR {n.pod_cidr}" if n.pod_cidr else "no pod CIDR yet"
+        if n.cni0 is not None:
+            s.node(f"node/{n.name}/cni0", label=_lines(f"cni0 {', '.join(n.cni0) or '(no address)'}", cidr,
+                                                       f"{len(n.bridge_ports)} pod veths"),
+                   fillcolor="#dcedc8", **mark(f"node/{n.name}/cni0"))
+        else:
+            s.node(f"node/{n.name}/cni0", label=_lines("cni0 (no pods yet)", cidr), fillcolor="#f1f8e9",
+                   style="rounded,filled,dashed", **mark(f"node/{n.name}/cni0"))
+        s.edge(f"node/{n.name}/cni0", f"node/{n.name}", tooltip="routed by the node")
+        if n.vxlan is not None:
+            v = n.vxlan
+            s.node(f"node/{n.name}/flannel.1",
+                   label=_lines(f"flannel.1 VXLAN VNI {v.vni}", f"UDP {v.port} · local {v.local}",
+                                f"{', '.join(v.addresses)} · MTU {v.mtu}"),
+                   fillcolor="#bbdefb", **mark(f"node/{n.name}/flannel.1"))
+            s.edge(f"node/{n.name}/flannel.1", f"node/{n.name}", tooltip="encapsulated over eth0")
+        by_ns: dict[str, list[Pod]] = {}
+        for p in pods:
+            if p.netns is None:  # hostNetwork: the node's own namespace
+                _pod_vertex(s, p, mark, host_network=True)
+                s.edge(p.ref, f"node/{n.name}", style="dotted")
+            else:
+                by_ns.setdefault(p.namespace, []).append(p)
+        for ns in sorted(by_ns):
+            with s.subgraph(name=_cluster_id("node", n.name, "ns", ns)) as nss:
+                nss.attr(label=f"namespace {ns}", style="rounded,filled", fillcolor="#fffde7", color="#c0ca33",
+                         fontname="Helvetica")
+                for p in sorted(by_ns[ns], key=lambda p: p.name):
+                    _pod_vertex(nss, p, mark)
+            for p in by_ns[ns]:
+                s.edge(p.ref, f"node/{n.name}/cni0", tooltip=f"{p.ref} eth0 ↔ veth on cni0")
+
+
+def _pod_vertex(s: graphviz.Digraph, p: Pod, mark, host_network: bool = False) -> None:
+    lines = [p.name, p.ip or "no IP"]
+    if host_network:
+        lines.append(f"hostNetwork ({p.namespace})")
+    if p.phase != "Running":
+        lines.append(p.phase)
+    s.node(p.ref, label=_lines(*lines), shape="box", fillcolor="white" if p.phase == "Running" else "#eeeeee",
+           tooltip=p.netns or "node namespace", **mark(p.ref))
+
+
+def _tunnels(g: graphviz.Digraph, topo: Topology) -> None:
+    """One edge per pair of nodes whose flannel.1 devices point at each other (fdb entries)."""
+    by_ip = {n.ip: n for n in topo.nodes}
+    seen: set[frozenset[str]] = set()
+    for n in topo.nodes:
+        if n.vxlan is None:
+            continue
+        for peer_ip in n.vxlan.peers:
+            peer = by_ip.get(peer_ip)
+            if peer is None or peer.vxlan is None or peer.name == n.name:
+                continue
+            pair = frozenset((n.name, peer.name))
+            if pair in seen:
+                continue
+            seen.add(pair)
+            both = n.ip in peer.vxlan.peers
+            a, b = sorted(pair)
+            g.edge(f"node/{a}/flannel.1", f"node/{b}/flannel.1",
+                   label=f"VXLAN VNI {n.vxlan.vni} UDP {n.vxlan.port}", color=TUNNEL_COLOR, fontcolor=TUNNEL_COLOR,
+                   style="bold" if both else "dashed", dir="both" if both else "forward", arrowsize="0.6",
+                   **FREE_EDGE, tooltip=f"{n.ip} ↔ {peer_ip}" + ("" if both else " (one way only)"))
+
+
+def _services(g: graphviz.Digraph, topo: Topology, mark) -> None:
+    pods = {f"{p.namespace}/{p.name}": p for p in topo.pods}
+    by_ip = {p.ip: p for p in topo.pods if p.ip and p.netns}
+    by_ns: dict[str, list[Service]] = {}
+    for s in topo.services:
+        by_ns.setdefault(s.namespace, []).append(s)
+    stray: set[str] = set()
+    for ns in sorted(by_ns):
+        with g.subgraph(name=_cluster_id("svc", ns)) as sg:
+            sg.attr(label=f"Services in {ns}", style="rounded,dashed", color="#ef6c00", fontname="Helvetica")
+            for s in sorted(by_ns[ns], key=lambda s: s.name):
+                ip = "headless" if s.cluster_ip in (None, "None") else f"ClusterIP {s.cluster_ip}" \
+                    if s.cluster_ip else None
+                kind = ip if s.type == "ClusterIP" else " · ".join(x for x in (s.type, ip) if x)
+                lines = [f"svc {s.name}", kind, *s.ports]
+                if s.external:
+                    lines.append("external " + ", ".join(s.external))
+                if not s.endpoints:
+                    lines.append("no endpoints")
+                sg.node(s.ref, label=_lines(*lines), shape="hexagon", style="filled", fillcolor="#ffe0b2",
+                        tooltip=f"{s.namespace}/{s.name}", **mark(s.ref))
+    for s in topo.services:
+        targets: dict[str, bool] = {}
+        for e in s.endpoints:
+            pod = pods.get(e.pod) if e.pod else by_ip.get(e.ip)
+            vertex = pod.ref if pod else f"ip/{e.ip}"
+            if pod is None:
+                stray.add(e.ip)
+            targets[vertex] = targets.get(vertex, False) or e.ready
+        for vertex, ready in targets.items():
+            g.edge(s.ref, vertex, color=ENDPOINT_COLOR if ready else "#9e9e9e", arrowhead="normal",
+                   arrowsize="0.6", style="solid" if ready else "dotted",
+                   tooltip=f"endpoint of {s.ref}" + ("" if ready else " (not ready)"))
+    for ip in sorted(stray, key=_ip_key):
+        g.node(f"ip/{ip}", label=_lines("endpoint", ip), shape="note", fillcolor="#eeeeee")
+
+
+def _draw_path(g: graphviz.Digraph, path: TracePath, color: str, style: str, prefix: str) -> None:
+    stops = path.vertices
+    if len(stops) == 1:
+        vertex, steps = stops[0]
+        g.node(vertex, xlabel=f"{prefix}{_steps(steps)}", fontcolor=color)
+        return
+    for (a, steps_a), (b, steps_b) in zip(stops, stops[1:], strict=False):
+        g.edge(a, b, label=f"{prefix}{_steps(steps_a)}→{_steps(steps_b)}", color=color, fontcolor=color,
+               style=style, penwidth="2.5", arrowhead="normal", **FREE_EDGE)
+
+
+# -- output ------------------------------------------------------------------------------------
+def output_format(path: str | None) -> str:
+    """dot, svg or png from an -o file name; an unknown extension is the user's to fix."""
+    if path is None:
+        return "dot"
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in FORMATS:
+        raise GraphError(f"-o {path}: unknown extension {('.' + suffix) if suffix else '(none)'}; "
+                         "use FILE.svg, FILE.png or FILE.dot (or no -o for DOT on stdout)")
+    return suffix
+
+
+def write(dot: str, path: str) -> None:
+    """Write ``dot`` to ``path``: the text itself for .dot, else rendered by Graphviz's `dot`."""
+    fmt = output_format(path)
+    if fmt == "dot":
+        data = dot.encode()
+    else:
+        try:
+            data = graphviz.Source(dot).pipe(format=fmt)
+        except graphviz.ExecutableNotFound:
+            raise RenderError(f"-o {path}: rendering {fmt.upper()} needs Graphviz's `dot` program (apt-get install "
+                             "graphviz); -o FILE.dot writes the DOT text without it") from None
+        except graphviz.CalledProcessError as exc:
+            detail = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
+            raise RenderError(f"-o {path}: dot failed: {detail[-1] if detail else exc}") from None
+    try:
+        Path(path).write_bytes(data)
+    except OSError as exc:
+        raise RenderError(f"-o {path}: cannot write it: {exc.strerror or exc}") from None
