@@ -1,10 +1,14 @@
+"""What every test may use, importable without root: names, the state directory, clusters made
+and torn down, an etcd, the `netsim` command and the K8s driver.  Nothing here runs at import or
+for a test that does not ask for it, so tests/unit/ runs as an ordinary user; the root check and
+the leak check live in tests/rooted.py, which tests/kernel/ and tests/e2e/ load."""
+
 import itertools
 import json
 import os
 import re
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -14,15 +18,9 @@ from netsim import kernel
 from netsim.api.store.etcd_server import find_etcd, temporary_etcd
 from netsim.fabric import Cluster, daemon, teardown
 from netsim.model import names
-from tests.cni_util import cni_sandbox  # noqa: F401  (a fixture for every CNI test)
 
 REPO = Path(__file__).resolve().parent.parent
 _serial = itertools.count()
-
-
-def pytest_configure(config):
-    if os.geteuid() != 0:
-        pytest.exit("netsim's tests create real namespaces and links: run them as root (sudo make test)", 1)
 
 
 def unique_name(tag: str = "t") -> str:
@@ -66,27 +64,6 @@ def etcd_url():
         pytest.skip("etcd is not installed: scripts/install-deps.sh installs etcd-server")
     with temporary_etcd() as url:
         yield url
-
-
-@pytest.fixture(autouse=True, scope="session")
-def no_leaks():
-    before = set(kernel.list_netns(names.NETNS_ROOT + "."))
-    etc_before = set(kernel.list_netns_etc(names.NETNS_ROOT + "."))
-    agents_before = set(daemon.agent_pids(None))
-    servers_before = set(daemon.plugin_server_pids())
-    yield
-    leaked = set(kernel.list_netns(names.NETNS_ROOT + ".")) - before
-    assert not leaked, f"tests leaked namespaces: {sorted(leaked)}"
-    leaked = set(kernel.list_netns_etc(names.NETNS_ROOT + ".")) - etc_before
-    assert not leaked, f"tests leaked /etc/netns directories (pods' resolv.conf): {sorted(leaked)}"
-    stray = set(daemon.agent_pids(None)) - agents_before
-    assert not stray, f"tests left netsim agents running: {sorted(stray)}"
-    deadline = time.monotonic() + 5  # pool workers see their agent gone within 0.5 s
-    while set(daemon.plugin_server_pids()) - servers_before and time.monotonic() < deadline:
-        time.sleep(0.1)
-    servers = set(daemon.plugin_server_pids()) - servers_before
-    assert not servers, f"tests left CNI plugin servers running: {sorted(servers)}"
-
 
 
 def run_netsim(*args, check=False, env=None, **kw) -> subprocess.CompletedProcess:

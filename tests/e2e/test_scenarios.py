@@ -3,7 +3,7 @@
 Then `pods/NS/SELECTOR` expectation refs, expanded by netsim.observe.check (pure, no kernel).
 
 A scenario whose kube-proxy mode needs IPVS runs inside the qemu guest (netsim.kernel.guest) when
-this kernel has no ip_vs, as tests/test_proxy_ipvs.py does."""
+this kernel has no ip_vs, as tests/kernel/test_proxy_ipvs.py does."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def _in_a_guest(path: Path, why_not_here: str) -> None:
     why = guest.unavailable()
     if why:
         pytest.skip(f"{why_not_here}, and no guest to run {path.name} in: {why}")
-    node_id = f"tests/test_scenarios.py::test_scenario_up_check_down[{path.stem}]"
+    node_id = f"tests/e2e/test_scenarios.py::test_scenario_up_check_down[{path.stem}]"
     rc, output = guest.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", node_id],
                            cwd=str(REPO), timeout=900)
     summary = output.strip().splitlines()[-1] if output.strip() else ""

@@ -9,7 +9,7 @@ from netsim.fabric import plan_addresses
 from netsim.model.names import IFNAMSIZ, cluster_of_netns, ifname, netns_name
 from netsim.model.scenario import ScenarioError, load_scenario
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 MINIMAL = """\
 apiVersion: netsim/v1alpha1

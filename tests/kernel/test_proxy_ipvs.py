@@ -24,7 +24,8 @@ from netsim.model import names
 from proxy import ipvs
 from proxy.iptables import run_in
 from tests.conftest import run_netsim
-from tests.test_proxy_iptables import (  # the lab, builders and constants of the iptables mode's tests
+from tests.e2e.test_services import cluster_in_mode, services_behave
+from tests.kernel.test_proxy_iptables import (  # the lab, builders and constants of the iptables mode's tests
     BRIDGE_IP,
     CLIENT,
     CLUSTER_CIDR,
@@ -41,11 +42,10 @@ from tests.test_proxy_iptables import (  # the lab, builders and constants of th
     svc,
     udp_client,
 )
-from tests.test_services import cluster_in_mode, services_behave
 
 __all__ = ["lab"]  # a fixture, imported to be used here
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def render(sps, **kw) -> ipvs.Ruleset:
@@ -342,7 +342,7 @@ def test_ipvs_dataplane_in_a_guest():
     if why:
         pytest.skip(f"{WHY_NOT_HERE}, and no guest to run the IPVS tests in: {why}")
     rc, output = guest.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
-                            "tests/test_proxy_ipvs.py", "-k", "not in_a_guest"], cwd=str(ROOT), timeout=900)
+                            "tests/kernel/test_proxy_ipvs.py", "-k", "not in_a_guest"], cwd=str(ROOT), timeout=900)
     summary = output.strip().splitlines()[-1] if output.strip() else ""
     assert rc == 0, output[-6000:]
     passed = re.search(r"(\d+) passed", summary)

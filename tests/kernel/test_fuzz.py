@@ -32,7 +32,7 @@ from netsim.cni import spec
 from netsim.model import k8s
 from netsim.model.scenario import ScenarioError, manifest_objects, parse_scenario
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = int(os.environ.get("NETSIM_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(max_examples=EXAMPLES, derandomize=not os.environ.get("NETSIM_FUZZ_RANDOM"), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

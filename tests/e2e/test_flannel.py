@@ -19,8 +19,8 @@ from netsim import kernel
 from netsim.model import names, state
 from netsim.node import flanneld
 from tests.conftest import SCENARIO, K8s, run_netsim, running, unique_name
-from tests.test_store import store, store_url  # noqa: F401  (fixtures: both store backends)
-from tests.test_workloads import leases
+from tests.e2e.test_workloads import leases
+from tests.kernel.test_store import store, store_url  # noqa: F401  (fixtures: both store backends)
 
 CONFIG = flanneld.NetworkConfig(ipaddress.IPv4Network("10.244.0.0/16"), 24)
 

@@ -12,7 +12,7 @@ import pytest
 from netsim.fabric import daemon
 from netsim.model import state
 from tests.conftest import run_netsim, running
-from tests.test_workloads import deployment
+from tests.e2e.test_workloads import deployment
 
 HOSTPORT_POD = """apiVersion: v1
 kind: Pod

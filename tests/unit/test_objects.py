@@ -1,5 +1,5 @@
 """Manifests, API semantics and controllers on a real store, without a kernel: these are the
-pure parts (validation, allocation, the controllers' decisions).  tests/test_workloads.py
+pure parts (validation, allocation, the controllers' decisions).  tests/e2e/test_workloads.py
 runs the same objects through real clusters."""
 
 import pytest

@@ -21,7 +21,7 @@ import pytest
 from netsim import kernel
 from netsim.model import names
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CACHE = Path("/var/cache/netsim/vagrant-test")
 MIRROR = "http://deb.debian.org/debian"
 HOST_CA = "/etc/ssl/certs/ca-certificates.crt"

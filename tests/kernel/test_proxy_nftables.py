@@ -1,6 +1,6 @@
 """kube-proxy's nftables mode (proxy.nftables): the renderer (upstream's names, map elements,
 chains), then the proxier on real namespaces with real connections -- the lab of
-tests/test_proxy_iptables.py (a node namespace with a bridge, a client pod, two backend pods
+tests/kernel/test_proxy_iptables.py (a node namespace with a bridge, a client pod, two backend pods
 serving TCP and UDP, an external namespace routed through the node; br_netfilter on, hairpin
 on the pod ports), here under namespaces of its own."""
 
@@ -19,7 +19,7 @@ import pytest
 from proxy import iptables as ipt
 from proxy import nftables as nf
 from proxy.model import Endpoint
-from tests.test_proxy_iptables import (  # the same lab and builders as the iptables mode's tests
+from tests.kernel.test_proxy_iptables import (  # the same lab and builders as the iptables mode's tests
     BRIDGE_IP,
     CLIENT,
     CLUSTER_CIDR,
