@@ -74,18 +74,6 @@ def test_vagrant_validate_catches_mistakes(tmp_path):
     assert "hostnam" in result.stderr and "missing.sh" in result.stderr, result.stderr
 
 
-def test_multi_cluster_scenario_names_the_vms():
-    from netsim.model.scenario import load_scenario, manifest_objects
-
-    path = REPO / "vagrant" / "multi" / "cluster.yaml"
-    scn = load_scenario(path)
-    assert [n.name for n in scn.nodes] == ["netsim-1", "netsim-2", "netsim-3"]
-    assert manifest_objects(scn, path.parent)
-    vagrantfile = (REPO / "vagrant" / "multi" / "Vagrantfile").read_text()
-    for node in scn.nodes:
-        assert f'"{node.name}" => "{node.ip}"' in vagrantfile
-
-
 def test_shell_scripts_are_shellcheck_clean():
     scripts = sorted([REPO / "vagrant" / "provision.sh", *(REPO / "vagrant" / "multi").glob("*.sh"),
                       *(REPO / "scripts").glob("*.sh")])

@@ -1,166 +1,30 @@
-"""Property-based fuzzing (hypothesis) of what users and runtimes hand netsim: scenario files,
-manifests, and CNI stdin and environment.
-
-"No traceback" alone would be a property that cannot fail (the CNI spec layer turns any
-exception into error JSON), so the properties are sharper: a bad scenario is a ScenarioError
-naming the file; a bad manifest file is a ManifestError, or an ApiError that leaves the store
-exactly as it was (nothing half-applied); a CNI call answers valid JSON, and an error carries
-one of the spec's codes, and never the catch-all for an exception no plugin code anticipated
-(an input that reached code which did not expect it).  Inputs are valid documents with one part
-replaced, deleted or added, so they get past the first check and into the code behind it.
-NETSIM_FUZZ_EXAMPLES sets the number of examples per property (default 150; CI runs the
-default, derandomized so a run is repeatable; NETSIM_FUZZ_RANDOM=1 explores afresh).
-"""
+"""Property-based fuzzing (hypothesis) of what runtimes hand netsim's CNI plugins: stdin and
+environment, mutated from valid ones, each call in a fresh container namespace.  A CNI call
+answers valid JSON, and an error carries one of the spec's codes, and never the catch-all for
+an exception no plugin code anticipated.  Scenario files and manifests: tests/unit/test_fuzz.py."""
 
 from __future__ import annotations
 
-import copy
 import itertools
 import json
 import os
 from pathlib import Path
 
 import pytest
-import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from netsim import kernel
-from netsim.api import registry
-from netsim.api.store import open_store
 from netsim.cni import spec
-from netsim.model import k8s
-from netsim.model.scenario import ScenarioError, manifest_objects, parse_scenario
+from tests.conftest import REPO
+from tests.fuzzing import FUZZ, json_values, mutated
 
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = int(os.environ.get("NETSIM_FUZZ_EXAMPLES", "150"))
-FUZZ = settings(max_examples=EXAMPLES, derandomize=not os.environ.get("NETSIM_FUZZ_RANDOM"), deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=24) | st.sampled_from(["", "0", "-1", "10.244.0.0/16", "../x", "a/b", "default", "TCP",
-                                             "65536", "http", "10.0.0.1", "::1", "1.2.3.4/33", "ÿ"]),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
-    max_leaves=12)
-
-
-def _paths(doc, prefix=()):
-    """Every path into a nested document (dict keys and list indexes)."""
-    yield prefix
-    if isinstance(doc, dict):
-        for k, v in doc.items():
-            yield from _paths(v, (*prefix, k))
-    elif isinstance(doc, list):
-        for i, v in enumerate(doc):
-            yield from _paths(v, (*prefix, i))
-
-
-@st.composite
-def mutated(draw, base, keep: tuple[str, ...] = ()):
-    """``base`` with one place replaced by any JSON value, deleted, or given an unknown key;
-    keys named in ``keep`` are never touched (they point the fuzzed code into a sandbox)."""
-    doc = copy.deepcopy(base)
-    paths = [p for p in _paths(doc) if not any(k in keep for k in p if isinstance(k, str))]
-    path = draw(st.sampled_from(paths))
-    action = draw(st.sampled_from(["replace", "delete", "add"]))
-    value = draw(json_values)
-    if not path:
-        return value if action == "replace" else doc
-    parent = doc
-    for k in path[:-1]:
-        parent = parent[k]
-    last = path[-1]
-    if action == "replace":
-        parent[last] = value
-    elif action == "delete":
-        del parent[last]
-    elif isinstance(parent[last], dict):
-        parent[last][draw(st.text(min_size=1, max_size=12))] = value
-    else:
-        parent[last] = [parent[last], value]
-    return doc
-
-
-# -- scenario files ------------------------------------------------------------------------------
-SCENARIO_DIR = REPO / "scenarios"
-SCENARIOS = [yaml.safe_load((SCENARIO_DIR / f).read_text()) for f in
-             ("basic.yaml", "multi-tenant.yaml", "services.yaml", "pod-to-pod-host-gw.yaml")]
-
-
-@FUZZ
-@given(st.sampled_from(range(len(SCENARIOS))).flatmap(lambda i: mutated(SCENARIOS[i])))
-def test_a_bad_scenario_is_a_scenario_error_naming_the_file(doc):
-    try:
-        scenario = parse_scenario(doc, "fuzz.yaml", SCENARIO_DIR)
-        manifest_objects(scenario, SCENARIO_DIR)
-    except ScenarioError as exc:
-        assert "fuzz.yaml" in str(exc)
-
-
-@FUZZ
-@given(st.text(max_size=300))
-def test_scenario_text_of_any_shape(text):
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return
-    try:
-        parse_scenario(doc, "fuzz.yaml", SCENARIO_DIR)
-    except ScenarioError as exc:
-        assert "fuzz.yaml" in str(exc)
-
-
-# -- manifests -----------------------------------------------------------------------------------
-MANIFESTS = [d for f in ("web.yaml", "multi-tenant.yaml", "workloads.yaml")
-             if (SCENARIO_DIR / "manifests" / f).exists()
-             for d in yaml.safe_load_all((SCENARIO_DIR / "manifests" / f).read_text()) if d]
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    s = open_store(str(tmp_path_factory.mktemp("fuzz") / "store.db"))
-    registry.bootstrap(s, registry.ClusterConfig())
-    yield s
-    s.close()
-
-
-def _everything(store) -> list[dict]:
-    """Every object with its resourceVersion (a refused apply may take an address and give it
-    back, which moves the store's revision on, but must leave every object as it was)."""
-    return sorted(store.list("/")[0], key=json.dumps)
-
-
-@FUZZ
-@given(st.lists(st.sampled_from(range(len(MANIFESTS))), min_size=1, max_size=3).flatmap(
-    lambda picks: st.tuples(*[mutated(MANIFESTS[i]) if n == 0 else st.just(MANIFESTS[i])
-                              for n, i in enumerate(picks)])))
-def test_a_bad_manifest_is_refused_whole(store, docs):
-    text = yaml.safe_dump_all(list(docs))
-    try:
-        objects = k8s.parse_manifests(text, "fuzz.yaml")
-    except k8s.ManifestError as exc:
-        assert str(exc).startswith("fuzz.yaml")
-        return
-    before = _everything(store)
-    try:
-        registry.apply(store, objects, "default")
-    except registry.ApiError:
-        assert _everything(store) == before, "a refused apply changed the store"
-
-
-@FUZZ
-@given(st.text(max_size=300))
-def test_manifest_text_of_any_shape(text):
-    try:
-        k8s.parse_manifests(text, "fuzz.yaml")
-    except k8s.ManifestError as exc:
-        assert str(exc).startswith("fuzz.yaml")
-
-
-# -- CNI stdin and environment -------------------------------------------------------------------
 SANDBOXED = ("dataDir", "subnetFile")
+
+
 EXAMPLE_NUMBER = itertools.count()
+
+
 SPEC_CODES = {spec.INCOMPATIBLE_VERSION, spec.UNSUPPORTED_FIELD, spec.UNKNOWN_CONTAINER, spec.INVALID_ENVIRONMENT,
               spec.IO_FAILURE, spec.DECODE_FAILURE, spec.INVALID_CONFIG, spec.TRY_AGAIN_LATER, spec.NOT_AVAILABLE,
               spec.LIMITED_CONNECTIVITY, spec.INTERNAL}  # where a plugin writes: always the test's directory
@@ -268,3 +132,5 @@ def test_cni_answers_every_input_with_a_spec_error_code(cni_box, data):
     # 999 is upstream's code for some runtime conditions too (an interface name taken); an
     # exception no plugin code anticipated is a bug.
     assert answer["msg"] != spec.UNEXPECTED, f"{plugin} {env['CNI_COMMAND']}: {answer} for {stdin!r}"
+
+
