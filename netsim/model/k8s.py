@@ -317,7 +317,9 @@ class ServiceSpec(_Open):
 
 
 class NetworkPolicySpec(_Open):
-    podSelector: LabelSelector
+    # Optional in the API server (a struct, not a pointer): unset or null is the empty selector,
+    # every pod of the namespace.  validate() stores it as {} (see _stored_defaults).
+    podSelector: LabelSelector = Field(default_factory=LabelSelector)
     policyTypes: list[Literal["Ingress", "Egress"]] = Field(default_factory=list)
 
 
@@ -356,7 +358,7 @@ class Service(_Object):
 
 
 class NetworkPolicy(_Object):
-    spec: NetworkPolicySpec
+    spec: NetworkPolicySpec = Field(default_factory=NetworkPolicySpec)
 
 
 class ConfigMap(_Object):
@@ -389,10 +391,58 @@ def _problem(err: dict) -> str:
     return out
 
 
+# Maps of strings in the kinds netsim models, by their path (None: any key at that depth).
+# Go decodes a null value in a map[string]string as "", not as a missing entry.
+_STRING_MAPS = (("metadata", "labels"), ("metadata", "annotations"), ("data",), ("stringData",),
+                ("binaryData",))
+_STRING_MAP_NAMES = frozenset({"matchLabels", "nodeSelector"})
+
+
+def string_map(kind: Any, path: tuple) -> bool:
+    if path[-2:] in _STRING_MAPS[:2] or path in _STRING_MAPS[2:]:
+        return True
+    if kind == "Service" and path == ("spec", "selector"):
+        return True
+    return bool(path) and path[-1] in _STRING_MAP_NAMES
+
+
+def as_decoded(doc: dict) -> dict:
+    """The document as the API server decodes it into its typed objects, before validation:
+    Go's encoding/json leaves a field whose value is null unset (a nil pointer, slice or map,
+    dropped again by omitempty when stored), so an explicit null means the field is absent and
+    the defaults for an absent field apply.  A null value inside a map of strings (labels,
+    matchLabels, data ...) decodes to "".  Nulls inside lists are kept for validation to judge."""
+    kind = doc.get("kind")
+
+    def walk(value: Any, path: tuple) -> Any:
+        if isinstance(value, dict):
+            if path and string_map(kind, path):
+                return {k: "" if v is None else v for k, v in value.items()}
+            return {k: walk(v, (*path, k)) for k, v in value.items() if v is not None}
+        if isinstance(value, list):
+            return [walk(v, (*path, i)) for i, v in enumerate(value)]
+        return value
+
+    return walk(doc, ())
+
+
+def _stored_defaults(doc: dict) -> dict:
+    """Fields the API server always writes back although the manifest left them unset."""
+    if doc["kind"] == "NetworkPolicy":
+        # k8s.io/api networking/v1 NetworkPolicy: Spec and Spec.PodSelector are structs (no
+        # pointer, and omitempty never drops a struct), so a policy stored without them reads
+        # back as spec: {podSelector: {}}.  policyTypes stays unset here and is defaulted where
+        # it is read (netsim.node.policy.policy_types, upstream's SetDefaults_NetworkPolicy).
+        doc.setdefault("spec", {}).setdefault("podSelector", {})
+    return doc
+
+
 def validate(doc: Any, where: str) -> dict:
-    """Check one document; returns it as a plain dict with namespace defaults left to the API."""
+    """Check one document; returns it as the API server would store it (nulls decoded as unset,
+    the defaults of _stored_defaults written), with namespace defaults left to the API."""
     if not isinstance(doc, dict):
         raise ValueError(f"{where}: expected a Kubernetes object (a mapping), got {type(doc).__name__}")
+    doc = as_decoded(doc)
     kind = doc.get("kind")
     if not kind or not doc.get("apiVersion"):
         missing = "kind" if not kind else "apiVersion"
@@ -415,7 +465,7 @@ def validate(doc: Any, where: str) -> dict:
         raise ValueError("; ".join(f"{where}: {_problem(e)}" for e in exc.errors())) from None
     if not KINDS[kind].namespaced and doc["metadata"].get("namespace"):
         raise ValueError(f"{where}: metadata.namespace: {kind} is not namespaced; remove the field")
-    return json.loads(json.dumps(doc))
+    return _stored_defaults(json.loads(json.dumps(doc)))
 
 
 def parse_manifests(text: str, source: str) -> list[dict]:

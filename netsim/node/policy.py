@@ -74,7 +74,9 @@ def pod_info(pod: dict) -> PodInfo | None:
 
 
 def policy_types(policy: dict) -> list[str]:
-    """upstream's defaulting: Ingress always, Egress when the policy has egress rules."""
+    """upstream's defaulting (SetDefaults_NetworkPolicy, pkg/apis/networking/v1/defaults.go):
+    when policyTypes is unset, Ingress always, Egress when len(spec.egress) != 0, so `egress: []`,
+    `egress:` (null) and no egress at all leave Egress out alike."""
     spec = policy.get("spec") or {}
     if spec.get("policyTypes"):
         return list(spec["policyTypes"])

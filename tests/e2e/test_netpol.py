@@ -216,6 +216,30 @@ def test_default_deny_ingress_and_allow_all_union(c):
     compare(c, Matrix(), 80, "TCP")
 
 
+def test_null_fields_mean_unset_as_in_the_recipes(c):
+    """The policy recipe with `matchLabels:` left empty (null): a real cluster stores it with the
+    empty selector, so every pod of the namespace admits its own namespace and no other.  Then
+    `ingress:` left empty: no ingress rules, every pod of the namespace isolated."""
+    c.apply_policies("""kind: NetworkPolicy
+apiVersion: networking.k8s.io/v1
+metadata:
+  namespace: x
+  name: deny-from-other-namespaces
+spec:
+  podSelector:
+    matchLabels:
+  ingress:
+  - from:
+    - podSelector: {}
+""")
+    stored = json.loads(c("get", "networkpolicy", "deny-from-other-namespaces", "-n", "x", "-o", "json").stdout)
+    assert stored["spec"]["podSelector"] == {}
+    compare(c, Matrix().deny(to="x/*").allow(frm="x/*", to="x/*"), 80, "TCP")
+    c.clear_policies()
+    c.apply_policies(netpol("no-rules", "x", "  podSelector:\n  ingress:\n"))
+    compare(c, Matrix().deny(to="x/*"), 80, "TCP")
+
+
 def test_pod_selector_match_labels_and_expressions(c):
     c.apply_policies(netpol("from-b", "x", "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n"
                                            "  - from: [{podSelector: {matchLabels: {pod: b}}}]\n"))

@@ -15,6 +15,7 @@ default, derandomized so a run is repeatable; NETSIM_FUZZ_RANDOM=1 explores afre
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -103,3 +104,44 @@ def test_manifest_text_of_any_shape(text):
         k8s.parse_manifests(text, "fuzz.yaml")
     except k8s.ManifestError as exc:
         assert str(exc).startswith("fuzz.yaml")
+
+
+def _field_paths(doc, prefix=(), kind=None):
+    """Paths to every field of a document (a key of a mapping that is not a map of strings:
+    there a null value is "", not an absent entry)."""
+    kind = kind or (doc.get("kind") if isinstance(doc, dict) else None)
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            path = (*prefix, key)
+            yield path
+            if not k8s.string_map(kind, path):
+                yield from _field_paths(value, path, kind)
+    elif isinstance(doc, list):
+        for i, value in enumerate(doc):
+            yield from _field_paths(value, (*prefix, i), kind)
+
+
+def _outcome(doc) -> tuple[str, object]:
+    try:
+        return "stored", k8s.validate(doc, "document 1")
+    except ValueError as exc:
+        return "refused", str(exc)
+
+
+@FUZZ
+@given(st.sampled_from(range(len(MANIFESTS))).flatmap(
+    lambda i: st.tuples(st.just(i), st.sampled_from(list(_field_paths(MANIFESTS[i]))))))
+def test_a_null_field_is_the_field_left_out(pick):
+    """Replacing any field by null gives the object that leaving it out gives, or the same
+    error naming the same required field (the API server decodes null as unset)."""
+    i, path = pick
+    nulled, omitted = copy.deepcopy(MANIFESTS[i]), copy.deepcopy(MANIFESTS[i])
+    for doc, change in ((nulled, "null"), (omitted, "delete")):
+        parent = doc
+        for k in path[:-1]:
+            parent = parent[k]
+        if change == "null":
+            parent[path[-1]] = None
+        else:
+            del parent[path[-1]]
+    assert _outcome(nulled) == _outcome(omitted), path
