@@ -73,16 +73,14 @@ from proxy.iptables import (
     is_service_chain,
 )
 from proxy.model import ServicePort
-from proxy.proxier import BACKENDS, DEFAULT_BACKEND, TOOL_TIMEOUT, BaseProxier, ProxyError, udp_changed
+from proxy.proxier import BACKENDS, DEFAULT_BACKEND, TOOL_TIMEOUT, BaseProxier, BaseSyncResult, ProxyError, udp_changed
 
 
 @dataclass
-class SyncResult:
-    """What one :meth:`Proxier.sync` did, and how long each step took (seconds)."""
+class SyncResult(BaseSyncResult):
+    """What one :meth:`Proxier.sync` did.  Its reasons for a full sync: "start", "canary",
+    "periodic", "forced", "after failure", "partial restore failed"."""
 
-    full: bool
-    reason: str  # "start", "canary", "periodic", "forced", "after failure", "partial restore failed", "partial"
-    services: int = 0  # service ports with rules
     services_written: int = 0  # service ports whose own chains were declared and rewritten
     chains_written: int = 0
     chains_deleted: int = 0
@@ -90,13 +88,9 @@ class SyncResult:
     top_chains_skipped: int = 0  # with skip_unchanged_top_level
     lines: int = 0  # restore input lines
     restore_bytes: int = 0
-    conntrack_deleted: int = 0
-    render_s: float = 0.0
     canary_s: float = 0.0
     save_s: float = 0.0
     restore_s: float = 0.0
-    conntrack_s: float = 0.0
-    total_s: float = 0.0
     partial_failure: str = ""
 
 

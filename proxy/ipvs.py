@@ -70,6 +70,7 @@ from proxy.proxier import (
     DEFAULT_BACKEND,
     TOOL_TIMEOUT,
     BaseProxier,
+    BaseSyncResult,
     ProxyError,
     UDPTrack,
     run_in,
@@ -438,22 +439,18 @@ def ipset_text(current: dict[str, set[str]] | None, desired: dict[str, set[str]]
 
 # -- applying -------------------------------------------------------------------------------------
 @dataclass
-class SyncResult:
-    full: bool
-    reason: str
-    services: int = 0
+class SyncResult(BaseSyncResult):
+    """What one :meth:`Proxier.sync` did.  Its reasons for a full sync: "start", "canary", "ipvs
+    canary", "partial ipvsadm failed", "periodic", "forced", "after failure"."""
+
     servers: int = 0
     ipvs_commands: int = 0
     ipset_lines: int = 0
     iptables_written: bool = False
     addresses_changed: int = 0
-    conntrack_deleted: int = 0
-    render_s: float = 0.0
     ipvs_s: float = 0.0
     ipset_s: float = 0.0
     iptables_s: float = 0.0
-    conntrack_s: float = 0.0
-    total_s: float = 0.0
 
 
 def ipvs_available() -> str:

@@ -98,7 +98,7 @@ from dataclasses import dataclass, field
 
 from netsim.kernel.libnft import LibNft, NftError
 from proxy.model import Endpoint, ServicePort, traffic_policy
-from proxy.proxier import TOOL_TIMEOUT, BaseProxier, ProxyError, UDPTrack, udp_changed
+from proxy.proxier import TOOL_TIMEOUT, BaseProxier, BaseSyncResult, ProxyError, UDPTrack, udp_changed
 
 FAMILY, TABLE = "ip", "kube-proxy"
 T = f"{FAMILY} {TABLE}"
@@ -557,24 +557,18 @@ def partial_text(old: Ruleset, new: Ruleset, hairpin: Counter | None = None) -> 
 
 # -- applying -------------------------------------------------------------------------------
 @dataclass
-class SyncResult:
-    """What one :meth:`Proxier.sync` did, and how long each step took (seconds)."""
+class SyncResult(BaseSyncResult):
+    """What one :meth:`Proxier.sync` did.  Its reasons for a full sync: "start", "table gone",
+    "partial failed", "periodic", "forced", "after failure"."""
 
-    full: bool
-    reason: str  # "start", "table gone", "partial failed", "periodic", "forced", "after failure", "partial"
-    services: int = 0
     services_written: int = 0
     chains_written: int = 0
     chains_deleted: int = 0
     elements_added: int = 0
     elements_deleted: int = 0
     bytes: int = 0
-    conntrack_deleted: int = 0
-    render_s: float = 0.0
     text_s: float = 0.0
     apply_s: float = 0.0
-    conntrack_s: float = 0.0
-    total_s: float = 0.0
     partial_failure: str = ""
 
 

@@ -47,13 +47,18 @@ BACKENDS = {
 DEFAULT_BACKEND = "legacy"
 
 
-class SyncReport(Protocol):
-    """What kube-proxy reads of any mode's sync result."""
+@dataclass
+class BaseSyncResult:
+    """What one sync did, and how long it took (seconds): the part every mode reports (kube-proxy
+    logs it, :meth:`BaseProxier.finish_sync` fills it in); each mode adds its own steps."""
 
     full: bool
-    reason: str
-    services: int
-    total_s: float
+    reason: str  # why a full sync ("start", "forced", "after failure", ...), or "partial"
+    services: int = 0  # service ports with rules
+    conntrack_deleted: int = 0
+    render_s: float = 0.0
+    conntrack_s: float = 0.0
+    total_s: float = 0.0
 
 
 @runtime_checkable
@@ -62,7 +67,7 @@ class Proxier(Protocol):
     rules of these Service ports (full or partial, as the proxier decides), ``cleanup`` takes
     every rule of its mode out (upstream's CleanupLeftovers), ``close`` lets go of what it holds."""
 
-    def sync(self, service_ports: Iterable[ServicePort]) -> SyncReport: ...
+    def sync(self, service_ports: Iterable[ServicePort]) -> BaseSyncResult: ...
 
     def force_full_sync(self, reason: str = "forced") -> None: ...
 
