@@ -1,5 +1,5 @@
-"""kube-proxy's iptables mode (proxy/iptables.py): sync cost and first-packet latency at scale,
-through iptables-legacy and iptables-nft.
+"""kube-proxy's iptables mode (proxy/iptables.py, proxy/iptables_sync.py): sync cost and
+first-packet latency at scale, through iptables-legacy and iptables-nft.
 
     .venv/bin/python bench/proxy_sync.py [--sizes 100,1000,10000] [--backends legacy,nft]
 
