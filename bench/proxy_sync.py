@@ -1,5 +1,5 @@
-"""kube-proxy's iptables mode (proxy/iptables.py): sync cost and first-packet latency at scale,
-through iptables-legacy and iptables-nft.
+"""kube-proxy's iptables mode (proxy/iptables.py, proxy/iptables_sync.py): sync cost and
+first-packet latency at scale, through iptables-legacy and iptables-nft.
 
     .venv/bin/python bench/proxy_sync.py [--sizes 100,1000,10000] [--backends legacy,nft]
 
@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from netsim import kernel  # noqa: E402
 from netsim.model import names  # noqa: E402
 from proxy import iptables as ipt  # noqa: E402
+from proxy import iptables_sync, proxier  # noqa: E402
 from proxy.model import Endpoint, ServicePort  # noqa: E402
 
 NODE = "node"
@@ -170,7 +171,7 @@ def run_one(backend: str, n: int, rounds: int, full_limit: float, probes: int) -
         row["render"] = time.perf_counter() - t
         row["rules"] = cold.rule_count()
         ipt.port_proto_hash.cache_clear()  # the Proxier's first render starts cold too
-        p = ipt.Proxier(lab.name("node"), node=NODE, node_ips=[BRIDGE_IP], cluster_cidr=CLUSTER_CIDR,
+        p = iptables_sync.Proxier(lab.name("node"), node=NODE, node_ips=[BRIDGE_IP], cluster_cidr=CLUSTER_CIDR,
                         backend=backend, timeout=full_limit)
         try:
             r = p.sync(sps)
@@ -178,9 +179,9 @@ def run_one(backend: str, n: int, rounds: int, full_limit: float, probes: int) -
             print(f"  {backend} {n}: full sync: iptables-save {r.save_s * 1000:.0f} ms, render while streaming the "
                   f"input {r.render_s * 1000:.0f} ms, restore after the last line {r.restore_s * 1000:.0f} ms",
                   file=sys.stderr)
-        except ipt.ProxyError as exc:
+        except proxier.ProxyError as exc:
             row["full_skipped"] = f"stopped after {full_limit:.0f} s ({exc})"
-            p.timeout = ipt.TOOL_TIMEOUT
+            p.timeout = proxier.TOOL_TIMEOUT
             t = time.perf_counter()
             step = 1000
             for k in range(step, len(sps) + step, step):
@@ -188,8 +189,9 @@ def run_one(backend: str, n: int, rounds: int, full_limit: float, probes: int) -
             row["chunked"] = time.perf_counter() - t
         if "full" in row:
             t = time.perf_counter()
-            ipt.run_in(kernel.netns_path(lab.name("raw")), [p.backend.restore, "--noflush", "--counters", "-w", "5"],
-                       p.last_restore_text.encode(), timeout=full_limit)
+            proxier.run_in(kernel.netns_path(lab.name("raw")),
+                           [p.backend.restore, "--noflush", "--counters", "-w", "5"],
+                           p.last_restore_text.encode(), timeout=full_limit)
             row["raw"] = time.perf_counter() - t
         for mode, skip in (("partial", False), ("partial_skip", True)):
             p.skip_unchanged_top_level = skip

@@ -37,7 +37,7 @@ import proxy_sync as ps  # noqa: E402  (bench/proxy_sync.py: its lab and Service
 from netsim import kernel  # noqa: E402
 from netsim.kernel import guest  # noqa: E402
 from proxy import ipvs  # noqa: E402
-from proxy.iptables import run_in  # noqa: E402
+from proxy.proxier import run_in  # noqa: E402
 
 
 def run_one(n: int, rounds: int, probes: int) -> dict:

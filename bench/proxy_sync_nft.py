@@ -36,7 +36,7 @@ import proxy_sync as ps  # noqa: E402  (bench/proxy_sync.py: its lab and Service
 
 from netsim import kernel  # noqa: E402
 from proxy import nftables as nf  # noqa: E402
-from proxy.iptables import run_in  # noqa: E402
+from proxy.proxier import run_in  # noqa: E402
 
 
 def run_one(n: int, rounds: int, probes: int, fast: bool) -> dict:

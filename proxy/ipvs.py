@@ -54,7 +54,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from netsim import kernel
-from proxy import iptables as ipt
+from netsim.kernel import netfilter
 from proxy.iptables import (
     KUBE_FORWARD,
     KUBE_MARK_MASQ,
@@ -63,11 +63,19 @@ from proxy.iptables import (
     KUBE_SERVICES,
     MASQ_MARK,
     Jump,
+)
+from proxy.model import ServicePort, traffic_policy
+from proxy.proxier import (
+    BACKENDS,
+    DEFAULT_BACKEND,
+    TOOL_TIMEOUT,
+    BaseProxier,
+    BaseSyncResult,
     ProxyError,
     UDPTrack,
     run_in,
+    udp_changed,
 )
-from proxy.model import ServicePort, traffic_policy
 
 DUMMY = "kube-ipvs0"
 DEFAULT_SCHEDULER = "rr"
@@ -431,22 +439,18 @@ def ipset_text(current: dict[str, set[str]] | None, desired: dict[str, set[str]]
 
 # -- applying -------------------------------------------------------------------------------------
 @dataclass
-class SyncResult:
-    full: bool
-    reason: str
-    services: int = 0
+class SyncResult(BaseSyncResult):
+    """What one :meth:`Proxier.sync` did.  Its reasons for a full sync: "start", "canary", "ipvs
+    canary", "partial ipvsadm failed", "periodic", "forced", "after failure"."""
+
     servers: int = 0
     ipvs_commands: int = 0
     ipset_lines: int = 0
     iptables_written: bool = False
     addresses_changed: int = 0
-    conntrack_deleted: int = 0
-    render_s: float = 0.0
     ipvs_s: float = 0.0
     ipset_s: float = 0.0
     iptables_s: float = 0.0
-    conntrack_s: float = 0.0
-    total_s: float = 0.0
 
 
 def ipvs_available() -> str:
@@ -463,43 +467,39 @@ def load_ipvs() -> str:
     return ipvs_available()
 
 
-class Proxier:
+def effective_mode(mode: str, *, load: bool = True) -> tuple[str, str]:
+    """The kube-proxy mode a cluster configured with ``mode`` runs, and why it is not ``mode``
+    ('' when it is): IPVS falls back to iptables on a kernel without ip_vs, as kube-proxy did
+    before 1.29.  ``load``: try to load the module first (kube-proxy does; a command that only
+    reports what kube-proxy did must not)."""
+    if mode != "ipvs":
+        return mode, ""
+    why = load_ipvs() if load else ipvs_available()
+    return ("iptables", why) if why else (mode, "")
+
+
+class Proxier(BaseProxier):
     """kube-proxy's IPVS proxier for one node namespace; ``sync(service_ports)`` makes it hold
     exactly the rendered ruleset (see the module docstring)."""
-
-    clean_stale_conntrack = ipt.Proxier.clean_stale_conntrack  # upstream's CleanStaleEntries for UDP
 
     def __init__(self, netns: str, *, node: str, node_ips: Sequence[str], cluster_cidr: str,
                  scheduler: str = DEFAULT_SCHEDULER, masquerade_all: bool = False, full_sync_every: int = 100,
                  conntrack_cleanup: bool = True, conntrack_bin: str = "conntrack",
-                 timeout: float = ipt.TOOL_TIMEOUT, netns_path: str | None = None):
+                 timeout: float = TOOL_TIMEOUT, netns_path: str | None = None):
         if scheduler not in SCHEDULERS:
             raise ValueError(f"unknown IPVS scheduler {scheduler!r}: one of {', '.join(SCHEDULERS)}")
-        self.netns = netns
-        self.path = netns_path or kernel.netns_path(netns)
+        super().__init__(netns, netns_path=netns_path, timeout=timeout, full_sync_every=full_sync_every,
+                         conntrack_cleanup=conntrack_cleanup, conntrack_bin=conntrack_bin)
         why = load_ipvs()
         if why:
             raise ProxyError(f"IPVS mode: {why}")
         self.node, self.node_ips, self.cluster_cidr = node, list(node_ips), cluster_cidr
         self.scheduler, self.masquerade_all = scheduler, masquerade_all
-        self.full_sync_every = full_sync_every
-        self.conntrack_cleanup = conntrack_cleanup
-        self.conntrack_bin = conntrack_bin
-        self.timeout = timeout
-        self.backend = ipt.BACKENDS[ipt.DEFAULT_BACKEND]
+        self.backend = BACKENDS[DEFAULT_BACKEND]
         self.last: Ruleset | None = None
         self.last_iptables = ""
-        self.need_full_sync = True
-        self._full_reason = "start"
-        self._partials = 0
         self._sysctls_done = False
         self._dummy_index: int | None = None
-
-    def run(self, argv: list[str], stdin: bytes = b"", check: bool = True):
-        return run_in(self.path, argv, stdin, self.timeout, check)
-
-    def force_full_sync(self, reason: str = "forced") -> None:
-        self.need_full_sync, self._full_reason = True, reason
 
     def render(self, service_ports: Iterable[ServicePort]) -> Ruleset:
         return render(service_ports, node=self.node, node_ips=self.node_ips, cluster_cidr=self.cluster_cidr,
@@ -515,9 +515,8 @@ class Proxier:
     def _ensure_sysctls(self) -> None:
         if self._sysctls_done:
             return
-        with kernel.Namespace.at(self.path) as ns:
-            for key, value in SYSCTLS:
-                ns.sysctl(key, value)
+        for key, value in SYSCTLS:
+            netfilter.sysctl(key, value, netns=self.path)
         self._sysctls_done = True
 
     def _ensure_addresses(self, wanted: set[str], last: set[str] | None) -> int:
@@ -570,8 +569,8 @@ class Proxier:
             t = time.perf_counter()
             rules = ruleset.iptables_text(canary=False)
             if full or rules != self.last_iptables:
-                saved = ipt._parse_save(self.run([self.backend.save]).stdout.decode())
-                jumps = [j for j in JUMPS if not ipt._has_jump(saved, j)]
+                saved = self.saved(self.backend)
+                jumps = [j for j in JUMPS if not j.present_in(saved)]
                 self.run([self.backend.restore, "--noflush", "-w", "5"], ruleset.iptables_text(jumps).encode())
                 result.iptables_written = True
                 self.last_iptables = rules
@@ -600,19 +599,19 @@ class Proxier:
         except (ProxyError, kernel.KernelError, OSError):
             self.force_full_sync("after failure")
             raise
-        return ipt.finish_sync(self, ruleset, result, ipt._udp_changed(self.last, ruleset), t0)
+        return self.finish_sync(ruleset, result, udp_changed(self.last, ruleset), t0)
 
     def cleanup(self) -> None:
         """upstream's CleanupLeftovers for IPVS: the jumps and chains, every virtual server,
         kube-ipvs0, then the ipsets (which the rules held)."""
-        saved = ipt._parse_save(self.run([self.backend.save]).stdout.decode())
+        saved = self.saved(self.backend)
         out: list[str] = []
         for table, chains in (("filter", FILTER_CHAINS), ("nat", NAT_CHAINS)):
-            ours = [c for c in (*chains, KUBE_PROXY_CANARY) if c in saved.chains.get(table, ())]
-            body = [f"-D {j.chain} {j.args()}" for j in JUMPS if j.table == table and ipt._has_jump(saved, j)]
+            ours = [c for c in (*chains, KUBE_PROXY_CANARY) if c in saved[table].chains]
+            body = [f"-D {j.chain} {j.args()}" for j in JUMPS if j.table == table and j.present_in(saved)]
             if ours or body:
                 out += [f"*{table}", *[f":{c} - [0:0]" for c in ours], *body, *[f"-X {c}" for c in ours], "COMMIT"]
-        if KUBE_PROXY_CANARY in saved.chains.get("mangle", ()):
+        if KUBE_PROXY_CANARY in saved["mangle"].chains:
             out += ["*mangle", f":{KUBE_PROXY_CANARY} - [0:0]", f"-X {KUBE_PROXY_CANARY}", "COMMIT"]
         if out:
             self.run([self.backend.restore, "--noflush", "-w", "5"], ("\n".join(out) + "\n").encode())
@@ -627,9 +626,7 @@ class Proxier:
         self.last, self.last_iptables, self._dummy_index = None, "", None
         self.force_full_sync("start")
 
-    def close(self) -> None:
-        pass
-
 
 __all__ = ["DEFAULT_SCHEDULER", "DUMMY", "IPSETS", "JUMPS", "SCHEDULERS", "Proxier", "Ruleset", "SyncResult",
-           "VirtualServer", "diff_commands", "ipset_text", "ipvs_available", "load_ipvs", "parse_save", "render"]
+           "VirtualServer", "diff_commands", "effective_mode", "ipset_text", "ipvs_available", "load_ipvs",
+           "parse_save", "render"]

@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from netsim.api.registry import read_config
-from proxy import iptables, ipvs, lbspeaker, nftables
-from proxy.iptables import ProxyError
+from proxy import iptables_sync, ipvs, lbspeaker, nftables
 from proxy.model import service_ports
+from proxy.proxier import Proxier, ProxyError
+
+if TYPE_CHECKING:
+    # Every mode is a Proxier (as upstream's `var _ proxy.Provider = &Proxier{}`): a type
+    # checker holds each mode's class to the protocol here.
+    def _modes(a: iptables_sync.Proxier, b: nftables.Proxier, c: ipvs.Proxier) -> tuple[Proxier, ...]:
+        return a, b, c
 
 log = logging.getLogger("netsim.kube-proxy")
 
@@ -38,13 +45,11 @@ class KubeProxy:
                  underlay_subnet: str | None = None, ipvs_scheduler: str = ipvs.DEFAULT_SCHEDULER):
         if mode not in MODES:
             raise ValueError(f"unknown kube-proxy mode {mode!r}: one of {', '.join(MODES)}")
-        why = ipvs.load_ipvs() if mode == "ipvs" else ""
+        mode, why = ipvs.effective_mode(mode)
         if why:
-            # As kube-proxy did before 1.29 when the kernel could not do IPVS.
             log.warning("kube-proxy: %s; rendering iptables rules instead of IPVS", why)
-            mode = "iptables"
         self.mode = mode
-        self.proxiers = {}
+        self.proxiers: dict[str, Proxier] = {}
         for n in nodes:
             common = {"node": n.name, "node_ips": [n.ip], "cluster_cidr": cluster_cidr}
             if mode == "ipvs":
@@ -52,7 +57,7 @@ class KubeProxy:
             elif mode == "nftables":
                 self.proxiers[n.name] = nftables.Proxier(n.netns, **common)
             else:
-                self.proxiers[n.name] = iptables.Proxier(n.netns, **common)
+                self.proxiers[n.name] = iptables_sync.Proxier(n.netns, **common)
         self.underlay_netns = underlay_netns
         self.underlay_subnet = underlay_subnet
 

@@ -88,22 +88,17 @@ localhost NodePorts (upstream's nftables mode has none either), IPv6, topology h
 from __future__ import annotations
 
 import base64
-import ctypes
-import ctypes.util
 import functools
 import hashlib
 import ipaddress
-import os
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from netsim import kernel
-from proxy import iptables as ipt
-from proxy.iptables import ProxyError, UDPTrack, run_in
+from netsim.kernel.libnft import LibNft, NftError
 from proxy.model import Endpoint, ServicePort, traffic_policy
+from proxy.proxier import TOOL_TIMEOUT, BaseProxier, BaseSyncResult, ProxyError, UDPTrack, udp_changed
 
 FAMILY, TABLE = "ip", "kube-proxy"
 T = f"{FAMILY} {TABLE}"
@@ -561,157 +556,58 @@ def partial_text(old: Ruleset, new: Ruleset, hairpin: Counter | None = None) -> 
 
 
 # -- applying -------------------------------------------------------------------------------
-class LibNft:
-    """A libnftables context whose netlink socket lives in one namespace.
-
-    Two limits of libnftables 1.0.6 shape this class.  Contexts used from several threads at
-    once corrupt its memory (a CNI plugin server with 8 workers died of "double free or
-    corruption"), so every call into the library, in any context, holds one process-wide lock.
-    And it waits for the kernel's answer with select(), which aborts the process ("bit out of
-    range 0 - FD_SETSIZE") when the context's socket is descriptor 1024 or above, as it is in
-    an agent holding a thousand pods' sockets: a few low descriptors are kept in reserve and
-    handed back just before a context opens its socket.
-    """
-
-    _lib = None
-    _lock = threading.Lock()
-    _reserve: list[int] = []
-    RESERVE = 8
-    FD_SETSIZE = 1024
-
-    @classmethod
-    def load(cls):
-        if cls._lib is None:
-            lib = ctypes.CDLL(ctypes.util.find_library("nftables") or "libnftables.so.1")
-            lib.nft_ctx_new.restype = ctypes.c_void_p
-            lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
-            lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
-            lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-            lib.nft_ctx_buffer_output.argtypes = [ctypes.c_void_p]
-            lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
-            lib.nft_ctx_get_output_buffer.argtypes = [ctypes.c_void_p]
-            lib.nft_ctx_get_output_buffer.restype = ctypes.c_char_p
-            lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
-            lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
-            lib.nft_ctx_output_set_flags.argtypes = [ctypes.c_void_p, ctypes.c_uint]
-            cls._lib = lib
-        return cls._lib
-
-    @classmethod
-    def _refill_reserve(cls) -> None:
-        while len(cls._reserve) < cls.RESERVE:
-            fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-            if fd >= cls.FD_SETSIZE:
-                os.close(fd)
-                return
-            cls._reserve.append(fd)
-
-    def __init__(self, netns_path: str, output_flags: int = 0):
-        self.lib = self.load()
-        self.ctx = None
-        with self._lock:
-            for fd in self._reserve:
-                os.close(fd)
-            self._reserve.clear()
-            try:
-                probe = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)  # the number the socket will get
-                os.close(probe)
-                if probe >= self.FD_SETSIZE:
-                    raise ProxyError(f"no descriptor below {self.FD_SETSIZE} is free for libnftables' socket")
-                with kernel.entered(netns_path):
-                    self.ctx = self.lib.nft_ctx_new(0)
-                if not self.ctx:
-                    raise ProxyError("nft_ctx_new failed")
-                self.lib.nft_ctx_buffer_output(self.ctx)
-                self.lib.nft_ctx_buffer_error(self.ctx)
-                if output_flags:
-                    self.lib.nft_ctx_output_set_flags(self.ctx, output_flags)
-            finally:
-                self._refill_reserve()
-
-    def run(self, text: str) -> str:
-        with self._lock:
-            rc = self.lib.nft_run_cmd_from_buffer(self.ctx, text.encode())
-            out = (self.lib.nft_ctx_get_output_buffer(self.ctx) or b"").decode(errors="replace")
-            err = (self.lib.nft_ctx_get_error_buffer(self.ctx) or b"").decode(errors="replace")
-        if rc != 0:
-            raise ProxyError(f"nftables transaction failed: {err.strip()[:2000]}")
-        return out
-
-    def close(self) -> None:
-        with self._lock:
-            if self.ctx:
-                self.lib.nft_ctx_free(self.ctx)
-                self.ctx = None
-
-
 @dataclass
-class SyncResult:
-    """What one :meth:`Proxier.sync` did, and how long each step took (seconds)."""
+class SyncResult(BaseSyncResult):
+    """What one :meth:`Proxier.sync` did.  Its reasons for a full sync: "start", "table gone",
+    "partial failed", "periodic", "forced", "after failure"."""
 
-    full: bool
-    reason: str  # "start", "table gone", "partial failed", "periodic", "forced", "after failure", "partial"
-    services: int = 0
     services_written: int = 0
     chains_written: int = 0
     chains_deleted: int = 0
     elements_added: int = 0
     elements_deleted: int = 0
     bytes: int = 0
-    conntrack_deleted: int = 0
-    render_s: float = 0.0
     text_s: float = 0.0
     apply_s: float = 0.0
-    conntrack_s: float = 0.0
-    total_s: float = 0.0
     partial_failure: str = ""
 
 
 BACKENDS = ("lib", "nft")
 
 
-class Proxier:
+class Proxier(BaseProxier):
     """kube-proxy's nftables proxier for one node namespace (``netns``: its name under
-    /run/netns); same constructor keywords and ``sync`` as :class:`proxy.iptables.Proxier`."""
-
-    clean_stale_conntrack = ipt.Proxier.clean_stale_conntrack  # upstream's CleanStaleEntries for UDP
+    /run/netns); same constructor keywords and ``sync`` as :class:`proxy.iptables_sync.Proxier`."""
 
     def __init__(self, netns: str, *, node: str, node_ips: Sequence[str], cluster_cidr: str,
                  backend: str = "lib", masquerade_all: bool = False, full_sync_every: int = 1000,
                  conntrack_cleanup: bool = True, conntrack_bin: str = "conntrack", fast: bool = True,
-                 timeout: float = ipt.TOOL_TIMEOUT, netns_path: str | None = None, **_ignored):
+                 timeout: float = TOOL_TIMEOUT, netns_path: str | None = None, **_ignored):
         if backend not in BACKENDS:
             raise ValueError(f"unknown nftables backend {backend!r}: one of {list(BACKENDS)}")
-        self.netns = netns
-        self.path = netns_path or kernel.netns_path(netns)
+        super().__init__(netns, netns_path=netns_path, timeout=timeout, full_sync_every=full_sync_every,
+                         conntrack_cleanup=conntrack_cleanup, conntrack_bin=conntrack_bin)
         self.backend = backend
-        self.full_sync_every = full_sync_every
-        self.conntrack_cleanup = conntrack_cleanup
-        self.conntrack_bin = conntrack_bin
-        self.timeout = timeout
         self.renderer = Renderer(node=node, node_ips=node_ips, cluster_cidr=cluster_cidr,
                                  masquerade_all=masquerade_all, fast=fast)
         self._lib: LibNft | None = None
         if backend == "lib":
             try:
                 self._lib = LibNft(self.path)
-            except (OSError, AttributeError, ProxyError):
+            except (OSError, AttributeError, NftError):
                 self.backend = "nft"
         self.last: Ruleset | None = None
         self._hairpin: Counter = Counter()
         self.last_text = ""
-        self.need_full_sync = True
-        self._full_reason = "start"
-        self._partials = 0
 
     # -- tools ---------------------------------------------------------------------------
-    def run(self, argv: list[str], stdin: bytes = b"", check: bool = True):
-        return run_in(self.path, argv, stdin, self.timeout, check)
-
     def nft(self, text: str) -> str:
         """Run nft commands in the namespace: one transaction."""
         if self._lib is not None:
-            return self._lib.run(text)
+            try:
+                return self._lib.run(text)
+            except NftError as exc:
+                raise ProxyError(str(exc)) from exc
         return self.run(["nft", "-f", "-"], text.encode()).stdout.decode(errors="replace")
 
     def list_table(self) -> str:
@@ -723,10 +619,6 @@ class Proxier:
         except ProxyError:
             return True
 
-    def force_full_sync(self, reason: str = "forced") -> None:
-        self.need_full_sync = True
-        self._full_reason = reason
-
     # -- syncing -------------------------------------------------------------------------
     def sync(self, service_ports: Iterable[ServicePort]) -> SyncResult:
         t0 = time.perf_counter()
@@ -737,13 +629,13 @@ class Proxier:
         t = time.perf_counter()
         ruleset = self.renderer.render(service_ports)
         result.render_s = time.perf_counter() - t
-        udp_changed = True
+        changed_udp = True
         if not full:
             assert self.last is not None
             t = time.perf_counter()
             text, counts = partial_text(self.last, ruleset, self._hairpin)
             result.text_s = time.perf_counter() - t
-            udp_changed = bool(counts.pop("udp_changed"))
+            changed_udp = bool(counts.pop("udp_changed"))
             for k, v in counts.items():
                 setattr(result, k, v)
             try:
@@ -764,8 +656,8 @@ class Proxier:
                 self.force_full_sync("after failure")
                 raise
             self._hairpin = ruleset.hairpin()
-            udp_changed = ipt._udp_changed(self.last, ruleset)
-        return ipt.finish_sync(self, ruleset, result, udp_changed, t0)
+            changed_udp = udp_changed(self.last, ruleset)
+        return self.finish_sync(ruleset, result, changed_udp, t0)
 
     def _apply(self, text: str, result: SyncResult) -> None:
         t = time.perf_counter()

@@ -89,9 +89,9 @@ def _not_built_yet(scenario) -> list[str]:
     out = []
     net = scenario.networking
     if net.kubeProxyMode == "ipvs":
-        from proxy.ipvs import load_ipvs
+        from proxy.ipvs import effective_mode
 
-        why = load_ipvs()
+        _, why = effective_mode(net.kubeProxyMode)
         if why:
             out.append(f"kube-proxy mode ipvs: {why}; Services use iptables rules (python -m netsim.kernel.guest runs "
                        "a kernel that has it)")

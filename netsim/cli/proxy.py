@@ -12,8 +12,9 @@ import typer
 
 from netsim.api.registry import read_config
 from netsim.api.store import open_store
+from netsim.kernel import netfilter
 from netsim.model import k8s
-from proxy import iptables, ipvs
+from proxy import iptables, ipvs, proxier
 from proxy.model import service_ports
 
 proxy_app = typer.Typer(help="What kube-proxy rendered on a node.", no_args_is_help=True)
@@ -62,19 +63,19 @@ def register(app: typer.Typer, running_cluster, err) -> None:
             ports = service_ports(store.list(k8s.prefix("Service"))[0], store.list(k8s.prefix("EndpointSlice"))[0])
         finally:
             store.close()
-        if mode == "ipvs" and ipvs.ipvs_available():
-            typer.echo(f"# kube-proxy mode is ipvs, but {ipvs.ipvs_available()}: it rendered iptables rules", err=True)
-            mode = "iptables"
+        mode, why = ipvs.effective_mode(mode, load=False)
+        if why:
+            typer.echo(f"# kube-proxy mode is ipvs, but {why}: it rendered iptables rules", err=True)
         if mode == "ipvs":
             _show_ipvs(_netns_path(member.netns), node, ports, output)
             return
         if mode == "nftables":
             # nftables mode's chains already carry ns/name/proto/port after their hash.
-            typer.echo(iptables.run_in(_netns_path(member.netns), ["nft", "list", "table", "ip", "kube-proxy"])
+            typer.echo(netfilter.run(["nft", "list", "table", "ip", "kube-proxy"], netns=member.netns)
                        .stdout.decode(), nl=False)
             return
-        backend = iptables.BACKENDS[iptables.DEFAULT_BACKEND]
-        saved = iptables.run_in(_netns_path(member.netns), [backend.save]).stdout.decode()
+        backend = proxier.BACKENDS[proxier.DEFAULT_BACKEND]
+        saved = netfilter.run([backend.save], netns=member.netns).stdout.decode()
         if output is RulesOutput.raw:
             for line in saved.splitlines():
                 found = sorted({m for m in CHAIN.findall(line) if m in names})
@@ -82,14 +83,8 @@ def register(app: typer.Typer, running_cluster, err) -> None:
                                   for m in found)
                 typer.echo(f"{line}    # {notes}" if notes else line)
             return
-        counts: dict[tuple[str, str], int] = {}
-        table = ""
-        for line in saved.splitlines():
-            if line.startswith("*"):
-                table = line[1:]
-            elif line.startswith("-A "):
-                chain = line.split()[1]
-                counts[(table, chain)] = counts.get((table, chain), 0) + 1
+        counts = {(t.name, chain): len(rules) for t in netfilter.parse_save(saved).values()
+                  for chain, rules in t.chains.items() if rules}
         rows = [("TABLE", "CHAIN", "RULES", "KIND", "SERVICE PORT", "ENDPOINT")]
         for (table_name, chain), n in sorted(counts.items()):
             if not chain.startswith("KUBE-"):
@@ -109,9 +104,9 @@ def _show_ipvs(path: str, node: str, ports, output: RulesOutput) -> None:
     """IPVS mode: each virtual server the kernel holds, with the Service port and role it
     serves and its real servers; raw adds the ipsets and iptables rules, as the tools list them."""
     if output is RulesOutput.raw:
-        for argv in (["ipvsadm", "-Ln"], ["ipset", "list", "-t"], [iptables.BACKENDS[iptables.DEFAULT_BACKEND].save]):
+        for argv in (["ipvsadm", "-Ln"], ["ipset", "list", "-t"], [proxier.BACKENDS[proxier.DEFAULT_BACKEND].save]):
             typer.echo(f"# {' '.join(argv)}")
-            typer.echo(iptables.run_in(path, argv).stdout.decode(), nl=False)
+            typer.echo(netfilter.run(argv, netns=path).stdout.decode(), nl=False)
         return
     owner = {}
     for key, rules in ipvs.render(ports, node=node, node_ips=[], cluster_cidr="0.0.0.0/0").services.items():
@@ -119,7 +114,7 @@ def _show_ipvs(path: str, node: str, ports, output: RulesOutput) -> None:
             owner[vs.key] = (key, role)
     # NodePorts sit on the node's IPs, which the render above does not know: match on the port.
     by_node_port = {(sp.proto, sp.node_port): f"{sp.key}/{sp.proto}" for sp in ports if sp.node_port}
-    kernel_servers = ipvs.parse_save(iptables.run_in(path, ["ipvsadm", "-Sn"]).stdout.decode())
+    kernel_servers = ipvs.parse_save(netfilter.run(["ipvsadm", "-Sn"], netns=path).stdout.decode())
     rows = [("SERVICE PORT", "ROLE", "VIRTUAL SERVER", "SCHEDULER", "PERSISTENCE", "REAL SERVERS")]
     for key in sorted(kernel_servers, key=lambda k: (owner.get(k, ("~",))[0], k)):
         vs, reals = kernel_servers[key]

@@ -12,9 +12,9 @@ import hashlib
 import ipaddress
 import os
 import socket
-import subprocess
 
 from netsim.cni import spec
+from netsim.kernel import netfilter
 
 DEFAULT_BRIDGE = "cni0"
 DEFAULT_MTU = 1500
@@ -61,20 +61,24 @@ def comment(network: str, container_id: str) -> str:
     return f'name: "{network}" id: "{container_id}"'
 
 
-def _restore(binary: str, text: str) -> None:
-    proc = subprocess.run([binary, "--noflush", "-w", "5"], input=text.encode(), capture_output=True, check=False)
-    if proc.returncode != 0:
-        raise spec.CNIError(spec.INTERNAL, f"{binary} failed", proc.stderr.decode(errors="replace").strip())
+def _nat(save: str) -> netfilter.Table:
+    """The nat table, empty when this family's iptables is not usable here."""
+    try:
+        return netfilter.save(save, table="nat")["nat"]
+    except netfilter.ToolError:
+        return netfilter.Table("nat")
 
 
-def _save_nat(binary: str) -> str:
-    proc = subprocess.run([binary, "-t", "nat"], capture_output=True, check=False)
-    return proc.stdout.decode(errors="replace") if proc.returncode == 0 else ""
+def _restore(tool: str, lines: list[str]) -> None:
+    try:
+        netfilter.restore(netfilter.restore_text({"nat": lines}), tool)
+    except netfilter.ToolError as exc:
+        raise spec.CNIError(spec.INTERNAL, f"{tool} failed", exc.stderr or str(exc)) from exc
 
 
 def setup_masq(network: str, container_id: str, ips: list[dict]) -> None:
     chain = chain_name(network, container_id)
-    note = comment(network, container_id).replace("\\", "\\\\").replace('"', '\\"')  # restore-file quoting
+    note = comment(network, container_id)
     for family, (restore, save) in (("4", ("iptables-restore", "iptables-save")),
                                     ("6", ("ip6tables-restore", "ip6tables-save"))):
         nets = [ipaddress.ip_interface(ip["address"]) for ip in ips
@@ -82,34 +86,28 @@ def setup_masq(network: str, container_id: str, ips: list[dict]) -> None:
         if not nets:
             continue
         multicast = "224.0.0.0/4" if family == "4" else "ff00::/8"
-        existing = _save_nat(save)
-        lines = ["*nat"]
-        if f":{chain} " not in existing:
-            lines.append(f":{chain} - [0:0]")
-        else:
-            lines.append(f"-F {chain}")
+        existing = _nat(save)
+        lines = [f"-F {chain}" if chain in existing.chains else f":{chain} - [0:0]"]
         for net in nets:
-            lines.append(f'-A {chain} -d {net.network} -m comment --comment "{note}" -j ACCEPT')
-        lines.append(f'-A {chain} ! -d {multicast} -m comment --comment "{note}" -j MASQUERADE')
+            lines.append(netfilter.line("-A", chain, ["-d", str(net.network), "-m", "comment", "--comment", note,
+                                                      "-j", "ACCEPT"]))
+        lines.append(netfilter.line("-A", chain, ["!", "-d", multicast, "-m", "comment", "--comment", note,
+                                                  "-j", "MASQUERADE"]))
         for net in nets:
-            rule = f'-s {net.ip}/{net.max_prefixlen} -m comment --comment "{note}" -j {chain}'
-            if f"-A POSTROUTING {rule}" not in existing:
-                lines.append(f"-A POSTROUTING {rule}")
-        lines.append("COMMIT\n")
-        _restore(restore, "\n".join(lines))
+            rule = ["-s", f"{net.ip}/{net.max_prefixlen}", "-m", "comment", "--comment", note, "-j", chain]
+            if not existing.has_rule("POSTROUTING", rule):
+                lines.append(netfilter.line("-A", "POSTROUTING", rule))
+        _restore(restore, lines)
 
 
 def teardown_masq(network: str, container_id: str) -> None:
     chain = chain_name(network, container_id)
     for restore, save in (("iptables-restore", "iptables-save"), ("ip6tables-restore", "ip6tables-save")):
-        existing = _save_nat(save)
-        if f":{chain} " not in existing:
+        existing = _nat(save)
+        if chain not in existing.chains:
             continue
-        lines = ["*nat"]
-        lines += [line.replace("-A ", "-D ", 1) for line in existing.splitlines()
-                  if line.startswith("-A ") and f"-j {chain}" in line and not line.startswith(f"-A {chain} ")]
-        lines += [f"-F {chain}", f"-X {chain}", "COMMIT\n"]
-        _restore(restore, "\n".join(lines))
+        lines = [f"-D {parent} {rule}" for parent, rule in existing.jumps(chain) if parent != chain]
+        _restore(restore, [*lines, f"-F {chain}", f"-X {chain}"])
 
 
 # -- the plugin ---------------------------------------------------------------------------

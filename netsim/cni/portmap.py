@@ -32,13 +32,12 @@ import hashlib
 import ipaddress
 import os
 import re
-import shlex
 import subprocess
 import time
 from dataclasses import dataclass, field
 
 from netsim.cni import spec
-from netsim.kernel.netfilter import line as _line
+from netsim.kernel import netfilter
 
 DNAT_CHAIN = "CNI-HOSTPORT-DNAT"
 SETMARK_CHAIN = "CNI-HOSTPORT-SETMARK"
@@ -57,7 +56,6 @@ CHAIN_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,28}$")
 FALLBACK_PATH = ["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/local/bin", "/usr/bin", "/bin"]
 LOCK_PATH = "/run/netsim/cni-portmap.lock"  # beside netsim's state, not loose in /run
 LOCK_WAIT = 10.0
-TOOL_TIMEOUT = 30
 ATTEMPTS = 3
 
 
@@ -294,60 +292,26 @@ def _tool(family: int, suffix: str, env: dict[str, str]) -> tuple[str, str]:
 
 
 def _exec(executable: str, argv: list[str], env: dict[str, str], stdin: bytes = b"",
-          timeout: float = TOOL_TIMEOUT) -> subprocess.CompletedProcess:
+          timeout: float = netfilter.TIMEOUT) -> subprocess.CompletedProcess:
     """Run a tool as a child of the calling thread (so in that thread's network namespace)."""
-    child_env = {"PATH": ":".join(_search_path(env)), "LC_ALL": "C"}
     try:
-        return subprocess.run(argv, executable=executable, input=stdin, capture_output=True,
-                              env=child_env, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise spec.CNIError(spec.IO_FAILURE, f"portmap: {argv[0]} timed out after {timeout}s") from exc
+        return netfilter.run(argv, executable=executable, stdin=stdin, timeout=timeout, check=False,
+                             search_path=_search_path(env))
+    except netfilter.ToolError as exc:
+        raise spec.CNIError(spec.IO_FAILURE, f"portmap: {exc}") from exc
 
 
-class NatTable:
-    """The nat table as ``iptables-save -t nat`` printed it."""
-
-    def __init__(self, text: str):
-        self.chains: dict[str, list[str]] = {}
-        for line in text.splitlines():
-            if line.startswith(":"):
-                self.chains.setdefault(line[1:].split()[0], [])
-            elif line.startswith("-A "):
-                parts = line.split(" ", 2)
-                self.chains.setdefault(parts[1], []).append(parts[2] if len(parts) > 2 else "")
-
-    @staticmethod
-    def tokens(rule: str) -> list[str]:
-        try:
-            return shlex.split(rule)
-        except ValueError:
-            return []
-
-    def has_rule(self, chain: str, tokens: list[str]) -> bool:
-        return any(self.tokens(rule) == tokens for rule in self.chains.get(chain, []))
-
-    def jumps_to(self, target: str) -> list[tuple[str, str]]:
-        """(chain, rule as saved) for every rule that jumps or goes to ``target``."""
-        out = []
-        for chain, rules in self.chains.items():
-            for rule in rules:
-                if f" {target}" not in f" {rule}":
-                    continue
-                toks = self.tokens(rule)
-                if any(t in ("-j", "-g", "--jump", "--goto") and toks[i + 1:i + 2] == [target]
-                       for i, t in enumerate(toks)):
-                    out.append((chain, rule))
-        return out
-
-    def comments(self, chain: str, target: str) -> list[str]:
-        out = []
-        for _, rule in [(c, r) for c, r in self.jumps_to(target) if c == chain]:
-            toks = self.tokens(rule)
-            out += [toks[i + 1] for i, t in enumerate(toks[:-1]) if t == "--comment"]
-        return out
+def _comments(table: netfilter.Table, chain: str, target: str) -> list[str]:
+    """The comments on ``chain``'s rules that jump to ``target``."""
+    out = []
+    for parent, rule in table.jumps(target):
+        if parent == chain:
+            args = netfilter.tokens(rule)
+            out += [args[i + 1] for i, t in enumerate(args[:-1]) if t == "--comment"]
+    return out
 
 
-def save_nat(family: int, env: dict[str, str]) -> NatTable | None:
+def save_nat(family: int, env: dict[str, str]) -> netfilter.Table | None:
     """The nat table, or None when this family's iptables is not usable here."""
     try:
         executable, name = _tool(family, "save", env)
@@ -356,7 +320,7 @@ def save_nat(family: int, env: dict[str, str]) -> NatTable | None:
         return None
     if proc.returncode != 0:
         return None
-    return NatTable(proc.stdout.decode(errors="replace"))
+    return netfilter.parse_save(proc.stdout.decode(errors="replace"))["nat"]
 
 
 def restore(family: int, lines: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -419,7 +383,7 @@ def apply(family: int, env: dict[str, str], build, what: str, optional: bool = F
 
 
 # -- ADD ----------------------------------------------------------------------------------
-def _forward_lines(conf: Conf, addr, table: NatTable) -> list[str]:
+def _forward_lines(conf: Conf, addr, table: netfilter.Table) -> list[str]:
     lines: list[str] = []
 
     def ensure_chain(chain: str) -> None:
@@ -428,7 +392,7 @@ def _forward_lines(conf: Conf, addr, table: NatTable) -> list[str]:
 
     def ensure_rule(chain: str, rule: list[str], first: bool = False) -> None:
         if not table.has_rule(chain, rule):
-            lines.append(_line("-I", f"{chain} 1", rule) if first else _line("-A", chain, rule))
+            lines.append(netfilter.line("-I", f"{chain} 1", rule) if first else netfilter.line("-A", chain, rule))
 
     if conf.snat and not conf.external_setmark:
         ensure_chain(SETMARK_CHAIN)
@@ -442,9 +406,9 @@ def _forward_lines(conf: Conf, addr, table: NatTable) -> list[str]:
     chain = chain_name(conf.name, conf.container_id)
     # A chain left from an earlier ADD of this container is rewritten, not merged into.
     lines.append(f"-F {chain}" if chain in table.chains else f"-N {chain}")
-    lines += [f"-D {parent} {rule}" for parent, rule in table.jumps_to(chain) if parent == DNAT_CHAIN]
-    lines += [_line("-A", chain, rule) for rule in dnat_rules(conf, addr)]
-    lines += [_line("-A", DNAT_CHAIN, rule) for rule in entry_rules(conf, addr.version)]
+    lines += [f"-D {parent} {rule}" for parent, rule in table.jumps(chain) if parent == DNAT_CHAIN]
+    lines += [netfilter.line("-A", chain, rule) for rule in dnat_rules(conf, addr)]
+    lines += [netfilter.line("-A", DNAT_CHAIN, rule) for rule in entry_rules(conf, addr.version)]
     return lines
 
 
@@ -461,9 +425,8 @@ def _route_localnet(addr, env: dict[str, str]) -> None:
     dev = toks[toks.index("dev") + 1]
     if "/" in dev or dev in (".", ".."):
         return
-    # /proc/sys/net resolves to the namespace of the task that opens it: the calling thread.
-    with open(f"/proc/sys/net/ipv4/conf/{dev}/route_localnet", "w") as f:
-        f.write("1")
+    # A dot in an interface's name is a slash in a sysctl key.
+    netfilter.sysctl(f"net.ipv4.conf.{dev.replace('.', '/')}.route_localnet", 1)
 
 
 def _flush_udp_conntrack(conf: Conf, family: int, env: dict[str, str]) -> None:
@@ -497,11 +460,11 @@ def cmd_add(req: spec.Request) -> dict:
 
 
 # -- DEL and GC ---------------------------------------------------------------------------
-def _teardown_lines(chains: list[str], table: NatTable) -> list[str]:
+def _teardown_lines(chains: list[str], table: netfilter.Table) -> list[str]:
     """Remove each chain and every rule that jumps to it."""
     lines = []
     for chain in chains:
-        lines += [f"-D {parent} {rule}" for parent, rule in table.jumps_to(chain) if parent not in chains]
+        lines += [f"-D {parent} {rule}" for parent, rule in table.jumps(chain) if parent not in chains]
     present = [chain for chain in chains if chain in table.chains]
     return lines + [f"-F {chain}" for chain in present] + [f"-X {chain}" for chain in present]
 
@@ -527,14 +490,14 @@ def cmd_del(req: spec.Request) -> None:
     _teardown(lambda table: chains, req.env, f"remove the port forwarding of {req.container_id}")
 
 
-def _stale_chains(name: str, valid: set[str], table: NatTable) -> list[str]:
+def _stale_chains(name: str, valid: set[str], table: netfilter.Table) -> list[str]:
     """This network's CNI-DN-* chains whose container is not among the valid attachments
     (the owner is read from the comment on the chain's jumps, checked against the hash)."""
     stale = []
     for chain in table.chains:
         if not chain.startswith(DN_PREFIX):
             continue
-        for comment in table.comments(DNAT_CHAIN, chain):
+        for comment in _comments(table, DNAT_CHAIN, chain):
             match = COMMENT_RE.match(comment)
             if match and match.group(1) == name and match.group(2) not in valid \
                     and chain_name(name, match.group(2)) == chain:
@@ -561,7 +524,7 @@ def _check_lines(conf: Conf, addr) -> list[tuple[str, str]]:
     if conf.snat and not conf.external_setmark:
         want += [(SETMARK_CHAIN, setmark_rule(conf.mark_bit)), (MASQ_CHAIN, masq_rule(conf.mark_bit)),
                  ("POSTROUTING", MASQ_ENTRY)]
-    return [(parent, _line("-C", parent, rule)) for parent, rule in want]
+    return [(parent, netfilter.line("-C", parent, rule)) for parent, rule in want]
 
 
 def cmd_check(req: spec.Request) -> None:

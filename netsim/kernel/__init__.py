@@ -1,9 +1,10 @@
 """The kernel layer: network namespaces, rtnetlink, netfilter, processes in namespaces.
 May import: the standard library, pyroute2 (lazily: CNI plugins import this layer) and nothing else of netsim.
 
-Namespaces and rtnetlink live in netsim.kernel.netns, whose names this package exports; netfilter
-(iptables, nftables, sysctls) in netsim.kernel.netfilter, ICMP echo in netsim.kernel.ping and the
-throwaway qemu guest for kernel features the host lacks in netsim.kernel.guest.
+Namespaces and rtnetlink live in netsim.kernel.netns, whose names this package exports; netfilter's
+tools (iptables, nft, ipvsadm, ipset, conntrack), iptables-save and sysctls in netsim.kernel.netfilter,
+libnftables in netsim.kernel.libnft, ICMP echo in netsim.kernel.ping and the throwaway qemu guest for
+kernel features the host lacks in netsim.kernel.guest.
 """
 
 from netsim.kernel.netns import (

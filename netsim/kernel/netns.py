@@ -726,14 +726,9 @@ class Namespace:
     # -- sysctls ----------------------------------------------------------------------
     def sysctl(self, key: str, value: str | int | None = None) -> str:
         """Read, or write then read, a net.* sysctl of this namespace."""
-        path = "/proc/sys/" + key.replace(".", "/")
-        with entered(self.path):
-            # /proc/sys/net resolves against the opening thread's namespace.
-            if value is not None:
-                with open(path, "w") as f:
-                    f.write(str(value))
-            with open(path) as f:
-                return f.read().strip()
+        from netsim.kernel.netfilter import sysctl  # which imports this module
+
+        return sysctl(key, value, netns=self.path)
 
 
 # -- teardown -----------------------------------------------------------------------------

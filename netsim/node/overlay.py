@@ -26,13 +26,11 @@ import contextlib
 import hashlib
 import ipaddress
 import logging
-import shlex
 import socket
-import subprocess
 from dataclasses import dataclass
 
 from netsim import kernel
-from netsim.kernel.netfilter import line as _line
+from netsim.kernel import netfilter
 
 log = logging.getLogger("netsim.node.overlay")
 
@@ -42,7 +40,6 @@ KUBE_PROXY_MARK = "0x4000/0x4000"  # kube-proxy's masquerade mark: it does its o
 MASQ_CHAIN, MASQ_COMMENT = "FLANNEL-POSTRTG", "flanneld masq"
 FWD_CHAIN, FWD_COMMENT = "FLANNEL-FWD", "flanneld forward"
 MULTICAST = "224.0.0.0/4"
-TOOL_TIMEOUT = 10.0
 BACKENDS = ("vxlan", "host-gw")
 CHANGE_KEYS = ("link", "addresses", "routes", "neighbours", "fdb", "iptables", "sysctl")
 
@@ -132,7 +129,8 @@ def _bridge_netfilter(ns: kernel.Namespace) -> int:
     try:
         value = ns.sysctl(key)
     except FileNotFoundError:
-        subprocess.run(["modprobe", "br_netfilter"], capture_output=True, check=False, timeout=30)
+        with contextlib.suppress(netfilter.ToolError):
+            netfilter.run(["modprobe", "br_netfilter"], check=False)
         try:
             value = ns.sysctl(key)
         except FileNotFoundError:
@@ -151,9 +149,8 @@ def _host_bridges_as_before() -> None:
     its firewall.  The sysctls are per namespace and only the nodes need them: the host's go
     back to off, which is how its bridges behaved before the module was there."""
     for table in ("iptables", "ip6tables", "arptables"):
-        path = f"/proc/sys/net/bridge/bridge-nf-call-{table}"
-        with contextlib.suppress(OSError), open(path, "w") as f:
-            f.write("0")
+        with contextlib.suppress(OSError):
+            netfilter.sysctl(f"net.bridge.bridge-nf-call-{table}", 0)
     log.info("loaded br_netfilter; the host's own bridge-nf-call sysctls set back to 0")
 
 
@@ -174,20 +171,17 @@ def remove(netns: str, *, network: str) -> None:
                     b.delete_route(r["dst"], gateway=r["gateway"], oif=r["oif"], priority=r["priority"])
     finally:
         ns.close()
-    tables = _save(netns)
+    tables = netfilter.save(netns=netns)
     lines: dict[str, list[str]] = {}
     for table, chain in (("nat", MASQ_CHAIN), ("filter", FWD_CHAIN)):
-        t = tables.get(table, {})
-        if chain not in t:
+        t = tables[table]
+        if chain not in t.chains:
             continue
         out = lines.setdefault(table, [])
-        for other, rules in t.items():
-            for rule in rules:
-                if other != chain and _jumps_to(rule, chain):
-                    out.append(_line("-D", other, rule))
+        out += [f"-D {other} {rule}" for other, rule in t.jumps(chain) if other != chain]
         out += [f"-F {chain}", f"-X {chain}"]
     if lines:
-        _restore(netns, lines)
+        netfilter.restore(netfilter.restore_text(lines), netns=netns)
 
 
 # -- links and addresses -------------------------------------------------------------------
@@ -347,68 +341,23 @@ def _ensure_iptables(netns: str, net: ipaddress.IPv4Network, own: ipaddress.IPv4
     """The FLANNEL chains exactly as wanted (rewritten whole when not) and one jump to each;
     returns 1 if an iptables-restore was needed, else 0."""
     rules = flannel_rules(str(net), str(own))
-    tables = _save(netns)
+    tables = netfilter.save(netns=netns)
     lines: dict[str, list[str]] = {}
     for table, builtin, chain in (("nat", "POSTROUTING", MASQ_CHAIN), ("filter", "FORWARD", FWD_CHAIN)):
-        t = tables.get(table, {})
+        t = tables[table]
         out: list[str] = []
-        if t.get(chain) != rules[(table, chain)]:
+        if [netfilter.tokens(rule) for rule in t.rules(chain)] != rules[(table, chain)]:
             # Declaring a chain under --noflush empties it (or creates it): then refill it in order.
             out.append(f":{chain} - [0:0]")
-            out += [_line("-A", chain, rule) for rule in rules[(table, chain)]]
+            out += [netfilter.line("-A", chain, rule) for rule in rules[(table, chain)]]
         jump = rules[(table, builtin)][0]
-        found = sum(1 for rule in t.get(builtin, []) if rule == jump)
+        found = sum(1 for rule in t.rules(builtin) if netfilter.tokens(rule) == jump)
         if found == 0:
-            out.append(_line("-A", builtin, jump))
-        out += [_line("-D", builtin, jump)] * max(found - 1, 0)
+            out.append(netfilter.line("-A", builtin, jump))
+        out += [netfilter.line("-D", builtin, jump)] * max(found - 1, 0)
         if out:
             lines[table] = out
     if not lines:
         return 0
-    _restore(netns, lines)
+    netfilter.restore(netfilter.restore_text(lines), netns=netns)
     return 1
-
-
-def _tool(netns: str, argv: list[str], stdin: bytes = b"") -> subprocess.CompletedProcess:
-    """Run an iptables tool in ``netns``: a child forked while this thread is inside it."""
-    with kernel.entered(kernel.netns_path(netns)):
-        try:
-            proc = subprocess.run(argv, input=stdin, capture_output=True, timeout=TOOL_TIMEOUT, check=False,
-                                  env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                                       "LC_ALL": "C"})
-        except subprocess.TimeoutExpired as exc:
-            raise kernel.KernelError(f"{argv[0]} in {netns} timed out after {TOOL_TIMEOUT}s") from exc
-    if proc.returncode != 0:
-        raise kernel.KernelError(f"{' '.join(argv)} in {netns} failed: {proc.stderr.decode(errors='replace').strip()}")
-    return proc
-
-
-def _save(netns: str) -> dict[str, dict[str, list[list[str]]]]:
-    """iptables-save of the namespace: {table: {chain: [rule tokens]}}."""
-    text = _tool(netns, ["iptables-save"]).stdout.decode(errors="replace")
-    tables: dict[str, dict[str, list[list[str]]]] = {}
-    table: dict[str, list[list[str]]] = {}
-    for line in text.splitlines():
-        if line.startswith("*"):
-            table = tables.setdefault(line[1:].strip(), {})
-        elif line.startswith(":"):
-            table.setdefault(line[1:].split()[0], [])
-        elif line.startswith("-A "):
-            chain, _, rest = line[3:].partition(" ")
-            try:
-                tokens = shlex.split(rest)
-            except ValueError:
-                tokens = rest.split()
-            table.setdefault(chain, []).append(tokens)
-    return tables
-
-
-def _restore(netns: str, lines: dict[str, list[str]]) -> None:
-    text = "".join(f"*{table}\n" + "".join(f"{line}\n" for line in body) + "COMMIT\n"
-                   for table, body in lines.items())
-    _tool(netns, ["iptables-restore", "--noflush", "-w", "5"], text.encode())
-
-
-def _jumps_to(tokens: list[str], chain: str) -> bool:
-    return any(t in ("-j", "-g", "--jump", "--goto") and tokens[i + 1:i + 2] == [chain]
-               for i, t in enumerate(tokens))

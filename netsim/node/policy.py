@@ -34,6 +34,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from netsim.kernel.libnft import LibNft
 from netsim.model import k8s
 from netsim.model.k8s import selector_matches
 
@@ -383,8 +384,6 @@ class Enforcer:
     """The table of one node, replaced whole in one nftables transaction when it changes."""
 
     def __init__(self, netns_path: str):
-        from proxy.nftables import LibNft
-
         self.lib = LibNft(netns_path)
         self.last = ""
 

@@ -8,11 +8,13 @@ The parsers are small: netlink TLVs, no library speaks these two message familie
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 from dataclasses import dataclass, field
 
 from netsim import kernel
+from netsim.kernel import netfilter
 
 NETLINK_NETFILTER = 12
 SOL_NETLINK = 270
@@ -154,7 +156,7 @@ class LegacyTraceListener(_Listener):
     nfnetlink_log for the duration (and switched back by :meth:`close`), and this socket binds
     group 0, where the kernel sends log lines that name no group."""
 
-    SYSCTL = "net/netfilter/nf_log/2"
+    SYSCTL = "net.netfilter.nf_log.2"
 
     def __init__(self, netns: str):
         super().__init__(netns)
@@ -163,12 +165,8 @@ class LegacyTraceListener(_Listener):
         self._config(NFULNL_CFG_CMD_BIND)
         mode = struct.pack("!IBB", 0xFFFF, NFULNL_COPY_PACKET, 0)
         self._send(_attr(NFULA_CFG_MODE, mode) + _attr(NFULA_CFG_QTHRESH, struct.pack("!I", 1)))
-        ns = kernel.Namespace.open(netns)
-        try:
-            self.previous_logger = ns.sysctl(self.SYSCTL).strip()
-            ns.sysctl(self.SYSCTL, "nfnetlink_log")
-        finally:
-            ns.close()
+        self.previous_logger = netfilter.sysctl(self.SYSCTL, netns=netns)
+        netfilter.sysctl(self.SYSCTL, "nfnetlink_log", netns=netns)
 
     def _config(self, command: int, check: bool = True) -> None:
         self._send(_attr(NFULA_CFG_CMD, struct.pack("B", command)), check)
@@ -187,14 +185,8 @@ class LegacyTraceListener(_Listener):
             self.sock.setblocking(False)
 
     def close(self) -> None:
-        try:
-            ns = kernel.Namespace.open(self.netns)
-            try:
-                ns.sysctl(self.SYSCTL, self.previous_logger or "NONE")
-            finally:
-                ns.close()
-        except (OSError, kernel.KernelError):
-            pass  # the namespace went away with its cluster
+        with contextlib.suppress(OSError):  # the namespace went away with its cluster
+            netfilter.sysctl(self.SYSCTL, self.previous_logger or "NONE", netns=self.netns)
         super().close()
 
     def events(self) -> list[RuleEvent]:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from netsim import fabric, kernel
 from netsim.cni import gate
+from netsim.kernel import libnft, netfilter
 from netsim.model import k8s, names
 from netsim.node import podnet
 from netsim.observe import nftrace, probe
@@ -153,13 +154,8 @@ def _marker_rules(flow: Flow) -> str:
 class _Nft:
     """libnftables in one namespace, with rule handles in listings."""
 
-    NFT_CTX_OUTPUT_STATELESS = 1 << 2  # no counter values in the rule text
-    NFT_CTX_OUTPUT_HANDLE = 1 << 3
-
     def __init__(self, netns: str):
-        from proxy.nftables import LibNft
-
-        self.nft = LibNft(kernel.netns_path(netns), self.NFT_CTX_OUTPUT_HANDLE | self.NFT_CTX_OUTPUT_STATELESS)
+        self.nft = libnft.LibNft(kernel.netns_path(netns), libnft.OUTPUT_HANDLE | libnft.OUTPUT_STATELESS)
 
     def run(self, text: str) -> str:
         return self.nft.run(text)
@@ -289,9 +285,7 @@ def send(netns: str, flow: Flow, packet: bytes) -> socket.socket | None:
 
 # -- joining what was seen ------------------------------------------------------------------
 def _in_netns(netns: str, argv: list[str]) -> str:
-    from proxy.iptables import run_in
-
-    return run_in(kernel.netns_path(netns), argv, timeout=10, check=False).stdout.decode(errors="replace")
+    return netfilter.run(argv, netns=netns, timeout=10, check=False).stdout.decode(errors="replace")
 
 
 @dataclass
@@ -329,17 +323,11 @@ def _priority(text: str) -> int:
 def parse_iptables_save(text: str) -> dict[tuple[str, str, int], str]:
     """(table, chain, rule number) -> rule; number 0 is the chain's policy."""
     out: dict[tuple[str, str, int], str] = {}
-    table, counts = "", {}
-    for line in text.splitlines():
-        if line.startswith("*"):
-            table, counts = line[1:], {}
-        elif line.startswith(":"):
-            chain, policy = line[1:].split()[:2]
-            out[(table, chain, 0)] = f"policy {policy}"
-        elif line.startswith("-A "):
-            chain = line.split()[1]
-            counts[chain] = counts.get(chain, 0) + 1
-            out[(table, chain, counts[chain])] = line
+    for name, table in netfilter.parse_save(text).items():
+        for chain, rules in table.chains.items():
+            out[(name, chain, 0)] = f"policy {table.policies[chain]}"
+            for number, rule in enumerate(rules, 1):
+                out[(name, chain, number)] = f"-A {chain} {rule}".rstrip()
     return out
 
 

@@ -1,4 +1,4 @@
-"""libnftables' two limits, met the way the agent meets them (proxy.nftables.LibNft): contexts
+"""libnftables' two limits, met the way the agent meets them (netsim.kernel.libnft.LibNft): contexts
 in several threads at once, and a process holding more than 1024 descriptors.  Each case runs
 in a child process, since what goes wrong is the process dying (SIGABRT)."""
 
@@ -15,7 +15,7 @@ from tests.conftest import REPO, unique_name
 
 HIGH_FDS = """
     import os, resource
-    from proxy.nftables import LibNft
+    from netsim.kernel.libnft import LibNft
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
     LibNft.RESERVE = {reserve}
@@ -32,7 +32,7 @@ HIGH_FDS = """
 RAW_HIGH_FD = """
     import os, resource
     from netsim import kernel
-    from proxy.nftables import LibNft
+    from netsim.kernel.libnft import LibNft
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
     lib = LibNft.load()
@@ -45,7 +45,7 @@ RAW_HIGH_FD = """
 
 THREADS = """
     import threading
-    from proxy.nftables import LibNft
+    from netsim.kernel.libnft import LibNft
     failures = []
     def work(k):
         try:

@@ -26,6 +26,8 @@ import pytest
 from netsim import kernel
 from netsim.model import names
 from proxy import iptables as ipt
+from proxy import iptables_sync
+from proxy.proxier import BACKENDS, run_in
 from tests.conftest import unique_name
 from tests.proxy_util import (  # the lab's addresses and the builders
     BRIDGE_IP,
@@ -57,16 +59,16 @@ class Lab:
     threads: list = field(default_factory=list)
     proxiers: list = field(default_factory=list)
 
-    def proxier(self, **kw) -> ipt.Proxier:
-        p = ipt.Proxier(self.node, node=NODE, node_ips=[NODE_IP], cluster_cidr=CLUSTER_CIDR, **kw)
+    def proxier(self, **kw) -> iptables_sync.Proxier:
+        p = iptables_sync.Proxier(self.node, node=NODE, node_ips=[NODE_IP], cluster_cidr=CLUSTER_CIDR, **kw)
         self.proxiers.append(p)
         return p
 
     def sh(self, *argv: str, check=True) -> str:
-        return ipt.run_in(kernel.netns_path(self.node), list(argv), check=check).stdout.decode()
+        return run_in(kernel.netns_path(self.node), list(argv), check=check).stdout.decode()
 
     def save(self, backend="legacy", counters=False) -> str:
-        out = self.sh(ipt.BACKENDS[backend].save, *(["-c"] if counters else []))
+        out = self.sh(BACKENDS[backend].save, *(["-c"] if counters else []))
         return "\n".join(line for line in out.splitlines() if not line.startswith("#"))
 
 

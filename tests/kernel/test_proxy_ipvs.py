@@ -22,7 +22,7 @@ from netsim import kernel
 from netsim.kernel import guest
 from netsim.model import names
 from proxy import ipvs
-from proxy.iptables import run_in
+from proxy.proxier import run_in
 from tests.conftest import run_netsim
 from tests.e2e.test_services import cluster_in_mode, services_behave
 from tests.kernel.test_proxy_iptables import (  # the lab, builders and constants of the iptables mode's tests

@@ -14,8 +14,8 @@ from collections import Counter
 
 import pytest
 
-from proxy import iptables as ipt
 from proxy import nftables as nf
+from proxy import proxier
 from tests.kernel.test_proxy_iptables import (  # the same lab and builders as the iptables mode's tests
     BRIDGE_IP,
     CLIENT,
@@ -259,4 +259,4 @@ def test_nothing_changes_in_the_host(lab):
 def test_refuses_unknown_backend(lab):
     with pytest.raises(ValueError):
         lab.proxier(backend="ebpf")
-    assert ipt.ProxyError is nf.ProxyError  # kube-proxy's loop catches one error type for both modes
+    assert proxier.ProxyError is nf.ProxyError  # kube-proxy's loop catches one error type for both modes
