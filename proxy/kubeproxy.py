@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 
 from netsim.api.registry import read_config
+from netsim.model import names
 from proxy import iptables, ipvs, lbspeaker, nftables
 from proxy.iptables import ProxyError
 from proxy.model import service_ports
@@ -30,7 +31,7 @@ class ProxyNode:
 
 
 def component_name(nodes) -> str:
-    return "kube-proxy-" + ",".join(sorted(nodes))
+    return names.component_name(names.KUBE_PROXY, nodes)
 
 
 class KubeProxy:
