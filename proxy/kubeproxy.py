@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from netsim.api.registry import read_config
+from netsim.model import names
 from proxy import iptables_sync, ipvs, lbspeaker, nftables
 from proxy.model import service_ports
 from proxy.proxier import Proxier, ProxyError
@@ -37,7 +38,7 @@ class ProxyNode:
 
 
 def component_name(nodes) -> str:
-    return "kube-proxy-" + ",".join(sorted(nodes))
+    return names.component_name(names.KUBE_PROXY, nodes)
 
 
 class KubeProxy:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from netsim.api.registry import new_object, release_service
-from netsim.api.store import Compacted, Conflict, NotFound, StoreError
+from netsim.api.store import Compacted, Conflict, NotFound, Store, StoreError
 from netsim.model import k8s
 
 log = logging.getLogger("netsim.api.informer")
@@ -28,7 +28,7 @@ ALIVE_S = 10.0
 
 
 class Cache:
-    def __init__(self, store, prefix: str = k8s.REGISTRY):
+    def __init__(self, store: Store, prefix: str = k8s.REGISTRY):
         self.store = store
         self.prefix = prefix
         self.objects: dict[str, dict] = {}
@@ -109,7 +109,7 @@ class Loop:
     ``resync_s``, and publish the revision the component has reconciled through, which
     `netsim apply` waits on."""
 
-    def __init__(self, store, name: str, sync: Callable[[Cache], float | None], stop: threading.Event,
+    def __init__(self, store: Store, name: str, sync: Callable[[Cache], float | None], stop: threading.Event,
                  resync_s: float = 30.0, settle_s: float = 0.01):
         self.store = store
         self.name = name
@@ -200,7 +200,8 @@ class Loop:
                                                         "heartbeat": time.time()})
 
 
-def wait_settled(store, timeout: float, names: list[str] | None = None, at_least: int = 0) -> tuple[bool, list[str]]:
+def wait_settled(store: Store, timeout: float, names: list[str] | None = None,
+                 at_least: int = 0) -> tuple[bool, list[str]]:
     """Wait until every component (those in ``names``, else every one registered) has
     reconciled through the newest write under /registry/, including the writes other
     components made in response, and through ``at_least`` (a delete's revision: etcd cannot

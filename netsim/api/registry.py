@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from netsim.api.store import AlreadyExists, Conflict, NotFound
+from netsim.api.store import AlreadyExists, Conflict, NotFound, Store
 from netsim.model import k8s
 
 CONFIG_KEY = "/netsim/config"
@@ -56,14 +56,14 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def read_config(store) -> ClusterConfig:
+def read_config(store: Store) -> ClusterConfig:
     try:
         return ClusterConfig.from_json(store.get(CONFIG_KEY))
     except NotFound:
         return ClusterConfig()
 
 
-def bootstrap(store, config: ClusterConfig) -> None:
+def bootstrap(store: Store, config: ClusterConfig) -> None:
     """Cluster configuration and the namespaces every cluster starts with."""
     store.put(CONFIG_KEY, {"metadata": {"name": "config"}, **config.to_json()})
     for ns in SYSTEM_NAMESPACES:
@@ -103,7 +103,7 @@ def namespace_label(obj: dict) -> dict:
 NEW, HELD = "new", "held"
 
 
-def _reserve(store, what: str, value: str, owner: str) -> str | None:
+def _reserve(store: Store, what: str, value: str, owner: str) -> str | None:
     """NEW if this call reserved ``value`` for ``owner``, HELD if the owner had it already
     (an update of the object), None if someone else has it.  Only NEW reservations are
     released when an apply fails: a HELD one belongs to the object as stored."""
@@ -117,7 +117,7 @@ def _reserve(store, what: str, value: str, owner: str) -> str | None:
             return _reserve(store, what, value, owner)
 
 
-def release(store, what: str, value: str, owner: str) -> None:
+def release(store: Store, what: str, value: str, owner: str) -> None:
     try:
         held = store.get(f"{ALLOC}{what}/{value}")
     except NotFound:
@@ -127,7 +127,7 @@ def release(store, what: str, value: str, owner: str) -> None:
             store.delete(f"{ALLOC}{what}/{value}", int(held["metadata"]["resourceVersion"]))
 
 
-def _allocate_cluster_ip(store, config: ClusterConfig, owner: str, held: list) -> str:
+def _allocate_cluster_ip(store: Store, config: ClusterConfig, owner: str, held: list) -> str:
     net = ipaddress.IPv4Network(config.service_subnet)
     # .1 is the kubernetes Service's and .10 cluster DNS's; dynamic addresses start after them,
     # at a point hashed from the Service's name so a re-created Service tends to get its old IP.
@@ -143,7 +143,7 @@ def _allocate_cluster_ip(store, config: ClusterConfig, owner: str, held: list) -
     raise ApiError(f"service network {net} is full: no ClusterIP left for {owner}")
 
 
-def _allocate_node_port(store, owner: str, taken: set[int], held: list) -> int:
+def _allocate_node_port(store: Store, owner: str, taken: set[int], held: list) -> int:
     start = int(k8s.template_hash({"owner": owner, "n": len(taken)}), 16) % len(NODEPORT_RANGE)
     for i in range(len(NODEPORT_RANGE)):
         port = NODEPORT_RANGE[(start + i) % len(NODEPORT_RANGE)]
@@ -154,7 +154,7 @@ def _allocate_node_port(store, owner: str, taken: set[int], held: list) -> int:
     raise ApiError(f"no NodePort left in {NODEPORT_RANGE.start}-{NODEPORT_RANGE.stop - 1} for {owner}")
 
 
-def _admit_service(store, svc: dict, old: dict | None, config: ClusterConfig, held: list) -> None:
+def _admit_service(store: Store, svc: dict, old: dict | None, config: ClusterConfig, held: list) -> None:
     """ClusterIP and NodePorts: kept from the old object, checked when asked for, allocated
     otherwise.  ``held`` collects what this call reserved, to release on failure."""
     spec = svc.setdefault("spec", {})
@@ -214,7 +214,7 @@ def _admit_service(store, svc: dict, old: dict | None, config: ClusterConfig, he
         spec.setdefault("sessionAffinity", "None")
 
 
-def release_service(store, svc: dict) -> None:
+def release_service(store: Store, svc: dict) -> None:
     owner = f"{svc['metadata']['namespace']}/{svc['metadata']['name']}"
     spec = svc.get("spec", {})
     if spec.get("clusterIP") not in (None, "", "None"):
@@ -258,7 +258,7 @@ def _check_pod_update(old: dict, new: dict) -> None:
     new["spec"] = new_spec
 
 
-def apply(store, objects: list[dict], default_namespace: str = "default") -> list[tuple[str, str]]:
+def apply(store: Store, objects: list[dict], default_namespace: str = "default") -> list[tuple[str, str]]:
     """Create or update every object, checked first as a whole: an object in a namespace
     that neither exists nor comes earlier in the list, or a Service asking for a taken
     address, fails the lot before anything is written."""
@@ -316,7 +316,7 @@ def apply(store, objects: list[dict], default_namespace: str = "default") -> lis
     return results
 
 
-def _release_dropped(store, old: dict, new: dict) -> None:
+def _release_dropped(store: Store, old: dict, new: dict) -> None:
     """An updated Service gives back the NodePorts (and a ClusterIP, when it became headless or
     an ExternalName) that it no longer has."""
     owner = f"{old['metadata']['namespace']}/{old['metadata']['name']}"
@@ -335,7 +335,7 @@ def _same(old: dict, merged: dict) -> bool:
     return a == b
 
 
-def _get(store, kind: str, namespace: str | None, name: str) -> dict:
+def _get(store: Store, kind: str, namespace: str | None, name: str) -> dict:
     try:
         return store.get(k8s.key(kind, namespace, name))
     except NotFound:
@@ -344,7 +344,7 @@ def _get(store, kind: str, namespace: str | None, name: str) -> dict:
 
 # -- delete ------------------------------------------------------------------------------------
 
-def delete(store, kind: str, namespace: str | None, name: str, force: bool = False) -> tuple[str, int]:
+def delete(store: Store, kind: str, namespace: str | None, name: str, force: bool = False) -> tuple[str, int]:
     """Delete as the API does: a scheduled pod is marked terminating and its node's agent
     removes it once its network is gone; a namespace is marked terminating and emptied by
     the namespace controller; anything else goes at once (owners' children follow by GC).
@@ -373,7 +373,7 @@ def delete(store, kind: str, namespace: str | None, name: str, force: bool = Fal
     raise ApiError(f"{kind} {name}: kept changing while being deleted; try again")
 
 
-def set_metadata(store, kind: str, namespace: str | None, name: str, field: str,
+def set_metadata(store: Store, kind: str, namespace: str | None, name: str, field: str,
                  changes: dict[str, str | None], overwrite: bool = False) -> dict:
     """Labels or annotations: set (value) or remove (None), retried over concurrent writers."""
     k = k8s.key(kind, namespace, name)

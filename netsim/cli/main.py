@@ -77,7 +77,7 @@ def whole_cluster_here(c: fabric.Cluster, command: str) -> None:
     add/delete, up) refuse on a machine that runs one node of a multi-machine cluster."""
     if c.joined:
         raise err(f"error: netsim {command} needs the whole cluster on one machine; this machine runs node "
-                  f"{c.joined['node']} of cluster {c.name!r} (netsim join): use probe, check, get, exec here", 2)
+                  f"{c.joined.node} of cluster {c.name!r} (netsim join): use probe, check, get, exec here", 2)
 
 
 def _raise_interrupt(signum, _frame):
@@ -190,14 +190,14 @@ def join(
                   f"{', '.join(n.name for n in scn.nodes)}); pass one of them with --node\nnothing was created.", 2)
     require_root("join")
     existing = fabric.load_cluster(cluster_name)
-    if existing is not None and (existing.joined or {}).get("node") != node:
-        what = f"runs node {existing.joined['node']}" if existing.joined else "has it up with `netsim up`"
+    if existing is not None and (existing.joined.node if existing.joined else None) != node:
+        what = f"runs node {existing.joined.node}" if existing.joined else "has it up with `netsim up`"
         raise err(f"error: cluster {cluster_name!r}: this machine already {what}; "
                   f"run `netsim down {cluster_name}` first\nnothing was created.", 2)
     subnet = scn.networking.underlaySubnet
     try:
         nic = join_mod.inspect_uplink(uplink) if existing is None else \
-            join_mod.Uplink.from_json(existing.joined["uplink"])
+            existing.joined.uplink
         ip = join_mod.node_address(nic, subnet, node, str(wanted.ip) if wanted.ip else None)
     except join_mod.JoinError as exc:
         raise err(f"error: {exc}\nnothing was created.", 2) from None
@@ -254,10 +254,8 @@ def status() -> None:
         if st is None:
             rows.append((name, "broken (no state; run netsim down)", "-", "-", "-", "-"))
             continue
-        members = st["members"]
-        rows.append((name, st["phase"], str(sum(m["kind"] == "node" for m in members)),
-                     str(sum(m["kind"] == "host" for m in members)), st["underlay"]["subnet"],
-                     age(st["updated"])))
+        rows.append((name, st.phase, str(len(st.nodes())), str(len(st.hosts())), st.underlay.subnet,
+                     age(st.updated)))
     if len(rows) == 1:
         typer.echo("no netsim clusters on this host", err=True)
         return

@@ -13,43 +13,31 @@ Reads like the picture::
 The underlay is a bridge in a namespace of its own (it plays the physical LAN and its
 router); each node or host is a namespace whose ``eth0`` is a veth into that bridge.
 Nothing is created in the host's own namespace.
+
+This module is the kernel's side of a cluster and the state file that records it; what else
+ends with a cluster (its agents, its objects in the store) is netsim.fabric.lifecycle's
+``teardown``, which a failed `up` or `join` and ``down`` call.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
-import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 
 from netsim import kernel
-from netsim.api.store import StoreError, open_store
-from netsim.fabric import daemon, join
+from netsim.fabric import join
+from netsim.fabric.lifecycle import teardown
 from netsim.kernel.ping import ping
 from netsim.model import names, state
 from netsim.model.scenario import Scenario, gateway_of
-
-log = logging.getLogger("netsim.fabric")
+from netsim.model.state import ClusterState, Joined, Member, Underlay, Uplink
 
 Progress = Callable[[str], None]
 
 LOOPBACK_INDEX = 1
 FIRST_FREE_INDEX = 2
-
-
-@dataclass
-class Member:
-    """A namespace on the underlay: a node, or an external host that is not part of the cluster."""
-
-    name: str
-    kind: str  # "node" or "host"
-    ip: str
-    netns: str
-    uplink: str  # this member's veth end inside the underlay namespace
-    role: str | None = None  # nodes only: "control-plane" or "worker"
-    labels: dict[str, str] = field(default_factory=dict)
 
 
 def store_url_for(cluster: str, store: str | None) -> str:
@@ -101,7 +89,7 @@ class Cluster:
         self.phase: str | None = None
         # Set on a machine that joined a multi-machine cluster (`netsim join`): its one node,
         # the NIC it was given and whether this machine runs the controllers.
-        self.joined: dict | None = None
+        self.joined: Joined | None = None
 
     # -- building the picture -------------------------------------------------------------
     @classmethod
@@ -290,28 +278,28 @@ class Cluster:
         self._handles.clear()
 
     def _save_state(self, phase: str) -> None:
-        state.write_state(self.name, {
-            "name": self.name,
-            "phase": phase,
-            "source": self.source,
-            "store": self.store_url,
+        state.write_state(self.name, ClusterState(
+            name=self.name,
+            phase=phase,
+            source=self.source,
+            store=self.store_url,
             # A joined machine's underlay is the real LAN its NIC is on.
-            "underlay": {"subnet": str(self.subnet), "gateway": self.gateway, "mtu": self.mtu,
-                         "netns": None if self.joined else self.underlay_netns,
-                         "bridge": None if self.joined else names.UNDERLAY_BRIDGE},
-            "join": self.joined,
-            "members": [asdict(m) for m in self.members.values()],
-            "scenario": self.scenario.model_dump(mode="json", by_alias=True) if self.scenario else None,
-            "updated": time.time(),
-        })
+            underlay=Underlay(str(self.subnet), self.gateway, self.mtu,
+                              netns=None if self.joined else self.underlay_netns,
+                              bridge=None if self.joined else names.UNDERLAY_BRIDGE),
+            join=self.joined,
+            members=list(self.members.values()),
+            scenario=self.scenario.model_dump(mode="json", by_alias=True) if self.scenario else None,
+            updated=time.time(),
+        ))
 
-    def join(self, node: str, uplink: join.Uplink, controllers: bool) -> None:
+    def join(self, node: str, uplink: Uplink, controllers: bool) -> None:
         """This machine's part of a multi-machine cluster: the node's namespace with the
         machine's NIC as its eth0.  The NIC's configuration is in the state before the NIC
         moves, so any failure (or a later `down`) gives it back."""
         member = self.members[node]
         with state.state_lock():
-            self.joined = {"node": node, "uplink": uplink.to_json(), "controllers": controllers}
+            self.joined = Joined(node, uplink, controllers)
             self._save_state("creating")
             created: list[str] = []
             try:
@@ -359,64 +347,17 @@ def _count(items: list, noun: str) -> str:
     return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
 
 
-def teardown(cluster: str) -> list[str]:
-    """Remove everything of ``cluster``: processes in its namespaces, the namespaces (and with
-    them every link, address, route and rule inside), and its state.  Works from the kernel's
-    view, not only the state file, so it also cleans up after a killed `up`."""
-    daemon.stop_agents(cluster)  # first, so no agent re-creates a pod while namespaces go
-    st = state.read_state(cluster) or {}
-    joined = st.get("join")
-    if joined:
-        _leave(cluster, st, joined)
-    removed = kernel.remove_netns(kernel.list_netns(names.cluster_prefix(cluster)))
-    for leftover in kernel.list_netns_etc(names.cluster_prefix(cluster)):  # a pod's resolv.conf after a crash
-        kernel.remove_netns_etc(leftover)
-    if not joined and str(st.get("store", "")).startswith("etcd://"):
-        _clear_remote_store(st["store"])
-    state.remove_state(cluster)
-    state.remove_state_root_if_empty()
-    return removed
-
-
-def _leave(cluster: str, st: dict, joined: dict) -> None:
-    """A joined machine leaves: its node out of the shared store (the other machines' agents
-    drop its routes and fdb entries), and its NIC back where it was, before the namespace goes
-    (with a real NIC the kernel would hand it back bare; a veth would be destroyed)."""
-    node = joined["node"]
-    ip = next((m["ip"] for m in st.get("members", []) if m["name"] == node), None)
-    if ip is not None:
-        join.leave(st["store"], node, ip, joined.get("controllers", False))
-    try:
-        join.detach(names.netns_name(cluster, node), join.Uplink.from_json(joined["uplink"]))
-    except (OSError, kernel.KernelError, join.JoinError) as exc:
-        log.warning("could not give %s back: %s", joined["uplink"]["name"], exc)
-
-
-def _clear_remote_store(url: str) -> None:
-    """An etcd store outlives the cluster: remove the cluster's keys from it (the SQLite one
-    goes with the state directory)."""
-    try:
-        store = open_store(url)
-        try:
-            store.delete_prefix("/")
-        finally:
-            store.close()
-    except StoreError as exc:
-        log.warning("could not clear store %s: %s", url, exc)
-
-
 def load_cluster(cluster: str) -> Cluster | None:
     """Rebuild the picture of a running cluster from its state file."""
     st = state.read_state(cluster)
     if st is None:
         return None
-    c = Cluster(st["name"], st["underlay"]["subnet"], st["underlay"]["mtu"], source=st.get("source"),
-                store=st.get("store"))
-    for m in st["members"]:
-        if m["kind"] == "node":
-            c.add_node(m["name"], role=m["role"], ip=m["ip"], labels=m.get("labels"))
+    c = Cluster(st.name, st.underlay.subnet, st.underlay.mtu, source=st.source, store=st.store)
+    for m in st.members:
+        if m.kind == "node":
+            c.add_node(m.name, role=m.role or "worker", ip=m.ip, labels=m.labels)
         else:
-            c.add_host(m["name"], ip=m["ip"])
-    c.phase = st["phase"]
-    c.joined = st.get("join")
+            c.add_host(m.name, ip=m.ip)
+    c.phase = st.phase
+    c.joined = st.join
     return c

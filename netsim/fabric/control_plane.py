@@ -9,12 +9,11 @@ from collections.abc import Callable
 
 from netsim import fabric
 from netsim.api import informer, registry
-from netsim.api.store import NotFound, open_store
-from netsim.fabric import daemon, join
-from netsim.model import k8s
+from netsim.api.store import NotFound, Store, open_store
+from netsim.fabric import daemon, lifecycle
+from netsim.model import k8s, names
 from netsim.model.scenario import Scenario
-from netsim.node import agent, dns, flanneld
-from proxy import kubeproxy
+from netsim.node import dns, flanneld
 
 
 def start(cluster: fabric.Cluster, scenario: Scenario | None, objects: list[dict], timeout: float,
@@ -27,26 +26,12 @@ def start(cluster: fabric.Cluster, scenario: Scenario | None, objects: list[dict
         if scenario is not None or not _has_flannel_config(store):
             flanneld.write_config(store, flannel_config(config, scenario))
         wanted = {m.name for m in cluster.nodes()}
-        nodes = {n["metadata"]["name"]: n for n in store.list(k8s.prefix("Node"))[0]}
-        registered = set(nodes)
+        registered = {n["metadata"]["name"] for n in store.list(k8s.prefix("Node"))[0]}
         for gone in registered - wanted:
-            with contextlib.suppress(NotFound):
-                store.delete(k8s.key("Node", None, gone))
-            # A node that leaves gives its subnet lease back; the other nodes' flannel
-            # removes its routes, fdb and neighbour entries when they see the lease go.
-            for address in nodes[gone].get("status", {}).get("addresses", []):
-                if address.get("type") == "InternalIP":
-                    flanneld.release(store, address["address"])
-            # Its pods are gone with it (the pod GC's orphaned pods): their controllers make
-            # new ones on the nodes that remain.
-            for pod in store.list(k8s.prefix("Pod"))[0]:
-                if pod["spec"].get("nodeName") == gone:
-                    with contextlib.suppress(NotFound):
-                        store.delete(k8s.key_of(pod))
+            lifecycle.remove_node(store, gone)
         if daemon.agent_pids(cluster.name) and registered != wanted:
             daemon.stop_agents(cluster.name)  # it knows the old set of nodes
-        components = [agent.component_name(wanted), "controller-manager", kubeproxy.component_name(wanted),
-                      dns.component_name(wanted)]
+        components = names.components(wanted, controllers=True)
         if not daemon.agent_pids(cluster.name):
             # Forget every report: those of components that no longer exist (an agent for
             # another set of nodes), which `apply` would wait on, and those of the agent being
@@ -104,7 +89,7 @@ def join_node(cluster: fabric.Cluster, scenario: Scenario, objects: list[dict], 
                                    f"({', '.join(differ)} differ); join with the scenario the other machines used")
         registry.bootstrap(store, config)
         flanneld.write_config(store, flannel)
-        components = join.components_of(node, controllers)
+        components = names.components([node], controllers)
         if not daemon.agent_pids(cluster.name):
             for name in components:  # the wait below is for the new agent's reports
                 with contextlib.suppress(NotFound):
@@ -122,7 +107,7 @@ def join_node(cluster: fabric.Cluster, scenario: Scenario, objects: list[dict], 
         store.close()
 
 
-def _apply_and_settle(store, config: registry.ClusterConfig, objects: list[dict], components: list[str],
+def _apply_and_settle(store: Store, config: registry.ClusterConfig, objects: list[dict], components: list[str],
                       timeout: float, what: str, progress: Callable[[str], None]) -> None:
     """The add-ons every cluster has (the cluster DNS, as kubeadm installs it), the scenario's
     manifests, then a wait until ``components`` have acted on all of it."""
@@ -143,7 +128,7 @@ def _config_differences(have: registry.ClusterConfig, want: registry.ClusterConf
     return [f"networking.{label}" for f, label in fields.items() if getattr(have, f) != getattr(want, f)]
 
 
-def _has_flannel_config(store) -> bool:
+def _has_flannel_config(store: Store) -> bool:
     try:
         flanneld.read_config(store)
         return True
@@ -155,7 +140,7 @@ def _describe(url: str) -> str:
     return url if url.startswith("etcd://") else "SQLite"
 
 
-def _wait_nodes(store, wanted: set[str], timeout: float) -> None:
+def _wait_nodes(store: Store, wanted: set[str], timeout: float) -> None:
     """Until every node is registered, Ready, and has its pod range."""
     deadline = time.monotonic() + timeout
     while True:

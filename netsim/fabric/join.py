@@ -7,24 +7,22 @@ VXLAN between nodes leaves through the real NIC.  The store is a shared etcd.
 
 Before the NIC moves, its configuration (name, MAC, MTU, addresses, routes) is written to the
 cluster's state, so `down` (also after a crash, and also when the kernel has already handed
-the NIC back because its namespace went) puts it back exactly as it was.  Leaving removes
-this node's objects from the shared store; the last node to leave removes the cluster's keys.
+the NIC back because its namespace went) puts it back exactly as it was.  This module is the
+NIC's side; leaving the shared store is netsim.fabric.lifecycle's.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import logging
 import socket
-from dataclasses import asdict, dataclass, field
 
 from netsim import kernel
-from netsim.api import informer
-from netsim.api.store import NotFound, StoreError, open_store
 from netsim.kernel import RTPROT_KERNEL
-from netsim.model import k8s, names
-from netsim.node import flanneld
+from netsim.model import names
+from netsim.model.state import Uplink
+
+__all__ = ["JoinError", "Uplink", "attach", "detach", "inspect_uplink", "node_address"]
 
 log = logging.getLogger("netsim.fabric.join")
 
@@ -35,25 +33,6 @@ _NOT_A_NIC = ("bridge", "dummy", "vxlan")
 
 class JoinError(RuntimeError):
     pass
-
-
-@dataclass
-class Uplink:
-    """The machine's NIC as it was before it was given to the node."""
-
-    name: str
-    mac: str
-    mtu: int
-    up: bool
-    addresses: list[dict] = field(default_factory=list)  # [{cidr, broadcast}]
-    routes: list[dict] = field(default_factory=list)  # route_entries() through it, kernel routes left out
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, d: dict) -> Uplink:
-        return cls(**d)
 
 
 def inspect_uplink(ifname: str) -> Uplink:
@@ -176,43 +155,3 @@ def _find(home: kernel.Namespace | None, node: kernel.Namespace | None, uplink: 
             if link["mac"] == uplink.mac and link["kind"] not in _NOT_A_NIC:
                 return ns, link["index"], name
     return None
-
-
-def components_of(node: str, controllers: bool) -> list[str]:
-    """The component reports an agent owning ``node`` writes to the store."""
-    from netsim.node import agent, dns
-    from proxy import kubeproxy
-
-    out = [agent.component_name([node]), kubeproxy.component_name([node]), dns.component_name([node])]
-    return out + (["controller-manager"] if controllers else [])
-
-
-def leave(store_url: str, node: str, node_ip: str, controllers: bool) -> bool:
-    """Take this machine's node out of the shared store: its Node, lease, pods (their
-    controllers make new ones on the nodes that remain) and component reports, so nobody waits
-    on an agent that is gone.  The last node out removes the cluster's keys.  True if it did."""
-    try:
-        store = open_store(store_url)
-    except StoreError as exc:
-        log.warning("could not reach store %s to take node %s out: %s", store_url, node, exc)
-        return False
-    try:
-        with contextlib.suppress(NotFound):
-            store.delete(k8s.key("Node", None, node))
-        flanneld.release(store, node_ip)
-        for pod in store.list(k8s.prefix("Pod"))[0]:
-            if pod["spec"].get("nodeName") == node:
-                with contextlib.suppress(NotFound):
-                    store.delete(k8s.key_of(pod))
-        for name in components_of(node, controllers):
-            with contextlib.suppress(NotFound):
-                store.delete(informer.COMPONENTS + name)
-        if not store.list(k8s.prefix("Node"))[0]:
-            store.delete_prefix("/")
-            return True
-        return False
-    except StoreError as exc:
-        log.warning("store %s: taking node %s out failed: %s", store_url, node, exc)
-        return False
-    finally:
-        store.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 
 NETNS_ROOT = "nsim"
 IFNAMSIZ = 15  # the kernel's limit, without the trailing NUL
@@ -49,3 +50,23 @@ def ifname(base: str) -> str:
     if len(base) <= IFNAMSIZ:
         return base
     return f"{base[:IFNAMSIZ - 5]}-{short_hash(base)}"
+
+
+# The component reports in the store (netsim.api.informer.COMPONENTS): each reconciler loop of
+# an agent reports under its kind and the nodes it owns, so that `apply` and `join` wait for
+# exactly the loops that serve the nodes they care about.
+AGENT = "agent"
+KUBE_PROXY = "kube-proxy"
+DNS = "dns"
+CONTROLLER_MANAGER = "controller-manager"  # one per cluster: it owns no nodes
+
+
+def component_name(kind: str, nodes: Iterable[str]) -> str:
+    return f"{kind}-" + ",".join(sorted(nodes))
+
+
+def components(nodes: Iterable[str], controllers: bool) -> list[str]:
+    """The reports an agent owning ``nodes`` writes (the controller manager's if it runs them)."""
+    nodes = list(nodes)
+    out = [component_name(kind, nodes) for kind in (AGENT, KUBE_PROXY, DNS)]
+    return out + ([CONTROLLER_MANAGER] if controllers else [])

@@ -18,9 +18,10 @@ from pathlib import Path
 from netsim import controllers, kernel
 from netsim.api.informer import Cache, Loop
 from netsim.api.registry import new_object, now, read_config
-from netsim.api.store import AlreadyExists, Conflict, NotFound, open_store
+from netsim.api.store import AlreadyExists, Conflict, NotFound, Store, open_store
 from netsim.cni.server import ServerPool
 from netsim.model import k8s, names, state
+from netsim.model.state import Member
 from netsim.node import dns, flanneld, policy
 from netsim.node.podnet import NodePods, port_mappings, server_socket
 from netsim.node.responder import Identity, Responders
@@ -32,35 +33,35 @@ READY_ANNOTATION = "netsim.io/ready"
 JOB_RUN_S = 1.0
 
 
-def node_object(member: dict, has_workers: bool) -> dict:
-    labels = {"kubernetes.io/hostname": member["name"], "kubernetes.io/os": "linux",
-              "kubernetes.io/arch": "amd64", **(member.get("labels") or {})}
+def node_object(member: Member, has_workers: bool) -> dict:
+    labels = {"kubernetes.io/hostname": member.name, "kubernetes.io/os": "linux",
+              "kubernetes.io/arch": "amd64", **member.labels}
     taints = []
-    if member.get("role") == "control-plane":
+    if member.role == "control-plane":
         labels["node-role.kubernetes.io/control-plane"] = ""
         if has_workers:
             # As kubeadm and kind do; a single-node cluster keeps its control plane schedulable.
             taints.append({"key": controllers.CONTROL_PLANE_TAINT, "effect": "NoSchedule"})
     return {
         "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": member["name"], "labels": labels,
-                     "annotations": {"netsim.io/netns": member["netns"]}},
+        "metadata": {"name": member.name, "labels": labels,
+                     "annotations": {"netsim.io/netns": member.netns}},
         "spec": {"taints": taints} if taints else {},
         "status": {
-            "addresses": [{"type": "InternalIP", "address": member["ip"]},
-                          {"type": "Hostname", "address": member["name"]}],
+            "addresses": [{"type": "InternalIP", "address": member.ip},
+                          {"type": "Hostname", "address": member.name}],
             "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
                             "message": "netsim agent is posting ready status", "lastTransitionTime": now()}],
         },
     }
 
 
-def register_nodes(store, members: list[dict], has_workers: bool) -> None:
+def register_nodes(store: Store, members: list[Member], has_workers: bool) -> None:
     """Create or refresh the Node objects of this machine's nodes, keeping what controllers
     set (spec.podCIDR)."""
     for m in members:
         want = node_object(m, has_workers)
-        k = k8s.key("Node", None, m["name"])
+        k = k8s.key("Node", None, m.name)
         for _ in range(5):
             try:
                 have = store.get(k)
@@ -83,7 +84,7 @@ def register_nodes(store, members: list[dict], has_workers: bool) -> None:
                 continue
 
 
-def _set_pod_cidr(store, node_name: str, cidr: str) -> None:
+def _set_pod_cidr(store: Store, node_name: str, cidr: str) -> None:
     k = k8s.key("Node", None, node_name)
     for _ in range(10):
         node = store.get(k)
@@ -97,11 +98,6 @@ def _set_pod_cidr(store, node_name: str, cidr: str) -> None:
         except Conflict:
             continue
     raise RuntimeError(f"could not set spec.podCIDR of node {node_name}")
-
-
-def component_name(nodes) -> str:
-    """How an agent reports itself in the store: by the nodes it owns."""
-    return "agent-" + ",".join(sorted(nodes))
 
 
 def _is_job_pod(pod: dict) -> bool:
@@ -120,25 +116,21 @@ class Agent:
             raise RuntimeError(f"cluster {cluster!r} has no state on this machine; run `netsim up` first")
         self.cluster = cluster
         self.store_url = store_url
-        nodes = [m for m in st["members"] if m["kind"] == "node"]
-        # A joined machine holds one node; the cluster's are the scenario's, on every machine.
-        roles = [n.get("role") for n in (st.get("scenario") or {}).get("nodes", [])] if st.get("join") else \
-            [m.get("role") for m in nodes]
-        self.has_workers = any(role != "control-plane" for role in roles)
-        self.members = [m for m in nodes if node_names is None or m["name"] in node_names]
+        self.has_workers = any(role != "control-plane" for role in st.cluster_roles())
+        self.members = [m for m in st.nodes() if node_names is None or m.name in node_names]
         if node_names is not None and len(self.members) != len(node_names):
-            unknown = set(node_names) - {m["name"] for m in self.members}
+            unknown = set(node_names) - {m.name for m in self.members}
             raise RuntimeError(f"no such node(s) in cluster {cluster!r}: {', '.join(sorted(unknown))}")
         self.run_controllers = run_controllers
         self.stop = threading.Event()
-        mtu = st["underlay"]["mtu"]
+        mtu = st.underlay.mtu
         base = state.cluster_dir(cluster) / "nodes"
-        self.socket_path = server_socket(state.cluster_dir(cluster), component_name(m["name"] for m in self.members))
-        self.nodes = {m["name"]: NodePods(cluster, m["name"], m["netns"], Path(base / m["name"]), mtu,
-                                          self.socket_path)
+        self.socket_path = server_socket(state.cluster_dir(cluster),
+                                         names.component_name(names.AGENT, (m.name for m in self.members)))
+        self.nodes = {m.name: NodePods(cluster, m.name, m.netns, Path(base / m.name), mtu, self.socket_path)
                       for m in self.members}
-        self.node_ip = {m["name"]: m["ip"] for m in self.members}
-        self.underlay = st["underlay"]
+        self.node_ip = {m.name: m.ip for m in self.members}
+        self.underlay = st.underlay
         self.flannel: flanneld.Flanneld | None = None
         self.responders: Responders | None = None
         self.running_since: dict[str, float] = {}
@@ -146,7 +138,7 @@ class Agent:
 
     @property
     def name(self) -> str:
-        return component_name(self.nodes)
+        return names.component_name(names.AGENT, self.nodes)
 
     def run(self) -> None:
         store = open_store(self.store_url)
@@ -158,16 +150,16 @@ class Agent:
         server = ServerPool(self.socket_path).start()
         threads = []
         if self.run_controllers:
-            loop = Loop(open_store(self.store_url), "controller-manager", controllers.sync, self.stop)
+            loop = Loop(open_store(self.store_url), names.CONTROLLER_MANAGER, controllers.sync, self.stop)
             threads.append(threading.Thread(target=loop.run, name="controllers", daemon=True))
         loop = Loop(store, self.name, self.sync, self.stop)
         threads.append(threading.Thread(target=loop.run, name="pods", daemon=True))
         threads.append(threading.Thread(target=self.flannel.run, name="flannel", daemon=True))
-        loop = Loop(open_store(self.store_url), dns.component_name(self.nodes), self.dns_sync, self.stop)
+        loop = Loop(open_store(self.store_url), names.component_name(names.DNS, self.nodes), self.dns_sync, self.stop)
         threads.append(threading.Thread(target=loop.run, name="dns", daemon=True))
         proxy = self._kube_proxy(store)
-        loop = Loop(open_store(self.store_url), kubeproxy.component_name(self.nodes), proxy.sync, self.stop,
-                    resync_s=kubeproxy.RESYNC_S)
+        loop = Loop(open_store(self.store_url), names.component_name(names.KUBE_PROXY, self.nodes), proxy.sync,
+                    self.stop, resync_s=kubeproxy.RESYNC_S)
         threads.append(threading.Thread(target=loop.run, name="kube-proxy", daemon=True))
         for t in threads:
             t.start()
@@ -188,13 +180,13 @@ class Agent:
             server.stop()
 
     # -- flannel -------------------------------------------------------------------------
-    def _start_flannel(self, store) -> None:
+    def _start_flannel(self, store: Store) -> None:
         """Leases first (each node's spec.podCIDR shows its lease, as with flannel's kube
         subnet manager), then one converge of the overlay before pods are wired, so a pod
         that is Running reaches pods on other nodes."""
-        local = [flanneld.LocalNode(m["name"], m["netns"], m["ip"]) for m in self.members]
-        self.flannel = flanneld.Flanneld(open_store(self.store_url), local, self.underlay["subnet"],
-                                         self.underlay["mtu"], self.stop)
+        local = [flanneld.LocalNode(m.name, m.netns, m.ip) for m in self.members]
+        self.flannel = flanneld.Flanneld(open_store(self.store_url), local, self.underlay.subnet,
+                                         self.underlay.mtu, self.stop)
         for node_name, subnet in self.flannel.acquire_all().items():
             _set_pod_cidr(store, node_name, str(subnet))
         try:
@@ -202,15 +194,15 @@ class Agent:
         except Exception:
             log.exception("flannel: first converge failed; its loop retries")
 
-    def _kube_proxy(self, store) -> kubeproxy.KubeProxy:
+    def _kube_proxy(self, store: Store) -> kubeproxy.KubeProxy:
         config = read_config(store)
-        nodes = [kubeproxy.ProxyNode(m["name"], m["netns"], m["ip"]) for m in self.members]
+        nodes = [kubeproxy.ProxyNode(m.name, m.netns, m.ip) for m in self.members]
         # The agent that runs the controllers is the one with the underlay on its machine: it
         # routes LoadBalancer IPs there, as MetalLB's speaker announces them.  A joined
         # machine's underlay is a real LAN, which netsim does not route.
         underlay = names.netns_name(self.cluster, names.UNDERLAY_MEMBER) \
-            if self.run_controllers and self.underlay.get("netns") else None
-        return kubeproxy.KubeProxy(nodes, config.pod_subnet, config.proxy_mode, underlay, self.underlay["subnet"],
+            if self.run_controllers and self.underlay.netns else None
+        return kubeproxy.KubeProxy(nodes, config.pod_subnet, config.proxy_mode, underlay, self.underlay.subnet,
                                    ipvs_scheduler=config.ipvs_scheduler)
 
     # -- the pod reconciler --------------------------------------------------------------

@@ -46,10 +46,6 @@ DNS_IMAGE = "registry.k8s.io/coredns/coredns:v1.11.1"
 REVERSE_ZONE = "in-addr.arpa"
 
 
-def component_name(nodes) -> str:
-    return "dns-" + ",".join(sorted(nodes))
-
-
 def cluster_dns_ip(service_subnet: str) -> str:
     """The tenth address of the service network, as kubeadm gives the kube-dns Service."""
     return str(ipaddress.IPv4Network(service_subnet).network_address + 10)
@@ -359,5 +355,5 @@ def resolve(netns: str, name: str, conf: str, timeout: float = 2.0) -> list[str]
 
 
 __all__ = ["DNS_APP", "DNS_IMAGE", "DNS_PORT", "Records", "Server", "addon_objects", "build", "cluster_dns_ip",
-           "component_name", "is_dns_pod", "query",
+           "is_dns_pod", "query",
            "resolv_conf", "resolve"]

@@ -16,7 +16,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from netsim.api.store import AlreadyExists, Conflict, NotFound, StoreError
+from netsim.api.store import AlreadyExists, Conflict, NotFound, Store, StoreError
 
 log = logging.getLogger("netsim.node.flanneld")
 
@@ -58,11 +58,11 @@ class Lease:
     vtep_mac: str | None
 
 
-def write_config(store, config: NetworkConfig) -> None:
+def write_config(store: Store, config: NetworkConfig) -> None:
     store.put(CONFIG_KEY, config.to_json())
 
 
-def read_config(store) -> NetworkConfig:
+def read_config(store: Store) -> NetworkConfig:
     return NetworkConfig.from_json(store.get(CONFIG_KEY))
 
 
@@ -70,7 +70,7 @@ def lease_key(subnet: ipaddress.IPv4Network) -> str:
     return f"{SUBNETS}{subnet.network_address}-{subnet.prefixlen}"
 
 
-def leases(store) -> tuple[list[Lease], int]:
+def leases(store: Store) -> tuple[list[Lease], int]:
     """Every lease, and the revision they are consistent at."""
     items, rev = store.list(SUBNETS)
     out = []
@@ -94,7 +94,7 @@ def _lease_value(subnet: ipaddress.IPv4Network, public_ip: str, config: NetworkC
     return value
 
 
-def acquire(store, config: NetworkConfig, public_ip: str, vtep_mac: str | None) -> ipaddress.IPv4Network:
+def acquire(store: Store, config: NetworkConfig, public_ip: str, vtep_mac: str | None) -> ipaddress.IPv4Network:
     """The subnet this node holds: its existing lease (by PublicIP, refreshed if its backend
     data changed), else the first free subnet of the network, claimed atomically."""
     for _ in range(10):
@@ -126,7 +126,7 @@ def acquire(store, config: NetworkConfig, public_ip: str, vtep_mac: str | None) 
     raise RuntimeError(f"flannel: could not acquire a lease for {public_ip} (too much contention)")
 
 
-def release(store, public_ip: str) -> list[str]:
+def release(store: Store, public_ip: str) -> list[str]:
     """Delete the leases of a node that left; the subnets they name."""
     gone = []
     for lease in leases(store)[0]:
@@ -153,7 +153,7 @@ class Flanneld:
     converged to all current leases, again whenever a lease or the config changes (a watch
     on /coreos.com/network/) and at least every ``resync_s``."""
 
-    def __init__(self, store, nodes: list[LocalNode], underlay_subnet: str, underlay_mtu: int, stop,
+    def __init__(self, store: Store, nodes: list[LocalNode], underlay_subnet: str, underlay_mtu: int, stop,
                  resync_s: float = 10.0):
         self.store = store
         self.nodes = nodes

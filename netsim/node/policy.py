@@ -33,10 +33,14 @@ import hashlib
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from netsim.kernel.libnft import LibNft
 from netsim.model import k8s
 from netsim.model.k8s import selector_matches
+
+if TYPE_CHECKING:
+    from netsim.api.store import Store
 
 TABLE = "netsim-policy"
 FAMILY = "ip"
@@ -196,7 +200,7 @@ class Verdict:
     reason: str = ""
 
 
-def inputs(store) -> tuple[list[dict], list[PodInfo], dict[str, dict]]:
+def inputs(store: Store) -> tuple[list[dict], list[PodInfo], dict[str, dict]]:
     """What :func:`evaluate` judges with, read from the store: policies, pods, namespace labels."""
     policies = store.list(k8s.prefix("NetworkPolicy"))[0]
     pods = [i for p in store.list(k8s.prefix("Pod"))[0] if (i := pod_info(p)) is not None]

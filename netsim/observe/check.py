@@ -16,6 +16,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from netsim.api.store import Store
 from netsim.model import k8s
 from netsim.model.scenario import is_selector_ref, parse_selector, split_pod_ref
 from netsim.observe import probe
@@ -46,7 +47,7 @@ def from_scenario(scenario) -> list[Expect]:
     return [Expect(e.from_, e.to, e.port, e.protocol, e.expect == "allow") for e in scenario.expect]
 
 
-def everything(store) -> list[Expect]:
+def everything(store: Store) -> list[Expect]:
     """Every running pod to every other pod (its first declared port) and to every Service
     with a ClusterIP (its first port): all allowed."""
     pods = [p for p in store.list(k8s.prefix("Pod"))[0]
@@ -69,7 +70,7 @@ def everything(store) -> list[Expect]:
     return out
 
 
-def _running_pods(store) -> list[dict]:
+def _running_pods(store: Store) -> list[dict]:
     return [p for p in store.list(k8s.prefix("Pod"))[0]
             if (p.get("status") or {}).get("phase") == "Running" and p["status"].get("podIP")
             and not p["metadata"].get("deletionTimestamp")]
@@ -83,7 +84,7 @@ def select_pods(pods: list[dict], ref: str) -> list[str]:
             if p["metadata"].get("namespace") == ns and k8s.selector_matches(selector, p["metadata"].get("labels"))]
 
 
-def expand(store, expects: list[Expect]) -> list[Expect | Outcome]:
+def expand(store: Store, expects: list[Expect]) -> list[Expect | Outcome]:
     """Each expectation with its selector refs replaced by the pods they match (one Expect per
     pair, in order); an Outcome (a mismatch) for a selector that matches no running pod."""
     pods: list[dict] | None = None
@@ -107,7 +108,7 @@ def expand(store, expects: list[Expect]) -> list[Expect | Outcome]:
     return out
 
 
-def elsewhere(cluster, store, items: list[Expect | Outcome]) -> tuple[list[Expect | Outcome], list[Expect]]:
+def elsewhere(cluster, store: Store, items: list[Expect | Outcome]) -> tuple[list[Expect | Outcome], list[Expect]]:
     """On a machine that joined a multi-machine cluster: the pairs whose source runs here, and
     those whose source pod runs on another machine (the check there probes them)."""
     if cluster is None or not cluster.joined:
@@ -118,7 +119,7 @@ def elsewhere(cluster, store, items: list[Expect | Outcome]) -> tuple[list[Expec
     return here, there
 
 
-def run(cluster, store, expects: list[Expect], timeout: float = 1.0,
+def run(cluster, store: Store, expects: list[Expect], timeout: float = 1.0,
         skipped: list[Expect] | None = None) -> list[Outcome]:
     """Probe every pair; pairs another machine must probe go to ``skipped``."""
     items, there = elsewhere(cluster, store, expand(store, expects))

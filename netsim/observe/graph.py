@@ -22,7 +22,7 @@ from pathlib import Path
 import graphviz
 
 from netsim import kernel
-from netsim.api.store import NotFound
+from netsim.api.store import NotFound, Store
 from netsim.model import k8s, names
 from netsim.node import podnet
 
@@ -140,7 +140,7 @@ class Topology:
 
 
 # -- reading a running cluster ---------------------------------------------------------------
-def gather(cluster, store) -> Topology:
+def gather(cluster, store: Store) -> Topology:
     """What ``cluster`` (a netsim.fabric.Cluster) is right now: members from its state,
     objects from ``store``, devices, addresses, fdb entries and routes from the kernel."""
     from netsim.api import registry

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 
 from netsim import fabric, kernel
-from netsim.api.store import NotFound
+from netsim.api.store import NotFound, Store
 from netsim.model import k8s
 from netsim.node import dns, podnet
 
@@ -39,14 +39,14 @@ class Target:
     netns: str | None = None  # where a connection from this endpoint starts
 
 
-def _pod(store, ns: str, name: str) -> dict:
+def _pod(store: Store, ns: str, name: str) -> dict:
     try:
         return store.get(k8s.key("Pod", ns, name))
     except NotFound:
         raise ProbeError(f"pod {ns}/{name} not found") from None
 
 
-def _node_ip(store, name: str) -> str:
+def _node_ip(store: Store, name: str) -> str:
     try:
         node = store.get(k8s.key("Node", None, name))
     except NotFound:
@@ -57,7 +57,7 @@ def _node_ip(store, name: str) -> str:
     return ip
 
 
-def resolve(cluster: fabric.Cluster, store, ref: str, port: int | None = None) -> Target:
+def resolve(cluster: fabric.Cluster, store: Store, ref: str, port: int | None = None) -> Target:
     kind, _, rest = ref.partition("/")
     if ref.startswith("ip:"):
         return Target(ref, ref[3:], port)
@@ -165,7 +165,7 @@ def _failed(out: dict, rc: int, start: float) -> dict:
     return out
 
 
-def resolve_name(store, netns: str, name: str, port: int | None) -> Target:
+def resolve_name(store: Store, netns: str, name: str, port: int | None) -> Target:
     """A DNS name, looked up from ``netns`` as a process there would: the cluster DNS per the
     namespace's resolv.conf (/etc/netns/<netns>/resolv.conf; a node or host has none and asks
     the cluster DNS with no search path).  The port defaults to the first port of the Service
@@ -189,7 +189,7 @@ def resolve_name(store, netns: str, name: str, port: int | None) -> Target:
     return Target(name, ip, port)
 
 
-def on_another_machine(cluster: fabric.Cluster, store, ref: str) -> str | None:
+def on_another_machine(cluster: fabric.Cluster, store: Store, ref: str) -> str | None:
     """On a joined machine: the node a pod reference runs on, when that is not this machine's."""
     if not cluster.joined:
         return None
@@ -201,10 +201,10 @@ def on_another_machine(cluster: fabric.Cluster, store, ref: str) -> str | None:
         node = store.get(k8s.key("Pod", ns, name))["spec"].get("nodeName")
     except NotFound:
         return None
-    return node if node and node != cluster.joined["node"] else None
+    return node if node and node != cluster.joined.node else None
 
 
-def probe(cluster: fabric.Cluster, store, src: str, dst: str, port: int | None = None, proto: str = "tcp",
+def probe(cluster: fabric.Cluster, store: Store, src: str, dst: str, port: int | None = None, proto: str = "tcp",
           timeout: float = 2.0) -> dict:
     source = resolve(cluster, store, src)
     if source.netns is None:

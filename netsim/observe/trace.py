@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 
 from netsim import fabric, kernel
+from netsim.api.store import Store
 from netsim.cni import gate
 from netsim.kernel import libnft, netfilter
 from netsim.model import k8s, names
@@ -111,7 +112,7 @@ class Places:
     pod_ips: dict[str, str] = field(default_factory=dict)  # pod IP -> pod netns
 
 
-def places(cluster: fabric.Cluster, store) -> Places:
+def places(cluster: fabric.Cluster, store: Store) -> Places:
     labels, nodes, pod_refs, pod_ips = {cluster.underlay_netns: "underlay"}, {}, {}, {}
     node_netns = []
     for m in cluster.members.values():
@@ -505,7 +506,7 @@ def build_hops(caps: list[Capture], events: dict[str, list[nftrace.RuleEvent]], 
     return hops
 
 
-def _policy_names(store, cluster: fabric.Cluster, p: IPv4) -> str:
+def _policy_names(store: Store, cluster: fabric.Cluster, p: IPv4) -> str:
     from netsim.node import policy
 
     policies, pods, namespaces = policy.inputs(store)
@@ -522,7 +523,7 @@ def _policy_names(store, cluster: fabric.Cluster, p: IPv4) -> str:
 
 
 def verdict_of(flow: Flow, fwd: list[Capture], rev: list[Capture], fwd_events: list[tuple[str, nftrace.RuleEvent]],
-               where: Places, source_netns: str, cluster: fabric.Cluster, store) -> dict:
+               where: Places, source_netns: str, cluster: fabric.Cluster, store: Store) -> dict:
     def place(netns: str) -> str:
         return where.labels.get(netns, netns)
 
@@ -579,7 +580,7 @@ def _member_ip(cluster: fabric.Cluster, netns: str) -> str | None:
     return next((m.ip for m in cluster.members.values() if m.netns == netns), None)
 
 
-def run(cluster: fabric.Cluster, store, src: str, dst: str, port: int | None = None, proto: str = "tcp",
+def run(cluster: fabric.Cluster, store: Store, src: str, dst: str, port: int | None = None, proto: str = "tcp",
         timeout: float = 1.5) -> Result:
     started = time.monotonic()
     proto = proto.lower()

@@ -97,7 +97,7 @@ def test_killing_up_midway_then_down_cleans_up(tmp_path, state_dir):
     while time.monotonic() < deadline and proc.poll() is None:
         made = kernel.list_netns(names.cluster_prefix(name))
         st = state.read_state(name)
-        if len(made) >= 5 and st and st["phase"] == "creating":
+        if len(made) >= 5 and st and st.phase == "creating":
             proc.send_signal(signal.SIGKILL)
             caught_midway = True
             break
@@ -105,7 +105,7 @@ def test_killing_up_midway_then_down_cleans_up(tmp_path, state_dir):
     proc.wait(timeout=10)
     try:
         assert caught_midway, "up finished before it could be killed"
-        assert state.read_state(name)["phase"] == "creating"
+        assert state.read_state(name).phase == "creating"
         assert kernel.list_netns(names.cluster_prefix(name)), "the killed up should have left namespaces"
     finally:
         down = run_netsim("down", name)

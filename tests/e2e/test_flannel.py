@@ -123,7 +123,7 @@ def capture(k8s, bpf: str, count: int, action, wait: float = 5.0) -> list:
     underlay = names.netns_name(k8s.name, names.UNDERLAY_MEMBER)
     # worker1's port on the underlay bridge: frames the bridge forwards between ports never
     # pass the bridge device itself.
-    port = next(m["uplink"] for m in state.read_state(k8s.name)["members"] if m["name"] == "worker1")
+    port = next(m.uplink for m in state.read_state(k8s.name).members if m.name == "worker1")
     proc = subprocess.Popen(["ip", "netns", "exec", underlay, "tcpdump", "-i", port, "-nn",
                              "-U", "-c", str(count), "-w", str(pcap), bpf],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -195,8 +195,8 @@ def test_pods_reach_pods_on_other_nodes(overlay):
 @pytest.mark.parametrize("overlay", ["vxlan"], indirect=True)
 def test_pod_traffic_leaving_the_cluster_is_masqueraded_to_the_node(overlay):
     k8s = overlay
-    client = next(m for m in state.read_state(k8s.name)["members"] if m["name"] == "client")
-    listener = kernel.socket_in(client["netns"], socket.AF_INET, socket.SOCK_STREAM)
+    client = next(m for m in state.read_state(k8s.name).members if m.name == "client")
+    listener = kernel.socket_in(client.netns, socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("0.0.0.0", 9000))
     listener.listen(4)
@@ -215,7 +215,7 @@ def test_pod_traffic_leaving_the_cluster_is_masqueraded_to_the_node(overlay):
     t.start()
     pod = by_node(k8s)["worker1"]
     k8s("exec", f"pod/default/{pod['metadata']['name']}", "--", "curl", "-s", "-o", "/dev/null", "--max-time", "3",
-        f"http://{client['ip']}:9000/", check=False)
+        f"http://{client.ip}:9000/", check=False)
     t.join(timeout=6)
     listener.close()
     assert seen == [node_ip(k8s, "worker1")], seen

@@ -151,7 +151,7 @@ def test_node_port_and_load_balancer_from_outside(cluster):
 
 def test_external_traffic_policy_local_keeps_the_client_address(cluster):
     k8s = cluster
-    client_ip = next(m for m in run_state(k8s)["members"] if m["name"] == "client")["ip"]
+    client_ip = next(m for m in run_state(k8s).members if m.name == "client").ip
     code, answer = k8s.probe("host/client", f"ip:{node_ip(k8s, 'worker1')}", "--port", "30081")
     assert code == 0 and answer["clientIP"] == client_ip, answer
     # worker2 has no local endpoint: external traffic to it is dropped there.

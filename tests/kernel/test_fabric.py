@@ -83,7 +83,7 @@ def test_down_removes_namespaces_processes_and_state(make_cluster, state_dir):
     while sleeper.pid not in kernel.pids_in_netns([c.members["w1"].netns]) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert sleeper.pid in kernel.pids_in_netns([c.members["w1"].netns])
-    assert state.read_state(c.name)["phase"] == "up"
+    assert state.read_state(c.name).phase == "up"
     removed = c.down()
     assert sleeper.wait(timeout=5) is not None
     assert len(removed) == 5
