@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Write docs/main.md, the reference of every `netsim` command, from the typer app itself.
+"""Write docs/cli.md, the reference of every `netsim` command, from the typer app itself.
 
-    python scripts/gen-cli-reference.py            # rewrite docs/main.md
-    python scripts/gen-cli-reference.py --check    # exit 1 (with a diff) if docs/main.md is stale
+    python scripts/gen-cli-reference.py            # rewrite docs/cli.md
+    python scripts/gen-cli-reference.py --check    # exit 1 (with a diff) if docs/cli.md is stale
 
 The command tree is the one `netsim` runs, `netsim.cli.full_app()` (kubectl-like commands,
 trace, cni, proxy, policy registered), turned into a click command with
@@ -22,7 +22,7 @@ from enum import Enum
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-OUTPUT = REPO / "docs" / "main.md"
+OUTPUT = REPO / "docs" / "cli.md"
 GENERATOR = "scripts/gen-cli-reference.py"
 
 if str(REPO) not in sys.path:  # `python scripts/gen-cli-reference.py` puts scripts/ first, not the repo
