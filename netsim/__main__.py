@@ -1,3 +1,3 @@
-from netsim.cli.main import main
+from netsim.cli.app import main
 
 main()

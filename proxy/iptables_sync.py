@@ -58,6 +58,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from netsim import kernel
 from netsim.kernel import netfilter
 from proxy.iptables import (
     FILTER_TOP,
@@ -115,9 +116,9 @@ class Proxier(BaseProxier):
         self.skip_unchanged_top_level = skip_unchanged_top_level
         if localhost_nodeports:
             # As upstream: NodePorts on 127.0.0.1 need route_localnet (KUBE-FIREWALL guards it).
-            netfilter.sysctl("net.ipv4.conf.all.route_localnet", 1, netns=self.path)
+            kernel.sysctl("net.ipv4.conf.all.route_localnet", 1, netns=self.path)
         try:
-            liberal = netfilter.sysctl("net.netfilter.nf_conntrack_tcp_be_liberal", netns=self.path) != "0"
+            liberal = kernel.sysctl("net.netfilter.nf_conntrack_tcp_be_liberal", netns=self.path) != "0"
         except OSError:  # no nf_conntrack in this kernel yet
             liberal = False
         self.renderer = Renderer(node=node, node_ips=node_ips, cluster_cidr=cluster_cidr,

@@ -54,7 +54,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from netsim import kernel
-from netsim.kernel import netfilter
 from proxy.iptables import (
     KUBE_FORWARD,
     KUBE_MARK_MASQ,
@@ -516,7 +515,7 @@ class Proxier(BaseProxier):
         if self._sysctls_done:
             return
         for key, value in SYSCTLS:
-            netfilter.sysctl(key, value, netns=self.path)
+            kernel.sysctl(key, value, netns=self.path)
         self._sysctls_done = True
 
     def _ensure_addresses(self, wanted: set[str], last: set[str] | None) -> int:

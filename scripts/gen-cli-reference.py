@@ -1,12 +1,11 @@
 #!/usr/bin/env python3
-"""Write docs/main.md, the reference of every `netsim` command, from the typer app itself.
+"""Write docs/cli.md, the reference of every `netsim` command, from the typer app itself.
 
-    python scripts/gen-cli-reference.py            # rewrite docs/main.md
-    python scripts/gen-cli-reference.py --check    # exit 1 (with a diff) if docs/main.md is stale
+    python scripts/gen-cli-reference.py            # rewrite docs/cli.md
+    python scripts/gen-cli-reference.py --check    # exit 1 (with a diff) if docs/cli.md is stale
 
-The command tree is the one `netsim` runs, `netsim.cli.full_app()` (kubectl-like commands,
-trace, cni, proxy, policy registered), turned into a click command with
-`typer.main.get_command`.  Commands and sub-commands are
+The command tree is the one `netsim` runs: netsim.cli.app's root group, which loads each command
+of the table in netsim.cli.commands as the walk asks for it.  Commands and sub-commands are
 listed depth-first in sorted order; arguments in their positional order, options sorted by name.
 Nothing in the output depends on the machine: the repository's own path in a default is
 written as `<repo>`.
@@ -22,7 +21,7 @@ from enum import Enum
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-OUTPUT = REPO / "docs" / "main.md"
+OUTPUT = REPO / "docs" / "cli.md"
 GENERATOR = "scripts/gen-cli-reference.py"
 
 if str(REPO) not in sys.path:  # `python scripts/gen-cli-reference.py` puts scripts/ first, not the repo
@@ -30,12 +29,12 @@ if str(REPO) not in sys.path:  # `python scripts/gen-cli-reference.py` puts scri
 
 
 def netsim_command():
-    """The click command `netsim` runs, with every sub-command registered."""
+    """The click command `netsim` runs; walking it loads every sub-command."""
     import typer.main
 
-    from netsim.cli import main
+    from netsim.cli.app import app
 
-    return typer.main.get_command(main.full_app())
+    return typer.main.get_command(app)
 
 
 def _context(command, name: str, parent=None):

@@ -14,15 +14,11 @@ from typing import Annotated
 
 import typer
 
+from netsim.cli.common import err
 from netsim.cni import runtime, spec
 
 cni_app = typer.Typer(help="CNI runtime and plugins (like cnitool): add, del, check, status, gc, path, install.",
                       no_args_is_help=True)
-
-
-def _err(msg: str, code: int = 1) -> typer.Exit:
-    typer.echo(msg, err=True)
-    return typer.Exit(code)
 
 
 def _runtime() -> runtime.Runtime:
@@ -35,7 +31,7 @@ def _netlist(net: str) -> runtime.NetworkList:
     try:
         return runtime.load_conflist(conf_dir, net)
     except FileNotFoundError as exc:
-        raise _err(f"error: {exc} (set NETCONFPATH to the directory holding it)") from exc
+        raise err(f"error: {exc} (set NETCONFPATH to the directory holding it)") from exc
 
 
 def _rt(netns: str, cache_dir: str) -> runtime.RuntimeConf:
@@ -47,7 +43,7 @@ def _rt(netns: str, cache_dir: str) -> runtime.RuntimeConf:
     try:
         caps = json.loads(os.environ.get("CAP_ARGS") or "{}")
     except ValueError as exc:
-        raise _err(f"error: CAP_ARGS is not valid JSON: {exc}") from exc
+        raise err(f"error: CAP_ARGS is not valid JSON: {exc}") from exc
     return runtime.RuntimeConf(container_id=container_id, netns=os.path.abspath(netns),
                                ifname=os.environ.get("CNI_IFNAME", "eth0"), args=args, capability_args=caps,
                                cache_dir=cache_dir)
@@ -61,7 +57,7 @@ def _run(fn, *args):
         return fn(*args)
     except runtime.PluginError as exc:
         typer.echo(json.dumps(exc.error), err=True)
-        raise _err(f"error: {exc}", 1) from exc
+        raise err(f"error: {exc}", 1) from exc
 
 
 @cni_app.command("add")

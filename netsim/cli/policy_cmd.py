@@ -9,8 +9,7 @@ from typing import Annotated
 
 import typer
 
-from netsim.cli.kubectl import open_cluster_store
-from netsim.cli.main import err
+from netsim.cli.common import err, open_cluster_store
 from netsim.model import k8s
 from netsim.node import policy
 from netsim.observe import probe

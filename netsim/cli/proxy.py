@@ -12,6 +12,7 @@ import typer
 
 from netsim.api.registry import read_config
 from netsim.api.store import open_store
+from netsim.cli.common import err, print_table, running_cluster
 from netsim.kernel import netfilter
 from netsim.model import k8s
 from proxy import iptables, ipvs, proxier
@@ -42,62 +43,57 @@ def chain_names(store) -> dict[str, tuple[str, str, str]]:
     return out
 
 
-def register(app: typer.Typer, running_cluster, err) -> None:
-    @proxy_app.command("rules")
-    def rules(
-        node: Annotated[str, typer.Argument(help="Node name.")],
-        output: Annotated[RulesOutput, typer.Option("--output", "-o", help="raw: iptables-save with each hashed "
-                                                    "chain annotated; table: one row per chain.")] = RulesOutput.table,
-        cluster: Annotated[str | None, typer.Option("--cluster", "-c", envvar="NETSIM_CLUSTER")] = None,
-    ) -> None:
-        """Show the rules kube-proxy rendered on NODE (nftables mode: its table as nft lists it; ipvs mode: its
-        virtual servers)."""
-        c = running_cluster(cluster)
-        member = c.members.get(node)
-        if member is None or member.kind != "node":
-            raise err(f"error: no node {node!r} in cluster {c.name!r}", 1)
-        store = open_store(c.store_url)
-        try:
-            names = chain_names(store)
-            mode = read_config(store).proxy_mode
-            ports = service_ports(store.list(k8s.prefix("Service"))[0], store.list(k8s.prefix("EndpointSlice"))[0])
-        finally:
-            store.close()
-        mode, why = ipvs.effective_mode(mode, load=False)
-        if why:
-            typer.echo(f"# kube-proxy mode is ipvs, but {why}: it rendered iptables rules", err=True)
-        if mode == "ipvs":
-            _show_ipvs(_netns_path(member.netns), node, ports, output)
-            return
-        if mode == "nftables":
-            # nftables mode's chains already carry ns/name/proto/port after their hash.
-            typer.echo(netfilter.run(["nft", "list", "table", "ip", "kube-proxy"], netns=member.netns)
-                       .stdout.decode(), nl=False)
-            return
-        backend = proxier.BACKENDS[proxier.DEFAULT_BACKEND]
-        saved = netfilter.run([backend.save], netns=member.netns).stdout.decode()
-        if output is RulesOutput.raw:
-            for line in saved.splitlines():
-                found = sorted({m for m in CHAIN.findall(line) if m in names})
-                notes = "; ".join(f"{m} = {names[m][1]}" + (f" -> {names[m][2]}" if names[m][2] else "")
-                                  for m in found)
-                typer.echo(f"{line}    # {notes}" if notes else line)
-            return
-        counts = {(t.name, chain): len(rules) for t in netfilter.parse_save(saved).values()
-                  for chain, rules in t.chains.items() if rules}
-        rows = [("TABLE", "CHAIN", "RULES", "KIND", "SERVICE PORT", "ENDPOINT")]
-        for (table_name, chain), n in sorted(counts.items()):
-            if not chain.startswith("KUBE-"):
-                continue
-            kind, label, endpoint = names.get(chain, ("", "", ""))
-            if CHAIN.fullmatch(chain) and not kind:
-                kind = "stale (no such Service now)"
-            rows.append((table_name, chain, str(n), kind or "kube-proxy", label or "-", endpoint or "-"))
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        for r in rows:
-            typer.echo("   ".join(col.ljust(w) for col, w in zip(r, widths, strict=True)).rstrip())
-
-    app.add_typer(proxy_app, name="proxy")
+@proxy_app.command("rules")
+def rules(
+    node: Annotated[str, typer.Argument(help="Node name.")],
+    output: Annotated[RulesOutput, typer.Option("--output", "-o", help="raw: iptables-save with each hashed "
+                                                "chain annotated; table: one row per chain.")] = RulesOutput.table,
+    cluster: Annotated[str | None, typer.Option("--cluster", "-c", envvar="NETSIM_CLUSTER")] = None,
+) -> None:
+    """Show the rules kube-proxy rendered on NODE (nftables mode: its table as nft lists it; ipvs mode: its
+    virtual servers)."""
+    c = running_cluster(cluster)
+    member = c.members.get(node)
+    if member is None or member.kind != "node":
+        raise err(f"error: no node {node!r} in cluster {c.name!r}", 1)
+    store = open_store(c.store_url)
+    try:
+        names = chain_names(store)
+        mode = read_config(store).proxy_mode
+        ports = service_ports(store.list(k8s.prefix("Service"))[0], store.list(k8s.prefix("EndpointSlice"))[0])
+    finally:
+        store.close()
+    mode, why = ipvs.effective_mode(mode, load=False)
+    if why:
+        typer.echo(f"# kube-proxy mode is ipvs, but {why}: it rendered iptables rules", err=True)
+    if mode == "ipvs":
+        _show_ipvs(_netns_path(member.netns), node, ports, output)
+        return
+    if mode == "nftables":
+        # nftables mode's chains already carry ns/name/proto/port after their hash.
+        typer.echo(netfilter.run(["nft", "list", "table", "ip", "kube-proxy"], netns=member.netns)
+                   .stdout.decode(), nl=False)
+        return
+    backend = proxier.BACKENDS[proxier.DEFAULT_BACKEND]
+    saved = netfilter.run([backend.save], netns=member.netns).stdout.decode()
+    if output is RulesOutput.raw:
+        for line in saved.splitlines():
+            found = sorted({m for m in CHAIN.findall(line) if m in names})
+            notes = "; ".join(f"{m} = {names[m][1]}" + (f" -> {names[m][2]}" if names[m][2] else "")
+                              for m in found)
+            typer.echo(f"{line}    # {notes}" if notes else line)
+        return
+    counts = {(t.name, chain): len(rules) for t in netfilter.parse_save(saved).values()
+              for chain, rules in t.chains.items() if rules}
+    rows = [("TABLE", "CHAIN", "RULES", "KIND", "SERVICE PORT", "ENDPOINT")]
+    for (table_name, chain), n in sorted(counts.items()):
+        if not chain.startswith("KUBE-"):
+            continue
+        kind, label, endpoint = names.get(chain, ("", "", ""))
+        if CHAIN.fullmatch(chain) and not kind:
+            kind = "stale (no such Service now)"
+        rows.append((table_name, chain, str(n), kind or "kube-proxy", label or "-", endpoint or "-"))
+    print_table(rows)
 
 
 def _show_ipvs(path: str, node: str, ports, output: RulesOutput) -> None:
@@ -123,9 +119,7 @@ def _show_ipvs(path: str, node: str, ports, output: RulesOutput) -> None:
             service, role = "-", "stale (no such Service now)"
         rows.append((service, role, f"{vs.protocol.upper()} {vs.address}", vs.scheduler,
                      f"{vs.persistence}s" if vs.persistence else "-", ", ".join(sorted(reals)) or "(none: refused)"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        typer.echo("   ".join(col.ljust(w) for col, w in zip(r, widths, strict=True)).rstrip())
+    print_table(rows)
 
 
 def _netns_path(netns: str) -> str:

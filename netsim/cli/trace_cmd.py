@@ -7,12 +7,10 @@ from typing import Annotated
 
 import typer
 
-from netsim.cli.kubectl import open_cluster_store
-from netsim.cli.main import ClusterOpt, app, err, require_root, whole_cluster_here
+from netsim.cli.common import ClusterOpt, err, open_cluster_store, require_root, whole_cluster_here
 from netsim.observe import probe, trace
 
 
-@app.command(name="trace")
 def trace_cmd(
     src: Annotated[str, typer.Argument(help=f"Where the packet starts: {probe.REFS}.")],
     dst: Annotated[str, typer.Argument(help=f"Where it goes: {probe.REFS}.")],

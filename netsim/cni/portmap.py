@@ -36,6 +36,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
+from netsim import kernel
 from netsim.cni import spec
 from netsim.kernel import netfilter
 
@@ -426,7 +427,7 @@ def _route_localnet(addr, env: dict[str, str]) -> None:
     if "/" in dev or dev in (".", ".."):
         return
     # A dot in an interface's name is a slash in a sysctl key.
-    netfilter.sysctl(f"net.ipv4.conf.{dev.replace('.', '/')}.route_localnet", 1)
+    kernel.sysctl(f"net.ipv4.conf.{dev.replace('.', '/')}.route_localnet", 1)
 
 
 def _flush_udp_conntrack(conf: Conf, family: int, env: dict[str, str]) -> None:

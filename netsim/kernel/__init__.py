@@ -55,11 +55,15 @@ from netsim.kernel.netns import (
     remove_netns,
     remove_netns_etc,
     socket_in,
+    standing_in,
+    sysctl,
     terminate,
     write_netns_etc,
 )
 
 __all__ = [
+    "sysctl",
+    "standing_in",
     "FR_ACT_BLACKHOLE",
     "RTPROT_STATIC",
     "RTPROT_KERNEL",

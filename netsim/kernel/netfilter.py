@@ -15,13 +15,12 @@ Standard library only, and nothing heavy at import: CNI plugins import this on e
 
 from __future__ import annotations
 
-import contextlib
 import shlex
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from netsim.kernel.netns import KernelError, entered, netns_path
+from netsim.kernel.netns import KernelError, standing_in
 
 TOOL_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 TIMEOUT = 30.0
@@ -42,10 +41,6 @@ def _where(netns: str | None) -> str:
     return "" if netns is None else f" in {netns}"
 
 
-def _standing_in(netns: str | None) -> contextlib.AbstractContextManager:
-    if netns is None:
-        return contextlib.nullcontext()
-    return entered(netns if "/" in netns else netns_path(netns))
 
 
 def _env(search_path: Iterable[str]) -> dict[str, str]:
@@ -63,7 +58,7 @@ def run(argv: Sequence[str], *, netns: str | None = None, stdin: bytes = b"", ti
     ``argv[0]`` as its name (xtables-*-multi dispatches on it)."""
     where = _where(netns)
     try:
-        with _standing_in(netns):
+        with standing_in(netns):
             proc = subprocess.run(list(argv), executable=executable, input=stdin, capture_output=True,
                                   timeout=timeout, check=False, env=_env(search_path))
     except subprocess.TimeoutExpired as exc:
@@ -82,7 +77,7 @@ def start(argv: Sequence[str], *, netns: str | None = None, stdin=subprocess.PIP
     """Start ``argv`` in ``netns`` and return at once, for a caller that feeds its input while
     still producing it; the caller waits for it (and kills it if it must)."""
     try:
-        with _standing_in(netns):
+        with standing_in(netns):
             return subprocess.Popen(list(argv), stdin=stdin, stdout=stdout, stderr=stderr, env=_env(search_path))
     except OSError as exc:
         raise ToolError(f"{argv[0]}{_where(netns)} could not start: {exc.strerror or exc}", argv, netns) from exc
@@ -192,21 +187,3 @@ def restore(text: str, tool: str = "iptables-restore", *, netns: str | None = No
     argv = [tool, "--noflush", *(["--counters"] if counters else []), "-w", "5"]
     return run(argv, netns=netns, stdin=text.encode(), check=check, timeout=timeout, executable=executable,
                search_path=search_path)
-
-
-# -- sysctls ------------------------------------------------------------------------------
-_KEY_TO_PATH = str.maketrans("./", "/.")
-
-
-def sysctl(key: str, value: str | int | None = None, *, netns: str | None = None) -> str:
-    """Read, or write then read, a sysctl (``net.ipv4.ip_forward``) of ``netns``.  The net.*
-    ones are per namespace, and /proc/sys/net resolves against the namespace of the thread
-    that opens it, so the file is opened standing in ``netns`` (None: the calling thread's).
-    As for sysctl(8), a ``/`` in the key is a dot in a name (``net.ipv4.conf.eth0/100.forwarding``)."""
-    path = "/proc/sys/" + key.translate(_KEY_TO_PATH)
-    with _standing_in(netns):
-        if value is not None:
-            with open(path, "w") as f:
-                f.write(str(value))
-        with open(path) as f:
-            return f.read().strip()

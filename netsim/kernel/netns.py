@@ -108,6 +108,32 @@ def entered(path: str) -> Iterator[None]:
         os.close(home)
 
 
+def standing_in(netns: str | None) -> contextlib.AbstractContextManager:
+    """entered() for a namespace given by name or path; None stays where the thread is."""
+    if netns is None:
+        return contextlib.nullcontext()
+    return entered(netns if "/" in netns else netns_path(netns))
+
+
+# -- sysctls (the net.* ones are per namespace) -------------------------------------------
+_KEY_TO_PATH = str.maketrans("./", "/.")
+
+
+def sysctl(key: str, value: str | int | None = None, *, netns: str | None = None) -> str:
+    """Read, or write then read, a sysctl (``net.ipv4.ip_forward``) of ``netns``.  The net.*
+    ones are per namespace, and /proc/sys/net resolves against the namespace of the thread
+    that opens it, so the file is opened standing in ``netns`` (None: the calling thread's).
+    As for sysctl(8), a ``/`` in the key is a dot in a name (``net.ipv4.conf.eth0/100.forwarding``)."""
+    path = "/proc/sys/" + key.translate(_KEY_TO_PATH)
+    with standing_in(netns):
+        if value is not None:
+            with open(path, "w") as f:
+                f.write(str(value))
+        with open(path) as f:
+            return f.read().strip()
+
+
+
 NLM_F_REQUEST = 0x1
 NLM_F_ACK = 0x4
 NLM_F_DUMP = 0x300
@@ -726,8 +752,6 @@ class Namespace:
     # -- sysctls ----------------------------------------------------------------------
     def sysctl(self, key: str, value: str | int | None = None) -> str:
         """Read, or write then read, a net.* sysctl of this namespace."""
-        from netsim.kernel.netfilter import sysctl  # which imports this module
-
         return sysctl(key, value, netns=self.path)
 
 

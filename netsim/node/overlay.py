@@ -150,7 +150,7 @@ def _host_bridges_as_before() -> None:
     back to off, which is how its bridges behaved before the module was there."""
     for table in ("iptables", "ip6tables", "arptables"):
         with contextlib.suppress(OSError):
-            netfilter.sysctl(f"net.bridge.bridge-nf-call-{table}", 0)
+            kernel.sysctl(f"net.bridge.bridge-nf-call-{table}", 0)
     log.info("loaded br_netfilter; the host's own bridge-nf-call sysctls set back to 0")
 
 

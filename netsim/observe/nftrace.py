@@ -14,7 +14,6 @@ import struct
 from dataclasses import dataclass, field
 
 from netsim import kernel
-from netsim.kernel import netfilter
 
 NETLINK_NETFILTER = 12
 SOL_NETLINK = 270
@@ -165,8 +164,8 @@ class LegacyTraceListener(_Listener):
         self._config(NFULNL_CFG_CMD_BIND)
         mode = struct.pack("!IBB", 0xFFFF, NFULNL_COPY_PACKET, 0)
         self._send(_attr(NFULA_CFG_MODE, mode) + _attr(NFULA_CFG_QTHRESH, struct.pack("!I", 1)))
-        self.previous_logger = netfilter.sysctl(self.SYSCTL, netns=netns)
-        netfilter.sysctl(self.SYSCTL, "nfnetlink_log", netns=netns)
+        self.previous_logger = kernel.sysctl(self.SYSCTL, netns=netns)
+        kernel.sysctl(self.SYSCTL, "nfnetlink_log", netns=netns)
 
     def _config(self, command: int, check: bool = True) -> None:
         self._send(_attr(NFULA_CFG_CMD, struct.pack("B", command)), check)
@@ -186,7 +185,7 @@ class LegacyTraceListener(_Listener):
 
     def close(self) -> None:
         with contextlib.suppress(OSError):  # the namespace went away with its cluster
-            netfilter.sysctl(self.SYSCTL, self.previous_logger or "NONE", netns=self.netns)
+            kernel.sysctl(self.SYSCTL, self.previous_logger or "NONE", netns=self.netns)
         super().close()
 
     def events(self) -> list[RuleEvent]:

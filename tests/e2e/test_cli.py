@@ -10,7 +10,7 @@ import time
 from typer.testing import CliRunner
 
 from netsim import kernel
-from netsim.cli import main
+from netsim.cli.app import app
 from netsim.model import names, state
 from tests.conftest import REPO, run_netsim, unique_name
 
@@ -138,7 +138,7 @@ def test_commands_that_need_root_say_so(monkeypatch):
     # The euid check is pure logic; running the real binary as another user would need the
     # interpreter to be readable by that user, which a root-owned venv is not.
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    result = CliRunner().invoke(main.app, ["down", "x"])
+    result = CliRunner().invoke(app, ["down", "x"])
     assert result.exit_code == 1
     assert "needs root" in result.output and "sudo netsim down" in result.output
 

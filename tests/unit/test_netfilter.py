@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from netsim import kernel
 from netsim.kernel import netfilter
 from netsim.observe import trace
 from proxy import ipvs, proxier
@@ -89,9 +90,9 @@ def test_run_gives_tools_a_fixed_environment(monkeypatch):
 
 
 def test_sysctl_keys_read_as_sysctl8_writes_them():
-    assert netfilter.sysctl("kernel.ostype") == "Linux"
+    assert kernel.sysctl("kernel.ostype") == "Linux"
     with pytest.raises(FileNotFoundError, match="/proc/sys/net/ipv4/conf/eth0.100/forwarding"):
-        netfilter.sysctl("net.ipv4.conf.eth0/100.forwarding", netns=None)
+        kernel.sysctl("net.ipv4.conf.eth0/100.forwarding", netns=None)
 
 
 def test_every_mode_is_a_proxier():

@@ -1,4 +1,7 @@
-"""The `netsim` command line, shaped like kind and kubectl."""
+"""The kind-shaped commands: up, join, down, status, exec, and node add/delete.
+
+netsim.fabric.control_plane (which imports the node agent) is imported by the commands that
+start a control plane, not here: down, status and exec do without it."""
 
 from __future__ import annotations
 
@@ -6,78 +9,28 @@ import os
 import signal
 import sys
 import time
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from netsim import fabric, kernel
-from netsim.fabric import control_plane
+from netsim.cli.common import (
+    ClusterOpt,
+    Output,
+    age,
+    err,
+    print_table,
+    require_root,
+    resolve_cluster,
+    running_cluster,
+    whole_cluster_here,
+)
 from netsim.model import names, state
 from netsim.model.scenario import ScenarioError, load_scenario, manifest_objects
 from netsim.node import podnet
 
 DEFAULT_SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "basic.yaml"
-
-app = typer.Typer(
-    help="netsim: a Kubernetes dataplane emulator built from real namespaces, links and rules.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,  # help texts are plain: "etcd://HOST:PORT[/PREFIX]" is not markup
-)
-
-ClusterOpt = Annotated[
-    str | None,
-    typer.Option("--cluster", "-c", envvar="NETSIM_CLUSTER",
-                 help="Cluster to act on (default: $NETSIM_CLUSTER, else the only cluster that is up)."),
-]
-
-
-class Output(StrEnum):
-    table = "table"
-    wide = "wide"
-    json = "json"
-    yaml = "yaml"
-
-
-def err(msg: str, code: int = 1) -> typer.Exit:
-    typer.echo(msg, err=True)
-    return typer.Exit(code)
-
-
-def require_root(action: str) -> None:
-    if os.geteuid() != 0:
-        raise err(f"netsim {action} needs root: it creates and inspects network namespaces. "
-                  f"Run it with sudo (sudo netsim {action} ...).")
-
-
-def resolve_cluster(cluster: str | None) -> str:
-    if cluster:
-        return cluster
-    known = state.known_clusters()
-    if len(known) == 1:
-        return known[0]
-    if not known:
-        raise err("no cluster is up; start one with `netsim up`")
-    raise err(f"several clusters are up ({', '.join(known)}); pick one with --cluster/-c or NETSIM_CLUSTER")
-
-
-def _running_cluster(cluster: str | None) -> fabric.Cluster:
-    name = resolve_cluster(cluster)
-    c = fabric.load_cluster(name)
-    if c is None:
-        raise err(f"cluster {name!r} has no state (a crashed `up`?); remove it with `netsim down {name}`")
-    return c
-
-
-def whole_cluster_here(c: fabric.Cluster, command: str) -> None:
-    """Commands that need every namespace of the cluster on this machine (trace, graph, node
-    add/delete, up) refuse on a machine that runs one node of a multi-machine cluster."""
-    if c.joined:
-        raise err(f"error: netsim {command} needs the whole cluster on one machine; this machine runs node "
-                  f"{c.joined.node} of cluster {c.name!r} (netsim join): use probe, check, get, exec here", 2)
 
 
 def _raise_interrupt(signum, _frame):
@@ -111,7 +64,6 @@ def _load_for_creation(scenario: Path, name: str | None):
     return scn, objects
 
 
-@app.command()
 def up(
     scenario: Annotated[Path, typer.Argument(help="Scenario file.")] = DEFAULT_SCENARIO,
     name: Annotated[str | None, typer.Option("--name", "-n", help="Cluster name (overrides the file's).")] = None,
@@ -120,6 +72,8 @@ def up(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the agent and the manifests.")] = 120.0,
 ) -> None:
     """Build the cluster a scenario describes (idempotent: converges a cluster that is up)."""
+    from netsim.fabric import control_plane
+
     scn, objects = _load_for_creation(scenario, name)
     if store is not None and not store.startswith("etcd://"):
         raise err(f"error: --store {store!r}: use etcd://HOST:PORT[/PREFIX], or leave it out for SQLite"
@@ -163,7 +117,6 @@ def up(
                err=True)
 
 
-@app.command()
 def join(
     scenario: Annotated[Path, typer.Argument(help="The cluster's scenario file (the same on every machine).")],
     store: Annotated[str, typer.Option(help="The cluster's shared store: etcd://HOST:PORT[/PREFIX].")],
@@ -177,6 +130,7 @@ def join(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the agent and the manifests.")] = 120.0,
 ) -> None:
     """Run one node of a cluster whose nodes span several machines (agent, NIC, shared etcd)."""
+    from netsim.fabric import control_plane
     from netsim.fabric import join as join_mod
 
     scn, objects = _load_for_creation(scenario, name)
@@ -224,7 +178,6 @@ def join(
                f"`netsim down {cluster.name}` takes it out and gives {uplink} back.", err=True)
 
 
-@app.command()
 def down(
     name: Annotated[str | None, typer.Argument(help="Cluster to remove.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Remove every netsim cluster on this host.")] = False,
@@ -244,7 +197,6 @@ def down(
             typer.echo(f"cluster {target!r} was not up; nothing to delete", err=True)
 
 
-@app.command()
 def status() -> None:
     """List the clusters on this host."""
     require_root("status")
@@ -259,18 +211,7 @@ def status() -> None:
     if len(rows) == 1:
         typer.echo("no netsim clusters on this host", err=True)
         return
-    _table(rows)
-
-
-def age(since: float) -> str:
-    s = int(time.time() - since)
-    return f"{s}s" if s < 120 else f"{s // 60}m" if s < 7200 else f"{s // 3600}h"
-
-
-def _table(rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        typer.echo("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    print_table(rows)
 
 
 def _target_netns(c: fabric.Cluster, target: str) -> str:
@@ -298,7 +239,6 @@ def _target_netns(c: fabric.Cluster, target: str) -> str:
     return m.netns
 
 
-@app.command(name="exec")
 def exec_(
     target: Annotated[str, typer.Argument(help="node/NAME, host/NAME or pod/NAMESPACE/NAME.")],
     command: Annotated[list[str], typer.Argument(help="Command and its arguments, after --.")],
@@ -308,7 +248,7 @@ def exec_(
     if not command:
         raise err("error: give the command after --, e.g. netsim exec node/worker1 -- ip route", 2)
     require_root("exec")
-    netns = _target_netns(_running_cluster(cluster), target)
+    netns = _target_netns(running_cluster(cluster), target)
     sys.stdout.flush()
     # `ip netns exec` also bind-mounts /etc/netns/<name>/* and remounts /sys for the namespace,
     # which later issues rely on (resolv.conf); exec replaces this process, so no fork.
@@ -317,10 +257,11 @@ def exec_(
 
 node_app = typer.Typer(help="Add nodes to a running cluster or take them out (like kind/kubeadm join and delete).",
                        no_args_is_help=True)
-app.add_typer(node_app, name="node")
 
 
 def _change_nodes(cluster: str | None, change, timeout: float) -> fabric.Cluster:
+    from netsim.fabric import control_plane
+
     require_root("node")
     c = fabric.load_cluster(resolve_cluster(cluster))
     if c is None or c.phase != "up":
@@ -378,28 +319,3 @@ def node_delete(
 
     c = _change_nodes(cluster, drop, timeout)
     typer.echo(f"node/{name} removed from cluster {c.name!r}", err=True)
-
-
-def full_app() -> typer.Typer:
-    """The app with every command registered: those that live in other modules come in here,
-    once (importing them at the top would make every command pay for their imports)."""
-    if any(group.name == "cni" for group in app.registered_groups):
-        return app
-    import netsim.cli.kubectl  # noqa: F401  (registers apply, get, delete, describe, probe, agent)
-    import netsim.cli.trace_cmd  # noqa: F401  (registers trace)
-    from netsim.cli.cni import cni_app
-    from netsim.cli.policy_cmd import policy_app
-    from netsim.cli.proxy import register as register_proxy
-
-    app.add_typer(cni_app, name="cni")
-    register_proxy(app, _running_cluster, err)
-    app.add_typer(policy_app, name="policy")
-    return app
-
-
-def main() -> None:
-    full_app()()
-
-
-if __name__ == "__main__":
-    main()
