@@ -25,6 +25,7 @@ from netsim.model import names
 from netsim.node import podnet, policy
 from netsim.observe import probe
 from tests.conftest import SCENARIO, K8s, run_netsim, unique_name
+from tests.unit.test_manifest_nulls import RECIPE
 
 NAMESPACES = ("x", "y", "z")
 PODS = ("a", "b", "c")
@@ -220,18 +221,7 @@ def test_null_fields_mean_unset_as_in_the_recipes(c):
     """The policy recipe with `matchLabels:` left empty (null): a real cluster stores it with the
     empty selector, so every pod of the namespace admits its own namespace and no other.  Then
     `ingress:` left empty: no ingress rules, every pod of the namespace isolated."""
-    c.apply_policies("""kind: NetworkPolicy
-apiVersion: networking.k8s.io/v1
-metadata:
-  namespace: x
-  name: deny-from-other-namespaces
-spec:
-  podSelector:
-    matchLabels:
-  ingress:
-  - from:
-    - podSelector: {}
-""")
+    c.apply_policies(RECIPE.replace("namespace: default", "namespace: x"))
     stored = json.loads(c("get", "networkpolicy", "deny-from-other-namespaces", "-n", "x", "-o", "json").stdout)
     assert stored["spec"]["podSelector"] == {}
     compare(c, Matrix().deny(to="x/*").allow(frm="x/*", to="x/*"), 80, "TCP")
