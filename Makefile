@@ -18,6 +18,7 @@ test: install
 	.venv/bin/pytest
 
 bench: install
+	.venv/bin/python bench/cli_start.py
 	.venv/bin/python bench/bringup.py
 	.venv/bin/python bench/store.py
 	.venv/bin/python bench/cni_latency.py
