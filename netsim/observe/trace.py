@@ -27,8 +27,8 @@ from netsim.cni import gate
 from netsim.kernel import libnft, netfilter
 from netsim.model import k8s, names
 from netsim.node import podnet
-from netsim.observe import nftrace, probe
-from netsim.observe.packets import Flow, Follower, Frame, IPv4, parse_frame, parse_ip
+from netsim.observe import nftrace, policydrop, probe
+from netsim.observe.packets import Flow, Follower, Frame, parse_frame, parse_ip
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
@@ -506,22 +506,6 @@ def build_hops(caps: list[Capture], events: dict[str, list[nftrace.RuleEvent]], 
     return hops
 
 
-def _policy_names(store: Store, cluster: fabric.Cluster, p: IPv4) -> str:
-    from netsim.node import policy
-
-    policies, pods, namespaces = policy.inputs(store)
-    node_ips = [m.ip for m in cluster.members.values() if m.kind == "node"]
-    v = policy.evaluate(policies, pods, namespaces, p.src, p.dst, p.proto_name, p.dport or None, node_ips)
-    if v.allowed:
-        return "NetworkPolicy (the rules now in the store allow it: a change not yet rendered?)"
-    parts = []
-    if v.egress_policies and not v.egress_rule:
-        parts.append(f"egress of {p.src} isolated by {', '.join(v.egress_policies)}, no rule admits it")
-    if v.ingress_policies and not v.ingress_rule:
-        parts.append(f"ingress of {p.dst} isolated by {', '.join(v.ingress_policies)}, no rule admits it")
-    return "NetworkPolicy: " + "; ".join(parts)
-
-
 def verdict_of(flow: Flow, fwd: list[Capture], rev: list[Capture], fwd_events: list[tuple[str, nftrace.RuleEvent]],
                where: Places, source_netns: str, cluster: fabric.Cluster, store: Store) -> dict:
     def place(netns: str) -> str:
@@ -540,8 +524,13 @@ def verdict_of(flow: Flow, fwd: list[Capture], rev: list[Capture], fwd_events: l
             return {"result": "REJECTED", "where": place(netns), "by": _component(e), "reason": reason}
         if kind == "DROP" or (e.source == "nft" and e.verdict == "drop"):
             if e.table.startswith("netsim-policy"):
-                p = fwd[-1].frame.packet if fwd else None
-                by = _policy_names(store, cluster, p) if p else "NetworkPolicy"
+                # the packet at the drop rule's hook (after DNAT), not the last capture,
+                # which may still carry the ClusterIP and Service port
+                p = parse_ip(e.packet) if e.packet else None
+                if p is None and fwd:
+                    p = fwd[-1].frame.packet
+                node_ips = [m.ip for m in cluster.members.values() if m.kind == "node"]
+                by = policydrop.explain(store, node_ips, p) if p else "NetworkPolicy"
             else:
                 by = _component(e)
             return {"result": "DROPPED", "where": place(netns), "by": by, "reason": reason}
