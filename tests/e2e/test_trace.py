@@ -61,10 +61,24 @@ metadata: {name: locked}
 ---
 apiVersion: v1
 kind: Pod
-metadata: {name: vault, namespace: locked}
+metadata: {name: vault, namespace: locked, labels: {app: near}}
 spec:
   nodeName: worker2
   containers: [{name: c, image: agnhost, ports: [{containerPort: 80}]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: near, namespace: locked, labels: {app: near}}
+spec:
+  nodeName: worker1
+  containers: [{name: c, image: agnhost, ports: [{containerPort: 80}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: near, namespace: locked}
+spec:
+  selector: {app: near}
+  ports: [{port: 8080, targetPort: 80}]
 ---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -163,6 +177,28 @@ def test_policy_drop_names_the_policy(k8s):
     code, answer = k8s.probe("pod/default/client", "pod/locked/vault", "--port", "80", "--timeout", "0.5")
     assert code == 1 and answer["result"] == "deny"
     assert answer["droppedAt"] == "node worker2" and "locked/deny-all" in answer["droppedBy"], answer
+
+
+def test_policy_drop_behind_a_service_names_the_policy(k8s):
+    """A Service with two isolated endpoints, one on the client's node (worker1), one not.  The
+    explanation is judged on the packet the drop rule saw (after kube-proxy's DNAT: the pod's
+    address, port 80), not on the last capture, which may be the ClusterIP and port 8080: then
+    no pod is selected and it said "the rules now in the store allow it"."""
+    ips = {json.loads(k8s("get", "pod", p, "-n", "locked", "-o", "json").stdout)["status"]["podIP"]
+           for p in ("near", "vault")}
+    for _ in range(6):  # kube-proxy picks an endpoint at random: both kinds of drop
+        code, t = trace(k8s, "pod/default/client", "svc/locked/near")
+        v = t["verdict"]
+        assert code == 1 and v["result"] == "DROPPED", v
+        assert "locked/deny-all" in v["by"] and "allow it" not in v["by"], v
+        assert any(f"ingress of {ip}:80 " in v["by"] for ip in ips), v
+        code, answer = k8s.probe("pod/default/client", "svc/locked/near", "--timeout", "0.5")
+        assert code == 1 and answer["result"] == "deny"
+        assert "locked/deny-all" in answer["droppedBy"] and "allow it" not in answer["droppedBy"], answer
+    explain = run_netsim("policy", "explain", "pod/default/client", "svc/locked/near", "-c", k8s.name)
+    assert explain.returncode == 1, explain.stderr  # 1: denied
+    explain = explain.stdout
+    assert "locked/deny-all" in explain and "DENIED" in explain, explain
 
 
 def test_a_pod_whose_gate_is_closed_is_dropped_by_its_gate(k8s):
