@@ -20,7 +20,7 @@ for ip in $($netsim get nodes -o json -c $cluster |
   $netsim exec host/client -c $cluster -- ping -c 1 -W 2 "$ip" | grep -E "bytes from|100% packet loss"
 done
 echo
-echo "== pods from scenarios/manifests/web.yaml: a Deployment of 3 spread over the workers, and the seeds' busybox"
+echo "== pods from scenarios/manifests/web.yaml: a Deployment of 3 spread over the workers, and 'client', a busybox pod (label app=busybox)"
 $netsim get pods -o wide -c $cluster
 $netsim get deployments -c $cluster
 $netsim get services -c $cluster
@@ -60,8 +60,17 @@ echo
 echo "== NetworkPolicy: deny all ingress to the web pods, then let only the client in on port 80"
 printf '%s\n' 'apiVersion: networking.k8s.io/v1' 'kind: NetworkPolicy' 'metadata: {name: web-deny-all}' \
   'spec: {podSelector: {matchLabels: {app: web}}, policyTypes: [Ingress]}' | $netsim apply -f - -c $cluster
-$netsim probe pod/default/client svc/default/web --timeout 1 -c $cluster || true
-$netsim policy explain pod/default/client svc/default/web -c $cluster | head -4 || true
+# The probe's explanation of the drop must agree with `policy explain`: both name web-deny-all.
+dropped=$($netsim probe pod/default/client svc/default/web --timeout 1 -c $cluster || true)
+echo "$dropped"
+explained=$($netsim policy explain pod/default/client svc/default/web -c $cluster || true)
+echo "$explained" | head -4
+for said in "$dropped" "$explained"; do
+  if [[ $said != *default/web-deny-all* || $said == *"allow it"* ]]; then
+    echo "demo: the drop is not explained by default/web-deny-all: $said" >&2
+    exit 1
+  fi
+done
 printf '%s\n' 'apiVersion: networking.k8s.io/v1' 'kind: NetworkPolicy' 'metadata: {name: web-from-client}' \
   'spec: {podSelector: {matchLabels: {app: web}}, ingress: [{from: [{podSelector: {matchLabels: {app: busybox}}}], ports: [{port: 80}]}]}' \
   | $netsim apply -f - -c $cluster
@@ -71,12 +80,12 @@ $netsim delete networkpolicy --all -c $cluster >/dev/null
 echo
 echo "== each pod's network came from CNI plugins (spec 1.1), run by the agent as a container runtime runs them"
 state=${NETSIM_STATE_DIR:-/run/netsim}/$cluster/nodes/$node
-echo "-- $node's conflist (as kube-flannel installs it): flannel -> bridge + host-local, then portmap"
+echo "-- $node's conflist: flannel (delegating to bridge + host-local), then portmap, as kube-flannel installs it; then netsim-policy, the gate that keeps a pod closed until its NetworkPolicy rules are written"
 .venv/bin/python -c 'import json,sys; c=json.load(open(sys.argv[1])); print(c["name"], [p["type"] for p in c["plugins"]])' \
   "$state/cni/net.d/10-flannel.conflist"
 echo "-- host-local's allocations there (file per IP: container ID, interface)"
 for f in "$state"/cni/networks/cbr0/[0-9]*; do printf '%s  %s\n' "$(basename "$f")" "$(tr '\r\n' '  ' <"$f")"; done
-echo "-- the same plugins by hand, like cnitool: netsim cni add|del|check|status|gc NET NETNS (CNI_PATH: $($netsim cni path))"
+echo "-- to run the same plugins by hand, like cnitool: netsim cni add|del|check|status|gc NET NETNS (CNI_PATH: $($netsim cni path))"
 echo
 echo "== scale the Deployment to 5 and back: the controllers and the node agents follow"
 sed 's/replicas: 3/replicas: 5/' scenarios/manifests/web.yaml | $netsim apply -f - -c $cluster
