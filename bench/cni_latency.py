@@ -8,7 +8,7 @@ namespace (a node), config on stdin.  Three contestants, interleaved round by ro
 machine noise hits them alike:
 
   reference   /usr/lib/cni/bridge -> /usr/lib/cni/host-local (Go, containernetworking-plugins)
-  netsim      cni_plugins/bin/bridge, the compiled launcher (cni_plugins/shim.c), handing the
+  netsim      cni_plugins/bin/bridge, the compiled launcher (netsim/cni/shim.c), handing the
               call to a plugin server over NETSIM_CNI_SOCKET (the node agent's path; the
               server runs bridge and host-local in-process, in the caller's namespace)
   netsim-py   cni_plugins/bridge, the Python launcher, same server (Python's ~8 ms start)

@@ -299,7 +299,7 @@ def test_cnitool_like_runtime(cni_sandbox, tmp_path):
 
 
 def test_compiled_launcher_with_and_without_a_server(cni_sandbox):
-    """cni_plugins/bin/* (built from cni_plugins/shim.c) hand the call to the server, or, with
+    """cni_plugins/bin/* (built from netsim/cni/shim.c) hand the call to the server, or, with
     none listening, exec the Python plugin with the same stdin."""
     from netsim.cni import runtime
 
