@@ -284,13 +284,18 @@ def shim_source() -> str:
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim.c")
 
 
-def generated_dir() -> str:
-    """Where launchers for this interpreter and this netsim are generated: a directory netsim
-    owns, one per (interpreter, package root), so two venvs never share launchers."""
+def install_key() -> str:
+    """Names what a launcher is bound to: this interpreter and this netsim."""
     import hashlib
     import sys
 
-    key = hashlib.sha256(f"{sys.executable}\0{_package_root()}".encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{sys.executable}\0{_package_root()}".encode()).hexdigest()[:16]
+
+
+def generated_dir() -> str:
+    """Where launchers for this interpreter and this netsim are generated: a directory netsim
+    owns, one per (interpreter, package root), so two venvs never share launchers."""
+    key = install_key()
     if os.geteuid() == 0:
         base = "/var/lib/netsim/cni-bin"
     else:
@@ -329,7 +334,10 @@ def _compile_shim(output: str) -> bool:
     for value in (sys.executable, _package_root()):
         if any(c in value for c in "'\"\\"):
             raise OSError(f"cannot build the CNI launcher for a path with quotes or backslashes: {value!r}")
-    defines = [f'-DPYTHON="{sys.executable}"', f'-DNETSIM_ROOT="{_package_root()}"']
+    from netsim.cni import standalone
+
+    defines = [f'-DPYTHON="{sys.executable}"', f'-DNETSIM_ROOT="{_package_root()}"',
+               f'-DSTANDALONE_SOCKET="{standalone.socket_path(install_key())}"']
     proc = subprocess.run([cc, "-O2", "-Wall", "-Werror", *defines, "-o", output, source], capture_output=True,
                           text=True, check=False)
     if proc.returncode != 0:

@@ -31,6 +31,9 @@ def cni_dir(request, tmp_path_factory):
                          check=True, timeout=120, cwd="/")
     directory = Path(out.stdout.strip())
     yield directory
+    from netsim.cni import standalone
+
+    standalone.stop_all(key=directory.name)  # the compiled launchers start one for this venv
     if directory.is_relative_to("/var/lib/netsim/cni-bin"):  # generated for this venv: ours to remove
         shutil.rmtree(directory, ignore_errors=True)
 
