@@ -14,6 +14,8 @@ machine noise hits them alike:
   netsim-py   cni_plugins/bridge, the Python launcher, same server (Python's ~8 ms start)
   netsim-alone cni_plugins/bin/bridge with no cluster (no NETSIM_CNI_SOCKET): the standalone
               server (netsim/cni/standalone.py) the first call starts; stopped at the end
+  netsim-script the no-compiler fallback `netsim cni path` writes (a Python script for this
+              interpreter), no cluster: the same standalone server, started by Python
   netsim-cold cni_plugins/bridge with no server: Python imports and runs everything per call
 
 Prints p50/p95 in ms and the ratio to the reference.
@@ -71,11 +73,18 @@ def main() -> None:
     runtime.install(str(built))  # the compiled launchers, as `make install` builds them
     sock = {"NETSIM_CNI_SOCKET": str(tmp / "cni.sock")}
     py = ROOT / "cni_plugins"
+    script = tmp / "script-bin"
+    compile_shim, runtime._compile_shim = runtime._compile_shim, lambda _output: False  # as with no cc
+    try:
+        runtime.install(str(script))
+    finally:
+        runtime._compile_shim = compile_shim
     contestants = {
         "reference": (str(REFERENCE / "bridge"), str(REFERENCE), {}),
         "netsim": (str(built / "bridge"), str(built), sock),
         "netsim-py": (str(py / "bridge"), str(py), sock),
         "netsim-alone": (str(built / "bridge"), str(built), {}),
+        "netsim-script": (str(script / "bridge"), str(script), {}),
         "netsim-cold": (str(py / "bridge"), str(py), {}),
     }
     key = runtime.install_key()

@@ -351,6 +351,8 @@ def install(directory: str) -> list[str]:
     compiler is at hand, else Python executables bound to this interpreter and checkout."""
     import sys
 
+    from netsim.cni import standalone
+
     os.makedirs(directory, exist_ok=True)
     launcher = os.path.join(directory, f".netsim-cni-launcher.{os.getpid()}")
     compiled = _compile_shim(launcher)
@@ -368,7 +370,7 @@ def install(directory: str) -> list[str]:
                             "import sys\n"
                             f"sys.path.insert(0, {_package_root()!r})\n"
                             "from netsim.cni.shim import main\n"
-                            f"main({plugin_type!r})\n")
+                            f"main({plugin_type!r}, {standalone.socket_path(install_key())!r})\n")
             os.chmod(tmp, 0o755)
             os.replace(tmp, path)
             written.append(path)

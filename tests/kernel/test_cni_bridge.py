@@ -325,14 +325,19 @@ def test_compiled_launcher_with_and_without_a_server(cni_sandbox):
     assert ping(box, a, "10.22.0.3")
 
 
-def test_compiled_launcher_starts_the_standalone_server(cni_sandbox):
-    """With no agent's server the launcher starts the standalone one (netsim/cni/standalone.py)
-    on its first call and hands it every later call; stop_all ends it and removes its files."""
+@pytest.mark.parametrize("launcher", ["compiled", "script"])
+def test_launcher_starts_the_standalone_server(cni_sandbox, monkeypatch, launcher):
+    """With no agent's server the launcher (compiled, or the Python script written when there
+    is no C compiler) starts the standalone one (netsim/cni/standalone.py) on its first call and
+    hands it every later call; stop_all ends it and removes its files."""
     from netsim.cni import runtime, standalone
 
     box = cni_sandbox
     built = box.tmp / "bin"
+    if launcher == "script":
+        monkeypatch.setattr(runtime, "_compile_shim", lambda _output: False)
     runtime.install(str(built))
+    assert ((built / "bridge").read_bytes()[:2] == b"#!") == (launcher == "script")
     key = runtime.install_key()
     standalone.stop_all(key=key)  # a server left by an earlier run of this install
     conf = bridge_conf(box)
