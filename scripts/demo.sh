@@ -71,7 +71,7 @@ $netsim delete networkpolicy --all -c $cluster >/dev/null
 echo
 echo "== each pod's network came from CNI plugins (spec 1.1), run by the agent as a container runtime runs them"
 state=${NETSIM_STATE_DIR:-/run/netsim}/$cluster/nodes/$node
-echo "-- $node's conflist (as kube-flannel installs it): flannel -> bridge + host-local, then portmap"
+echo "-- $node's conflist (kube-flannel's: flannel -> bridge + host-local, then portmap; then netsim-policy, netsim's own, which holds the pod's traffic until its NetworkPolicy rules exist)"
 .venv/bin/python -c 'import json,sys; c=json.load(open(sys.argv[1])); print(c["name"], [p["type"] for p in c["plugins"]])' \
   "$state/cni/net.d/10-flannel.conflist"
 echo "-- host-local's allocations there (file per IP: container ID, interface)"
