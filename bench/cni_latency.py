@@ -8,10 +8,14 @@ namespace (a node), config on stdin.  Three contestants, interleaved round by ro
 machine noise hits them alike:
 
   reference   /usr/lib/cni/bridge -> /usr/lib/cni/host-local (Go, containernetworking-plugins)
-  netsim      cni_plugins/bin/bridge, the compiled launcher (cni_plugins/shim.c), handing the
+  netsim      cni_plugins/bin/bridge, the compiled launcher (netsim/cni/shim.c), handing the
               call to a plugin server over NETSIM_CNI_SOCKET (the node agent's path; the
               server runs bridge and host-local in-process, in the caller's namespace)
   netsim-py   cni_plugins/bridge, the Python launcher, same server (Python's ~8 ms start)
+  netsim-alone cni_plugins/bin/bridge with no cluster (no NETSIM_CNI_SOCKET): the standalone
+              server (netsim/cni/standalone.py) the first call starts; stopped at the end
+  netsim-script the no-compiler fallback `netsim cni path` writes (a Python script for this
+              interpreter), no cluster: the same standalone server, started by Python
   netsim-cold cni_plugins/bridge with no server: Python imports and runs everything per call
 
 Prints p50/p95 in ms and the ratio to the reference.
@@ -34,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from netsim import kernel  # noqa: E402
-from netsim.cni import runtime  # noqa: E402
+from netsim.cni import runtime, standalone  # noqa: E402
 
 REFERENCE = Path("/usr/lib/cni")
 
@@ -69,12 +73,22 @@ def main() -> None:
     runtime.install(str(built))  # the compiled launchers, as `make install` builds them
     sock = {"NETSIM_CNI_SOCKET": str(tmp / "cni.sock")}
     py = ROOT / "cni_plugins"
+    script = tmp / "script-bin"
+    compile_shim, runtime._compile_shim = runtime._compile_shim, lambda _output: False  # as with no cc
+    try:
+        runtime.install(str(script))
+    finally:
+        runtime._compile_shim = compile_shim
     contestants = {
         "reference": (str(REFERENCE / "bridge"), str(REFERENCE), {}),
         "netsim": (str(built / "bridge"), str(built), sock),
         "netsim-py": (str(py / "bridge"), str(py), sock),
+        "netsim-alone": (str(built / "bridge"), str(built), {}),
+        "netsim-script": (str(script / "bridge"), str(script), {}),
         "netsim-cold": (str(py / "bridge"), str(py), {}),
     }
+    key = runtime.install_key()
+    standalone.stop_all(key=key)  # measure a server this run starts
     server = subprocess.Popen([sys.executable, "-m", "netsim.cni.server", str(tmp / "cni.sock")], cwd=ROOT)
     made: list[str] = []
     try:
@@ -107,13 +121,14 @@ def main() -> None:
                 made.remove(ctr)
         ref = times["reference"]
         print(f"bridge + host-local, {args.rounds} rounds, ms (ratio to reference p50)")
-        print(f"{'plugins':<12} {'ADD p50':>8} {'ADD p95':>8} {'DEL p50':>8} {'DEL p95':>8} {'ADD x':>6} {'DEL x':>6}")
+        print(f"{'plugins':<13} {'ADD p50':>8} {'ADD p95':>8} {'DEL p50':>8} {'DEL p95':>8} {'ADD x':>6} {'DEL x':>6}")
         for name, t in times.items():
             a50, a95, d50, d95 = pct(t["ADD"], .5), pct(t["ADD"], .95), pct(t["DEL"], .5), pct(t["DEL"], .95)
-            print(f"{name:<12} {a50:8.1f} {a95:8.1f} {d50:8.1f} {d95:8.1f} "
+            print(f"{name:<13} {a50:8.1f} {a95:8.1f} {d50:8.1f} {d95:8.1f} "
                   f"{a50 / pct(ref['ADD'], .5):6.2f} {d50 / pct(ref['DEL'], .5):6.2f}")
         print("(mean ADD: " + ", ".join(f"{n} {statistics.mean(t['ADD']):.1f}" for n, t in times.items()) + ")")
     finally:
+        standalone.stop_all(key=key)
         server.terminate()
         server.wait(timeout=10)
         kernel.remove_netns(made)

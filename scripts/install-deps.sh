@@ -51,13 +51,13 @@ if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
   .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
   touch "$stamp"
 fi
-# The CNI plugins' compiled launcher (cni_plugins/shim.c): runtimes exec a plugin per pod, and
+# The CNI plugins' compiled launcher (netsim/cni/shim.c): runtimes exec a plugin per pod, and
 # a C launcher that hands the call to the node agent starts in ~1 ms where Python needs ~8.
 missing_plugin=0
 for launcher in cni_plugins/*; do
   [[ -f $launcher && $launcher != *.c && ! -x cni_plugins/bin/$(basename "$launcher") ]] && missing_plugin=1
 done
-if ((missing_plugin)) || [[ cni_plugins/shim.c -nt cni_plugins/bin/bridge ]]; then
+if ((missing_plugin)) || [[ netsim/cni/shim.c -nt cni_plugins/bin/bridge ]]; then
   .venv/bin/netsim cni install cni_plugins/bin >/dev/null
 fi
 # The guest's kernel: Debian's linux-image, downloaded and unpacked under

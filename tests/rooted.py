@@ -10,6 +10,7 @@ import time
 import pytest
 
 from netsim import kernel
+from netsim.cni import standalone
 from netsim.fabric import daemon
 from netsim.model import names
 
@@ -26,6 +27,7 @@ def no_leaks():
     etc_before = set(kernel.list_netns_etc(names.NETNS_ROOT + "."))
     agents_before = set(daemon.agent_pids(None))
     servers_before = set(daemon.plugin_server_pids())
+    standalone_before = set(standalone.running())
     yield
     leaked = set(kernel.list_netns(names.NETNS_ROOT + ".")) - before
     assert not leaked, f"tests leaked namespaces: {sorted(leaked)}"
@@ -38,3 +40,5 @@ def no_leaks():
         time.sleep(0.1)
     servers = set(daemon.plugin_server_pids()) - servers_before
     assert not servers, f"tests left CNI plugin servers running: {sorted(servers)}"
+    stray = set(standalone.running()) - standalone_before
+    assert not stray, f"tests left standalone CNI plugin servers running (standalone.stop_all): {sorted(stray)}"

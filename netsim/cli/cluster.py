@@ -195,6 +195,12 @@ def down(
             typer.echo(f"Deleted cluster {target!r} ({len(removed)} namespaces).", err=True)
         else:
             typer.echo(f"cluster {target!r} was not up; nothing to delete", err=True)
+    if all_:
+        from netsim.cni import standalone
+
+        # The plugin servers that netsim's CNI launchers start on demand when no cluster is up.
+        for pid in standalone.stop_all():
+            typer.echo(f"Stopped the standalone CNI plugin server (pid {pid}).", err=True)
 
 
 def status() -> None:

@@ -266,21 +266,60 @@ def _entered(path: str):
 
 
 def source_dir() -> str:
-    """netsim's plugin executables in the checkout (Python; they work from anywhere)."""
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "cni_plugins")
+    """netsim's plugin executables in a checkout (Python; absent from a pip-installed package)."""
+    return os.path.join(_package_root(), "cni_plugins")
 
 
 def built_dir() -> str:
     return os.path.join(source_dir(), "bin")
 
 
+def _package_root() -> str:
+    """The directory holding the ``netsim`` package: a checkout, or site-packages."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def shim_source() -> str:
+    """The compiled launcher's source, shipped as package data so any install can build it."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim.c")
+
+
+def install_key() -> str:
+    """Names what a launcher is bound to: this interpreter and this netsim."""
+    import hashlib
+    import sys
+
+    return hashlib.sha256(f"{sys.executable}\0{_package_root()}".encode()).hexdigest()[:16]
+
+
+def generated_dir() -> str:
+    """Where launchers for this interpreter and this netsim are generated: a directory netsim
+    owns, one per (interpreter, package root), so two venvs never share launchers."""
+    key = install_key()
+    if os.geteuid() == 0:
+        base = "/var/lib/netsim/cni-bin"
+    else:
+        base = os.path.join(os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"),
+                            "netsim", "cni-bin")
+    return os.path.join(base, key)
+
+
+def _complete(directory: str) -> bool:
+    return all(os.access(os.path.join(directory, t), os.X_OK) for t in spec.MODULES)
+
+
 def plugin_dir() -> str:
-    """The directory to use as CNI_PATH: the compiled launchers when built (make install
-    builds them), else the Python executables."""
+    """The directory to use as CNI_PATH, holding launchers that run with this installation:
+    a checkout's compiled launchers when `make install` built them, else launchers generated
+    on first use for this interpreter (compiled when a C compiler is at hand, else scripts)."""
     built = built_dir()
-    if all(os.access(os.path.join(built, t), os.X_OK) for t in spec.MODULES):
+    if _complete(built):
         return built
-    return source_dir()
+    directory = generated_dir()
+    if not _complete(directory) or os.path.getmtime(os.path.join(directory, "bridge")) < os.path.getmtime(
+            shim_source()):
+        install(directory)
+    return directory
 
 
 def _compile_shim(output: str) -> bool:
@@ -291,11 +330,14 @@ def _compile_shim(output: str) -> bool:
         return False
     import sys
 
-    source = os.path.join(source_dir(), "shim.c")
-    for value in (sys.executable, os.path.dirname(source_dir())):
+    source = shim_source()
+    for value in (sys.executable, _package_root()):
         if any(c in value for c in "'\"\\"):
             raise OSError(f"cannot build the CNI launcher for a path with quotes or backslashes: {value!r}")
-    defines = [f'-DPYTHON="{sys.executable}"', f'-DNETSIM_ROOT="{os.path.dirname(source_dir())}"']
+    from netsim.cni import standalone
+
+    defines = [f'-DPYTHON="{sys.executable}"', f'-DNETSIM_ROOT="{_package_root()}"',
+               f'-DSTANDALONE_SOCKET="{standalone.socket_path(install_key())}"']
     proc = subprocess.run([cc, "-O2", "-Wall", "-Werror", *defines, "-o", output, source], capture_output=True,
                           text=True, check=False)
     if proc.returncode != 0:
@@ -305,9 +347,11 @@ def _compile_shim(output: str) -> bool:
 
 def install(directory: str) -> list[str]:
     """Write netsim's plugins into ``directory``, for runtimes that look in a plugin dir of
-    their own: the compiled launcher (cni_plugins/shim.c) under each plugin's name when a C
+    their own: the compiled launcher (netsim/cni/shim.c) under each plugin's name when a C
     compiler is at hand, else Python executables bound to this interpreter and checkout."""
     import sys
+
+    from netsim.cni import standalone
 
     os.makedirs(directory, exist_ok=True)
     launcher = os.path.join(directory, f".netsim-cni-launcher.{os.getpid()}")
@@ -321,12 +365,12 @@ def install(directory: str) -> list[str]:
                 shutil_copy(launcher, tmp)
             else:
                 with open(tmp, "w") as f:
-                    f.write(f"#!{sys.executable} -S\n"
+                    f.write(f"#!{sys.executable}\n"
                             f"# {spec.SHIM_MARKER.decode()}: netsim's {plugin_type} CNI plugin (CNI spec 1.1)\n"
                             "import sys\n"
-                            f"sys.path.insert(0, {os.path.dirname(source_dir())!r})\n"
+                            f"sys.path.insert(0, {_package_root()!r})\n"
                             "from netsim.cni.shim import main\n"
-                            f"main({plugin_type!r})\n")
+                            f"main({plugin_type!r}, {standalone.socket_path(install_key())!r})\n")
             os.chmod(tmp, 0o755)
             os.replace(tmp, path)
             written.append(path)

@@ -112,18 +112,57 @@ def run_here(plugin_type: str, stdin: bytes) -> None:
     raise SystemExit(code)
 
 
-def main(plugin_type: str | None = None) -> None:
+def _start_standalone(path: str) -> None:
+    """Start netsim/cni/standalone.py detached (as shim.c does) and wait until it listens or
+    says it will not (the ready pipe closes)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            os.setsid()
+            if os.fork() != 0:
+                os._exit(0)
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.set_inheritable(w, True)
+            env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": ROOT}
+            os.execve(sys.executable, [sys.executable, "-m", "netsim.cni.standalone", path, "--ready-fd", str(w)],
+                      env)
+        finally:
+            os._exit(127)
+    os.close(w)
+    os.waitpid(pid, 0)
+    import select
+
+    if select.select([r], [], [], 30)[0]:
+        os.read(r, 1)
+    os.close(r)
+
+
+def _try(path: str, plugin_type: str, stdin: bytes) -> None:
+    """Hand the call to the server on ``path``; returns only when it did not run there."""
+    try:
+        code, out = _call_server(path, encode_request(plugin_type, dict(os.environ), stdin))
+    except OSError:
+        return
+    os.write(1, out)
+    raise SystemExit(code)
+
+
+def main(plugin_type: str | None = None, standalone_socket: str | None = None) -> None:
+    """``standalone_socket``: the standalone server for this install (netsim/cni/standalone.py),
+    tried, and started, when no agent's server is there."""
     plugin_type = plugin_type or os.path.basename(sys.argv[0])
     stdin = _read_stdin()
     path = os.environ.get(SOCKET_ENV)
     if path:
-        try:
-            code, out = _call_server(path, encode_request(plugin_type, dict(os.environ), stdin))
-        except OSError:
-            pass  # no server listening: do the work here
-        else:
-            os.write(1, out)
-            raise SystemExit(code)
+        _try(path, plugin_type, stdin)
+    if standalone_socket and not os.environ.get("NETSIM_CNI_NO_STANDALONE"):
+        _try(standalone_socket, plugin_type, stdin)
+        _start_standalone(standalone_socket)
+        _try(standalone_socket, plugin_type, stdin)
     run_here(plugin_type, stdin)
 
 

@@ -299,7 +299,7 @@ def test_cnitool_like_runtime(cni_sandbox, tmp_path):
 
 
 def test_compiled_launcher_with_and_without_a_server(cni_sandbox):
-    """cni_plugins/bin/* (built from cni_plugins/shim.c) hand the call to the server, or, with
+    """cni_plugins/bin/* (built from netsim/cni/shim.c) hand the call to the server, or, with
     none listening, exec the Python plugin with the same stdin."""
     from netsim.cni import runtime
 
@@ -316,13 +316,50 @@ def test_compiled_launcher_with_and_without_a_server(cni_sandbox):
         assert served.rc == 0 and server.calls == 1, served.raw
     finally:
         server.stop()
-    alone = box.call(built / "bridge", "ADD", conf, container_id="ctr-b", netns=b,
-                     env={"NETSIM_CNI_SOCKET": server.path})  # stopped: nothing listens
+    alone = box.call(built / "bridge", "ADD", conf, container_id="ctr-b", netns=b,  # stopped: nothing listens
+                     env={"NETSIM_CNI_SOCKET": server.path, "NETSIM_CNI_NO_STANDALONE": "1"})
     assert alone.rc == 0, alone.raw
     assert {served.out["ips"][0]["address"], alone.out["ips"][0]["address"]} == {"10.22.0.2/24", "10.22.0.3/24"}
-    err = box.call(built / "bridge", "ADD", conf, container_id="-bad", netns=a)
+    err = box.call(built / "bridge", "ADD", conf, container_id="-bad", netns=a, env={"NETSIM_CNI_NO_STANDALONE": "1"})
     assert err.rc != 0 and err.error["code"] == 4
     assert ping(box, a, "10.22.0.3")
+
+
+@pytest.mark.parametrize("launcher", ["compiled", "script"])
+def test_launcher_starts_the_standalone_server(cni_sandbox, monkeypatch, launcher):
+    """With no agent's server the launcher (compiled, or the Python script written when there
+    is no C compiler) starts the standalone one (netsim/cni/standalone.py) on its first call and
+    hands it every later call; stop_all ends it and removes its files."""
+    from netsim.cni import runtime, standalone
+
+    box = cni_sandbox
+    built = box.tmp / "bin"
+    if launcher == "script":
+        monkeypatch.setattr(runtime, "_compile_shim", lambda _output: False)
+    runtime.install(str(built))
+    assert ((built / "bridge").read_bytes()[:2] == b"#!") == (launcher == "script")
+    key = runtime.install_key()
+    standalone.stop_all(key=key)  # a server left by an earlier run of this install
+    conf = bridge_conf(box)
+    try:
+        a, b = box.container("a"), box.container("b")
+        first = box.call(built / "bridge", "ADD", conf, container_id="ctr-a", netns=a)
+        assert first.rc == 0, first.raw + first.stderr
+        pids = standalone.running(key)
+        assert len(pids) == 1, "the first call did not leave a standalone server"
+        assert os.path.exists(standalone.socket_path(key))
+        second = box.call(built / "bridge", "ADD", conf, container_id="ctr-b", netns=b)
+        assert second.rc == 0, second.raw + second.stderr
+        assert standalone.running(key) == pids
+        assert ping(box, a, second.out["ips"][0]["address"].split("/")[0])
+        gone = box.call(built / "bridge", "DEL", conf, container_id="ctr-b", netns=b)
+        assert gone.rc == 0, gone.raw
+        assert box.in_netns(b, "ip", "link", "show", "eth0", check=False).returncode != 0
+    finally:
+        stopped = standalone.stop_all(key=key)
+    assert stopped == pids
+    assert not os.path.exists(standalone.socket_path(key))
+    assert standalone.running(key) == []
 
 
 def test_status_and_unsupported_fields(cni_sandbox):

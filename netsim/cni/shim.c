@@ -11,6 +11,8 @@
  * NETSIM_ROOT), feeding it the stdin already read through a pipe.  The wire format is netsim/cni/shim.py's encode_request.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,8 +23,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#if !defined(PYTHON) || !defined(NETSIM_ROOT)
-#error "build with -DPYTHON=\"/path/to/python\" -DNETSIM_ROOT=\"/path/to/checkout\" (netsim cni install does)"
+#if !defined(PYTHON) || !defined(NETSIM_ROOT) || !defined(STANDALONE_SOCKET)
+#error "build with -DPYTHON=... -DNETSIM_ROOT=... -DSTANDALONE_SOCKET=... (netsim cni install does)"
 #endif
 
 #define REPLY_TIMEOUT_S 120
@@ -105,6 +107,37 @@ static int via_server(const char *path, const char *type, const struct buf *in) 
     exit(code);
 }
 
+/* Start the standalone server (netsim/cni/standalone.py) detached from the runtime: a
+ * double fork and setsid, stdio on /dev/null so the runtime's pipes see EOF.  Waits until it
+ * listens, or says it will not (another server holds the lock; the pipe closes). */
+static void start_standalone(void) {
+    int ready[2];
+    if (pipe(ready) < 0) return;
+    pid_t child = fork();
+    if (child < 0) { close(ready[0]); close(ready[1]); return; }
+    if (child == 0) {
+        close(ready[0]);
+        setsid();
+        if (fork() != 0) _exit(0);
+        int null = open("/dev/null", O_RDWR);
+        if (null >= 0) { dup2(null, 0); dup2(null, 1); dup2(null, 2); if (null > 2) close(null); }
+        char fd[16];
+        snprintf(fd, sizeof fd, "%d", ready[1]);
+        char path[4096];
+        snprintf(path, sizeof path, "PYTHONPATH=%s", NETSIM_ROOT);
+        char *env[] = {path, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL};
+        char *args[] = {PYTHON, "-m", "netsim.cni.standalone", STANDALONE_SOCKET, "--ready-fd", fd, NULL};
+        execve(PYTHON, args, env);
+        _exit(127);
+    }
+    close(ready[1]);
+    waitpid(child, NULL, 0);
+    struct pollfd p = {.fd = ready[0], .events = POLLIN};
+    char byte;
+    if (poll(&p, 1, 30000) > 0) (void)!read(ready[0], &byte, 1);
+    close(ready[0]);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     const char *type = strrchr(argv[0], '/');
@@ -121,6 +154,13 @@ int main(int argc, char **argv) {
 
     const char *sock = getenv("NETSIM_CNI_SOCKET");
     if (sock && *sock) via_server(sock, type, &in);
+    /* No agent's server: the standalone one, started on first use (each try returns only
+     * when the call did not run there). */
+    if (getenv("NETSIM_CNI_NO_STANDALONE") == NULL) {
+        via_server(STANDALONE_SOCKET, type, &in);
+        start_standalone();
+        via_server(STANDALONE_SOCKET, type, &in);
+    }
 
     /* No server: exec the Python plugin, its stdin a pipe holding what we read. */
     int p[2];
