@@ -66,7 +66,7 @@ PATCH_MERGE_KEYS: dict[str, tuple[str, str | None]] = {
     "conditions": ("merge", "type"),
     "ownerReferences": ("merge", "uid"),
     "finalizers": ("merge", None),
-    "addresses": ("merge", "type"),           # NodeStatus
+    "status.addresses": ("merge", "type"),    # NodeStatus (EndpointSlice addresses are atomic)
 }
 # Not listed, so replaced whole: tolerations, NodeSpec.taints, envFrom, args, command (no strategy upstream).
 
@@ -349,7 +349,8 @@ def _order(items: list, order: list, key: str | None) -> list:
 
 # ---- managed fields (FieldsV1) ---------------------------------------------------------
 
-_SKIP_META = {"managedFields", "resourceVersion", "uid", "creationTimestamp", "generation",
+# identity and server-set metadata are never owned by a manager
+_SKIP_META = {"name", "namespace", "managedFields", "resourceVersion", "uid", "creationTimestamp", "generation",
               "selfLink", "deletionTimestamp", "deletionGracePeriodSeconds"}
 
 

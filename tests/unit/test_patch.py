@@ -152,6 +152,15 @@ def test_json_patch_ops_and_failing_test():
     assert e.value.reason == "BadRequest"
 
 
+def test_endpointslice_addresses_are_atomic_node_addresses_merge():
+    es = {"endpoints": [{"addresses": ["10.0.0.1"]}]}
+    out = sp(es, {"endpoints": [{"addresses": ["10.0.0.2"]}]})
+    assert out == {"endpoints": [{"addresses": ["10.0.0.2"]}]}
+    node = {"status": {"addresses": [{"type": "InternalIP", "address": "a"}, {"type": "Hostname", "address": "n"}]}}
+    out = sp(node, {"status": {"addresses": [{"type": "InternalIP", "address": "b"}]}})
+    assert out["status"]["addresses"] == [{"type": "InternalIP", "address": "b"}, {"type": "Hostname", "address": "n"}]
+
+
 def test_patch_merge_keys_table():
     assert PATCH_MERGE_KEYS["containers"] == ("merge", "name")
     assert PATCH_MERGE_KEYS["volumeMounts"] == ("merge", "mountPath")
@@ -175,7 +184,7 @@ def test_ssa_create_managed_fields_format():
     assert mf["apiVersion"] == "apps/v1" and mf["time"] == NOW
     f = mf["fieldsV1"]
     assert f["f:spec"]["f:replicas"] == {}
-    assert f["f:metadata"]["f:labels"] == {".": {}, "f:app": {}}
+    assert f["f:metadata"] == {"f:labels": {".": {}, "f:app": {}}}
     item = f["f:spec"]["f:template"]["f:spec"]["f:containers"]['k:{"name":"web"}']
     assert item == {".": {}, "f:image": {}, "f:name": {}}
 
