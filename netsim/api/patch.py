@@ -385,7 +385,11 @@ def _value_set(v: Any, path: tuple[str, ...]) -> dict:
             out: dict = {}
             for x in v:
                 if key and isinstance(x, dict) and key in x:
-                    out[f"k:{json.dumps({key: x[key]}, separators=(',', ':'))}"] = {".": {}, **field_set(x, path)}
+                    ident = {key: x[key]}
+                    if key in ("containerPort", "port"):
+                        # SSA keys ports by (port, protocol); the API server defaults protocol TCP
+                        ident["protocol"] = x.get("protocol", "TCP")
+                    out[f"k:{json.dumps(ident, separators=(',', ':'))}"] = {".": {}, **field_set(x, path)}
                 elif not isinstance(x, dict):
                     out[f"v:{json.dumps(x)}"] = {}
             return out
@@ -427,7 +431,7 @@ def _lookup(obj: Any, leaf: tuple[str, ...]) -> tuple[bool, Any]:
         elif k.startswith("k:") and isinstance(cur, list):
             want = json.loads(k[2:])
             cur = next((x for x in cur if isinstance(x, dict)
-                        and all(x.get(a) == b for a, b in want.items())), None)
+                        and _matches(x, want)), None)
             if cur is None:
                 return False, None
         elif k.startswith("v:") and isinstance(cur, list):
@@ -438,6 +442,10 @@ def _lookup(obj: Any, leaf: tuple[str, ...]) -> tuple[bool, Any]:
         else:
             return False, None
     return True, cur
+
+
+def _matches(item: dict, want: dict) -> bool:
+    return all(item.get(a, "TCP" if a == "protocol" else None) == b for a, b in want.items())
 
 
 def _dotted(leaf: tuple[str, ...]) -> str:
@@ -523,6 +531,11 @@ def server_side_apply(live: dict | None, applied: dict, manager: str, force: boo
     for lf in gone:
         if not any(lf[:i] in gone for i in range(1, len(lf))):
             _delete_leaf(out, lf)
+            # a map or list the removal emptied goes too, as the applier no longer sets anything in it
+            up = lf[:-1]
+            while up and _lookup(out, up)[1] in ({}, []):
+                _delete_leaf(out, up)
+                up = up[:-1]
     entries = [e for e in entries if e is not prev]
     entries.append(_entry(manager, "Apply", api_version, now, applied_leaves))
     return _set_entries(out, entries)
@@ -562,7 +575,7 @@ def _delete_leaf(obj: Any, leaf: tuple[str, ...]) -> None:
     elif k.startswith("k:") and isinstance(parent, list):
         want = json.loads(k[2:])
         parent[:] = [x for x in parent if not (isinstance(x, dict)
-                                               and all(x.get(a) == b for a, b in want.items()))]
+                                               and _matches(x, want))]
     elif k.startswith("v:") and isinstance(parent, list):
         val = json.loads(k[2:])
         parent[:] = [x for x in parent if x != val]

@@ -189,6 +189,18 @@ def test_ssa_create_managed_fields_format():
     assert item == {".": {}, "f:image": {}, "f:name": {}}
 
 
+def test_ssa_ports_keyed_by_port_and_protocol():
+    d = applied_deploy()
+    d["spec"]["template"]["spec"]["containers"][0]["ports"] = [{"containerPort": 80}]
+    out = server_side_apply(None, d, "m", False, NOW)
+    c = out["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"]
+    key = 'k:{"containerPort":80,"protocol":"TCP"}'
+    assert c['k:{"name":"web"}']["f:ports"] == {key: {".": {}, "f:containerPort": {}}}
+    del d["spec"]["template"]["spec"]["containers"][0]["ports"]
+    out = server_side_apply(out, d, "m", False, NOW)
+    assert "ports" not in containers(out)[0]
+
+
 def test_ssa_conflict_with_update_manager_and_force():
     live = server_side_apply(None, applied_deploy(), "kubectl", False, NOW)
     edited = json.loads(json.dumps(live))
