@@ -114,7 +114,8 @@ def _paths_of(r: Resource, ref_prefix: str, schema_name: str, builtin: bool, v3:
     coll, one = {}, {}
     if "list" in verbs:
         coll["get"] = op("list", "list", [param("labelSelector"), param("fieldSelector"),
-                                          param("limit", kind="integer"), param("continue"), param("resourceVersion"), param("watch", kind="boolean")])
+                                          param("limit", kind="integer"), param("continue"), param("resourceVersion"),
+                                          param("watch", kind="boolean")])
     if "create" in verbs:
         coll["post"] = op("post", "create", write, body(("application/json", "application/yaml"), ref))
     if "deletecollection" in verbs and r.namespaced:
