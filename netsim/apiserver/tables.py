@@ -105,6 +105,84 @@ POD_COLS = [NAME, _col("Ready"), _col("Status"), _col("Restarts"), AGE, _col("IP
 SERVICE_COLS = [NAME, _col("Type"), _col("Cluster-IP"), _col("External-IP"), _col("Port(s)"), AGE,
                 _col("Selector", priority=1)]
 PRINTERS = {"Pod": (POD_COLS, _pod), "Service": (SERVICE_COLS, _service)}
+
+def _selector(sel: dict | None) -> str:
+    """metav1.LabelSelector as a string, requirements sorted by key ("" for none)."""
+    reqs = [(k, f"{k}={v}") for k, v in ((sel or {}).get("matchLabels") or {}).items()]
+    for e in (sel or {}).get("matchExpressions") or []:
+        k, op, vals = e.get("key", ""), e.get("operator"), ",".join(sorted(e.get("values") or []))
+        reqs.append((k, {"In": f"{k} in ({vals})", "NotIn": f"{k} notin ({vals})", "Exists": k,
+                         "DoesNotExist": f"!{k}"}.get(op, k)))
+    return ",".join(r for _, r in sorted(reqs, key=lambda x: x[0]))
+
+
+def _containers(o: dict) -> list:
+    cs = (((o.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+    return [",".join(c.get("name", "") for c in cs), ",".join(c.get("image", "") for c in cs)]
+
+
+def _age(o: dict, now: float) -> str:
+    return since(o["metadata"].get("creationTimestamp"), now)
+
+
+def _deployment(o: dict, now: float) -> list:
+    spec, st = o.get("spec") or {}, o.get("status") or {}
+    return [o["metadata"]["name"], f"{st.get('readyReplicas', 0)}/{spec.get('replicas', 1)}",
+            st.get("updatedReplicas", 0), st.get("availableReplicas", 0), _age(o, now), *_containers(o),
+            _selector(spec.get("selector"))]
+
+
+def _replicaset(o: dict, now: float) -> list:
+    spec, st = o.get("spec") or {}, o.get("status") or {}
+    return [o["metadata"]["name"], spec.get("replicas", 1), st.get("replicas", 0), st.get("readyReplicas", 0),
+            _age(o, now), *_containers(o), _selector(spec.get("selector")) or "<none>"]
+
+
+def _node(o: dict, now: float) -> list:
+    st, info = o.get("status") or {}, (o.get("status") or {}).get("nodeInfo") or {}
+    ready = next((c for c in st.get("conditions") or [] if c.get("type") == "Ready"), None)
+    status = ["Unknown" if ready is None else "Ready" if ready.get("status") == "True" else "NotReady"]
+    if (o.get("spec") or {}).get("unschedulable"):
+        status.append("SchedulingDisabled")
+    labels = o["metadata"].get("labels") or {}
+    roles = sorted({k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/")
+                    and k.split("/", 1)[1]} | ({labels["kubernetes.io/role"]} if labels.get("kubernetes.io/role")
+                                                else set()))
+
+    def addr(t):
+        return next((a["address"] for a in st.get("addresses") or [] if a.get("type") == t), "<none>")
+    return [o["metadata"]["name"], ",".join(status), ",".join(roles) or "<none>", _age(o, now),
+            info.get("kubeletVersion", ""), addr("InternalIP"), addr("ExternalIP"), info.get("osImage") or "<unknown>",
+            info.get("kernelVersion") or "<unknown>", info.get("containerRuntimeVersion") or "<unknown>"]
+
+
+def _simple(*cells):
+    def row(o: dict, now: float) -> list:
+        return [o["metadata"]["name"], *(f(o) for f in cells), _age(o, now)]
+    return row
+
+
+WIDE_TEMPLATE = [_col("Containers", priority=1), _col("Images", priority=1)]
+PRINTERS.update({
+    "Deployment": ([NAME, _col("Ready"), _col("Up-to-date"), _col("Available"), AGE, *WIDE_TEMPLATE,
+                    _col("Selector", priority=1)], _deployment),
+    "ReplicaSet": ([NAME, _col("Desired", "integer"), _col("Current", "integer"), _col("Ready", "integer"), AGE,
+                    *WIDE_TEMPLATE, _col("Selector", priority=1)], _replicaset),
+    "Node": ([NAME, _col("Status"), _col("Roles"), AGE, _col("Version"), _col("Internal-IP", priority=1),
+              _col("External-IP", priority=1), _col("OS-Image", priority=1), _col("Kernel-Version", priority=1),
+              _col("Container-Runtime", priority=1)], _node),
+    "Namespace": ([NAME, _col("Status"), AGE], _simple(lambda o: (o.get("status") or {}).get("phase", ""))),
+    "ConfigMap": ([NAME, _col("Data"), AGE],
+                  _simple(lambda o: len(o.get("data") or {}) + len(o.get("binaryData") or {}))),
+    "Secret": ([NAME, _col("Type"), _col("Data"), AGE],
+               _simple(lambda o: o.get("type", ""), lambda o: len(o.get("data") or {}))),
+    "ServiceAccount": ([NAME, _col("Secrets"), AGE], _simple(lambda o: len(o.get("secrets") or []))),
+    "NetworkPolicy": ([NAME, _col("Pod-Selector"), AGE],
+                      _simple(lambda o: _selector((o.get("spec") or {}).get("podSelector")) or "<none>")),
+    "Lease": ([NAME, _col("Holder"), AGE], _simple(lambda o: (o.get("spec") or {}).get("holderIdentity") or "")),
+})
+
+
 DEFAULT_COLS = [NAME, _col("Created At", "date", desc="CreationTimestamp is a timestamp representing the server "
                            "time when this object was created.")]
 

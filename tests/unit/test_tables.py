@@ -36,3 +36,18 @@ def test_service_and_default_tables():
     role = tables.table("Role", [{"metadata": {"name": "r", "creationTimestamp": TS}}], NOW, include_object="None")
     assert [c["name"] for c in role["columnDefinitions"]] == ["Name", "Created At"]
     assert role["rows"] == [{"cells": ["r", TS]}]
+
+
+def test_deployment_and_node_rows():
+    dep = {"metadata": {"name": "web", "creationTimestamp": TS},
+           "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+                    "template": {"spec": {"containers": [{"name": "c", "image": "nginx"}]}}},
+           "status": {"readyReplicas": 2, "updatedReplicas": 3, "availableReplicas": 2}}
+    assert tables.table("Deployment", [dep], NOW)["rows"][0]["cells"] == ["web", "2/3", 3, 2, "0s", "c", "nginx",
+                                                                          "app=web"]
+    role = {"node-role.kubernetes.io/control-plane": ""}
+    node = {"metadata": {"name": "n1", "creationTimestamp": TS, "labels": role},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                       "addresses": [{"type": "InternalIP", "address": "10.0.0.2"}]}}
+    cells = tables.table("Node", [node], NOW)["rows"][0]["cells"]
+    assert cells[:3] == ["n1", "Ready", "control-plane"] and cells[5] == "10.0.0.2"
