@@ -22,7 +22,7 @@ from netsim.api.store import AlreadyExists, Conflict, NotFound, Store, open_stor
 from netsim.cni.server import ServerPool
 from netsim.model import k8s, names, state
 from netsim.model.state import Member
-from netsim.node import dns, flanneld, policy
+from netsim.node import dns, flanneld, podlog, policy
 from netsim.node.podnet import NodePods, port_mappings, server_socket
 from netsim.node.responder import Identity, Responders
 from proxy import kubeproxy
@@ -134,6 +134,7 @@ class Agent:
         self.flannel: flanneld.Flanneld | None = None
         self.responders: Responders | None = None
         self.running_since: dict[str, float] = {}
+        self.logs: dict[str, Path] = {}  # pod key -> its log (netsim.node.podlog), removed with the pod
         self.enforcers: dict[str, policy.Enforcer] = {}
 
     @property
@@ -216,6 +217,8 @@ class Agent:
                 if p["spec"].get("nodeName") in self.nodes}
         for k in set(self.running_since) - here:
             del self.running_since[k]
+        for k in set(self.logs) - here:
+            podlog.remove(self.logs.pop(k))
         return retry
 
     def _sync_node(self, cache: Cache, node_name: str, node: NodePods) -> float | None:
@@ -316,9 +319,14 @@ class Agent:
         else:
             return 1.0  # its sandbox failed to come up; the next sync tries again
         ports = _ports(p)
-        failed = self.responders.ensure(k, netns, Identity(p["metadata"]["name"], p["metadata"]["namespace"],
-                                                           node_name), ports,
-                                        dns_ports=[dns.DNS_PORT] if dns.is_dns_pod(p) else [])
+        meta = p["metadata"]
+        log = self.logs.get(k)
+        if log is None or meta["uid"] not in log.name:
+            if log is not None:
+                podlog.remove(log)  # the pod was replaced by one of the same name
+            log = self.logs[k] = podlog.path(self.cluster, meta["namespace"], meta["name"], meta["uid"])
+        failed = self.responders.ensure(k, netns, Identity(meta["name"], meta["namespace"], node_name), ports,
+                                        dns_ports=[dns.DNS_PORT] if dns.is_dns_pod(p) else [], log=log)
         if not p["spec"].get("hostNetwork"):
             self._resolv_conf(cache, netns, p)
         retry = None
