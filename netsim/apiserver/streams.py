@@ -184,13 +184,22 @@ def _spdy_refusal(what: str) -> web.Response:
                           "(kubectl exec; the kubernetes Python client's portforward), or `netsim exec pod/NS/NAME`")
 
 
+def _requested(request: web.Request) -> list[str]:
+    return [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+
+
+def _is_spdy(request: web.Request, protocols: tuple[str, ...]) -> bool:
+    """A SPDY upgrade, or a WebSocket that asks only for SPDY tunnelled inside it."""
+    requested = _requested(request)
+    return request.headers.get("Upgrade", "").lower() != "websocket" or (
+        any(p.startswith(SPDY_TUNNEL_PREFIX) for p in requested) and not any(p in protocols for p in requested))
+
+
 async def _websocket(request: web.Request, protocols: tuple[str, ...], what: str,
                      allow_none: bool = False) -> tuple[web.WebSocketResponse | None, web.Response | None]:
     """The accepted WebSocket and its protocol, or the Status to answer with instead."""
-    requested = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
-    spdy_tunnel = any(p.startswith(SPDY_TUNNEL_PREFIX) for p in requested)
-    if request.headers.get("Upgrade", "").lower() != "websocket" or (
-            spdy_tunnel and not any(p in protocols for p in requested)):
+    requested = _requested(request)
+    if _is_spdy(request, protocols):
         return None, _spdy_refusal(what)
     if not any(p in protocols for p in requested) and not (allow_none and not requested):
         return None, error_response(400, "BadRequest",
@@ -364,7 +373,7 @@ async def attach(request: web.Request, pod: dict, cluster: str) -> web.StreamRes
 
 # -- port-forward ------------------------------------------------------------------------------
 
-async def _forward_port(session: _Session, index: int, port: int, netns: str,
+async def _forward_port(session: _Session, index: int, port: int, netns: str, pod_name: str,
                         inbox: asyncio.Queue) -> None:
     """One forwarded port: connect inside the pod, then copy both ways until either side ends."""
     data_ch, err_ch = 2 * index, 2 * index + 1
@@ -377,8 +386,9 @@ async def _forward_port(session: _Session, index: int, port: int, netns: str,
         await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", port)), 10)
     except (OSError, TimeoutError) as exc:
         sock.close()
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "timed out"
-        await session.send(err_ch, f"error forwarding port {port} to pod: dial tcp4 127.0.0.1:{port}: "
+        reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else "timed out"
+        await session.send(err_ch, f"error forwarding port {port} to pod {pod_name}: failed to connect to "
+                                   f"localhost:{port} inside its network namespace: dial tcp4 127.0.0.1:{port}: "
                                    f"connect: {reason.lower()}".encode())
         return
     reader, writer = await asyncio.open_connection(sock=sock)
@@ -403,6 +413,8 @@ async def _forward_port(session: _Session, index: int, port: int, netns: str,
 
 async def port_forward(request: web.Request, pod: dict, cluster: str) -> web.StreamResponse:
     """pods/portforward over the kubelet's WebSocket channel protocol (see the module doc)."""
+    if _is_spdy(request, PORTFORWARD_PROTOCOLS):  # kubectl's: its ports travel in SPDY stream headers
+        return _spdy_refusal("port-forward")
     try:
         ports = parse_ports(request.query)
     except ValueError as exc:
@@ -416,7 +428,8 @@ async def port_forward(request: web.Request, pod: dict, cluster: str) -> web.Str
         return err
     session = _Session(ws, ws.ws_protocol or V4)
     inboxes = [asyncio.Queue() for _ in ports]
-    forwards = [asyncio.ensure_future(_forward_port(session, i, p, netns, inboxes[i])) for i, p in enumerate(ports)]
+    forwards = [asyncio.ensure_future(_forward_port(session, i, p, netns, name, inboxes[i]))
+                for i, p in enumerate(ports)]
 
     async def client() -> None:
         async for msg in ws:
