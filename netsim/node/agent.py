@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from netsim import controllers, kernel
+from netsim.api import events
 from netsim.api.informer import Cache, Loop
 from netsim.api.registry import new_object, now, read_config
 from netsim.api.store import AlreadyExists, Conflict, NotFound, Store, open_store
@@ -150,10 +151,14 @@ class Agent:
         self.responders = Responders()
         server = ServerPool(self.socket_path).start()
         threads = []
+        url = self.store_url
+        recorders = [events.Recorder(lambda: open_store(url), "kubelet")]
         if self.run_controllers:
-            loop = Loop(open_store(self.store_url), names.CONTROLLER_MANAGER, controllers.sync, self.stop)
+            recorders.append(events.Recorder(lambda: open_store(url), "kube-controller-manager", collect=True))
+            loop = Loop(open_store(self.store_url), names.CONTROLLER_MANAGER, controllers.sync, self.stop,
+                        recorder=recorders[-1])
             threads.append(threading.Thread(target=loop.run, name="controllers", daemon=True))
-        loop = Loop(store, self.name, self.sync, self.stop)
+        loop = Loop(store, self.name, self.sync, self.stop, recorder=recorders[0])
         threads.append(threading.Thread(target=loop.run, name="pods", daemon=True))
         threads.append(threading.Thread(target=self.flannel.run, name="flannel", daemon=True))
         loop = Loop(open_store(self.store_url), names.component_name(names.DNS, self.nodes), self.dns_sync, self.stop)
@@ -179,6 +184,8 @@ class Agent:
                 t.join(timeout=5)
             self.responders.close()
             server.stop()
+            for r in recorders:
+                r.close()
 
     # -- flannel -------------------------------------------------------------------------
     def _start_flannel(self, store: Store) -> None:
@@ -258,6 +265,9 @@ class Agent:
                 self.responders.remove(k)
                 if cache.delete(p):
                     log.info("pod %s deleted", k)
+                    for c in p["spec"].get("containers", []):
+                        cache.recorder.event(p, events.NORMAL, "Killing", f"Stopping container {c['name']}",
+                                             field_path=f"spec.containers{{{c['name']}}}", host=node_name)
                 continue
             r = self._pod_status(cache, node_name, node, k, p)
             if r is not None:
@@ -354,7 +364,15 @@ class Agent:
         if failed:
             want["message"] = "responder could not listen: " + "; ".join(failed)
         if any(status.get(f) != v for f, v in want.items()):
-            cache.update({**p, "status": {**status, **want}})
+            written = cache.update({**p, "status": {**status, **want}})
+            if written and phase == "Running" and status.get("phase") != "Running":
+                for c in p["spec"].get("containers", []):
+                    where = f"spec.containers{{{c['name']}}}"
+                    for reason, message in (
+                            ("Pulled", f'Container image "{c.get("image", "")}" already present on machine'),
+                            ("Created", f"Created container: {c['name']}"),
+                            ("Started", f"Started container {c['name']}")):
+                        cache.recorder.event(p, events.NORMAL, reason, message, field_path=where, host=node_name)
         return retry
 
 
