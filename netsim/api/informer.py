@@ -5,6 +5,11 @@ A sync sees the whole desired state each time (never a single event), so a resta
 component converges to the same result however many events it missed.  Writes a sync makes
 go through :meth:`Cache.write` and land in the cache at once, so the next sync never acts
 twice on a change whose watch event has not arrived yet.
+
+Events (core/v1 Event objects, netsim.api.events) are not desired state: the cache keeps none
+and a batch of nothing but Events wakes no sync (the loop only reports the revision it has
+seen), so recording an event costs the reconcilers nothing.  A sync records events through
+``cache.recorder``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from netsim.api import events as event_log
 from netsim.api.registry import new_object, release_service
 from netsim.api.store import Compacted, Conflict, NotFound, Store, StoreError
 from netsim.model import k8s
@@ -25,31 +31,38 @@ log = logging.getLogger("netsim.api.informer")
 COMPONENTS = "/netsim/components/"
 HEARTBEAT_S = 2.0
 ALIVE_S = 10.0
+EVENTS = k8s.prefix("Event")
 
 
 class Cache:
-    def __init__(self, store: Store, prefix: str = k8s.REGISTRY):
+    def __init__(self, store: Store, prefix: str = k8s.REGISTRY, recorder=event_log.NULL):
         self.store = store
         self.prefix = prefix
+        self.recorder = recorder
         self.objects: dict[str, dict] = {}
         self._seen: dict[str, int] = {}  # key -> revision of the last write applied, deletes too
         self.revision = 0
 
     def relist(self) -> None:
         items, rev = self.store.list(self.prefix)
-        self.objects = {k8s.key_of(o): o for o in items if "kind" in o and "metadata" in o}
+        self.objects = {k: o for o in items if "kind" in o and "metadata" in o
+                        and not (k := k8s.key_of(o)).startswith(EVENTS)}
         self._seen = {k: int(o["metadata"]["resourceVersion"]) for k, o in self.objects.items()}
         self.revision = rev
 
-    def apply_event(self, ev) -> None:
+    def apply_event(self, ev) -> bool:
+        """Take one watch event; False when it changes nothing the syncs see (an Event)."""
         self.revision = max(self.revision, ev.revision)
+        if ev.key.startswith(EVENTS):
+            return False
         if ev.revision <= self._seen.get(ev.key, 0):
-            return  # this component's own write, already in the cache
+            return True  # this component's own write, already in the cache
         self._seen[ev.key] = ev.revision
         if ev.type == "DELETED":
             self.objects.pop(ev.key, None)
         else:
             self.objects[ev.key] = ev.object
+        return True
 
     def _record(self, k: str, obj: dict | None, rev: int) -> None:
         if rev > self._seen.get(k, 0):
@@ -110,14 +123,14 @@ class Loop:
     `netsim apply` waits on."""
 
     def __init__(self, store: Store, name: str, sync: Callable[[Cache], float | None], stop: threading.Event,
-                 resync_s: float = 30.0, settle_s: float = 0.01):
+                 resync_s: float = 30.0, settle_s: float = 0.01, recorder=event_log.NULL):
         self.store = store
         self.name = name
         self.sync = sync
         self.stop = stop
         self.resync_s = resync_s
         self.settle_s = settle_s
-        self.cache = Cache(store)
+        self.cache = Cache(store, recorder=recorder)
         self.observed = 0
         self._report_lock = threading.Lock()
         self.events: queue.Queue = queue.Queue()
@@ -154,14 +167,14 @@ class Loop:
         next_sync = 0.0
         while not self.stop.is_set():
             timeout = max(0.0, min(next_sync - time.monotonic(), HEARTBEAT_S))
-            dirty = False
+            dirty = seen = False
             try:
                 item = self.events.get(timeout=timeout)
-                dirty = True
+                seen = True
                 time.sleep(self.settle_s)  # let a burst of events arrive and sync them once
-                self._take(item)
+                dirty = self._take(item)
                 while True:
-                    self._take(self.events.get_nowait())
+                    dirty = self._take(self.events.get_nowait()) or dirty
             except queue.Empty:
                 pass
             if self.stop.is_set():
@@ -182,12 +195,14 @@ class Loop:
                     self.report(progress=False)
                 wait = self.resync_s if retry is None else retry
                 next_sync = time.monotonic() + wait
+            elif seen:
+                self.report()  # only Events arrived: nothing to reconcile, but seen through them
 
-    def _take(self, item) -> None:
+    def _take(self, item) -> bool:
         if item == "relist":
             self.cache.relist()
-        else:
-            self.cache.apply_event(item)
+            return True
+        return self.cache.apply_event(item)
 
     def report(self, progress: bool = True) -> None:
         """Heartbeat, and with ``progress`` the revision this component has reconciled through."""

@@ -28,7 +28,7 @@ from netsim.cli.common import (
 )
 from netsim.model import names, state
 from netsim.model.scenario import ScenarioError, load_scenario, manifest_objects
-from netsim.node import podnet
+from netsim.node import podexec, podnet
 
 DEFAULT_SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "basic.yaml"
 
@@ -256,9 +256,10 @@ def exec_(
     require_root("exec")
     netns = _target_netns(running_cluster(cluster), target)
     sys.stdout.flush()
-    # `ip netns exec` also bind-mounts /etc/netns/<name>/* and remounts /sys for the namespace,
-    # which later issues rely on (resolv.conf); exec replaces this process, so no fork.
-    os.execvp("ip", ["ip", "netns", "exec", netns, *command])
+    # podexec.argv: `ip netns exec`, as the API server's pods/exec runs commands (resolv.conf
+    # included); exec replaces this process, so no fork.
+    args = podexec.argv(netns, command)
+    os.execvp(args[0], args)
 
 
 node_app = typer.Typer(help="Add nodes to a running cluster or take them out (like kind/kubeadm join and delete).",

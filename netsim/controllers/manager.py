@@ -3,7 +3,10 @@
 Each controller is a plain function of the cache: it compares what the objects ask for with
 what exists and writes the difference (as kube-controller-manager's controllers do, each in
 a few lines because netsim runs no containers).  :func:`sync` runs them in dependency order,
-so one pass carries a Deployment all the way to bound pods.
+so one pass carries a Deployment all the way to bound pods.  They record the events the real
+ones record (ScalingReplicaSet, SuccessfulCreate/Delete, Scheduled) through ``cache.recorder``,
+and Deployment and ReplicaSet status is what the real controllers write (netsim.controllers.status),
+which `kubectl rollout status` and `kubectl wait --for=condition=Available` read.
 """
 
 from __future__ import annotations
@@ -13,14 +16,19 @@ import ipaddress
 import logging
 import uuid
 
+from netsim.api.events import NORMAL, WARNING
 from netsim.api.informer import Cache
 from netsim.api.registry import now, read_config
+from netsim.controllers import status as workload_status
 from netsim.model import k8s
 
 log = logging.getLogger("netsim.controllers")
 
 CONTROL_PLANE_TAINT = "node-role.kubernetes.io/control-plane"
 RETRY_S = 0.5
+SCHEDULER = "default-scheduler"
+DEPLOYMENT_CONTROLLER = "deployment-controller"
+REPLICASET_CONTROLLER = "replicaset-controller"
 
 
 def _owner_ref(owner: dict) -> dict:
@@ -67,6 +75,12 @@ def _suffix() -> str:
     return uuid.uuid4().hex[:5]
 
 
+def _replace_status(cache: Cache, obj: dict, status: dict) -> None:
+    """Write the whole status (fields the API omits when empty stay omitted)."""
+    if status != obj.get("status"):
+        cache.update({**obj, "status": status})
+
+
 def _set_status(cache: Cache, obj: dict, status: dict) -> None:
     merged = {**obj.get("status", {}), **status}
     if merged != obj.get("status"):
@@ -76,13 +90,18 @@ def _set_status(cache: Cache, obj: dict, status: dict) -> None:
 def _scale(cache: Cache, owner: dict, pods: list[dict], want: int, make_name) -> None:
     live = [p for p in pods if active(p)]
     for _ in range(want - len(live)):
-        cache.create(_pod_from_template(owner, owner["spec"]["template"], make_name()))
+        pod = cache.create(_pod_from_template(owner, owner["spec"]["template"], make_name()))
+        if pod:
+            cache.recorder.event(owner, NORMAL, "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}",
+                                 component=REPLICASET_CONTROLLER)
     if len(live) > want:
         # As the ReplicaSet controller does: drop unscheduled, then not-ready, then the newest.
         live.sort(key=lambda p: p["metadata"].get("creationTimestamp", ""), reverse=True)
         live.sort(key=lambda p: (bool(p["spec"].get("nodeName")), pod_ready(p)))
         for p in live[:len(live) - want]:
             _delete_pod(cache, p)
+            cache.recorder.event(owner, NORMAL, "SuccessfulDelete", f"Deleted pod: {p['metadata']['name']}",
+                                 component=REPLICASET_CONTROLLER)
 
 
 def _delete_pod(cache: Cache, pod: dict) -> None:
@@ -106,6 +125,8 @@ def namespaces(cache: Cache) -> None:
             else:
                 cache.delete(o)
         if not left:
+            # Events are not in the cache (netsim.api.informer); they go with their namespace.
+            cache.store.delete_prefix(k8s.prefix("Event", name))
             cache.delete(ns)
 
 
@@ -138,24 +159,32 @@ def deployments(cache: Cache) -> None:
         name = f"{d['metadata']['name']}-{h}"
         mine = owned_by(cache.of_kind("ReplicaSet", ns), d)
         replicas = d["spec"].get("replicas", 1)
+        created = False
         if not any(rs["metadata"]["name"] == name for rs in mine):
             template = copy.deepcopy(d["spec"]["template"])
             template.setdefault("metadata", {}).setdefault("labels", {})["pod-template-hash"] = h
             selector = copy.deepcopy(d["spec"]["selector"])
             selector.setdefault("matchLabels", {})["pod-template-hash"] = h
-            cache.create({"apiVersion": "apps/v1", "kind": "ReplicaSet",
-                          "metadata": {"name": name, "namespace": ns,
-                                       "labels": template["metadata"]["labels"],
-                                       "ownerReferences": [_owner_ref(d)]},
-                          "spec": {"replicas": replicas, "selector": selector, "template": template}})
+            created = bool(cache.create({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                         "metadata": {"name": name, "namespace": ns,
+                                                      "labels": template["metadata"]["labels"],
+                                                      "ownerReferences": [_owner_ref(d)]},
+                                         "spec": {"replicas": replicas, "selector": selector, "template": template}}))
+            if created:
+                cache.recorder.event(d, NORMAL, "ScalingReplicaSet",
+                                     f"Scaled up replica set {name} from 0 to {replicas}",
+                                     component=DEPLOYMENT_CONTROLLER)
         for rs in mine:
             want = replicas if rs["metadata"]["name"] == name else 0
-            if rs["spec"].get("replicas") != want:
-                cache.update({**rs, "spec": {**rs["spec"], "replicas": want}})
-        pods = [p for rs in mine for p in owned_by(cache.of_kind("Pod", ns), rs)]
-        _set_status(cache, d, {"replicas": sum(active(p) for p in pods),
-                               "readyReplicas": sum(active(p) and pod_ready(p) for p in pods),
-                               "observedGeneration": d["metadata"].get("generation", 1)})
+            have = rs["spec"].get("replicas", 1)
+            if have != want and cache.update({**rs, "spec": {**rs["spec"], "replicas": want}}):
+                cache.recorder.event(d, NORMAL, "ScalingReplicaSet",
+                                     f"Scaled {'up' if want > have else 'down'} replica set "
+                                     f"{rs['metadata']['name']} from {have} to {want}",
+                                     component=DEPLOYMENT_CONTROLLER)
+        pods = {rs["metadata"]["name"]: owned_by(cache.of_kind("Pod", ns), rs) for rs in mine}
+        _replace_status(cache, d, workload_status.deployment(d, name, pods, created, d.get("status") or {},
+                                                             now()))
 
 
 def replicasets(cache: Cache) -> None:
@@ -164,8 +193,7 @@ def replicasets(cache: Cache) -> None:
             continue
         pods = owned_by(cache.of_kind("Pod", rs["metadata"]["namespace"]), rs)
         _scale(cache, rs, pods, rs["spec"].get("replicas", 1), lambda rs=rs: f"{rs['metadata']['name']}-{_suffix()}")
-        _set_status(cache, rs, {"replicas": sum(active(p) for p in pods),
-                                "readyReplicas": sum(active(p) and pod_ready(p) for p in pods)})
+        _replace_status(cache, rs, workload_status.replicaset(rs, pods))
 
 
 def _tolerates(pod_spec: dict, taints: list[dict]) -> bool:
@@ -307,10 +335,12 @@ def schedule(cache: Cache) -> None:
             continue
         candidates = [n["metadata"]["name"] for n in nodes if fits(p["spec"], n)]
         if not candidates:
+            message = (f"0/{len(nodes)} nodes are available: no node matches the pod's "
+                       "nodeSelector and tolerations")
+            if (p.get("status") or {}).get("conditions", [{}])[0].get("message") != message:
+                cache.recorder.event(p, WARNING, "FailedScheduling", message, component=SCHEDULER)
             _set_status(cache, p, {"phase": "Pending", "conditions": [
-                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                 "message": f"0/{len(nodes)} nodes are available: no node matches the pod's "
-                            "nodeSelector and tolerations"}]})
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}]})
             continue
         owner = (controller_of(p) or {}).get("uid", "")
         best = min(candidates, key=lambda n: (owner_load.get((owner, n), 0), load[n], n))
@@ -318,6 +348,10 @@ def schedule(cache: Cache) -> None:
         if bound:
             load[best] += 1
             owner_load[(owner, best)] = owner_load.get((owner, best), 0) + 1
+            meta = p["metadata"]
+            cache.recorder.event(bound, NORMAL, "Scheduled",
+                                 f"Successfully assigned {meta['namespace']}/{meta['name']} to {best}",
+                                 component=SCHEDULER)
 
 
 # -- endpoint slices --------------------------------------------------------------------------

@@ -44,6 +44,8 @@ KINDS = {k.kind: k for k in [
     Kind("Job", "batch/v1", "jobs", True, ()),
     Kind("EndpointSlice", "discovery.k8s.io/v1", "endpointslices", True, ()),
     Kind("NetworkPolicy", "networking.k8s.io/v1", "networkpolicies", True, ("netpol",)),
+    # What components record (netsim.api.events), for `kubectl describe` and `get events`.
+    Kind("Event", "v1", "events", True, ("ev",)),
 ]}
 BY_PLURAL = {k.plural: k for k in KINDS.values()}
 

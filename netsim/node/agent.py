@@ -16,13 +16,14 @@ import time
 from pathlib import Path
 
 from netsim import controllers, kernel
+from netsim.api import events
 from netsim.api.informer import Cache, Loop
 from netsim.api.registry import new_object, now, read_config
 from netsim.api.store import AlreadyExists, Conflict, NotFound, Store, open_store
 from netsim.cni.server import ServerPool
 from netsim.model import k8s, names, state
 from netsim.model.state import Member
-from netsim.node import dns, flanneld, policy
+from netsim.node import dns, flanneld, podlog, policy
 from netsim.node.podnet import NodePods, port_mappings, server_socket
 from netsim.node.responder import Identity, Responders
 from proxy import kubeproxy
@@ -134,6 +135,7 @@ class Agent:
         self.flannel: flanneld.Flanneld | None = None
         self.responders: Responders | None = None
         self.running_since: dict[str, float] = {}
+        self.logs: dict[str, Path] = {}  # pod key -> its log (netsim.node.podlog), removed with the pod
         self.enforcers: dict[str, policy.Enforcer] = {}
 
     @property
@@ -149,10 +151,14 @@ class Agent:
         self.responders = Responders()
         server = ServerPool(self.socket_path).start()
         threads = []
+        url = self.store_url
+        recorders = [events.Recorder(lambda: open_store(url), "kubelet")]
         if self.run_controllers:
-            loop = Loop(open_store(self.store_url), names.CONTROLLER_MANAGER, controllers.sync, self.stop)
+            recorders.append(events.Recorder(lambda: open_store(url), "kube-controller-manager", collect=True))
+            loop = Loop(open_store(self.store_url), names.CONTROLLER_MANAGER, controllers.sync, self.stop,
+                        recorder=recorders[-1])
             threads.append(threading.Thread(target=loop.run, name="controllers", daemon=True))
-        loop = Loop(store, self.name, self.sync, self.stop)
+        loop = Loop(store, self.name, self.sync, self.stop, recorder=recorders[0])
         threads.append(threading.Thread(target=loop.run, name="pods", daemon=True))
         threads.append(threading.Thread(target=self.flannel.run, name="flannel", daemon=True))
         loop = Loop(open_store(self.store_url), names.component_name(names.DNS, self.nodes), self.dns_sync, self.stop)
@@ -178,6 +184,8 @@ class Agent:
                 t.join(timeout=5)
             self.responders.close()
             server.stop()
+            for r in recorders:
+                r.close()
 
     # -- flannel -------------------------------------------------------------------------
     def _start_flannel(self, store: Store) -> None:
@@ -216,6 +224,8 @@ class Agent:
                 if p["spec"].get("nodeName") in self.nodes}
         for k in set(self.running_since) - here:
             del self.running_since[k]
+        for k in set(self.logs) - here:
+            podlog.remove(self.logs.pop(k))
         return retry
 
     def _sync_node(self, cache: Cache, node_name: str, node: NodePods) -> float | None:
@@ -255,6 +265,9 @@ class Agent:
                 self.responders.remove(k)
                 if cache.delete(p):
                     log.info("pod %s deleted", k)
+                    for c in p["spec"].get("containers", []):
+                        cache.recorder.event(p, events.NORMAL, "Killing", f"Stopping container {c['name']}",
+                                             field_path=f"spec.containers{{{c['name']}}}", host=node_name)
                 continue
             r = self._pod_status(cache, node_name, node, k, p)
             if r is not None:
@@ -316,9 +329,14 @@ class Agent:
         else:
             return 1.0  # its sandbox failed to come up; the next sync tries again
         ports = _ports(p)
-        failed = self.responders.ensure(k, netns, Identity(p["metadata"]["name"], p["metadata"]["namespace"],
-                                                           node_name), ports,
-                                        dns_ports=[dns.DNS_PORT] if dns.is_dns_pod(p) else [])
+        meta = p["metadata"]
+        log = self.logs.get(k)
+        if log is None or meta["uid"] not in log.name:
+            if log is not None:
+                podlog.remove(log)  # the pod was replaced by one of the same name
+            log = self.logs[k] = podlog.path(self.cluster, meta["namespace"], meta["name"], meta["uid"])
+        failed = self.responders.ensure(k, netns, Identity(meta["name"], meta["namespace"], node_name), ports,
+                                        dns_ports=[dns.DNS_PORT] if dns.is_dns_pod(p) else [], log=log)
         if not p["spec"].get("hostNetwork"):
             self._resolv_conf(cache, netns, p)
         retry = None
@@ -346,7 +364,15 @@ class Agent:
         if failed:
             want["message"] = "responder could not listen: " + "; ".join(failed)
         if any(status.get(f) != v for f, v in want.items()):
-            cache.update({**p, "status": {**status, **want}})
+            written = cache.update({**p, "status": {**status, **want}})
+            if written and phase == "Running" and status.get("phase") != "Running":
+                for c in p["spec"].get("containers", []):
+                    where = f"spec.containers{{{c['name']}}}"
+                    for reason, message in (
+                            ("Pulled", f'Container image "{c.get("image", "")}" already present on machine'),
+                            ("Created", f"Created container: {c['name']}"),
+                            ("Started", f"Started container {c['name']}")):
+                        cache.recorder.event(p, events.NORMAL, reason, message, field_path=where, host=node_name)
         return retry
 
 

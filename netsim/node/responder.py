@@ -7,7 +7,9 @@ visible.  All listeners of a node agent share one asyncio loop in one thread: a 
 the namespace it was created in, so one process serves every pod.
 
 The answer is one JSON line.  A TCP client that opens with an HTTP request line gets it as
-an HTTP response (curl works); a silent client (nc) gets the line after a short wait.
+an HTTP response (curl works); a silent client (nc) gets the line after a short wait.  Every
+connection (every UDP datagram) answered is one line of the pod's log (netsim.node.podlog),
+which `kubectl logs` shows.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import re
 import socket
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 from netsim import kernel
-from netsim.node import dns
+from netsim.node import dns, podlog
 
 log = logging.getLogger("netsim.node.responder")
 
@@ -44,14 +47,16 @@ class Identity:
 
 
 class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, identity: Identity, port: int):
-        self.identity, self.port = identity, port
+    def __init__(self, identity: Identity, port: int, log: podlog.Writer | None):
+        self.identity, self.port, self.log = identity, port, log
 
     def connection_made(self, transport) -> None:
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr) -> None:
         self.transport.sendto(self.identity.answer(addr, self.port, "udp"), addr)
+        if self.log:
+            self.log.write(f"udp {addr[0]}:{addr[1]} -> :{self.port}")
 
 
 class Responders:
@@ -61,7 +66,7 @@ class Responders:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="responders", daemon=True)
         self.thread.start()
-        self.pods: dict[str, tuple[tuple, list]] = {}  # key -> ((netns, identity, ports, dns ports), handles)
+        self.pods: dict[str, tuple[tuple, list]] = {}  # key -> ((netns, identity, ports, dns, log), handles)
         self.dns = dns.Server(self.loop)  # the cluster DNS, for pods that run it
 
     def close(self) -> None:
@@ -71,15 +76,18 @@ class Responders:
         self.thread.join(timeout=5)
 
     def ensure(self, key: str, netns: str, identity: Identity, ports: list[int],
-               dns_ports: list[int] = ()) -> list[str]:
-        """Listen on ``ports`` (TCP and UDP) in ``netns``, answering as the responder, and on
-        ``dns_ports`` answering as the cluster DNS; returns what could not be opened."""
+               dns_ports: list[int] = (), log: Path | None = None) -> list[str]:
+        """Listen on ``ports`` (TCP and UDP) in ``netns``, answering as the responder (and
+        writing a line per answer to ``log``), and on ``dns_ports`` answering as the cluster
+        DNS; returns what could not be opened."""
         dns_ports = tuple(sorted(set(dns_ports)))
-        wanted = (netns, identity, tuple(sorted(set(ports) - set(dns_ports))), dns_ports)
+        wanted = (netns, identity, tuple(sorted(set(ports) - set(dns_ports))), dns_ports, log)
         if key in self.pods and self.pods[key][0] == wanted:
             return []
         self.remove(key)
-        handles, failed = [], []
+        failed = []
+        writer = podlog.Writer(log) if log is not None else None
+        handles: list = [writer] if writer else []
         for port, is_dns in [(p, False) for p in wanted[2]] + [(p, True) for p in dns_ports]:
             for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
                 try:
@@ -94,7 +102,7 @@ class Responders:
                     with contextlib.suppress(Exception):
                         sock.close()
                     continue
-                serve = self.dns.serve(sock, kind) if is_dns else self._serve(sock, kind, identity, port)
+                serve = self.dns.serve(sock, kind) if is_dns else self._serve(sock, kind, identity, port, writer)
                 fut = asyncio.run_coroutine_threadsafe(serve, self.loop)
                 handles.append(fut.result(timeout=5))
         self.pods[key] = (wanted, handles)
@@ -106,9 +114,10 @@ class Responders:
             for handle in entry[1]:
                 self.loop.call_soon_threadsafe(handle.close)
 
-    async def _serve(self, sock: socket.socket, kind: int, identity: Identity, port: int):
+    async def _serve(self, sock: socket.socket, kind: int, identity: Identity, port: int,
+                     log: podlog.Writer | None):
         if kind == socket.SOCK_DGRAM:
-            transport, _ = await self.loop.create_datagram_endpoint(lambda: _Udp(identity, port), sock=sock)
+            transport, _ = await self.loop.create_datagram_endpoint(lambda: _Udp(identity, port, log), sock=sock)
             return transport
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -130,6 +139,9 @@ class Responders:
                                  b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
                 else:
                     writer.write(body)
+                if log:
+                    request = f" {first.decode(errors='replace').strip()}" if HTTP_REQUEST.match(first) else ""
+                    log.write(f"tcp {client[0]}:{client[1]} -> :{port}{request}")
                 await writer.drain()
             except (TimeoutError, OSError):
                 pass

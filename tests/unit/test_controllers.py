@@ -204,3 +204,29 @@ def test_load_balancer_ips_run_out_and_the_rest_stay_pending(store):
     # 198.51.100.0/30 has two hosts.
     assert sorted(ingress("a") + ingress("b") + ingress("c")) == ["198.51.100.1", "198.51.100.2"]
     assert sum(not ingress(n) for n in "abc") == 1
+
+
+def test_deployment_status_conditions_and_events_are_the_controllers(store):
+    from netsim.api import events
+    from netsim.controllers import status as workload_status
+
+    cache = cache_of(store)
+    cache.recorder = events.Recorder(lambda: store, "kube-controller-manager", background=False)
+    d = {"apiVersion": "apps/v1", "kind": "Deployment",
+         "metadata": {"name": "web", "namespace": "default", "generation": 2, "uid": "d1"},
+         "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}}}
+    pod = {"metadata": {"name": "p"}, "status": {"phase": "Running",
+                                                 "conditions": [{"type": "Ready", "status": "True"}]}}
+    done = workload_status.deployment(d, "web-1", {"web-1": [pod, pod]}, False, {}, "T1")
+    assert done["observedGeneration"] == 2 and done["updatedReplicas"] == 2 and done["availableReplicas"] == 2
+    assert "unavailableReplicas" not in done
+    assert [(c["type"], c["status"], c["reason"]) for c in done["conditions"]] == [
+        ("Available", "True", "MinimumReplicasAvailable"), ("Progressing", "True", "NewReplicaSetAvailable")]
+    again = workload_status.deployment(d, "web-1", {"web-1": [pod, pod]}, False, done, "T2")
+    assert again == done  # nothing changed: no new times, so no write
+    cache.recorder.event(d, events.NORMAL, "ScalingReplicaSet", "Scaled up replica set web-1 from 0 to 2")
+    cache.recorder.event(d, events.NORMAL, "ScalingReplicaSet", "Scaled up replica set web-1 from 0 to 2")
+    evs = [o for k, o in store.objects.items() if k.startswith("/registry/events/default/")]
+    assert len(evs) == 1 and evs[0]["count"] == 2 and evs[0]["involvedObject"]["uid"] == "d1"
+    assert evs[0]["source"]["component"] == "kube-controller-manager" and evs[0]["reason"] == "ScalingReplicaSet"
+    assert cache.objects.get(k8s.key_of(evs[0])) is None  # the cache keeps no Events

@@ -1,0 +1,182 @@
+"""pods/exec, pods/log and pods/portforward of a real cluster, driven by the machine's kubectl
+and the official Python client through the streaming handlers (netsim.apiserver.streams),
+which tests/e2e/apistub.py serves on loopback."""
+
+import json
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from netsim import kernel
+from netsim.fabric import daemon
+from netsim.model import names
+from tests.conftest import SCENARIO, run_netsim, unique_name
+from tests.e2e.apistub import Stub
+
+KUBECTL = shutil.which("kubectl")
+MANIFEST = """apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:1.25
+        ports: [{containerPort: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 8080, targetPort: 80}]
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("streams")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NETSIM_STATE_DIR", str(tmp / "state"))
+        name = unique_name("st")
+        (tmp / "scenario.yaml").write_text(SCENARIO)
+        (tmp / "web.yaml").write_text(MANIFEST)
+        try:
+            up = run_netsim("up", str(tmp / "scenario.yaml"), "--name", name)
+            assert up.returncode == 0, up.stderr
+            applied = run_netsim("apply", "-c", name, "-f", str(tmp / "web.yaml"))
+            assert applied.returncode == 0, applied.stderr
+            stub = Stub(name)
+            try:
+                yield name, stub, stub.kubeconfig(tmp / "kubeconfig"), _running_pod(name)
+            finally:
+                stub.close()
+        finally:
+            down = run_netsim("down", name)
+            assert down.returncode == 0, down.stderr
+            assert kernel.list_netns(names.cluster_prefix(name)) == []
+            assert daemon.agent_pids(name) == []
+
+
+def _running_pod(cluster: str) -> dict:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pods = json.loads(run_netsim("get", "-c", cluster, "pods", "-o", "json", check=True).stdout)["items"]
+        ready = [p for p in pods if p.get("status", {}).get("phase") == "Running"]
+        if ready:
+            return ready[0]
+        time.sleep(0.2)
+    raise AssertionError("the web pod did not start")
+
+
+def kubectl(kubeconfig, *args, input=None, timeout=30):
+    if KUBECTL is None:
+        pytest.skip("kubectl is not installed")
+    return subprocess.run([KUBECTL, "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True,
+                          input=input, timeout=timeout, check=False)
+
+
+def test_exec_runs_in_the_pod_with_its_resolv_conf(cluster):
+    _, _, kc, pod = cluster
+    name = pod["metadata"]["name"]
+    out = kubectl(kc, "exec", name, "--", "cat", "/etc/resolv.conf")
+    assert out.returncode == 0, out.stderr
+    assert "search default.svc.cluster.local svc.cluster.local cluster.local" in out.stdout
+    addr = kubectl(kc, "exec", name, "--", "ip", "-4", "-o", "addr", "show", "eth0")
+    assert pod["status"]["podIP"] in addr.stdout
+
+
+def test_exec_curls_a_service_by_its_dns_name(cluster):
+    _, _, kc, pod = cluster
+    out = kubectl(kc, "exec", pod["metadata"]["name"], "--", "curl", "-s", "--max-time", "5",
+                  "http://web.default.svc.cluster.local:8080/")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["pod"] == pod["metadata"]["name"]
+
+
+def test_exec_exit_code_stderr_and_stdin(cluster):
+    _, _, kc, pod = cluster
+    name = pod["metadata"]["name"]
+    failed = kubectl(kc, "exec", name, "--", "sh", "-c", "echo oops >&2; exit 3")
+    assert failed.returncode == 3
+    assert "oops" in failed.stderr and "command terminated with exit code 3" in failed.stderr
+    # stdin ends with v5's close signal: cat sees EOF and exits.
+    echoed = kubectl(kc, "exec", "-i", name, "--", "sh", "-c", "cat; echo done", input="hello\nworld\n")
+    assert echoed.returncode == 0, echoed.stderr
+    assert echoed.stdout == "hello\nworld\ndone\n"
+    missing = kubectl(kc, "exec", "no-such-pod", "--", "true")
+    assert missing.returncode != 0 and 'pods "no-such-pod" not found' in missing.stderr
+
+
+def test_logs_show_each_answered_connection(cluster):
+    _, _, kc, pod = cluster
+    name = pod["metadata"]["name"]
+    ip = pod["status"]["podIP"]
+    for _ in range(3):
+        assert kubectl(kc, "exec", name, "--", "curl", "-s", "--max-time", "5", f"http://{ip}:80/hello").returncode == 0
+    logs = kubectl(kc, "logs", name)
+    assert logs.returncode == 0, logs.stderr
+    lines = [line for line in logs.stdout.splitlines() if "GET /hello" in line]
+    assert len(lines) >= 3 and all(line.startswith(f"tcp {ip}:") and "-> :80" in line for line in lines)
+    tail = kubectl(kc, "logs", name, "--tail=1", "--timestamps").stdout.splitlines()
+    assert len(tail) == 1 and tail[0].split(" ", 1)[0].endswith("Z") and "GET /hello" in tail[0]
+    assert kubectl(kc, "logs", name, "--since=1h").stdout == logs.stdout
+
+
+def test_logs_follow_streams_new_connections(cluster):
+    _, stub, kc, pod = cluster
+    name = pod["metadata"]["name"]
+    follow = subprocess.Popen([KUBECTL or "kubectl", "--kubeconfig", str(kc), "logs", "-f", "--tail=0", name],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)
+        kubectl(kc, "exec", name, "--", "curl", "-s", "--max-time", "5", "http://127.0.0.1:80/followed")
+        line = follow.stdout.readline()
+        assert "GET /followed" in line
+    finally:
+        follow.kill()
+        follow.wait()
+
+
+def test_port_forward_with_the_python_client(cluster):
+    kubernetes = pytest.importorskip("kubernetes")
+    from kubernetes.stream import portforward
+
+    _, stub, _, pod = cluster
+    config = kubernetes.client.Configuration()
+    config.host = stub.url
+    api = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(config))
+    name = pod["metadata"]["name"]
+    pf = portforward(api.connect_get_namespaced_pod_portforward, name, "default", ports="80")
+    sock = pf.socket(80)
+    sock.setblocking(True)
+    sock.settimeout(10)
+    sock.sendall(b"GET /forwarded HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    sock.close()
+    assert data.startswith(b"HTTP/1.1 200 OK")
+    assert json.loads(data.split(b"\r\n\r\n", 1)[1])["pod"] == name
+    assert pf.error(80) is None
+    pf.close()
+    # A port nothing listens on: the error channel says so.
+    pf = portforward(api.connect_get_namespaced_pod_portforward, name, "default", ports="81")
+    sock = pf.socket(81)
+    sock.settimeout(10)
+    assert sock.recv(10) == b""
+    assert "connection refused" in (pf.error(81) or "")
+    pf.close()
+
+
+def test_kubectl_port_forward_is_refused_with_the_reason(cluster):
+    _, _, kc, pod = cluster
+    out = kubectl(kc, "port-forward", pod["metadata"]["name"], "0:80", timeout=20)
+    assert out.returncode != 0
+    assert "not SPDY" in out.stderr, out.stderr
