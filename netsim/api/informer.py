@@ -37,7 +37,9 @@ class Cache:
 
     def relist(self) -> None:
         items, rev = self.store.list(self.prefix)
-        self.objects = {k8s.key_of(o): o for o in items if "kind" in o and "metadata" in o}
+        # Built-in kinds only: custom resources mean nothing to netsim's components, and their
+        # kinds are known to the API server alone.
+        self.objects = {k8s.key_of(o): o for o in items if "metadata" in o and k8s.builtin(o)}
         self._seen = {k: int(o["metadata"]["resourceVersion"]) for k, o in self.objects.items()}
         self.revision = rev
 
@@ -46,6 +48,8 @@ class Cache:
         if ev.revision <= self._seen.get(ev.key, 0):
             return  # this component's own write, already in the cache
         self._seen[ev.key] = ev.revision
+        if not k8s.builtin(ev.object):
+            return
         if ev.type == "DELETED":
             self.objects.pop(ev.key, None)
         else:

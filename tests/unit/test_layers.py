@@ -15,7 +15,7 @@ from tests.conftest import REPO
 
 # Lowest first; a module belongs to the longest layer name that prefixes it.
 LAYERS = ["netsim.kernel", "netsim.model", "netsim.api", "netsim.controllers", "netsim.cni", "proxy",
-          "netsim.node", "netsim.fabric", "netsim.observe", "netsim.cli"]
+          "netsim.node", "netsim.apiserver", "netsim.fabric", "netsim.observe", "netsim.cli"]
 RANK = {name: i for i, name in enumerate(LAYERS)}
 PACKAGES = ("netsim", "proxy")
 MAX_LOOSE = 4
