@@ -31,7 +31,7 @@ log = logging.getLogger("netsim.api.informer")
 COMPONENTS = "/netsim/components/"
 HEARTBEAT_S = 2.0
 ALIVE_S = 10.0
-EVENTS = k8s.prefix("Event")
+EVENTS = (k8s.prefix("Event"), k8s.prefix(k8s.ALL[("events.k8s.io/v1", "Event")]))
 
 
 class Cache:
@@ -45,7 +45,9 @@ class Cache:
 
     def relist(self) -> None:
         items, rev = self.store.list(self.prefix)
-        self.objects = {k: o for o in items if "kind" in o and "metadata" in o
+        # Built-in kinds only (custom resources mean nothing to netsim's components, and their
+        # kinds are known to the API server alone), and no Events (see above).
+        self.objects = {k: o for o in items if "metadata" in o and k8s.builtin(o)
                         and not (k := k8s.key_of(o)).startswith(EVENTS)}
         self._seen = {k: int(o["metadata"]["resourceVersion"]) for k, o in self.objects.items()}
         self.revision = rev
@@ -58,6 +60,8 @@ class Cache:
         if ev.revision <= self._seen.get(ev.key, 0):
             return True  # this component's own write, already in the cache
         self._seen[ev.key] = ev.revision
+        if not k8s.builtin(ev.object):
+            return False
         if ev.type == "DELETED":
             self.objects.pop(ev.key, None)
         else:

@@ -49,7 +49,32 @@ class ClusterConfig:
 
 
 class ApiError(Exception):
-    """An error as kubectl would print it."""
+    """An error as kubectl would print it; ``reason`` and ``code`` are those of the API server's
+    Status for it (most are an object the API refuses: 422 Invalid)."""
+
+    reason = "Invalid"
+    code = 422
+
+    def __init__(self, message: str, reason: str | None = None, code: int | None = None,
+                 causes: list[tuple[str, str]] | None = None):
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+        if code is not None:
+            self.code = code
+        self.causes = causes or []
+
+
+class NotFoundError(ApiError):
+    reason, code = "NotFound", 404
+
+
+class AlreadyExistsError(ApiError):
+    reason, code = "AlreadyExists", 409
+
+
+class ConflictError(ApiError):
+    reason, code = "Conflict", 409
 
 
 def now() -> str:
@@ -270,12 +295,12 @@ def apply(store: Store, objects: list[dict], default_namespace: str = "default")
     try:
         for obj in objects:
             obj = copy.deepcopy(obj)
-            kind = k8s.KINDS[obj["kind"]]
+            kind = k8s.kind_of(obj)
             meta = obj["metadata"]
             if kind.namespaced:
                 meta["namespace"] = meta.get("namespace") or default_namespace
                 if meta["namespace"] not in namespaces:
-                    raise ApiError(f'{k8s.ref(obj)}: namespaces "{meta["namespace"]}" not found; '
+                    raise NotFoundError(f'{k8s.ref(obj)}: namespaces "{meta["namespace"]}" not found; '
                                    f"fix: create it first (netsim apply a Namespace, or "
                                    f"kubectl-style `kind: Namespace` earlier in the same file)")
             elif obj["kind"] == "Namespace":
@@ -335,23 +360,184 @@ def _same(old: dict, merged: dict) -> bool:
     return a == b
 
 
-def _get(store: Store, kind: str, namespace: str | None, name: str) -> dict:
+def _get(store: Store, kind: str | k8s.Kind, namespace: str | None, name: str) -> dict:
     try:
         return store.get(k8s.key(kind, namespace, name))
     except NotFound:
-        raise ApiError(f'{k8s.KINDS[kind].plural} "{name}" not found') from None
+        raise NotFoundError(not_found_message(kind, name)) from None
+
+
+def not_found_message(kind: str | k8s.Kind, name: str) -> str:
+    k = kind if isinstance(kind, k8s.Kind) else k8s.KINDS[kind]
+    return f'{k.plural}{"." + k.group if k.group else ""} "{name}" not found'
+
+
+def delete_object(store: Store, kind: k8s.Kind, namespace: str | None, name: str, grace_seconds: int | None = None,
+                  propagation: str | None = None, preconditions: dict | None = None,
+                  dry_run: bool = False) -> tuple[dict, bool]:
+    """DELETE as the API server does it: the object as it was (or as marked terminating) and
+    whether it is gone now.  ``preconditions`` (uid, resourceVersion) must hold (ConflictError);
+    propagation Orphan strips the dependents' ownerReferences first; a grace period of 0
+    removes a pod at once (kubectl delete --force --grace-period=0)."""
+    obj = _get(store, kind, namespace, name)
+    pre = preconditions or {}
+    for field_name in ("uid", "resourceVersion"):
+        if pre.get(field_name) and pre[field_name] != obj["metadata"].get(field_name):
+            raise ConflictError(f"Precondition failed: {field_name.capitalize() if field_name == 'uid' else field_name}"
+                                f" in precondition: {pre[field_name]}, {field_name} in object meta: "
+                                f"{obj['metadata'].get(field_name)}")
+    if dry_run:
+        return obj, True
+    if propagation == "Orphan":
+        orphan_dependents(store, obj)
+    _, rv = delete(store, kind, namespace, name, force=grace_seconds == 0)
+    try:
+        after = store.get(k8s.key(kind, namespace, name))
+        return after, False
+    except NotFound:
+        obj["metadata"]["resourceVersion"] = str(rv)
+        return obj, True
+
+
+# -- one object at a time, as the API server's verbs ------------------------------------------
+
+def _live_namespace(store: Store, obj: dict) -> None:
+    k = k8s.kind_of(obj)
+    if not k.namespaced:
+        return
+    ns = obj["metadata"]["namespace"]
+    try:
+        nsobj = store.get(k8s.key("Namespace", None, ns))
+    except NotFound:
+        raise NotFoundError(f'namespaces "{ns}" not found') from None
+    if nsobj["metadata"].get("deletionTimestamp"):
+        raise ApiError(f'{k8s.ref(obj)}: unable to create new content in namespace {ns} because it is being '
+                       "terminated", reason="Forbidden", code=403)
+
+
+def create(store: Store, obj: dict, dry_run: bool = False) -> dict:
+    """POST: a new object (AlreadyExistsError if its name is taken), with the defaults and
+    allocations `apply` gives it; ``obj`` is validated and has its namespace set."""
+    obj = new_object(obj)
+    _live_namespace(store, obj)
+    k = k8s.key_of(obj)
+    held: list[tuple[str, str, str]] = []
+    try:
+        if store_has(store, k):
+            raise AlreadyExistsError(f'{k8s.kind_of(obj).plural} "{obj["metadata"]["name"]}" already exists')
+        if obj["kind"] == "Service" and k8s.builtin(obj):
+            _admit_service(store, obj, None, read_config(store), held)
+        if dry_run:
+            for what, value, owner in held:
+                release(store, what, value, owner)
+            return obj
+        return store.create(k, obj)
+    except AlreadyExists:
+        raise AlreadyExistsError(f'{k8s.kind_of(obj).plural} "{obj["metadata"]["name"]}" already exists') from None
+    except BaseException:
+        for what, value, owner in held:
+            release(store, what, value, owner)
+        raise
+
+
+def store_has(store: Store, key: str) -> bool:
+    try:
+        store.get(key)
+        return True
+    except NotFound:
+        return False
+
+
+def replace(store: Store, obj: dict, subresource: str | None = None, dry_run: bool = False) -> dict:
+    """PUT: the object over the stored one, at the resourceVersion the writer read if it gave
+    one (ConflictError otherwise).  The main resource keeps the stored status; ``status``
+    changes only the status."""
+    k8s_kind = k8s.kind_of(obj)
+    k = k8s.key_of(obj)
+    try:
+        old = store.get(k)
+    except NotFound:
+        raise NotFoundError(f'{k8s_kind.plural} "{obj["metadata"]["name"]}" not found') from None
+    want_rv = obj["metadata"].get("resourceVersion")
+    if want_rv and want_rv != old["metadata"]["resourceVersion"]:
+        raise ConflictError(_conflict_message(k8s_kind, obj))
+    if subresource == "status":
+        new = copy.deepcopy(old)
+        new["status"] = copy.deepcopy(obj.get("status") or {})
+    else:
+        new = copy.deepcopy(obj)
+        meta, old_meta = new["metadata"], old["metadata"]
+        for f in ("uid", "creationTimestamp", "deletionTimestamp", "generation"):
+            if f in old_meta:
+                meta[f] = old_meta[f]
+        if "status" in old and k8s_kind.acted:
+            new["status"] = old["status"]
+        if old.get("spec") != new.get("spec") or {k_: v for k_, v in old.items() if k_ not in
+                                                  ("metadata", "status")} != \
+                {k_: v for k_, v in new.items() if k_ not in ("metadata", "status")}:
+            meta["generation"] = old_meta.get("generation", 1) + 1
+        namespace_label(new)
+    held: list[tuple[str, str, str]] = []
+    try:
+        if new["kind"] == "Service" and k8s.builtin(new) and subresource is None:
+            _admit_service(store, new, old, read_config(store), held)
+        if new["kind"] == "Pod" and subresource is None:
+            _check_pod_update(old, new)
+        if dry_run or _same(old, new):
+            for what, value, owner in held:
+                release(store, what, value, owner)
+            return old if _same(old, new) else new
+        try:
+            stored = store.update(k, new, int(old["metadata"]["resourceVersion"]))
+        except Conflict:
+            raise ConflictError(_conflict_message(k8s_kind, obj)) from None
+        except NotFound:
+            raise NotFoundError(f'{k8s_kind.plural} "{obj["metadata"]["name"]}" not found') from None
+    except BaseException:
+        for what, value, owner in held:
+            release(store, what, value, owner)
+        raise
+    if new["kind"] == "Service":
+        _release_dropped(store, old, stored)
+    return stored
+
+
+def _conflict_message(k: k8s.Kind, obj: dict) -> str:
+    group = f".{k.group}" if k.group else ""
+    return (f'Operation cannot be fulfilled on {k.plural}{group} "{obj["metadata"]["name"]}": the object has '
+            "been modified; please apply your changes to the latest version and try again")
+
+
+def orphan_dependents(store: Store, owner: dict) -> None:
+    """propagationPolicy Orphan: the dependents lose their ownerReference to ``owner``, so the
+    garbage collector leaves them when it goes."""
+    uid = owner["metadata"].get("uid")
+    ns = owner["metadata"].get("namespace")
+    for k in k8s.KINDS.values():
+        if not k.namespaced or not ns:
+            continue
+        for o in store.list(k8s.prefix(k, ns))[0]:
+            refs = o["metadata"].get("ownerReferences") or []
+            if any(r.get("uid") == uid for r in refs):
+                o["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != uid]
+                with contextlib.suppress(Conflict, NotFound):
+                    store.update(k8s.key_of(o), o, int(o["metadata"]["resourceVersion"]))
 
 
 # -- delete ------------------------------------------------------------------------------------
 
-def delete(store: Store, kind: str, namespace: str | None, name: str, force: bool = False) -> tuple[str, int]:
+def delete(store: Store, kind: str | k8s.Kind, namespace: str | None, name: str,
+           force: bool = False) -> tuple[str, int]:
     """Delete as the API does: a scheduled pod is marked terminating and its node's agent
     removes it once its network is gone; a namespace is marked terminating and emptied by
     the namespace controller; anything else goes at once (owners' children follow by GC).
     Returns the object's reference and the revision of the write."""
     k = k8s.key(kind, namespace, name)
+    kobj = kind
+    if isinstance(kind, k8s.Kind):  # only the acted-on Pod and Namespace are deleted gracefully
+        kind = kind.kind if kind.acted else f"{kind.kind}.{kind.group}"
     for _ in range(10):
-        obj = _get(store, kind, namespace, name)
+        obj = _get(store, kobj, namespace, name)
         rv = int(obj["metadata"]["resourceVersion"])
         graceful = (kind == "Pod" and obj.get("spec", {}).get("nodeName") and not force) or kind == "Namespace"
         try:
@@ -369,8 +555,8 @@ def delete(store: Store, kind: str, namespace: str | None, name: str, force: boo
         except Conflict:
             continue
         except NotFound:
-            raise ApiError(f'{k8s.KINDS[kind].plural} "{name}" not found') from None
-    raise ApiError(f"{kind} {name}: kept changing while being deleted; try again")
+            raise NotFoundError(not_found_message(kobj, name)) from None
+    raise ConflictError(f"{kind} {name}: kept changing while being deleted; try again")
 
 
 def set_metadata(store: Store, kind: str, namespace: str | None, name: str, field: str,

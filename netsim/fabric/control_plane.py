@@ -42,6 +42,7 @@ def start(cluster: fabric.Cluster, scenario: Scenario | None, objects: list[dict
                     store.delete(informer.COMPONENTS + c["metadata"]["name"])
             daemon.start_agent(cluster.name, cluster.store_url)
         _wait_nodes(store, wanted, timeout)
+        start_apiserver(cluster, store, config)
         progress(f"control plane: store {_describe(cluster.store_url)}, agent and controllers running, "
                  f"{len(wanted)} nodes registered")
         _apply_and_settle(store, config, objects, components, timeout, "the cluster", progress)
@@ -51,6 +52,29 @@ def start(cluster: fabric.Cluster, scenario: Scenario | None, objects: list[dict
             progress(f"{running}/{len(pods)} pods running")
     finally:
         store.close()
+
+
+def start_apiserver(cluster: fabric.Cluster, store: Store, config: registry.ClusterConfig) -> None:
+    """The API server on the control-plane node (its certificates first), the default/kubernetes
+    Service and EndpointSlice in front of it, and the user's kubeconfig entries."""
+    from netsim.apiserver import kubeconfig, pki, process
+
+    cp = next((m for m in cluster.nodes() if m.role == "control-plane"), cluster.nodes()[0])
+    service_ip = str(ipaddress.IPv4Network(config.service_subnet).network_address + 1)
+    p = pki.ensure(pki.paths(cluster.name), pki.server_sans([cp.ip], service_ip, config.cluster_domain))
+    info = process.start(cluster.name, cluster.store_url, cp.netns, cp.ip)
+    registry.apply(store, [
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kubernetes", "namespace": "default",
+                                                             "labels": {"component": "apiserver",
+                                                                        "provider": "kubernetes"}},
+         "spec": {"clusterIP": service_ip, "ports": [{"name": "https", "port": 443, "targetPort": process.SECURE_PORT,
+                                                      "protocol": "TCP"}]}},
+        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+         "metadata": {"name": "kubernetes", "namespace": "default",
+                      "labels": {"kubernetes.io/service-name": "kubernetes"}},
+         "endpoints": [{"addresses": [cp.ip], "conditions": {"ready": True, "serving": True, "terminating": False}}],
+         "ports": [{"name": "https", "port": process.SECURE_PORT, "protocol": "TCP"}]}])
+    kubeconfig.merge(cluster.name, kubeconfig.standalone(cluster.name, f"https://127.0.0.1:{info['port']}", p))
 
 
 def cluster_config(scenario: Scenario) -> registry.ClusterConfig:

@@ -72,6 +72,11 @@ def teardown(cluster: str) -> list[str]:
     them every link, address, route and rule inside), and its state.  Works from the kernel's
     view, not only the state file, so it also cleans up after a killed `up`."""
     daemon.stop_agents(cluster)  # first, so no agent re-creates a pod while namespaces go
+    from netsim.apiserver import kubeconfig, process
+
+    process.stop(cluster)
+    with contextlib.suppress(OSError, ValueError):
+        kubeconfig.remove(cluster)
     st = state.read_state(cluster)
     if st is not None and st.join:
         _leave(cluster, st, st.join)

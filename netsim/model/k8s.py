@@ -28,58 +28,169 @@ class Kind:
     api_version: str
     plural: str
     namespaced: bool
-    aliases: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()  # kubectl's short names
+    # Where its objects live under /registry/: the plural for the built-in kinds (as kube-apiserver
+    # keeps them), "<group>/<plural>" for custom resources and for a kind name two groups share.
+    storage: str = ""
+    categories: tuple[str, ...] = ()
+    acted: bool = False  # netsim's controllers and agents act on it; the others are only stored
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+    @property
+    def version(self) -> str:
+        return self.api_version.rpartition("/")[2]
+
+    @property
+    def resource(self) -> str:
+        return self.storage or self.plural
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
 
 
-KINDS = {k.kind: k for k in [
-    Kind("Namespace", "v1", "namespaces", False, ("ns",)),
-    Kind("Node", "v1", "nodes", False, ("no",)),
-    Kind("Pod", "v1", "pods", True, ("po",)),
-    Kind("Service", "v1", "services", True, ("svc",)),
-    Kind("ConfigMap", "v1", "configmaps", True, ("cm",)),
-    Kind("Deployment", "apps/v1", "deployments", True, ("deploy",)),
-    Kind("ReplicaSet", "apps/v1", "replicasets", True, ("rs",)),
-    Kind("DaemonSet", "apps/v1", "daemonsets", True, ("ds",)),
-    Kind("StatefulSet", "apps/v1", "statefulsets", True, ("sts",)),
-    Kind("Job", "batch/v1", "jobs", True, ()),
-    Kind("EndpointSlice", "discovery.k8s.io/v1", "endpointslices", True, ()),
-    Kind("NetworkPolicy", "networking.k8s.io/v1", "networkpolicies", True, ("netpol",)),
-    # What components record (netsim.api.events), for `kubectl describe` and `get events`.
+def _acted(*args, **kw) -> Kind:
+    return Kind(*args, acted=True, categories=("all",) if args[0] in _ALL_CATEGORY else (), **kw)
+
+
+_ALL_CATEGORY = {"Pod", "Service", "Deployment", "ReplicaSet", "DaemonSet", "StatefulSet", "Job"}
+
+# The kinds netsim acts on, then the built-in kinds it only stores (so that real-world manifests
+# with a ServiceAccount, a Role or an Ingress apply whole, and kubectl finds them).
+BUILTIN: tuple[Kind, ...] = (
+    _acted("Namespace", "v1", "namespaces", False, ("ns",)),
+    _acted("Node", "v1", "nodes", False, ("no",)),
+    _acted("Pod", "v1", "pods", True, ("po",)),
+    _acted("Service", "v1", "services", True, ("svc",)),
+    _acted("ConfigMap", "v1", "configmaps", True, ("cm",)),
+    _acted("Deployment", "apps/v1", "deployments", True, ("deploy",)),
+    _acted("ReplicaSet", "apps/v1", "replicasets", True, ("rs",)),
+    _acted("DaemonSet", "apps/v1", "daemonsets", True, ("ds",)),
+    _acted("StatefulSet", "apps/v1", "statefulsets", True, ("sts",)),
+    _acted("Job", "batch/v1", "jobs", True, ()),
+    _acted("EndpointSlice", "discovery.k8s.io/v1", "endpointslices", True, ()),
+    _acted("NetworkPolicy", "networking.k8s.io/v1", "networkpolicies", True, ("netpol",)),
+    Kind("ServiceAccount", "v1", "serviceaccounts", True, ("sa",)),
+    Kind("Secret", "v1", "secrets", True),
+    Kind("Endpoints", "v1", "endpoints", True, ("ep",)),
     Kind("Event", "v1", "events", True, ("ev",)),
-]}
-BY_PLURAL = {k.plural: k for k in KINDS.values()}
+    Kind("LimitRange", "v1", "limitranges", True, ("limits",)),
+    Kind("ResourceQuota", "v1", "resourcequotas", True, ("quota",)),
+    Kind("PersistentVolumeClaim", "v1", "persistentvolumeclaims", True, ("pvc",)),
+    Kind("PersistentVolume", "v1", "persistentvolumes", False, ("pv",)),
+    Kind("PodTemplate", "v1", "podtemplates", True),
+    Kind("ReplicationController", "v1", "replicationcontrollers", True, ("rc",)),
+    Kind("ControllerRevision", "apps/v1", "controllerrevisions", True),
+    Kind("CronJob", "batch/v1", "cronjobs", True, ("cj",)),
+    Kind("HorizontalPodAutoscaler", "autoscaling/v2", "horizontalpodautoscalers", True, ("hpa",)),
+    Kind("PodDisruptionBudget", "policy/v1", "poddisruptionbudgets", True, ("pdb",)),
+    Kind("Ingress", "networking.k8s.io/v1", "ingresses", True, ("ing",)),
+    Kind("IngressClass", "networking.k8s.io/v1", "ingressclasses", False),
+    Kind("Role", "rbac.authorization.k8s.io/v1", "roles", True),
+    Kind("RoleBinding", "rbac.authorization.k8s.io/v1", "rolebindings", True),
+    Kind("ClusterRole", "rbac.authorization.k8s.io/v1", "clusterroles", False),
+    Kind("ClusterRoleBinding", "rbac.authorization.k8s.io/v1", "clusterrolebindings", False),
+    Kind("Lease", "coordination.k8s.io/v1", "leases", True),
+    Kind("Event", "events.k8s.io/v1", "events", True, ("ev",), storage="events.k8s.io/events"),
+    Kind("PriorityClass", "scheduling.k8s.io/v1", "priorityclasses", False, ("pc",)),
+    Kind("StorageClass", "storage.k8s.io/v1", "storageclasses", False, ("sc",)),
+    Kind("CSIDriver", "storage.k8s.io/v1", "csidrivers", False),
+    Kind("VolumeAttachment", "storage.k8s.io/v1", "volumeattachments", False),
+    Kind("RuntimeClass", "node.k8s.io/v1", "runtimeclasses", False),
+    Kind("CustomResourceDefinition", "apiextensions.k8s.io/v1", "customresourcedefinitions", False,
+         ("crd", "crds")),
+    Kind("MutatingWebhookConfiguration", "admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations", False),
+    Kind("ValidatingWebhookConfiguration", "admissionregistration.k8s.io/v1",
+         "validatingwebhookconfigurations", False),
+    Kind("APIService", "apiregistration.k8s.io/v1", "apiservices", False),
+    Kind("FlowSchema", "flowcontrol.apiserver.k8s.io/v1", "flowschemas", False),
+    Kind("PriorityLevelConfiguration", "flowcontrol.apiserver.k8s.io/v1", "prioritylevelconfigurations", False),
+    Kind("CertificateSigningRequest", "certificates.k8s.io/v1", "certificatesigningrequests", False, ("csr",)),
+)
+
+# Every kind this process knows: the built-in ones, and custom resources once their
+# CustomResourceDefinition is registered (register/unregister; the API server does it).
+ALL: dict[tuple[str, str], Kind] = {(k.api_version, k.kind): k for k in BUILTIN}
+# By kind name alone (the first of a name: core/v1 Event), as netsim's own verbs and keys use it.
+KINDS: dict[str, Kind] = {}
+for _k in BUILTIN:
+    KINDS.setdefault(_k.kind, _k)
+BY_PLURAL = {k.resource: k for k in BUILTIN}
+
+
+def lookup(api_version: str, kind: str) -> Kind | None:
+    """The kind of a document, by its apiVersion and kind (a custom resource once registered)."""
+    return ALL.get((api_version, kind))
+
+
+def kind_of(obj: dict) -> Kind:
+    k = ALL.get((obj.get("apiVersion"), obj.get("kind")))
+    return k if k is not None else KINDS[obj["kind"]]
+
+
+def register(k: Kind) -> None:
+    """A custom resource's kind (from its CRD), stored under "<group>/<plural>"."""
+    ALL[(k.api_version, k.kind)] = k
+    BY_PLURAL[k.resource] = k
+
+
+def unregister(api_version: str, kind: str) -> None:
+    k = ALL.pop((api_version, kind), None)
+    if k is not None and BY_PLURAL.get(k.resource) is k:
+        del BY_PLURAL[k.resource]
+
+
+_BUILTIN_GVK = frozenset((k.api_version, k.kind) for k in BUILTIN)
+
+
+def builtin(obj: dict) -> bool:
+    """An object of a built-in kind (not a custom resource, which only the API server knows)."""
+    return (obj.get("apiVersion"), obj.get("kind")) in _BUILTIN_GVK
+
+
+def acted_on(obj: dict) -> bool:
+    """An object of a kind netsim's controllers and agents act on (its informers keep only these)."""
+    k = KINDS.get(obj.get("kind"))
+    return k is not None and k.acted and k.api_version == obj.get("apiVersion")
 
 
 def kind_named(word: str) -> Kind | None:
     """The kind a user typed: `pods`, `pod`, `po`, `Pod`, `deployments.apps` ..."""
-    w = word.split(".", 1)[0].lower()
-    for k in KINDS.values():
-        if w in (k.kind.lower(), k.plural, *k.aliases):
+    w, _, group = word.partition(".")
+    w = w.lower()
+    for k in ALL.values():
+        if w in (k.kind.lower(), k.plural, *k.aliases) and (not group or group == k.group):
             return k
     return None
 
 
-def key(kind: str, namespace: str | None, name: str) -> str:
-    k = KINDS[kind]
-    return f"{REGISTRY}{k.plural}/{namespace}/{name}" if k.namespaced else f"{REGISTRY}{k.plural}/{name}"
+def key(kind: str | Kind, namespace: str | None, name: str) -> str:
+    k = kind if isinstance(kind, Kind) else KINDS[kind]
+    return f"{REGISTRY}{k.resource}/{namespace}/{name}" if k.namespaced else f"{REGISTRY}{k.resource}/{name}"
 
 
-def prefix(kind: str, namespace: str | None = None) -> str:
-    k = KINDS[kind]
+def prefix(kind: str | Kind, namespace: str | None = None) -> str:
+    k = kind if isinstance(kind, Kind) else KINDS[kind]
     if k.namespaced and namespace:
-        return f"{REGISTRY}{k.plural}/{namespace}/"
-    return f"{REGISTRY}{k.plural}/"
+        return f"{REGISTRY}{k.resource}/{namespace}/"
+    return f"{REGISTRY}{k.resource}/"
 
 
 def kind_of_key(store_key: str) -> str | None:
-    plural = store_key.removeprefix(REGISTRY).split("/", 1)[0]
-    k = BY_PLURAL.get(plural)
+    rest = store_key.removeprefix(REGISTRY)
+    head, _, tail = rest.partition("/")
+    k = BY_PLURAL.get(head)
+    if k is None and "." in head:  # a custom resource's or a group's own: <group>/<plural>/...
+        k = BY_PLURAL.get(f"{head}/{tail.partition('/')[0]}")
     return k.kind if k else None
 
 
 def key_of(obj: dict) -> str:
     meta = obj["metadata"]
-    return key(obj["kind"], meta.get("namespace"), meta["name"])
+    return key(kind_of(obj), meta.get("namespace"), meta["name"])
 
 
 def ref(obj: dict) -> str:
@@ -383,6 +494,20 @@ class ManifestError(ValueError):
         super().__init__(f"{source}: " + ("\n  ".join([""] + problems) if len(problems) > 1 else problems[0]))
 
 
+class InvalidObject(ValueError):
+    """A document that is not a valid object of its kind; ``causes`` are (field path, message)
+    pairs, as the API server's Status details list them."""
+
+    def __init__(self, message: str, causes: list[tuple[str, str]]):
+        super().__init__(message)
+        self.causes = causes
+
+
+def _field(err: dict) -> str:
+    return ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in err["loc"]
+                    if not str(p).startswith(("function-after", "union"))).replace(".[", "[")
+
+
 def _problem(err: dict) -> str:
     path = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-after", "union")))
     msg = err["msg"].removeprefix("Value error, ")
@@ -452,21 +577,28 @@ def validate(doc: Any, where: str) -> dict:
     for field_name in ("kind", "apiVersion"):
         if not isinstance(doc[field_name], str):
             raise ValueError(f"{where}: {field_name} must be a string, got {type(doc[field_name]).__name__}")
-    if kind not in KINDS:
-        known = ", ".join(sorted(KINDS))
-        raise ValueError(f"{where}: kind {kind!r} is not known to netsim; it knows: {known}")
-    want = KINDS[kind].api_version
-    if doc["apiVersion"] != want:
-        raise ValueError(f"{where}: apiVersion {doc['apiVersion']!r} for {kind}; fix: use {want!r}")
+    k = lookup(doc["apiVersion"], kind)
+    if k is None:
+        versions = sorted(v for v, n in ALL if n == kind)
+        if versions:
+            raise ValueError(f"{where}: apiVersion {doc['apiVersion']!r} for {kind}; fix: use "
+                             + " or ".join(repr(v) for v in versions))
+        raise ValueError(f"{where}: kind {kind!r} is not known (apiVersion {doc['apiVersion']}): neither a "
+                         "built-in kind nor one of a CustomResourceDefinition in the cluster; fix: apply its "
+                         "CustomResourceDefinition first")
     meta = doc.get("metadata")
     where = f"{where} ({kind} {meta.get('name', '?') if isinstance(meta, dict) else '?'})"
-    model = MODELS.get(kind, _Object)
+    # Kinds without a model (stored-only, custom resources) get their metadata checked.
+    model = MODELS.get(kind, _Object) if k.acted else _Object
     try:
         model.model_validate(doc)
     except ValidationError as exc:
-        raise ValueError("; ".join(f"{where}: {_problem(e)}" for e in exc.errors())) from None
-    if not KINDS[kind].namespaced and doc["metadata"].get("namespace"):
-        raise ValueError(f"{where}: metadata.namespace: {kind} is not namespaced; remove the field")
+        errors = exc.errors()
+        raise InvalidObject("; ".join(f"{where}: {_problem(e)}" for e in errors),
+                            [(_field(e), _problem(e).partition(": ")[2] or _problem(e)) for e in errors]) from None
+    if not k.namespaced and doc["metadata"].get("namespace"):
+        raise InvalidObject(f"{where}: metadata.namespace: {kind} is not namespaced; remove the field",
+                            [("metadata.namespace", f"{kind} is not namespaced")])
     return _stored_defaults(json.loads(json.dumps(doc)))
 
 

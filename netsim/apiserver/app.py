@@ -1,0 +1,393 @@
+"""The API server's HTTP side (aiohttp): client-certificate authentication, routing of the
+Kubernetes paths to discovery, the REST verbs (netsim.apiserver.resources, run in a thread pool
+since the store is synchronous), watches, Table output, OpenAPI and the pod streams.  Every
+error is a Status object; no traceback reaches a client.
+May import: the standard library, aiohttp, netsim.api, netsim.model and netsim.apiserver."""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import functools
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from aiohttp import web
+
+from netsim.api import registry
+from netsim.api.store import Event, Store
+from netsim.apiserver import discovery, resources
+from netsim.apiserver.status import StatusError, bad_request, status
+from netsim.apiserver.watch import Broadcaster, WatchRequest
+from netsim.model import k8s
+
+try:  # the tables helper's module: kubectl's columns per kind
+    from netsim.apiserver import tables  # type: ignore[attr-defined]
+except ImportError:
+    tables = None
+try:  # the tables helper's module: OpenAPI v2/v3 from the kubernetes client's models
+    from netsim.apiserver import openapi  # type: ignore[attr-defined]
+except ImportError:
+    openapi = None
+try:  # the streams helper's module: exec, attach, port-forward and logs over WebSockets
+    from netsim.apiserver import streams  # type: ignore[attr-defined]
+except ImportError:
+    streams = None
+
+log = logging.getLogger("netsim.apiserver")
+
+PUBLIC = ("/healthz", "/livez", "/readyz", "/version")  # anonymous, as kubeadm's system:public-info-viewer
+JSON = "application/json"
+STORE = web.AppKey("store", Store)
+CLUSTER = web.AppKey("cluster", str)
+POOL = web.AppKey("pool", ThreadPoolExecutor)
+BROADCASTER = web.AppKey("broadcaster", Broadcaster)
+
+
+def _json(obj: dict, code: int = 200, content_type: str = JSON) -> web.Response:
+    return web.Response(body=json.dumps(obj, separators=(",", ":")).encode(), status=code,
+                        headers={"Content-Type": content_type})
+
+
+def error_response(exc: StatusError) -> web.Response:
+    return _json(exc.status(), exc.code)
+
+
+@web.middleware
+async def guard(request: web.Request, handler):
+    """Authentication (a client certificate from the cluster's CA) and Status for every error."""
+    try:
+        if not request.path.startswith(PUBLIC) and not _authenticated(request):
+            raise StatusError(401, "Unauthorized", "Unauthorized")
+        return await handler(request)
+    except StatusError as exc:
+        return error_response(exc)
+    except web.HTTPException:
+        raise
+    except (ConnectionResetError, asyncio.CancelledError):
+        raise
+    except Exception as exc:  # a bug: the client gets a Status, the log the traceback
+        log.exception("%s %s failed", request.method, request.path_qs)
+        return error_response(StatusError(500, f"Internal error occurred: {type(exc).__name__}: {exc}",
+                                          "InternalError"))
+
+
+def _authenticated(request: web.Request) -> bool:
+    transport = request.transport
+    if transport is None:
+        return False
+    if transport.get_extra_info("sslcontext") is None:
+        return bool(request.app.get("insecure"))  # tests of the routing over plain HTTP only
+    return bool(transport.get_extra_info("peercert"))
+
+
+async def _run(request: web.Request, fn, *args):
+    return await asyncio.get_running_loop().run_in_executor(request.app[POOL], functools.partial(fn, *args))
+
+
+def _wants_table(request: web.Request) -> bool:
+    return "as=Table" in request.headers.get("Accept", "") or request.query.get("as") == "Table"
+
+
+def _wants_aggregated(request: web.Request) -> bool:
+    return "as=APIGroupDiscoveryList" in request.headers.get("Accept", "")
+
+
+def _fallback_table(objects: list[dict], now: float) -> dict:
+    """NAME and AGE, until netsim.apiserver.tables is merged."""
+    rows = []
+    for o in objects:
+        ts = o.get("metadata", {}).get("creationTimestamp")
+        try:
+            secs = int(now - calendar.timegm(time.strptime(ts, "%Y-%m-%dT%H:%M:%SZ")))
+        except (TypeError, ValueError):
+            secs = None
+        age = "<unknown>" if secs is None else (f"{secs}s" if secs < 120 else f"{secs // 60}m" if secs < 7200
+                                                 else f"{secs // 3600}h")
+        rows.append({"cells": [o["metadata"].get("name", ""), age],
+                     "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                                "metadata": o.get("metadata", {})}})
+    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {},
+            "columnDefinitions": [
+                {"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a "
+                 "namespace.", "priority": 0},
+                {"name": "Age", "type": "string", "format": "", "description": "CreationTimestamp is a timestamp "
+                 "representing the server time when this object was created.", "priority": 0}],
+            "rows": rows}
+
+
+def to_table(request: web.Request, kind: k8s.Kind, objects: list[dict], list_meta: dict | None = None) -> dict:
+    now = time.time()
+    t = tables.table(kind.kind, objects, now) if tables is not None else _fallback_table(objects, now)
+    if request.query.get("includeObject") == "Object":
+        for row, obj in zip(t["rows"], objects, strict=False):
+            row["object"] = obj
+    elif request.query.get("includeObject") == "None":
+        for row in t["rows"]:
+            row.pop("object", None)
+    if list_meta:
+        t["metadata"] = {k: v for k, v in list_meta.items() if k in ("resourceVersion", "continue",
+                                                                     "remainingItemCount")}
+    return t
+
+
+# -- discovery and the fixed paths -------------------------------------------------------------
+
+async def version(_request: web.Request) -> web.Response:
+    return _json(discovery.version())
+
+
+async def health(_request: web.Request) -> web.Response:
+    return web.Response(text="ok", content_type="text/plain")
+
+
+async def api_root(request: web.Request) -> web.Response:
+    if _wants_aggregated(request):
+        return _json(discovery.aggregated(core=True), content_type=discovery.AGGREGATED)
+    return _json(discovery.api_versions())
+
+
+async def apis_root(request: web.Request) -> web.Response:
+    if _wants_aggregated(request):
+        return _json(discovery.aggregated(core=False), content_type=discovery.AGGREGATED)
+    return _json(discovery.api_group_list())
+
+
+def _minimal_openapi_v2() -> dict:
+    return {"swagger": "2.0", "info": {"title": "Kubernetes", "version": discovery.KUBE_VERSION}, "paths": {},
+            "definitions": {}}
+
+
+def _gv_path(k: k8s.Kind) -> str:
+    return f"apis/{k.api_version}" if k.group else f"api/{k.version}"
+
+
+def _minimal_openapi_v3(gv_path: str) -> dict | None:
+    """Paths only, until netsim.apiserver.openapi is merged: each kind's create and patch with
+    the fieldValidation parameter, which tells kubectl that the server validates (so kubectl
+    needs no schema of its own to validate with)."""
+    kinds = [k for k in k8s.ALL.values() if _gv_path(k) == gv_path]
+    if not kinds:
+        return None
+    params = [{"name": n, "in": "query", "schema": {"type": "string", "uniqueItems": True}}
+              for n in ("dryRun", "fieldManager", "fieldValidation")]
+    paths = {}
+    for k in kinds:
+        gvk = {"group": k.group, "version": k.version, "kind": k.kind}
+        base = f"/{gv_path}/namespaces/{{namespace}}/{k.plural}" if k.namespaced else f"/{gv_path}/{k.plural}"
+        ok = {"200": {"description": "OK"}}
+        paths[base] = {"post": {"x-kubernetes-group-version-kind": gvk, "x-kubernetes-action": "post",
+                                "parameters": params, "responses": ok}}
+        paths[base + "/{name}"] = {"patch": {"x-kubernetes-group-version-kind": gvk, "x-kubernetes-action": "patch",
+                                             "parameters": params + [{"name": "force", "in": "query",
+                                                                      "schema": {"type": "boolean"}}],
+                                             "responses": ok},
+                                   "put": {"x-kubernetes-group-version-kind": gvk, "x-kubernetes-action": "put",
+                                           "parameters": params, "responses": ok}}
+    return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": discovery.KUBE_VERSION},
+            "paths": paths, "components": {"schemas": {}}}
+
+
+def _resource_infos() -> list:
+    return list(k8s.ALL.values())
+
+
+async def openapi_v2(request: web.Request) -> web.Response:
+    if "protobuf" in request.headers.get("Accept", "") and "json" not in request.headers.get("Accept", ""):
+        raise StatusError(406, "only application/json is served", "NotAcceptable")
+    if openapi is not None:
+        crds = await _run(request, request.app[STORE].list, k8s.prefix("CustomResourceDefinition"))
+        return _json(openapi.openapi_v2(_resource_infos(), crds[0]))
+    return _json(_minimal_openapi_v2())
+
+
+async def openapi_v3(request: web.Request) -> web.Response:
+    rest = request.match_info.get("rest", "")
+    if openapi is not None:
+        crds = (await _run(request, request.app[STORE].list, k8s.prefix("CustomResourceDefinition")))[0]
+        if not rest:
+            return _json(openapi.openapi_v3_index(_resource_infos(), crds))
+        doc = openapi.openapi_v3(rest, _resource_infos(), crds)
+        if doc is None:
+            raise StatusError(404, "the server could not find the requested resource", "NotFound")
+        return _json(doc)
+    if not rest:
+        gvs = sorted({_gv_path(k) for k in k8s.ALL.values()})
+        return _json({"paths": {gv: {"serverRelativeURL": f"/openapi/v3/{gv}?hash=netsim{len(k8s.ALL)}"}
+                                for gv in gvs}})
+    doc = _minimal_openapi_v3(rest)
+    if doc is None:
+        raise StatusError(404, "the server could not find the requested resource", "NotFound")
+    return _json(doc)
+
+
+# -- the resources -------------------------------------------------------------------------
+
+async def group_root(request: web.Request) -> web.Response:
+    g = discovery.api_group(request.match_info["group"])
+    if g is None:
+        raise StatusError(404, "the server could not find the requested resource", "NotFound")
+    return _json(g)
+
+
+async def core(request: web.Request) -> web.Response:
+    return await _dispatch(request, "", request.match_info["version"], request.match_info.get("rest", ""))
+
+
+async def grouped(request: web.Request) -> web.Response:
+    return await _dispatch(request, request.match_info["group"], request.match_info["version"],
+                           request.match_info.get("rest", ""))
+
+
+async def _body(request: web.Request) -> bytes:
+    return await request.read()
+
+
+async def _options(request: web.Request) -> dict:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    doc = resources.decode(raw, request.content_type)
+    if not isinstance(doc, dict):
+        raise bad_request("DeleteOptions must be an object")
+    return doc
+
+
+async def _dispatch(request: web.Request, group: str, version: str, rest: str) -> web.StreamResponse:
+    parts = [p for p in rest.split("/") if p]
+    store = request.app[STORE]
+    method = request.method
+    q = request.query
+    if not parts:
+        if method != "GET":
+            raise StatusError(405, "the server does not allow this method on the requested resource",
+                              "MethodNotAllowed")
+        doc = discovery.resource_list(group, version)
+        if doc is None:
+            raise StatusError(404, "the server could not find the requested resource", "NotFound")
+        return _json(doc)
+    t = resources.resolve(group, version, parts)
+    if t.subresource in ("exec", "attach", "portforward", "log"):
+        return await _stream(request, t)
+    if method == "GET" and (q.get("watch") in ("1", "true") and t.subresource is None):
+        return await _watch(request, t)
+    if method == "GET":
+        if t.name is None:
+            listed = await _run(request, resources.list_, store, t, q)
+            if _wants_table(request):
+                return _json(to_table(request, t.kind, listed["items"], listed["metadata"]))
+            return _json(listed)
+        if t.subresource == "scale":
+            return _json(await _run(request, resources.scale_of, store, t))
+        obj = await _run(request, resources.get, store, t)
+        if _wants_table(request):
+            return _json(to_table(request, t.kind, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]}))
+        return _json(obj)
+    if method == "POST":
+        doc = resources.decode(await _body(request), request.content_type)
+        created = await _run(request, resources.create, store, t, doc, q)
+        return _json(created, 201)
+    if method == "PUT":
+        if t.name is None:
+            raise StatusError(405, "the server does not allow this method on the requested resource",
+                              "MethodNotAllowed")
+        doc = resources.decode(await _body(request), request.content_type)
+        return _json(await _run(request, resources.replace, store, t, doc, q))
+    if method == "PATCH":
+        if t.name is None:
+            raise StatusError(405, "the server does not allow this method on the requested resource",
+                              "MethodNotAllowed")
+        body = await _body(request)
+        return _json(await _run(request, resources.patch, store, t, body, request.headers.get("Content-Type", ""),
+                                q, registry.now()))
+    if method == "DELETE":
+        options = await _options(request)
+        if t.name is None:
+            listed = await _run(request, resources.delete_collection, store, t, options, q)
+            return _json(listed)
+        obj, gone = await _run(request, resources.delete, store, t, options, q)
+        if gone and t.kind.kind != "Pod":
+            meta = obj["metadata"]
+            return _json(status(200, "", details={"name": meta["name"], **({"group": t.kind.group} if t.kind.group
+                                                                              else {}),
+                                                  "kind": t.kind.plural, "uid": meta.get("uid")}, success=True))
+        return _json(obj)
+    raise StatusError(405, "the server does not allow this method on the requested resource", "MethodNotAllowed")
+
+
+async def _watch(request: web.Request, t: resources.Target) -> web.StreamResponse:
+    w = WatchRequest(request.app[BROADCASTER], t, request.query, functools.partial(_run, request))
+    await w.start()
+    table = _wants_table(request)
+    resp = web.StreamResponse(headers={"Content-Type": JSON, "Transfer-Encoding": "chunked"})
+    await resp.prepare(request)
+    try:
+        async for ev in w.events():
+            obj = ev["object"]
+            if table and ev["type"] in ("ADDED", "MODIFIED", "DELETED"):
+                obj = to_table(request, t.kind, [obj], {"resourceVersion": obj["metadata"].get("resourceVersion")})
+            await resp.write(json.dumps({"type": ev["type"], "object": obj}, separators=(",", ":")).encode()
+                             + b"\n")
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        w.close()
+    return resp
+
+
+async def _stream(request: web.Request, t: resources.Target) -> web.StreamResponse:
+    pod = await _run(request, resources.get, request.app[STORE], resources.Target(t.kind, t.namespace, t.name))
+    if streams is None:
+        raise StatusError(503, f"pods/{t.subresource} is not served by this netsim yet", "ServiceUnavailable")
+    handler = {"exec": streams.exec_pod, "attach": getattr(streams, "attach_pod", streams.exec_pod),
+               "portforward": streams.port_forward, "log": streams.pod_log}[t.subresource]
+    return await handler(request, pod, request.app[CLUSTER])
+
+
+async def not_found(_request: web.Request) -> web.Response:
+    raise StatusError(404, "the server could not find the requested resource", "NotFound")
+
+
+def _on_event(ev: Event) -> None:
+    """CRDs written by anyone (kubectl, netsim apply) register their resources here."""
+    if k8s.kind_of_key(ev.key) == "CustomResourceDefinition":
+        resources.after_write(ev.object, deleted=ev.type == "DELETED")
+
+
+def make_app(store: Store, cluster: str, insecure: bool = False) -> web.Application:
+    app = web.Application(middlewares=[guard], client_max_size=16 * 1024 * 1024)
+    app[STORE] = store
+    app[CLUSTER] = cluster
+    app[POOL] = ThreadPoolExecutor(max_workers=8, thread_name_prefix="apiserver")
+    app["insecure"] = insecure
+    resources.load_crds(store)
+
+    async def startup(a: web.Application) -> None:
+        a[BROADCASTER] = Broadcaster(store, asyncio.get_running_loop(), _on_event)
+        a[BROADCASTER].start()
+
+    async def cleanup(a: web.Application) -> None:
+        a[BROADCASTER].close()
+        a[POOL].shutdown(wait=False, cancel_futures=True)
+
+    app.on_startup.append(startup)
+    app.on_cleanup.append(cleanup)
+    r = app.router
+    r.add_get("/version", version)
+    for p in ("/healthz", "/livez", "/readyz"):
+        r.add_get(p, health)
+        r.add_get(p + "/{check:.*}", health)
+    r.add_get("/api", api_root)
+    r.add_get("/apis", apis_root)
+    r.add_get("/openapi/v2", openapi_v2)
+    r.add_get("/openapi/v3", openapi_v3)
+    r.add_get("/openapi/v3/{rest:.*}", openapi_v3)
+    r.add_route("*", "/api/{version}", core)
+    r.add_route("*", "/api/{version}/{rest:.*}", core)
+    r.add_get("/apis/{group}", group_root)
+    r.add_route("*", "/apis/{group}/{version}", grouped)
+    r.add_route("*", "/apis/{group}/{version}/{rest:.*}", grouped)
+    r.add_route("*", "/{rest:.*}", not_found)
+    return app

@@ -1,0 +1,498 @@
+"""The REST verbs on the store, synchronous and free of HTTP: what a request names (Target),
+get, list (selectors, limit/continue), create, update, patch, delete, deletecollection, and the
+status and scale subresources.  Writes go through netsim.api.registry, the same semantics as
+netsim's own verbs (defaults, allocation, graceful deletion); documents are checked by
+netsim.model.k8s.validate.  Custom resources are registered here from their CRDs.
+May import: the standard library, PyYAML, netsim.model, netsim.api and netsim.apiserver."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import json
+from dataclasses import dataclass
+
+import yaml
+
+from netsim.api import registry
+from netsim.api.store import NotFound, Store
+from netsim.apiserver import selectors
+from netsim.apiserver.status import StatusError, bad_request, invalid, not_found
+from netsim.model import k8s
+
+try:  # the patch helper's module (netsim/api/patch.py): strategic merge, JSON patch, server-side apply
+    from netsim.api import patch as patch_mod  # type: ignore[attr-defined]
+except ImportError:  # until it lands: JSON merge patch for every patch type (see _fallback_patch)
+    patch_mod = None
+
+SCALABLE = {"Deployment", "ReplicaSet", "StatefulSet"}
+STATUS_KINDS = {"Pod", "Service", "Node", "Namespace", "Deployment", "ReplicaSet", "DaemonSet", "StatefulSet",
+                "Job", "CronJob", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Ingress",
+                "PersistentVolumeClaim", "PersistentVolume", "CustomResourceDefinition", "ResourceQuota",
+                "CertificateSigningRequest", "APIService", "FlowSchema", "PriorityLevelConfiguration",
+                "ReplicationController"}
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: k8s.Kind
+    namespace: str | None  # None: cluster-scoped, or every namespace
+    name: str | None
+    subresource: str | None = None
+
+
+def resolve(group: str, version: str, parts: list[str]) -> Target:
+    """What the path after /api/v1 or /apis/GROUP/VERSION names."""
+    api_version = f"{group}/{version}" if group else version
+    by_plural = {k.plural: k for k in k8s.ALL.values() if k.api_version == api_version}
+    ns = None
+    if len(parts) >= 3 and parts[0] == "namespaces" and parts[2] in by_plural:
+        ns, parts = parts[1], parts[2:]
+    if not parts or parts[0] not in by_plural:
+        what = parts[0] if parts else ""
+        raise StatusError(404, f"the server could not find the requested resource ({what})", "NotFound",
+                          {"kind": what} if what else None)
+    k = by_plural[parts[0]]
+    if ns is not None and not k.namespaced:
+        raise StatusError(404, "the server could not find the requested resource", "NotFound")
+    if len(parts) > 3:
+        raise StatusError(404, "the server could not find the requested resource", "NotFound")
+    name = parts[1] if len(parts) > 1 else None
+    sub = parts[2] if len(parts) > 2 else None
+    if sub is not None and not _has_subresource(k, sub):
+        raise StatusError(404, "the server could not find the requested resource", "NotFound")
+    return Target(k, ns, name, sub)
+
+
+def _has_subresource(k: k8s.Kind, sub: str) -> bool:
+    if sub == "status":
+        return k.kind in STATUS_KINDS or not k8s.builtin({"apiVersion": k.api_version, "kind": k.kind})
+    if sub == "scale":
+        return k.kind in SCALABLE and k.acted
+    if k.kind == "Pod" and k.acted:
+        return sub in ("exec", "attach", "portforward", "log", "eviction", "binding", "ephemeralcontainers")
+    return k.kind == "Namespace" and sub == "finalize"
+
+
+# -- bodies ---------------------------------------------------------------------------------
+
+def decode(body: bytes, content_type: str) -> object:
+    """A request body (JSON, or YAML as kubectl may send): BadRequest when it is neither."""
+    text = body.decode("utf-8", errors="replace")
+    try:
+        if "yaml" in content_type:
+            return yaml.safe_load(text)
+        return json.loads(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        what = "YAML" if "yaml" in content_type else "JSON"
+        raise bad_request(f"the body of the request was in an unknown format or not valid {what}: {exc}") from None
+
+
+def _checked(t: Target, doc: object, name_required: bool = True) -> dict:
+    """The document as the target's kind, validated and with the namespace of the URL."""
+    if not isinstance(doc, dict):
+        raise bad_request(f"the body of the request must be a {t.kind.kind} object, got {type(doc).__name__}")
+    doc = dict(doc)
+    doc.setdefault("apiVersion", t.kind.api_version)
+    doc.setdefault("kind", t.kind.kind)
+    if (doc["apiVersion"], doc["kind"]) != (t.kind.api_version, t.kind.kind):
+        raise bad_request(f"the API version in the data ({doc['apiVersion']}) and kind ({doc['kind']}) do not "
+                          f"match the resource ({t.kind.api_version} {t.kind.kind}) the request is for")
+    meta = doc.get("metadata")
+    if meta is None:
+        meta = doc["metadata"] = {}
+    if not isinstance(meta, dict):
+        raise invalid(t.kind, "", [("metadata", "must be an object")])
+    if t.kind.namespaced:
+        if meta.get("namespace") and t.namespace and meta["namespace"] != t.namespace:
+            raise bad_request("the namespace of the provided object does not match the namespace sent on the "
+                              "request")
+        meta["namespace"] = t.namespace or meta.get("namespace") or "default"
+    if t.name and meta.get("name") and meta["name"] != t.name:
+        raise bad_request(f"the name of the object ({meta['name']}) does not match the name on the URL ({t.name})")
+    if t.name and not meta.get("name"):
+        meta["name"] = t.name
+    name = meta.get("name") or ""
+    if name_required and not name and not meta.get("generateName"):
+        raise invalid(t.kind, "", [("metadata.name", "Required value: name or generateName is required")])
+    try:
+        return k8s.validate(doc, "request")
+    except k8s.InvalidObject as exc:
+        raise invalid(t.kind, name, exc.causes) from None
+    except ValueError as exc:
+        raise invalid(t.kind, name, [("", str(exc).removeprefix("request: "))]) from None
+
+
+def _status_of(exc: registry.ApiError, t: Target, name: str) -> StatusError:
+    if isinstance(exc, registry.NotFoundError) and name and exc.args[0].endswith(f'"{name}" not found'):
+        return not_found(t.kind, name)
+    if exc.reason == "Invalid":
+        return invalid(t.kind, name, exc.causes or [("", str(exc))])
+    details = {"name": name, **({"group": t.kind.group} if t.kind.group else {}), "kind": t.kind.plural}
+    return StatusError(exc.code, str(exc), exc.reason, details)
+
+
+# -- reads ----------------------------------------------------------------------------------
+
+def get(store: Store, t: Target) -> dict:
+    try:
+        obj = store.get(k8s.key(t.kind, t.namespace, t.name))
+    except NotFound:
+        raise not_found(t.kind, t.name or "") from None
+    return _as_version(obj, t.kind)
+
+
+def _as_version(obj: dict, k: k8s.Kind) -> dict:
+    """A custom resource stored under one version, read through another: the same fields."""
+    if obj.get("apiVersion") != k.api_version:
+        obj = {**obj, "apiVersion": k.api_version}
+    return obj
+
+
+def encode_continue(rv: int, key: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"rv": rv, "start": key}).encode()).decode()
+
+
+def decode_continue(token: str) -> tuple[int, str]:
+    try:
+        d = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return int(d["rv"]), str(d["start"])
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise bad_request("continue key is not valid: malformed token") from None
+
+
+def matcher(query) -> selectors.Matcher:
+    by_label = selectors.labels(query.get("labelSelector"))
+    by_field = selectors.fields(query.get("fieldSelector"))
+    return lambda o: by_label(o) and by_field(o)
+
+
+def list_(store: Store, t: Target, query) -> dict:
+    """A List of the target's objects (a namespace's or every one), selected, one page of it."""
+    match = matcher(query)
+    items, rev = store.list(k8s.prefix(t.kind, t.namespace))
+    start = ""
+    if query.get("continue"):
+        _, start = decode_continue(query["continue"])
+    try:
+        limit = int(query.get("limit") or 0)
+    except ValueError:
+        raise bad_request(f"limit: {query.get('limit')!r} is not an integer") from None
+    out, meta = [], {"resourceVersion": str(rev)}
+    last_key = ""
+    selected = [(k8s.key(t.kind, o["metadata"].get("namespace"), o["metadata"]["name"]), o) for o in items]
+    selected = [(k, o) for k, o in selected if (not start or k > start) and match(o)]
+    for i, (k, obj) in enumerate(selected):
+        if limit and len(out) == limit:
+            meta["continue"] = encode_continue(rev, last_key)
+            meta["remainingItemCount"] = len(selected) - i
+            break
+        out.append(_as_version(obj, t.kind))
+        last_key = k
+    return {"kind": f"{t.kind.kind}List", "apiVersion": t.kind.api_version, "metadata": meta, "items": out}
+
+
+# -- writes ---------------------------------------------------------------------------------
+
+def dry_run(query) -> bool:
+    values = query.getall("dryRun", []) if hasattr(query, "getall") else [query.get("dryRun")]
+    if any(v not in (None, "All") for v in values):
+        raise bad_request(f"invalid dry run option: {values}")
+    return "All" in values
+
+
+def create(store: Store, t: Target, doc: object, query) -> dict:
+    if t.name is not None:
+        raise StatusError(405, f"the server does not allow this method on the requested resource "
+                          f"({t.kind.plural}/{t.name})", "MethodNotAllowed")
+    obj = _checked(t, doc)
+    if obj["kind"] == "CustomResourceDefinition" and k8s.builtin(obj):
+        _established(obj)
+    try:
+        created = registry.create(store, obj, dry_run=dry_run(query))
+    except registry.AlreadyExistsError:
+        from netsim.apiserver.status import already_exists
+        raise already_exists(t.kind, obj["metadata"]["name"]) from None
+    except registry.ApiError as exc:
+        raise _status_of(exc, t, obj["metadata"].get("name", "")) from None
+    after_write(created)
+    return created
+
+
+def replace(store: Store, t: Target, doc: object, query) -> dict:
+    if t.subresource == "scale":
+        return _write_scale(store, t, doc, query)
+    obj = _checked(t, doc)
+    try:
+        stored = registry.replace(store, obj, subresource=t.subresource, dry_run=dry_run(query))
+    except registry.ApiError as exc:
+        raise _status_of(exc, t, t.name or "") from None
+    after_write(stored)
+    return stored
+
+
+# -- patch ----------------------------------------------------------------------------------
+
+PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
+               "application/strategic-merge-patch+json", "application/apply-patch+yaml",
+               "application/apply-patch+cbor")
+
+
+def _merge_patch(live: object, patch: object) -> object:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(live) if isinstance(live, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = _merge_patch(out.get(k), v)
+    return out
+
+
+def _fallback_patch(live: dict, body: bytes, content_type: str) -> dict:
+    """Until netsim.api.patch lands: merge patch for merge and strategic patches (lists are
+    replaced whole; `$patch` directives are dropped), and the usual JSON patch operations."""
+    doc = decode(body, content_type)
+    if content_type.startswith("application/json-patch"):
+        if not isinstance(doc, list):
+            raise bad_request("a JSON patch must be a list of operations")
+        out = copy.deepcopy(live)
+        for op in doc:
+            _json_patch_op(out, op)
+        return out
+    if not isinstance(doc, dict):
+        raise bad_request("a merge patch must be a JSON object")
+    doc = _strip_directives(doc)
+    return _merge_patch(live, doc)
+
+
+def _strip_directives(v):
+    if isinstance(v, dict):
+        return {k: _strip_directives(x) for k, x in v.items() if not k.startswith("$")}
+    if isinstance(v, list):
+        return [_strip_directives(x) for x in v]
+    return v
+
+
+def _json_patch_op(doc: dict, op: dict) -> None:
+    try:
+        path = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+        parent = doc
+        for p in path[:-1]:
+            parent = parent[int(p)] if isinstance(parent, list) else parent[p]
+        last = path[-1] if path else None
+        kind = op["op"]
+        if kind in ("add", "replace"):
+            if isinstance(parent, list):
+                i = len(parent) if last == "-" else int(last)
+                if kind == "add":
+                    parent.insert(i, op["value"])
+                else:
+                    parent[i] = op["value"]
+            else:
+                if kind == "replace" and last not in parent:
+                    raise KeyError(last)
+                parent[last] = op["value"]
+        elif kind == "remove":
+            del parent[int(last) if isinstance(parent, list) else last]
+        elif kind == "test":
+            cur = parent[int(last)] if isinstance(parent, list) else parent[last]
+            if cur != op["value"]:
+                raise StatusError(422, f"the server rejected our request due to an error in our request: test "
+                                  f"operation at {op['path']} failed", "Invalid")
+        else:
+            raise bad_request(f"Unexpected kind: {kind}")
+    except (KeyError, IndexError, ValueError, TypeError) as exc:
+        raise StatusError(422, f"the server rejected our request due to an error in our request: {op!r}: {exc}",
+                          "Invalid") from None
+
+
+def patch(store: Store, t: Target, body: bytes, content_type: str, query, now: str) -> dict:
+    ctype = content_type.split(";")[0].strip()
+    if ctype not in PATCH_TYPES:
+        raise StatusError(415, f"the body of the request was in an unknown format - accepted media types "
+                          f"include: {', '.join(PATCH_TYPES[:4])}", "UnsupportedMediaType")
+    apply = ctype.startswith("application/apply-patch")
+    try:
+        live = get(store, t) if t.subresource != "scale" else scale_of(store, t)
+    except StatusError as exc:
+        if not (apply and exc.code == 404 and t.subresource is None):
+            raise
+        live = None
+    if apply:
+        applied = decode(body, "yaml")
+        if not isinstance(applied, dict):
+            raise bad_request("an apply patch must be an object")
+        manager = query.get("fieldManager")
+        if not manager:
+            raise bad_request("PATCH with apply-patch requires a fieldManager")
+        force = query.get("force") in ("true", "1")
+        if patch_mod is not None:
+            try:
+                new = patch_mod.server_side_apply(live, applied, manager, force, now)
+            except patch_mod.ApplyConflict as exc:
+                msg = "Apply failed with {} conflict{}: {}".format(
+                    len(exc.conflicts), "s" if len(exc.conflicts) != 1 else "",
+                    "; ".join(f'conflict with "{m}": {f}' for m, f in exc.conflicts))
+                raise StatusError(409, msg, "Conflict", {"causes": [
+                    {"reason": "FieldManagerConflict", "message": f'conflict with "{m}"', "field": f}
+                    for m, f in exc.conflicts]}) from None
+        else:
+            new = _merge_patch(live or {}, applied)
+        if live is None:
+            return create(store, Target(t.kind, t.namespace, None), new, query)
+    else:
+        if patch_mod is not None:
+            try:
+                new = patch_mod.apply_patch(live, body, ctype)
+            except patch_mod.PatchError as exc:
+                code = {"BadRequest": 400, "UnprocessableEntity": 422, "Invalid": 422}.get(exc.reason, 422)
+                raise StatusError(code, str(getattr(exc, "message", exc)), exc.reason) from None
+        else:
+            new = _fallback_patch(live, body, ctype)
+    if isinstance(new, dict):
+        new.setdefault("metadata", {})
+        # A patch that does not name the resourceVersion applies to the object as it is now.
+        if isinstance(new["metadata"], dict) and live is not None and \
+                "resourceVersion" not in _patched_meta(body, ctype):
+            new["metadata"]["resourceVersion"] = (live.get("metadata") or {}).get("resourceVersion")
+    return replace(store, t, new, query)
+
+
+def _patched_meta(body: bytes, ctype: str) -> dict:
+    if ctype.startswith("application/json-patch"):
+        return {"resourceVersion": 1} if b"/metadata/resourceVersion" in body else {}
+    try:
+        doc = decode(body, "yaml" if "yaml" in ctype else "json")
+    except StatusError:
+        return {}
+    meta = doc.get("metadata") if isinstance(doc, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
+# -- scale ----------------------------------------------------------------------------------
+
+def scale_of(store: Store, t: Target) -> dict:
+    obj = get(store, Target(t.kind, t.namespace, t.name))
+    sel = (obj.get("spec") or {}).get("selector") or {}
+    parts = [f"{k}={v}" for k, v in (sel.get("matchLabels") or {}).items()]
+    for e in sel.get("matchExpressions") or []:
+        op = e["operator"]
+        if op in ("In", "NotIn"):
+            parts.append(f"{e['key']} {op.lower()} ({','.join(e.get('values') or [])})")
+        else:
+            parts.append(e["key"] if op == "Exists" else f"!{e['key']}")
+    meta = obj["metadata"]
+    return {"kind": "Scale", "apiVersion": "autoscaling/v1",
+            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                         if k in meta},
+            "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 1)},
+            "status": {"replicas": (obj.get("status") or {}).get("replicas", 0), "selector": ",".join(parts)}}
+
+
+def _write_scale(store: Store, t: Target, doc: object, query) -> dict:
+    if not isinstance(doc, dict):
+        raise bad_request("the body of the request must be a Scale object")
+    replicas = (doc.get("spec") or {}).get("replicas")
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+        raise invalid(t.kind, t.name or "", [("spec.replicas", f"Invalid value: {replicas!r}: must be greater "
+                                              "than or equal to 0")])
+    obj = get(store, Target(t.kind, t.namespace, t.name))
+    want_rv = (doc.get("metadata") or {}).get("resourceVersion")
+    if want_rv:
+        obj["metadata"]["resourceVersion"] = want_rv
+    obj.setdefault("spec", {})["replicas"] = replicas
+    replace(store, Target(t.kind, t.namespace, t.name), obj, query)
+    return scale_of(store, t)
+
+
+# -- delete ---------------------------------------------------------------------------------
+
+def delete(store: Store, t: Target, options: dict, query) -> tuple[dict, bool]:
+    """The object (terminating, or as it was) and whether it is gone; options are DeleteOptions
+    from the body, overridden by the query's gracePeriodSeconds/propagationPolicy."""
+    grace = query.get("gracePeriodSeconds", options.get("gracePeriodSeconds"))
+    try:
+        grace = None if grace is None else int(grace)
+    except ValueError:
+        raise bad_request(f"gracePeriodSeconds: {grace!r} is not an integer") from None
+    propagation = query.get("propagationPolicy") or options.get("propagationPolicy")
+    if propagation not in (None, "Orphan", "Background", "Foreground"):
+        raise invalid(t.kind, t.name or "", [("propagationPolicy", f"Unsupported value: {propagation!r}")])
+    if options.get("orphanDependents") is True:
+        propagation = "Orphan"
+    run_dry = dry_run(query) or "All" in (options.get("dryRun") or [])
+    try:
+        obj, gone = registry.delete_object(store, t.kind, t.namespace, t.name or "", grace, propagation,
+                                           options.get("preconditions"), run_dry)
+    except registry.ApiError as exc:
+        raise _status_of(exc, t, t.name or "") from None
+    if gone:
+        after_write(obj, deleted=True)
+    return _as_version(obj, t.kind), gone
+
+
+def delete_collection(store: Store, t: Target, options: dict, query) -> dict:
+    listed = list_(store, Target(t.kind, t.namespace, None), query)
+    for obj in listed["items"]:
+        m = obj["metadata"]
+        try:
+            delete(store, Target(t.kind, m.get("namespace"), m["name"]), options, {})
+        except StatusError as exc:
+            if exc.code != 404:
+                raise
+    return listed
+
+
+# -- custom resources -------------------------------------------------------------------------
+
+def crd_kinds(crd: dict) -> list[k8s.Kind]:
+    """The kinds a CustomResourceDefinition serves, one per served version, all stored under
+    /registry/<group>/<plural>/."""
+    spec = crd.get("spec") or {}
+    names = spec.get("names") or {}
+    group, plural, kind = spec.get("group"), names.get("plural"), names.get("kind")
+    if not (group and plural and kind):
+        return []
+    aliases = tuple(names.get("shortNames") or ()) + ((names["singular"],) if names.get("singular") else ())
+    return [k8s.Kind(kind, f"{group}/{v['name']}", plural, spec.get("scope", "Namespaced") == "Namespaced",
+                     aliases, storage=f"{group}/{plural}", categories=tuple(names.get("categories") or ()))
+            for v in spec.get("versions") or [] if v.get("served", True) and v.get("name")]
+
+
+def register_crds(crds: list[dict]) -> None:
+    """Make the custom resources of ``crds`` known (and forget those of CRDs that are gone)."""
+    wanted = {(k.api_version, k.kind): k for crd in crds for k in crd_kinds(crd)}
+    for (api_version, kind), k in list(k8s.ALL.items()):
+        if k.storage and "/" in k.storage and (api_version, kind) not in wanted and \
+                not k8s.builtin({"apiVersion": api_version, "kind": kind}):
+            k8s.unregister(api_version, kind)
+    for k in wanted.values():
+        k8s.register(k)
+
+
+def load_crds(store: Store) -> list[dict]:
+    crds = store.list(k8s.prefix("CustomResourceDefinition"))[0]
+    register_crds(crds)
+    return crds
+
+
+def after_write(obj: dict, deleted: bool = False) -> None:
+    """A CRD written or deleted registers or forgets its resources at once (the watch that
+    follows would too, a moment later)."""
+    if obj.get("kind") == "CustomResourceDefinition" and not deleted:
+        for k in crd_kinds(obj):
+            k8s.register(k)
+    elif obj.get("kind") == "CustomResourceDefinition":
+        for k in crd_kinds(obj):
+            k8s.unregister(k.api_version, k.kind)
+
+
+def _established(crd: dict) -> None:
+    """kubectl waits for a CRD's Established condition; here the resource is served at once."""
+    conds = crd.setdefault("status", {}).setdefault("conditions", [])
+    if not any(c.get("type") == "Established" for c in conds):
+        conds.append({"type": "Established", "status": "True", "reason": "InitialNamesAccepted"})
