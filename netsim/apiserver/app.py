@@ -7,7 +7,6 @@ May import: the standard library, aiohttp, netsim.api, netsim.model and netsim.a
 from __future__ import annotations
 
 import asyncio
-import calendar
 import functools
 import json
 import logging
@@ -18,23 +17,10 @@ from aiohttp import web
 
 from netsim.api import registry
 from netsim.api.store import Event, Store
-from netsim.apiserver import discovery, resources
+from netsim.apiserver import discovery, openapi, resources, streams, tables
 from netsim.apiserver.status import StatusError, bad_request, status
 from netsim.apiserver.watch import Broadcaster, WatchRequest
 from netsim.model import k8s
-
-try:  # the tables helper's module: kubectl's columns per kind
-    from netsim.apiserver import tables  # type: ignore[attr-defined]
-except ImportError:
-    tables = None
-try:  # the tables helper's module: OpenAPI v2/v3 from the kubernetes client's models
-    from netsim.apiserver import openapi  # type: ignore[attr-defined]
-except ImportError:
-    openapi = None
-try:  # the streams helper's module: exec, attach, port-forward and logs over WebSockets
-    from netsim.apiserver import streams  # type: ignore[attr-defined]
-except ImportError:
-    streams = None
 
 log = logging.getLogger("netsim.apiserver")
 
@@ -95,32 +81,10 @@ def _wants_aggregated(request: web.Request) -> bool:
     return "as=APIGroupDiscoveryList" in request.headers.get("Accept", "")
 
 
-def _fallback_table(objects: list[dict], now: float) -> dict:
-    """NAME and AGE, until netsim.apiserver.tables is merged."""
-    rows = []
-    for o in objects:
-        ts = o.get("metadata", {}).get("creationTimestamp")
-        try:
-            secs = int(now - calendar.timegm(time.strptime(ts, "%Y-%m-%dT%H:%M:%SZ")))
-        except (TypeError, ValueError):
-            secs = None
-        age = "<unknown>" if secs is None else (f"{secs}s" if secs < 120 else f"{secs // 60}m" if secs < 7200
-                                                 else f"{secs // 3600}h")
-        rows.append({"cells": [o["metadata"].get("name", ""), age],
-                     "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-                                "metadata": o.get("metadata", {})}})
-    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {},
-            "columnDefinitions": [
-                {"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a "
-                 "namespace.", "priority": 0},
-                {"name": "Age", "type": "string", "format": "", "description": "CreationTimestamp is a timestamp "
-                 "representing the server time when this object was created.", "priority": 0}],
-            "rows": rows}
-
 
 def to_table(request: web.Request, kind: k8s.Kind, objects: list[dict], list_meta: dict | None = None) -> dict:
     now = time.time()
-    t = tables.table(kind.kind, objects, now) if tables is not None else _fallback_table(objects, now)
+    t = tables.table(kind.kind, objects, now)
     if request.query.get("includeObject") == "Object":
         for row, obj in zip(t["rows"], objects, strict=False):
             row["object"] = obj
@@ -155,40 +119,6 @@ async def apis_root(request: web.Request) -> web.Response:
     return _json(discovery.api_group_list())
 
 
-def _minimal_openapi_v2() -> dict:
-    return {"swagger": "2.0", "info": {"title": "Kubernetes", "version": discovery.KUBE_VERSION}, "paths": {},
-            "definitions": {}}
-
-
-def _gv_path(k: k8s.Kind) -> str:
-    return f"apis/{k.api_version}" if k.group else f"api/{k.version}"
-
-
-def _minimal_openapi_v3(gv_path: str) -> dict | None:
-    """Paths only, until netsim.apiserver.openapi is merged: each kind's create and patch with
-    the fieldValidation parameter, which tells kubectl that the server validates (so kubectl
-    needs no schema of its own to validate with)."""
-    kinds = [k for k in k8s.ALL.values() if _gv_path(k) == gv_path]
-    if not kinds:
-        return None
-    params = [{"name": n, "in": "query", "schema": {"type": "string", "uniqueItems": True}}
-              for n in ("dryRun", "fieldManager", "fieldValidation")]
-    paths = {}
-    for k in kinds:
-        gvk = {"group": k.group, "version": k.version, "kind": k.kind}
-        base = f"/{gv_path}/namespaces/{{namespace}}/{k.plural}" if k.namespaced else f"/{gv_path}/{k.plural}"
-        ok = {"200": {"description": "OK"}}
-        paths[base] = {"post": {"x-kubernetes-group-version-kind": gvk, "x-kubernetes-action": "post",
-                                "parameters": params, "responses": ok}}
-        paths[base + "/{name}"] = {"patch": {"x-kubernetes-group-version-kind": gvk, "x-kubernetes-action": "patch",
-                                             "parameters": params + [{"name": "force", "in": "query",
-                                                                      "schema": {"type": "boolean"}}],
-                                             "responses": ok},
-                                   "put": {"x-kubernetes-group-version-kind": gvk, "x-kubernetes-action": "put",
-                                           "parameters": params, "responses": ok}}
-    return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": discovery.KUBE_VERSION},
-            "paths": paths, "components": {"schemas": {}}}
-
 
 def _resource_infos() -> list:
     return list(k8s.ALL.values())
@@ -197,27 +127,16 @@ def _resource_infos() -> list:
 async def openapi_v2(request: web.Request) -> web.Response:
     if "protobuf" in request.headers.get("Accept", "") and "json" not in request.headers.get("Accept", ""):
         raise StatusError(406, "only application/json is served", "NotAcceptable")
-    if openapi is not None:
-        crds = await _run(request, request.app[STORE].list, k8s.prefix("CustomResourceDefinition"))
-        return _json(openapi.openapi_v2(_resource_infos(), crds[0]))
-    return _json(_minimal_openapi_v2())
+    crds = await _run(request, request.app[STORE].list, k8s.prefix("CustomResourceDefinition"))
+    return _json(openapi.openapi_v2(_resource_infos(), crds[0]))
 
 
 async def openapi_v3(request: web.Request) -> web.Response:
     rest = request.match_info.get("rest", "")
-    if openapi is not None:
-        crds = (await _run(request, request.app[STORE].list, k8s.prefix("CustomResourceDefinition")))[0]
-        if not rest:
-            return _json(openapi.openapi_v3_index(_resource_infos(), crds))
-        doc = openapi.openapi_v3(rest, _resource_infos(), crds)
-        if doc is None:
-            raise StatusError(404, "the server could not find the requested resource", "NotFound")
-        return _json(doc)
+    crds = (await _run(request, request.app[STORE].list, k8s.prefix("CustomResourceDefinition")))[0]
     if not rest:
-        gvs = sorted({_gv_path(k) for k in k8s.ALL.values()})
-        return _json({"paths": {gv: {"serverRelativeURL": f"/openapi/v3/{gv}?hash=netsim{len(k8s.ALL)}"}
-                                for gv in gvs}})
-    doc = _minimal_openapi_v3(rest)
+        return _json(openapi.openapi_v3_index(_resource_infos(), crds))
+    doc = openapi.openapi_v3(rest, _resource_infos(), crds)
     if doc is None:
         raise StatusError(404, "the server could not find the requested resource", "NotFound")
     return _json(doc)
@@ -239,6 +158,10 @@ async def core(request: web.Request) -> web.Response:
 async def grouped(request: web.Request) -> web.Response:
     return await _dispatch(request, request.match_info["group"], request.match_info["version"],
                            request.match_info.get("rest", ""))
+
+
+def _manager(request: web.Request) -> str:
+    return resources.field_manager(request.query, request.headers.get("User-Agent", ""))
 
 
 async def _body(request: web.Request) -> bytes:
@@ -287,21 +210,21 @@ async def _dispatch(request: web.Request, group: str, version: str, rest: str) -
         return _json(obj)
     if method == "POST":
         doc = resources.decode(await _body(request), request.content_type)
-        created = await _run(request, resources.create, store, t, doc, q)
+        created = await _run(request, resources.create, store, t, doc, q, _manager(request))
         return _json(created, 201)
     if method == "PUT":
         if t.name is None:
             raise StatusError(405, "the server does not allow this method on the requested resource",
                               "MethodNotAllowed")
         doc = resources.decode(await _body(request), request.content_type)
-        return _json(await _run(request, resources.replace, store, t, doc, q))
+        return _json(await _run(request, resources.replace, store, t, doc, q, _manager(request)))
     if method == "PATCH":
         if t.name is None:
             raise StatusError(405, "the server does not allow this method on the requested resource",
                               "MethodNotAllowed")
         body = await _body(request)
         return _json(await _run(request, resources.patch, store, t, body, request.headers.get("Content-Type", ""),
-                                q, registry.now()))
+                                q, registry.now(), _manager(request)))
     if method == "DELETE":
         options = await _options(request)
         if t.name is None:
@@ -339,9 +262,7 @@ async def _watch(request: web.Request, t: resources.Target) -> web.StreamRespons
 
 async def _stream(request: web.Request, t: resources.Target) -> web.StreamResponse:
     pod = await _run(request, resources.get, request.app[STORE], resources.Target(t.kind, t.namespace, t.name))
-    if streams is None:
-        raise StatusError(503, f"pods/{t.subresource} is not served by this netsim yet", "ServiceUnavailable")
-    handler = {"exec": streams.exec_pod, "attach": getattr(streams, "attach_pod", streams.exec_pod),
+    handler = {"exec": streams.exec_pod, "attach": streams.attach,
                "portforward": streams.port_forward, "log": streams.pod_log}[t.subresource]
     return await handler(request, pod, request.app[CLUSTER])
 

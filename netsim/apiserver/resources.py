@@ -9,22 +9,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-import copy
 import json
 from dataclasses import dataclass
 
 import yaml
 
+from netsim.api import patch as patch_mod
 from netsim.api import registry
 from netsim.api.store import NotFound, Store
 from netsim.apiserver import selectors
 from netsim.apiserver.status import StatusError, bad_request, invalid, not_found
 from netsim.model import k8s
-
-try:  # the patch helper's module (netsim/api/patch.py): strategic merge, JSON patch, server-side apply
-    from netsim.api import patch as patch_mod  # type: ignore[attr-defined]
-except ImportError:  # until it lands: JSON merge patch for every patch type (see _fallback_patch)
-    patch_mod = None
 
 SCALABLE = {"Deployment", "ReplicaSet", "StatefulSet"}
 STATUS_KINDS = {"Pod", "Service", "Node", "Namespace", "Deployment", "ReplicaSet", "DaemonSet", "StatefulSet",
@@ -202,11 +197,20 @@ def dry_run(query) -> bool:
     return "All" in values
 
 
-def create(store: Store, t: Target, doc: object, query) -> dict:
+def field_manager(query, user_agent: str) -> str:
+    """Who owns the fields a write sets: the fieldManager asked for, else the client's name as
+    kube-apiserver derives it from the User-Agent ("kubectl", "OpenAPI-Generator")."""
+    return query.get("fieldManager") or user_agent.split("/")[0] or "unknown"
+
+
+def create(store: Store, t: Target, doc: object, query, manager: str | None = None) -> dict:
+    """manager: who the managed fields name (None: they are already set, as by server-side apply)."""
     if t.name is not None:
         raise StatusError(405, f"the server does not allow this method on the requested resource "
                           f"({t.kind.plural}/{t.name})", "MethodNotAllowed")
     obj = _checked(t, doc)
+    if manager is not None:
+        obj = patch_mod.record_update(None, obj, manager, "Update", registry.now())
     if obj["kind"] == "CustomResourceDefinition" and k8s.builtin(obj):
         _established(obj)
     try:
@@ -220,10 +224,16 @@ def create(store: Store, t: Target, doc: object, query) -> dict:
     return created
 
 
-def replace(store: Store, t: Target, doc: object, query) -> dict:
+def replace(store: Store, t: Target, doc: object, query, manager: str | None = None) -> dict:
     if t.subresource == "scale":
         return _write_scale(store, t, doc, query)
     obj = _checked(t, doc)
+    if manager is not None:
+        try:
+            old = store.get(k8s.key(t.kind, t.namespace, t.name))
+        except NotFound:
+            old = None  # registry.replace answers NotFound
+        obj = patch_mod.record_update(old, obj, manager, "Update", registry.now())
     try:
         stored = registry.replace(store, obj, subresource=t.subresource, dry_run=dry_run(query))
     except registry.ApiError as exc:
@@ -239,78 +249,7 @@ PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
                "application/apply-patch+cbor")
 
 
-def _merge_patch(live: object, patch: object) -> object:
-    """RFC 7386 JSON merge patch."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    out = dict(live) if isinstance(live, dict) else {}
-    for k, v in patch.items():
-        if v is None:
-            out.pop(k, None)
-        else:
-            out[k] = _merge_patch(out.get(k), v)
-    return out
-
-
-def _fallback_patch(live: dict, body: bytes, content_type: str) -> dict:
-    """Until netsim.api.patch lands: merge patch for merge and strategic patches (lists are
-    replaced whole; `$patch` directives are dropped), and the usual JSON patch operations."""
-    doc = decode(body, content_type)
-    if content_type.startswith("application/json-patch"):
-        if not isinstance(doc, list):
-            raise bad_request("a JSON patch must be a list of operations")
-        out = copy.deepcopy(live)
-        for op in doc:
-            _json_patch_op(out, op)
-        return out
-    if not isinstance(doc, dict):
-        raise bad_request("a merge patch must be a JSON object")
-    doc = _strip_directives(doc)
-    return _merge_patch(live, doc)
-
-
-def _strip_directives(v):
-    if isinstance(v, dict):
-        return {k: _strip_directives(x) for k, x in v.items() if not k.startswith("$")}
-    if isinstance(v, list):
-        return [_strip_directives(x) for x in v]
-    return v
-
-
-def _json_patch_op(doc: dict, op: dict) -> None:
-    try:
-        path = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
-        parent = doc
-        for p in path[:-1]:
-            parent = parent[int(p)] if isinstance(parent, list) else parent[p]
-        last = path[-1] if path else None
-        kind = op["op"]
-        if kind in ("add", "replace"):
-            if isinstance(parent, list):
-                i = len(parent) if last == "-" else int(last)
-                if kind == "add":
-                    parent.insert(i, op["value"])
-                else:
-                    parent[i] = op["value"]
-            else:
-                if kind == "replace" and last not in parent:
-                    raise KeyError(last)
-                parent[last] = op["value"]
-        elif kind == "remove":
-            del parent[int(last) if isinstance(parent, list) else last]
-        elif kind == "test":
-            cur = parent[int(last)] if isinstance(parent, list) else parent[last]
-            if cur != op["value"]:
-                raise StatusError(422, f"the server rejected our request due to an error in our request: test "
-                                  f"operation at {op['path']} failed", "Invalid")
-        else:
-            raise bad_request(f"Unexpected kind: {kind}")
-    except (KeyError, IndexError, ValueError, TypeError) as exc:
-        raise StatusError(422, f"the server rejected our request due to an error in our request: {op!r}: {exc}",
-                          "Invalid") from None
-
-
-def patch(store: Store, t: Target, body: bytes, content_type: str, query, now: str) -> dict:
+def patch(store: Store, t: Target, body: bytes, content_type: str, query, now: str, manager: str = "") -> dict:
     ctype = content_type.split(";")[0].strip()
     if ctype not in PATCH_TYPES:
         raise StatusError(415, f"the body of the request was in an unknown format - accepted media types "
@@ -330,36 +269,27 @@ def patch(store: Store, t: Target, body: bytes, content_type: str, query, now: s
         if not manager:
             raise bad_request("PATCH with apply-patch requires a fieldManager")
         force = query.get("force") in ("true", "1")
-        if patch_mod is not None:
-            try:
-                new = patch_mod.server_side_apply(live, applied, manager, force, now)
-            except patch_mod.ApplyConflict as exc:
-                msg = "Apply failed with {} conflict{}: {}".format(
-                    len(exc.conflicts), "s" if len(exc.conflicts) != 1 else "",
-                    "; ".join(f'conflict with "{m}": {f}' for m, f in exc.conflicts))
-                raise StatusError(409, msg, "Conflict", {"causes": [
-                    {"reason": "FieldManagerConflict", "message": f'conflict with "{m}"', "field": f}
-                    for m, f in exc.conflicts]}) from None
-        else:
-            new = _merge_patch(live or {}, applied)
+        try:
+            new = patch_mod.server_side_apply(live, applied, manager, force, now)
+        except patch_mod.ApplyConflict as exc:
+            raise StatusError(409, exc.message, "Conflict", {"causes": [
+                {"reason": "FieldManagerConflict", "message": f'conflict with "{m}"', "field": f}
+                for m, f in exc.conflicts]}) from None
         if live is None:
-            return create(store, Target(t.kind, t.namespace, None), new, query)
+            return create(store, Target(t.kind, t.namespace, None), new, query)  # fields recorded by SSA
     else:
-        if patch_mod is not None:
-            try:
-                new = patch_mod.apply_patch(live, body, ctype)
-            except patch_mod.PatchError as exc:
-                code = {"BadRequest": 400, "UnprocessableEntity": 422, "Invalid": 422}.get(exc.reason, 422)
-                raise StatusError(code, str(getattr(exc, "message", exc)), exc.reason) from None
-        else:
-            new = _fallback_patch(live, body, ctype)
+        try:
+            new = patch_mod.apply_patch(live, body, ctype)
+        except patch_mod.PatchError as exc:
+            code = {"BadRequest": 400, "UnsupportedMediaType": 415}.get(exc.reason, 422)
+            raise StatusError(code, exc.message, exc.reason) from None
     if isinstance(new, dict):
         new.setdefault("metadata", {})
         # A patch that does not name the resourceVersion applies to the object as it is now.
         if isinstance(new["metadata"], dict) and live is not None and \
                 "resourceVersion" not in _patched_meta(body, ctype):
             new["metadata"]["resourceVersion"] = (live.get("metadata") or {}).get("resourceVersion")
-    return replace(store, t, new, query)
+    return replace(store, t, new, query, None if apply else manager)
 
 
 def _patched_meta(body: bytes, ctype: str) -> dict:

@@ -1,6 +1,5 @@
 """pods/exec, pods/log and pods/portforward of a real cluster, driven by the machine's kubectl
-and the official Python client through the streaming handlers (netsim.apiserver.streams),
-which tests/e2e/apistub.py serves on loopback."""
+and the official Python client through the cluster's API server (netsim.apiserver.streams)."""
 
 import json
 import shutil
@@ -13,7 +12,6 @@ from netsim import kernel
 from netsim.fabric import daemon
 from netsim.model import names
 from tests.conftest import SCENARIO, run_netsim, unique_name
-from tests.e2e.apistub import Stub
 
 KUBECTL = shutil.which("kubectl")
 MANIFEST = """apiVersion: apps/v1
@@ -44,6 +42,7 @@ def cluster(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("streams")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("NETSIM_STATE_DIR", str(tmp / "state"))
+        mp.setenv("KUBECONFIG", str(tmp / "kubeconfig"))
         name = unique_name("st")
         (tmp / "scenario.yaml").write_text(SCENARIO)
         (tmp / "web.yaml").write_text(MANIFEST)
@@ -52,11 +51,7 @@ def cluster(tmp_path_factory):
             assert up.returncode == 0, up.stderr
             applied = run_netsim("apply", "-c", name, "-f", str(tmp / "web.yaml"))
             assert applied.returncode == 0, applied.stderr
-            stub = Stub(name)
-            try:
-                yield name, stub, stub.kubeconfig(tmp / "kubeconfig"), _running_pod(name)
-            finally:
-                stub.close()
+            yield name, None, tmp / "kubeconfig", _running_pod(name)
         finally:
             down = run_netsim("down", name)
             assert down.returncode == 0, down.stderr
@@ -130,7 +125,7 @@ def test_logs_show_each_answered_connection(cluster):
 
 
 def test_logs_follow_streams_new_connections(cluster):
-    _, stub, kc, pod = cluster
+    _, _, kc, pod = cluster
     name = pod["metadata"]["name"]
     follow = subprocess.Popen([KUBECTL or "kubectl", "--kubeconfig", str(kc), "logs", "-f", "--tail=0", name],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -148,10 +143,8 @@ def test_port_forward_with_the_python_client(cluster):
     kubernetes = pytest.importorskip("kubernetes")
     from kubernetes.stream import portforward
 
-    _, stub, _, pod = cluster
-    config = kubernetes.client.Configuration()
-    config.host = stub.url
-    api = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(config))
+    _, _, kc, pod = cluster
+    api = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(kc)))
     name = pod["metadata"]["name"]
     pf = portforward(api.connect_get_namespaced_pod_portforward, name, "default", ports="80")
     sock = pf.socket(80)
