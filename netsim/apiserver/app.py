@@ -84,7 +84,9 @@ def _wants_aggregated(request: web.Request) -> bool:
 
 def to_table(request: web.Request, kind: k8s.Kind, objects: list[dict], list_meta: dict | None = None) -> dict:
     now = time.time()
-    t = tables.table(kind.kind, objects, now)
+    # A custom resource's columns come with its kind, registered from its CRD (resources.crd_kinds).
+    extra = None if kind.printer_columns is None else {"additionalPrinterColumns": list(kind.printer_columns)}
+    t = tables.table(kind.kind, objects, now, extra)
     if request.query.get("includeObject") == "Object":
         for row, obj in zip(t["rows"], objects, strict=False):
             row["object"] = obj
