@@ -577,7 +577,7 @@ def _go_text(v) -> str:
 
 
 def _cr_cell(kind: str, v, now: float):
-    """cellForJSONValue: a cell of the column's type, None (kubectl: <none>) when it does not fit."""
+    """cellForJSONValue: a cell of the column's type, None (kubectl leaves it blank) when it does not fit."""
     if v is None:
         return None
     if kind == "string":

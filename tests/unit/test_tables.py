@@ -423,7 +423,7 @@ def test_custom_resource_columns_as_apiextensions_convertor():
     assert t["columnDefinitions"][1]["description"] == \
         "Custom resource definition column (in JSONPath format): .spec.replicas"
     assert t["rows"][0]["cells"] == ["w1", 3, "Running", True, 2.0, "n1", "map[a:[1 2] b:true]", "2m"]
-    # missing fields and values of another type are null cells (kubectl prints <none>)
+    # missing fields and values of another type are null cells (kubectl leaves them blank)
     bare = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": meta("w2", 0),
             "spec": {"replicas": "three"}, "status": {"ready": "yes", "started": "not a time"}}
     cells = tables.table("Widget", [bare], NOW, {"additionalPrinterColumns": CR_COLUMNS})["rows"][0]["cells"]
