@@ -97,6 +97,10 @@ def test_kubectl_shows_the_crd_columns_and_upstreams_for_built_in_kinds(kubectl)
     # a field the object lacks is a null cell, which kubectl leaves blank
     assert widgets == [["NAME", "SIZE", "MISSING"], ["w1", "3"]]
     assert kubectl("get", "widgets", "-o", "wide") == [["NAME", "SIZE", "COLOR", "MISSING"], ["w1", "3", "red"]]
+    # the CRD's columns changed: the table follows at once
+    kubectl("patch", "crd", "widgets.example.com", "--type", "json", "-p", json.dumps(
+        [{"op": "replace", "path": "/spec/versions/1/additionalPrinterColumns/0/name", "value": "Count"}]))
+    assert kubectl("get", "widgets")[0] == ["NAME", "COUNT", "MISSING"]
     # a served version without columns: NAME and AGE
     assert kubectl("get", "widgets.v1.example.com")[0] == ["NAME", "AGE"]
     assert kubectl("get", "roles")[0] == ["NAME", "CREATED", "AT"]
