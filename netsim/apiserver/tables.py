@@ -119,8 +119,8 @@ def _selector(sel: dict | None) -> str:
 
 
 def _containers(o: dict) -> list:
-    cs = (((o.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
-    return [",".join(c.get("name", "") for c in cs), ",".join(c.get("image", "") for c in cs)]
+    """The CONTAINERS and IMAGES cells of a workload's pod template."""
+    return _cells_of(_template(o).get("containers") or [])
 
 
 def _age(o: dict, now: float) -> str:
@@ -255,11 +255,24 @@ def _job(o: dict, now: float) -> list:
         parallelism = spec.get("parallelism") or 0
         done = f"{succeeded}/1 of {parallelism}" if parallelism > 1 else f"{succeeded}/1"
     start, end = st.get("startTime"), st.get("completionTime")
-    duration = "" if not start else since(start, now) if not end else human_duration(_seconds(end) - _seconds(start))
-    status = next((s for s, c in (("Complete", "Complete"), ("Failed", "Failed")) if _condition(o, c)), None)
-    if status is None:
-        status = ("Terminating" if o["metadata"].get("deletionTimestamp") else "Suspended"
-                  if _condition(o, "Suspended") else "FailureTarget" if _condition(o, "FailureTarget") else "Running")
+    if not start:
+        duration = ""
+    elif not end:
+        duration = since(start, now)
+    else:
+        duration = human_duration(_seconds(end) - _seconds(start))
+    if _condition(o, "Complete"):
+        status = "Complete"
+    elif _condition(o, "Failed"):
+        status = "Failed"
+    elif o["metadata"].get("deletionTimestamp"):
+        status = "Terminating"
+    elif _condition(o, "Suspended"):
+        status = "Suspended"
+    elif _condition(o, "FailureTarget"):
+        status = "FailureTarget"
+    else:
+        status = "Running"
     return [o["metadata"]["name"], status, done, duration, _age(o, now), *_containers(o),
             _format_selector(spec.get("selector"))]
 
