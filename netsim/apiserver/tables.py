@@ -8,7 +8,9 @@ Pure.  May use: the standard library only."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
+from fractions import Fraction
 
 
 def human_duration(seconds: float) -> str:
@@ -190,6 +192,46 @@ PRINTERS.update({
 # Where kube-apiserver's defaulting always fills a field (Job completions, PVC phase, volumeMode,
 # HPA minReplicas ...), an object stored without it is printed as the defaulted one would be,
 # since that is what kubectl shows on a real cluster.
+
+_QUANTITY = re.compile(r"([+-]?(?:\d+\.?\d*|\.\d+))([eE][+-]?\d+|[KMGTPE]i|[numkMGTPE]?)")
+_BINARY = ("", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei")
+_DECIMAL = {-9: "n", -6: "u", -3: "m", 0: "", 3: "k", 6: "M", 9: "G", 12: "T", 15: "P", 18: "E"}
+
+
+def quantity(q) -> str:
+    """A resource quantity as the API server stores and prints it (resource.Quantity's canonical
+    String()): "1.5Gi" is 1536Mi, "0.5" 500m, "1000" 1k, "2e3" stays 2e3; text that is not a
+    quantity is shown as it is."""
+    m = _QUANTITY.fullmatch(str(q).strip())
+    if m is None:
+        return str(q)
+    number, suffix = m.groups()
+    sign, value = (-1 if number.startswith("-") else 1), Fraction(number.lstrip("+-"))
+    if suffix in _BINARY[1:]:
+        value, kind = value * 1024 ** _BINARY.index(suffix), "binary"
+    elif suffix[:1] in ("e", "E"):
+        value, kind = value * Fraction(10) ** int(suffix[1:]), "exponent"
+    else:
+        value, kind = value * Fraction(10) ** next(e for e, s in _DECIMAL.items() if s == suffix), "decimal"
+    if value == 0:
+        return "0"
+    if kind == "binary" and (value < 1024 or value.denominator != 1):
+        kind = "decimal"  # no rounding, and small values read better in decimal
+    if kind == "binary":
+        n, e = int(value), 0
+        while n % 1024 == 0 and e < len(_BINARY) - 1:
+            n, e = n // 1024, e + 1
+        return f"{'-' if sign < 0 else ''}{n}{_BINARY[e]}"
+    nanos = -(-value * 10 ** 9 // 1)  # the API keeps nano precision, rounding up
+    mantissa, exp = int(nanos), -9
+    while mantissa % 10 == 0:
+        mantissa, exp = mantissa // 10, exp + 1
+    mantissa, exp = mantissa * 10 ** (exp % 3), exp - exp % 3
+    text = f"{'-' if sign < 0 else ''}{mantissa}"
+    if kind == "decimal" and exp in _DECIMAL:
+        return text + _DECIMAL[exp]
+    return text + (f"e{exp}" if exp else "")
+
 
 def _spec(o: dict) -> dict:
     return o.get("spec") or {}
@@ -394,7 +436,7 @@ def _pvc(o: dict, now: float) -> list:
     phase = "Terminating" if o["metadata"].get("deletionTimestamp") else st.get("phase") or "Pending"
     bound = bool(spec.get("volumeName"))
     return [o["metadata"]["name"], phase, spec.get("volumeName", ""),
-            str((st.get("capacity") or {}).get("storage", "0")) if bound else "",
+            quantity((st.get("capacity") or {}).get("storage", "0")) if bound else "",
             _access_modes(st.get("accessModes")) if bound else "", _storage_class(o),
             spec.get("volumeAttributesClassName") or "<unset>", _age(o, now), spec.get("volumeMode") or "Filesystem"]
 
@@ -403,7 +445,7 @@ def _pv(o: dict, now: float) -> list:
     spec, st = _spec(o), _status(o)
     claim = spec.get("claimRef")
     phase = "Terminating" if o["metadata"].get("deletionTimestamp") else st.get("phase") or "Pending"
-    return [o["metadata"]["name"], str((spec.get("capacity") or {}).get("storage", "0")),
+    return [o["metadata"]["name"], quantity((spec.get("capacity") or {}).get("storage", "0")),
             _access_modes(spec.get("accessModes")), spec.get("persistentVolumeReclaimPolicy") or "Retain", phase,
             f"{claim.get('namespace', '')}/{claim.get('name', '')}" if claim else "", _storage_class(o),
             spec.get("volumeAttributesClassName") or "<unset>", st.get("reason", ""), _age(o, now),
@@ -416,15 +458,18 @@ def _hpa_metric(spec: dict, status: dict | None) -> str:
     key = kind[0].lower() + kind[1:] if kind else ""
     source, current = spec.get(key) or {}, ((status or {}).get(key) or {}).get("current") or {}
     target = source.get("target") or {}
+
+    def q(values: dict, field: str, missing: str = "<unknown>") -> str:
+        return quantity(values[field]) if values.get(field) is not None else missing
     if kind in ("External", "Object"):
         if target.get("averageValue") is not None:
-            return f"{current.get('averageValue', '<unknown>')}/{target['averageValue']} (avg)"
-        return f"{current.get('value', '<unknown>') if status else '<unknown>'}/{target.get('value', '')}"
+            return f"{q(current, 'averageValue')}/{q(target, 'averageValue')} (avg)"
+        return f"{q(current, 'value')}/{q(target, 'value', '')}"
     if kind == "Pods":
-        return f"{current.get('averageValue', '<unknown>')}/{target.get('averageValue', '')}"
+        return f"{q(current, 'averageValue')}/{q(target, 'averageValue', '')}"
     if kind in ("Resource", "ContainerResource"):
         if target.get("averageValue") is not None:
-            return f"{source.get('name', '')}: {current.get('averageValue', '<unknown>')}/{target['averageValue']}"
+            return f"{source.get('name', '')}: {q(current, 'averageValue')}/{q(target, 'averageValue')}"
         now = f"{current['averageUtilization']}%" if current.get("averageUtilization") is not None else "<unknown>"
         want = f"{target['averageUtilization']}%" if target.get("averageUtilization") is not None else "<auto>"
         return f"{source.get('name', '')}: {now}/{want}"
@@ -469,7 +514,7 @@ def _resourcequota(o: dict, now: float) -> list:
     request, limit = [], []
     for r in sorted(hard):
         (limit if r.split(".")[0] == "limits" and "." in r else request).append(
-            f"{r}: {used.get(r, '0')}/{hard[r]}")
+            f"{r}: {quantity(used.get(r, '0'))}/{quantity(hard[r])}")
     return [o["metadata"]["name"], ", ".join(request), ", ".join(limit), _age(o, now)]
 
 

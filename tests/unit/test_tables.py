@@ -435,3 +435,23 @@ def test_custom_resource_without_columns_shows_age_even_for_a_builtin_kind_name(
     t = tables.table("Pod", [cr], NOW, {"additionalPrinterColumns": []})
     assert [(c["name"], c["type"]) for c in t["columnDefinitions"]] == [("Name", "string"), ("Age", "date")]
     assert t["rows"][0]["cells"] == ["p", "61s"]
+
+
+def test_quantities_print_canonically_as_the_api_server_stores_them():
+    cases = {"1Gi": "1Gi", "1.5Gi": "1536Mi", "2048Mi": "2Gi", "0.5Ki": "512", "1024": "1024", "1000": "1k",
+             "1500": "1500", "0.5": "500m", "1.5": "1500m", "0.001": "1m", "100m": "100m", "2e3": "2e3", "1E6": "1e6",
+             "12e-3": "12e-3", "0": "0", "0Gi": "0", "-1.5": "-1500m", "5M": "5M", "10": "10", 10: "10",
+             "0.0000000001": "1n", "not-a-quantity": "not-a-quantity",
+             # apimachinery's TestQuantityString alternates and their canonical forms
+             "1024Mi": "1Gi", "307200Ki": "300Mi", "1025024Mi": "1001Gi", "1000M": "1G", "0.001T": "1G",
+             "1000u": "1m", "1.08": "1080m", "1080000000n": "1080m", "5000m": "5"}
+    for given, want in cases.items():
+        assert tables.quantity(given) == want, given
+    pv = {"metadata": meta("pv"), "spec": {"capacity": {"storage": "1.5Gi"}}}
+    assert rows("PersistentVolume", pv)[0][1] == "1536Mi"
+    rq = {"metadata": meta("q", 0), "status": {"hard": {"requests.memory": "1024Mi"},
+                                                "used": {"requests.memory": "0.5Gi"}}}
+    assert rows("ResourceQuota", rq)[0][1] == "requests.memory: 512Mi/1Gi"
+    cpu = {"type": "Resource", "resource": {"name": "memory", "target": {"type": "AverageValue",
+                                                                        "averageValue": "0.5Gi"}}}
+    assert rows("HorizontalPodAutoscaler", hpa([cpu]))[0][2] == "memory: <unknown>/512Mi"
