@@ -55,6 +55,9 @@ FIELDS: dict[tuple[str, str], tuple[str | None, str]] = {
     ("V1JobStatus", "conditions"): ("type", "merge"),
     ("V1PodDisruptionBudgetStatus", "conditions"): ("type", "merge"),
     ("V2HorizontalPodAutoscalerStatus", "conditions"): ("type", "merge"),
+    ("V1MutatingWebhookConfiguration", "webhooks"): ("name", "merge"),
+    ("V1ValidatingWebhookConfiguration", "webhooks"): ("name", "merge"),
+    ("V1APIServiceStatus", "conditions"): ("type", "merge"),
 }
 
 # The kinds whose objects hold a tagged field, by (apiVersion, kind).
@@ -68,6 +71,9 @@ ROOTS: dict[tuple[str, str], str] = {
     ("batch/v1", "Job"): "V1Job", ("batch/v1", "CronJob"): "V1CronJob",
     ("policy/v1", "PodDisruptionBudget"): "V1PodDisruptionBudget",
     ("autoscaling/v2", "HorizontalPodAutoscaler"): "V2HorizontalPodAutoscaler",
+    ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration"): "V1MutatingWebhookConfiguration",
+    ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration"): "V1ValidatingWebhookConfiguration",
+    ("apiregistration.k8s.io/v1", "APIService"): "V1APIService",
 }
 
 # (type, field) -> the type of its value (of its items, for a list): the ways from the roots down
@@ -101,6 +107,7 @@ CONTAINS: dict[tuple[str, str], str] = {
     ("V1JobTemplateSpec", "metadata"): "V1ObjectMeta", ("V1JobTemplateSpec", "spec"): "V1JobSpec",
     ("V1PodDisruptionBudget", "status"): "V1PodDisruptionBudgetStatus",
     ("V2HorizontalPodAutoscaler", "status"): "V2HorizontalPodAutoscalerStatus",
+    ("V1APIService", "status"): "V1APIServiceStatus",
 }
 
 ANY_KIND = frozenset(ROOTS.values())

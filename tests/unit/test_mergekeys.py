@@ -2,9 +2,10 @@
 checked against the `kubernetes` client's generated models (the k8s.io/api types), every tagged
 field reachable from a kind, and the OpenAPI documents and strategic merge reading the same facts."""
 
+import json
 import re
 
-from netsim.api.patch import list_strategy
+from netsim.api.patch import STRATEGIC_PATCH, apply_patch, list_strategy
 from netsim.apiserver import schemas
 from netsim.model import mergekeys
 
@@ -77,3 +78,18 @@ def test_openapi_and_strategic_merge_read_the_same_facts():
     assert list_strategy(node, ("spec", "taints")) == ("replace", None)
     es = mergekeys.roots({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice"})
     assert list_strategy(es, ("endpoints", "addresses")) == ("replace", None)
+
+
+def test_webhooks_and_apiservice_conditions_merge_and_crd_conditions_are_atomic():
+    hooks = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+             "metadata": {"name": "v"}, "webhooks": [{"name": "a.example.com", "sideEffects": "None"},
+                                                     {"name": "b.example.com", "sideEffects": "None"}]}
+    out = apply_patch(hooks, json.dumps({"webhooks": [{"name": "b.example.com", "timeoutSeconds": 5}]}).encode(),
+                      STRATEGIC_PATCH)
+    assert [(w["name"], w.get("timeoutSeconds")) for w in out["webhooks"]] == [("a.example.com", None),
+                                                                               ("b.example.com", 5)]
+    api = mergekeys.roots({"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService"})
+    assert list_strategy(api, ("status", "conditions")) == ("merge", "type")
+    # apiextensions' CRD conditions carry a list-map type but no patch strategy upstream
+    crd = mergekeys.roots({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition"})
+    assert list_strategy(crd, ("status", "conditions")) == ("replace", None)
