@@ -8,7 +8,9 @@ x-kubernetes-patch-merge-key / -strategy).
 Built-in kinds' schemas come from netsim.apiserver.schemas (the kubernetes client's models);
 custom resources' from their CRD's openAPIV3Schema, served with JSON and merge patch only (as real
 servers do, so kubectl falls back to a merge patch for them).  Pure; documents are cached by
-their inputs.  May use: the standard library and netsim.apiserver.{apitypes,schemas}."""
+their inputs; /openapi/v2 also as gnostic's protobuf (netsim.apiserver.openapi_pb), which kubectl
+validates a `kind: List` with.  May use: the standard library and
+netsim.apiserver.{apitypes,schemas,openapi_pb}."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import hashlib
 import json
 from functools import lru_cache
 
-from netsim.apiserver import schemas
+from netsim.apiserver import openapi_pb, schemas
 from netsim.apiserver.apitypes import Resource, as_resource
 
 TITLE = "Kubernetes"
@@ -187,6 +189,16 @@ def openapi_v2(resources, crds: list[dict]) -> dict:
 def _v2_cached(rkey: tuple, _ckey: tuple, crds: _Frozen) -> dict:
     defs, paths = _assemble([Resource(*k[:4], k[4], k[5]) for k in rkey], crds.value, v3=False)
     return {"swagger": "2.0", "info": {"title": TITLE, "version": VERSION}, "paths": paths, "definitions": defs}
+
+
+def openapi_v2_protobuf(resources, crds: list[dict]) -> bytes:
+    """openapi_v2's document as gnostic's openapi.v2.Document, serialized (cached as that is)."""
+    return _v2_pb_cached(_key(_builtin(resources)), _crds_key(crds), _frozen(crds))
+
+
+@lru_cache(maxsize=8)
+def _v2_pb_cached(rkey: tuple, ckey: tuple, crds: _Frozen) -> bytes:
+    return openapi_pb.encode(_v2_cached(rkey, ckey, crds))
 
 
 class _Frozen:
