@@ -3,17 +3,11 @@ loopback, a SQLite store in the test's directory) and `kubectl get` reading its 
 column kubectl would not show, a CRD's additionalPrinterColumns not reaching the table, or a
 kind printed with the wrong printer shows up as kubectl's own output.  Skipped without kubectl."""
 
-import asyncio
 import json
 import shutil
 import subprocess
-import threading
 
 import pytest
-from aiohttp import web
-
-from netsim.api.store.sqlite import SQLiteStore
-from netsim.apiserver.app import make_app
 
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 
@@ -35,42 +29,16 @@ CRD = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinitio
 
 
 @pytest.fixture
-def kubectl(tmp_path):
-    """kubectl against a netsim API server on 127.0.0.1 (an ephemeral port), torn down after."""
-    store = SQLiteStore(tmp_path / "store.db")
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(make_app(store, "t", insecure=True))
-    started: list[int] = []
-
-    async def start():
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        started.append(site._server.sockets[0].getsockname()[1])
-
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    asyncio.run_coroutine_threadsafe(start(), loop).result(10)
-    config = tmp_path / "kubeconfig"
-    config.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "t",
-        "clusters": [{"name": "t", "cluster": {"server": f"http://127.0.0.1:{started[0]}"}}],
-        "users": [{"name": "t", "user": {}}], "contexts": [{"name": "t", "context": {"cluster": "t", "user": "t"}}]}))
-    env = {"PATH": "/usr/bin:/bin", "KUBECONFIG": str(config), "HOME": str(tmp_path)}
+def kubectl(apiserver, tmp_path):
+    """kubectl against a netsim API server on 127.0.0.1 (conftest's apiserver)."""
+    env = {"PATH": "/usr/bin:/bin", "KUBECONFIG": str(tmp_path / "kubeconfig"), "HOME": str(tmp_path)}
 
     def run(*args: str, stdin: object = None) -> list[list[str]]:
         r = subprocess.run(["kubectl", *args], input=None if stdin is None else json.dumps(stdin), env=env,
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         return [line.split() for line in r.stdout.splitlines()]
-    try:
-        yield run
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
-        store.close()
+    return run
 
 
 def test_kubectl_shows_the_crd_columns_and_upstreams_for_built_in_kinds(kubectl):
