@@ -82,6 +82,8 @@ def _v2_clean(s: dict) -> dict:
         out["items"] = _v2_clean(out["items"])
     elif isinstance(out.get("items"), list):
         out["items"] = [_v2_clean(v) for v in out["items"] if isinstance(v, dict)]
+    else:
+        out.pop("items", None)
     if isinstance(out.get("additionalProperties"), dict):
         out["additionalProperties"] = _v2_clean(out["additionalProperties"])
     if s.get("nullable"):

@@ -237,14 +237,19 @@ def _extensions(repeated, d: dict) -> None:
 
 
 def _scalars(m, d: dict, fields: dict[str, str]) -> None:
-    """Copies d's keys named in fields (JSON name -> proto field) that d has."""
+    """Copies d's keys named in fields (JSON name -> proto field) that d has.  A value of the wrong
+    type (a CRD's schema says "maximum": "5") is left out rather than failing the whole document,
+    which kubectl needs for every List."""
     for key, field in fields.items():
         if key in d:
             v = d[key]
-            if isinstance(v, list):
-                getattr(m, field).extend(v)
-            else:
-                setattr(m, field, v)
+            try:
+                if isinstance(v, list):
+                    getattr(m, field).extend(v)
+                else:
+                    setattr(m, field, v)
+            except (TypeError, ValueError, AttributeError):
+                pass
 
 
 _SCHEMA_SCALARS = {"$ref": "_ref", "format": "format", "title": "title", "description": "description",
@@ -275,34 +280,41 @@ def _schema(m, s: dict) -> None:
     for key, field in (("default", "default"), ("example", "example")):
         if key in s:
             _any(getattr(m, field), s[key])
-    for v in s.get("enum", ()):
+    for v in _list(s.get("enum")):
         _any(m.enum.add(), v)
     if "type" in s:
         t = s["type"]
-        m.type.value.extend(t if isinstance(t, list) else [t])
+        m.type.value.extend(x for x in (t if isinstance(t, list) else [t]) if isinstance(x, str))
     if "items" in s:
         items = s["items"]
         for sub in items if isinstance(items, list) else [items]:
-            _schema(m.items.schema.add(), sub)
+            if isinstance(sub, dict):
+                _schema(m.items.schema.add(), sub)
     if "additionalProperties" in s:
         extra = s["additionalProperties"]
         if isinstance(extra, bool):
             m.additional_properties.boolean = extra
-        else:
+        elif isinstance(extra, dict):
             _schema(m.additional_properties.schema, extra)
-    for sub in s.get("allOf", ()):
-        _schema(m.all_of.add(), sub)
-    if "properties" in s:
+    for sub in _list(s.get("allOf")):
+        if isinstance(sub, dict):
+            _schema(m.all_of.add(), sub)
+    if isinstance(s.get("properties"), dict):
         m.properties.SetInParent()
         add = m.properties.additional_properties.add
         for name, sub in s["properties"].items():
-            _schema(add(name=name).value, sub)
-    if "externalDocs" in s:
+            if isinstance(sub, dict):
+                _schema(add(name=name).value, sub)
+    if isinstance(s.get("externalDocs"), dict):
         _docs(m.external_docs, s["externalDocs"])
-    if "xml" in s:
+    if isinstance(s.get("xml"), dict):
         _scalars(m.xml, s["xml"], {k: k for k in ("name", "namespace", "prefix", "attribute", "wrapped")})
         _extensions(m.xml.vendor_extension, s["xml"])
     _extensions(m.vendor_extension, s)
+
+
+def _list(v) -> list:
+    return v if isinstance(v, list) else []
 
 
 def _docs(m, d: dict) -> None:

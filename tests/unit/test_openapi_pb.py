@@ -125,6 +125,16 @@ def test_the_served_protobuf_is_the_json_document(apiserver):
     assert spec["properties"]["mode"]["enum"] == ["fast", "slow"]
 
 
+def test_a_schema_value_of_the_wrong_type_is_left_out_not_fatal():
+    odd = {"type": ["object", 3], "maximum": "5", "required": "spec", "enum": "a", "items": True,
+           "properties": {"a": {"type": "string", "minLength": 2}, "b": "junk"}, "allOf": [1, {"title": "t"}],
+           "additionalProperties": 7, "xml": "x", "x-kubernetes-preserve-unknown-fields": True}
+    decoded = _json(openapi_pb.Document.FromString(openapi_pb.encode({"swagger": "2.0", "definitions": {"X": odd}})))
+    assert decoded["definitions"]["X"] == {
+        "type": "object", "properties": {"a": {"type": "string", "minLength": 2}}, "allOf": [{"title": "t"}],
+        "x-kubernetes-preserve-unknown-fields": True}
+
+
 def test_openapi_v2_negotiates_like_kube_openapi(apiserver):
     url = f"{apiserver}/openapi/v2"
     assert _get(url, None)[1] == "application/json"
