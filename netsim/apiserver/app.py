@@ -17,7 +17,7 @@ from aiohttp import web
 
 from netsim.api import registry
 from netsim.api.store import Event, Store
-from netsim.apiserver import discovery, openapi, resources, streams, tables
+from netsim.apiserver import discovery, openapi, openapi_pb, resources, streams, tables
 from netsim.apiserver.status import StatusError, bad_request, status
 from netsim.apiserver.watch import Broadcaster, WatchRequest
 from netsim.model import k8s
@@ -84,7 +84,9 @@ def _wants_aggregated(request: web.Request) -> bool:
 
 def to_table(request: web.Request, kind: k8s.Kind, objects: list[dict], list_meta: dict | None = None) -> dict:
     now = time.time()
-    t = tables.table(kind.kind, objects, now)
+    # A custom resource's columns come with its kind, registered from its CRD (resources.crd_kinds).
+    extra = None if kind.printer_columns is None else {"additionalPrinterColumns": list(kind.printer_columns)}
+    t = tables.table(kind.kind, objects, now, extra)
     if request.query.get("includeObject") == "Object":
         for row, obj in zip(t["rows"], objects, strict=False):
             row["object"] = obj
@@ -125,9 +127,12 @@ def _resource_infos() -> list:
 
 
 async def openapi_v2(request: web.Request) -> web.Response:
-    if "protobuf" in request.headers.get("Accept", "") and "json" not in request.headers.get("Accept", ""):
-        raise StatusError(406, "only application/json is served", "NotAcceptable")
+    media = openapi_pb.negotiate(request.headers.get("Accept", ""))
+    if media is None:
+        raise StatusError(406, f"only {openapi_pb.JSON} and {openapi_pb.CONTENT_TYPE} are served", "NotAcceptable")
     crds = await _run(request, request.app[STORE].list, k8s.prefix("CustomResourceDefinition"))
+    if media == openapi_pb.CONTENT_TYPE:
+        return web.Response(body=openapi.openapi_v2_protobuf(_resource_infos(), crds[0]), content_type=media)
     return _json(openapi.openapi_v2(_resource_infos(), crds[0]))
 
 

@@ -381,7 +381,7 @@ def delete_collection(store: Store, t: Target, options: dict, query) -> dict:
 
 def crd_kinds(crd: dict) -> list[k8s.Kind]:
     """The kinds a CustomResourceDefinition serves, one per served version, all stored under
-    /registry/<group>/<plural>/."""
+    /registry/<group>/<plural>/, each with that version's additionalPrinterColumns."""
     spec = crd.get("spec") or {}
     names = spec.get("names") or {}
     group, plural, kind = spec.get("group"), names.get("plural"), names.get("kind")
@@ -389,7 +389,8 @@ def crd_kinds(crd: dict) -> list[k8s.Kind]:
         return []
     aliases = tuple(names.get("shortNames") or ()) + ((names["singular"],) if names.get("singular") else ())
     return [k8s.Kind(kind, f"{group}/{v['name']}", plural, spec.get("scope", "Namespaced") == "Namespaced",
-                     aliases, storage=f"{group}/{plural}", categories=tuple(names.get("categories") or ()))
+                     aliases, storage=f"{group}/{plural}", categories=tuple(names.get("categories") or ()),
+                     printer_columns=tuple(v.get("additionalPrinterColumns") or ()))
             for v in spec.get("versions") or [] if v.get("served", True) and v.get("name")]
 
 
