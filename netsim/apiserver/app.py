@@ -208,6 +208,10 @@ async def _dispatch(request: web.Request, group: str, version: str, rest: str) -
         return await _watch(request, t)
     if method == "GET":
         if t.name is None:
+            if not _wants_table(request):
+                body = await _run(request, resources.list_json, store, t, q)
+                if body is not None:
+                    return web.Response(body=body, headers={"Content-Type": JSON})
             listed = await _run(request, resources.list_, store, t, q)
             if _wants_table(request):
                 return _json(to_table(request, t.kind, listed["items"], listed["metadata"]))

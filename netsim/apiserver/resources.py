@@ -174,18 +174,35 @@ def list_(store: Store, t: Target, query) -> dict:
         limit = int(query.get("limit") or 0)
     except ValueError:
         raise bad_request(f"limit: {query.get('limit')!r} is not an integer") from None
-    out, meta = [], {"resourceVersion": str(rev)}
-    last_key = ""
-    selected = [(k8s.key(t.kind, o["metadata"].get("namespace"), o["metadata"]["name"]), o) for o in items]
-    selected = [(k, o) for k, o in selected if (not start or k > start) and match(o)]
-    for i, (k, obj) in enumerate(selected):
-        if limit and len(out) == limit:
-            meta["continue"] = encode_continue(rev, last_key)
-            meta["remainingItemCount"] = len(selected) - i
-            break
-        out.append(_as_version(obj, t.kind))
-        last_key = k
-    return {"kind": f"{t.kind.kind}List", "apiVersion": t.kind.api_version, "metadata": meta, "items": out}
+    meta = {"resourceVersion": str(rev)}
+    # Keys only where a page needs them: a thousand of them cost as much as the selection.
+    selected = [o for o in items if (not start or _key_of(t, o) > start) and match(o)]
+    page = selected[:limit] if limit else selected
+    if len(page) < len(selected):
+        meta["continue"] = encode_continue(rev, _key_of(t, page[-1]))
+        meta["remainingItemCount"] = len(selected) - len(page)
+    return {"kind": f"{t.kind.kind}List", "apiVersion": t.kind.api_version, "metadata": meta,
+            "items": [_as_version(o, t.kind) for o in page]}
+
+
+def _key_of(t: Target, obj: dict) -> str:
+    return k8s.key(t.kind, obj["metadata"].get("namespace"), obj["metadata"]["name"])
+
+
+def list_json(store: Store, t: Target, query) -> bytes | None:
+    """The List as JSON, spliced from the text each object is stored as, when nothing in the
+    objects needs reading: no selector, no paging, a built-in kind (one version, served as
+    stored) and a store that keeps JSON text (SQLite).  None otherwise, for list_.  Decoding
+    and encoding 1000 pods is ~90% of a LIST's CPU."""
+    stored_text = getattr(store, "list_json", None)
+    if (stored_text is None or any(query.get(p) for p in ("labelSelector", "fieldSelector", "limit", "continue"))
+            or not k8s.builtin({"apiVersion": t.kind.api_version, "kind": t.kind.kind})
+            or sum(k.resource == t.kind.resource for k in k8s.ALL.values()) != 1):
+        return None
+    texts, rev = stored_text(k8s.prefix(t.kind, t.namespace))
+    head = json.dumps({"kind": f"{t.kind.kind}List", "apiVersion": t.kind.api_version,
+                       "metadata": {"resourceVersion": str(rev)}}, separators=(",", ":"))
+    return "".join((head[:-1], ',"items":[', ",".join(texts), "]}")).encode()
 
 
 # -- writes ---------------------------------------------------------------------------------
