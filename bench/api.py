@@ -1,6 +1,6 @@
 """The API server's rates beside the store's: what HTTPS, routing and JSON cost over store calls.
 
-    .venv/bin/python bench/api.py [--seconds 1.5] [--concurrency 4] [--watch-writes 300] [--sqlite-poll 0.01]
+    .venv/bin/python bench/api.py [--seconds 1.5] [--concurrency 4] [--watch-writes 300] [--etcd]
 
 A real `netsim apiserver` process (as `up` starts it, here without a node namespace) for a
 throwaway cluster: a temporary state directory with its PKI, a SQLite store, the namespaces a
@@ -10,8 +10,8 @@ aiohttp over HTTPS with the admin's client certificate, keep-alive, a fixed numb
 in flight.  Beside each figure: the same operation on the store in this process (store.get,
 store.list, store.watch), one call at a time.  Watch delivery is the time from a store write
 (in this process) to its event reaching the watcher: a watch=1 HTTP stream, or store.watch
-polling as the server's own store watch does.  The server and everything of the run are removed
-at the end.  Root (the API server runs as root only).
+polling as the server's own store watch does.  --etcd: all of it again on an etcd started for the
+run.  The server and everything of the run are removed at the end.  Root (the API server runs as root only).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import aiohttp  # noqa: E402
 
 from netsim.api import registry  # noqa: E402
 from netsim.api.store import open_store  # noqa: E402
+from netsim.api.store.etcd_server import temporary_etcd  # noqa: E402
 from netsim.model import k8s  # noqa: E402
 
 NS = "default"
@@ -158,7 +159,7 @@ async def api_watch_lags(api: Api, store, writes: int, gap: float) -> list[float
 def store_watch_lags(url: str, store, writes: int, gap: float, poll: float) -> list[float]:
     lags: list[float] = []
     start = store.revision()
-    reader = open_store(url, poll_interval=poll)
+    reader = open_store(url, **({"poll_interval": poll} if url.startswith("sqlite:") else {}))
     thread = threading.Thread(target=writer, args=(store, writes, gap))
     thread.start()
     try:
@@ -179,11 +180,10 @@ def row(label: str, api: tuple[float, float], direct: float) -> None:
     print(f"  {label:26} {rate:8.0f}/s {cpu * 1e6:9.0f} us {direct:9.0f}/s {direct / rate:8.1f}x")
 
 
-async def run(args, tmp: str) -> None:
+async def run(args, backend: str, url: str) -> None:
     from netsim.apiserver import pki, process
 
     cluster = f"apibench{os.getpid() % 100000}"
-    url = f"sqlite://{tmp}/store.db"
     store = open_store(url)
     try:
         registry.bootstrap(store, registry.read_config(store))
@@ -196,7 +196,7 @@ async def run(args, tmp: str) -> None:
             ctx.load_cert_chain(str(p.admin_crt), str(p.admin_key))
             api = Api(f"https://127.0.0.1:{info['port']}", ctx, args.concurrency)
             try:
-                await bench(api, info["pid"], store, url, args, started)
+                await bench(api, info["pid"], store, backend, url, args, started)
             finally:
                 await api.close()
         finally:
@@ -205,17 +205,20 @@ async def run(args, tmp: str) -> None:
         store.close()
 
 
-async def bench(api: Api, pid: int, store, url: str, args, started: float) -> None:
+async def bench(api: Api, pid: int, store, backend: str, url: str, args, started: float) -> None:
     s = args.seconds
-    print(f"API server: `netsim apiserver` process, SQLite store, started in {started * 1000:.0f} ms; "
+    print(f"API server: `netsim apiserver` process, {backend} store, started in {started * 1000:.0f} ms; "
           f"client: aiohttp over HTTPS (client certificate), keep-alive, {args.concurrency} requests in flight, "
           f"answers read whole, not decoded; server CPU: the server process's user+sys time per request")
     print("pods are stored through the API (POST: admission, defaults) in a cluster without nodes or "
           "controllers: never scheduled, no namespaces wired")
-    print("store: the same SQLite file opened in the bench process, one call at a time (objects decoded); "
+    print(f"store: the same {backend} store opened in the bench process, one call at a time (objects decoded); "
           f"machine load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    print(f"  {'':26} {'API':>10} {'server CPU':>12} {'store':>11} {'store/API':>9}")
     await api.request("GET", "/version")  # the connection and the server's first-request costs
+    cpu0 = cpu_seconds(pid)
+    await asyncio.sleep(2)
+    print(f"server idle: {(cpu_seconds(pid) - cpu0) / 2 * 100:.1f}% of a CPU (its store watch waiting)")
+    print(f"  {'':26} {'API':>10} {'server CPU':>12} {'store':>11} {'store/API':>9}")
     cpu0 = cpu_seconds(pid)
     created = await api.create(0, 100)
     create = (created, (cpu_seconds(pid) - cpu0) / 100)
@@ -235,9 +238,10 @@ async def bench(api: Api, pid: int, store, url: str, args, started: float) -> No
 
     api_lags = [x * 1000 for x in await api_watch_lags(api, store, args.watch_writes, args.gap)]
     store_lags = [x * 1000 for x in store_watch_lags(url, store, args.watch_writes, args.gap, args.sqlite_poll)]
+    how = (f"SQLite polled every {args.sqlite_poll * 1000:g} ms by both the server's store watch and the direct one"
+           if backend == "sqlite" else "etcd's watch stream to both the server's store watch and the direct one")
     print(f"watch delivery, store write -> event at the watcher, {args.watch_writes} writes "
-          f"~{args.gap * 1000:.0f} ms apart (SQLite polled every {args.sqlite_poll * 1000:g} ms by both the "
-          f"server's store watch and the direct one):")
+          f"~{args.gap * 1000:.0f} ms apart ({how}):")
     for label, lags in (("API (watch=1 HTTP stream)", api_lags), ("store.watch", store_lags)):
         if not lags:
             print(f"  {label:28} no event arrived")
@@ -254,13 +258,18 @@ def main() -> None:
     parser.add_argument("--gap", type=float, default=0.01, help="mean seconds between watched writes")
     parser.add_argument("--sqlite-poll", type=float, default=0.01,
                         help="the direct store.watch's poll interval (the server's store uses its default)")
+    parser.add_argument("--etcd", action="store_true", help="an etcd store too (started for the run)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/api.py: run as root (the API server is root's)")
     with tempfile.TemporaryDirectory(prefix="netsim-api-bench-") as tmp:
         os.environ["NETSIM_STATE_DIR"] = f"{tmp}/state"
         try:
-            asyncio.run(run(args, tmp))
+            asyncio.run(run(args, "sqlite", f"sqlite://{tmp}/store.db"))
+            if args.etcd:
+                with temporary_etcd() as endpoint:
+                    print()
+                    asyncio.run(run(args, "etcd", f"etcd://{endpoint.removeprefix('http://')}/bench"))
         finally:
             os.environ.pop("NETSIM_STATE_DIR")
 
