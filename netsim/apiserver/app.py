@@ -1,7 +1,8 @@
 """The API server's HTTP side (aiohttp): client-certificate authentication, routing of the
 Kubernetes paths to discovery, the REST verbs (netsim.apiserver.resources, run in a thread pool
-since the store is synchronous), watches, Table output, OpenAPI and the pod streams.  Every
-error is a Status object; no traceback reaches a client.
+since the store is synchronous; a GET of one object from a local SQLite store on the loop),
+watches, Table output, OpenAPI and the pod streams.  Every error is a Status object; no
+traceback reaches a client.
 May import: the standard library, aiohttp, netsim.api, netsim.model and netsim.apiserver."""
 
 from __future__ import annotations
