@@ -1,7 +1,8 @@
 """The API server's HTTP side (aiohttp): client-certificate authentication, routing of the
 Kubernetes paths to discovery, the REST verbs (netsim.apiserver.resources, run in a thread pool
-since the store is synchronous), watches, Table output, OpenAPI and the pod streams.  Every
-error is a Status object; no traceback reaches a client.
+since the store is synchronous; a GET of one object from a local SQLite store on the loop),
+watches, Table output, OpenAPI and the pod streams.  Every error is a Status object; no
+traceback reaches a client.
 May import: the standard library, aiohttp, netsim.api, netsim.model and netsim.apiserver."""
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ JSON = "application/json"
 STORE = web.AppKey("store", Store)
 CLUSTER = web.AppKey("cluster", str)
 POOL = web.AppKey("pool", ThreadPoolExecutor)
+LOCAL_READS = web.AppKey("local_reads", bool)
 BROADCASTER = web.AppKey("broadcaster", Broadcaster)
 
 
@@ -71,6 +73,15 @@ def _authenticated(request: web.Request) -> bool:
 
 async def _run(request: web.Request, fn, *args):
     return await asyncio.get_running_loop().run_in_executor(request.app[POOL], functools.partial(fn, *args))
+
+
+async def _read_one(request: web.Request, fn, *args):
+    """A read of one object: on the event loop when the store is a local SQLite file (a WAL
+    read does not wait for writers and takes tens of microseconds, where the hop to the pool
+    and back costs ~150 us of CPU, 40% of a GET), else in the pool (etcd is a network call)."""
+    if request.app[LOCAL_READS]:
+        return fn(*args)
+    return await _run(request, fn, *args)
 
 
 def _wants_table(request: web.Request) -> bool:
@@ -203,13 +214,17 @@ async def _dispatch(request: web.Request, group: str, version: str, rest: str) -
         return await _watch(request, t)
     if method == "GET":
         if t.name is None:
+            if not _wants_table(request):
+                body = await _run(request, resources.list_json, store, t, q)
+                if body is not None:
+                    return web.Response(body=body, headers={"Content-Type": JSON})
             listed = await _run(request, resources.list_, store, t, q)
             if _wants_table(request):
                 return _json(to_table(request, t.kind, listed["items"], listed["metadata"]))
             return _json(listed)
         if t.subresource == "scale":
-            return _json(await _run(request, resources.scale_of, store, t))
-        obj = await _run(request, resources.get, store, t)
+            return _json(await _read_one(request, resources.scale_of, store, t))
+        obj = await _read_one(request, resources.get, store, t)
         if _wants_table(request):
             return _json(to_table(request, t.kind, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]}))
         return _json(obj)
@@ -287,6 +302,9 @@ def make_app(store: Store, cluster: str, insecure: bool = False) -> web.Applicat
     app[STORE] = store
     app[CLUSTER] = cluster
     app[POOL] = ThreadPoolExecutor(max_workers=8, thread_name_prefix="apiserver")
+    from netsim.api.store.sqlite import SQLiteStore
+
+    app[LOCAL_READS] = isinstance(store, SQLiteStore)
     app["insecure"] = insecure
     resources.load_crds(store)
 
