@@ -32,6 +32,7 @@ CLUSTER = web.AppKey("cluster", str)
 POOL = web.AppKey("pool", ThreadPoolExecutor)
 LOCAL_READS = web.AppKey("local_reads", bool)
 BROADCASTER = web.AppKey("broadcaster", Broadcaster)
+INSECURE = web.AppKey("insecure", bool)  # plain HTTP, for tests of the routing only
 
 
 def _json(obj: dict, code: int = 200, content_type: str = JSON) -> web.Response:
@@ -67,7 +68,7 @@ def _authenticated(request: web.Request) -> bool:
     if transport is None:
         return False
     if transport.get_extra_info("sslcontext") is None:
-        return bool(request.app.get("insecure"))  # tests of the routing over plain HTTP only
+        return request.app[INSECURE]  # tests of the routing over plain HTTP only
     return bool(transport.get_extra_info("peercert"))
 
 
@@ -305,7 +306,7 @@ def make_app(store: Store, cluster: str, insecure: bool = False) -> web.Applicat
     from netsim.api.store.sqlite import SQLiteStore
 
     app[LOCAL_READS] = isinstance(store, SQLiteStore)
-    app["insecure"] = insecure
+    app[INSECURE] = insecure
     resources.load_crds(store)
 
     async def startup(a: web.Application) -> None:
