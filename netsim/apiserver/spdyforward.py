@@ -121,6 +121,8 @@ class Session:
                 for frame in frames:
                     if not await self._handle(frame):
                         return
+        except ConnectionError:
+            pass  # the client went away mid-write
         finally:
             await self.close()
 

@@ -80,13 +80,23 @@ async def session(pod_port: int | None = None, timeout: float | None = None):
             await writer.drain()
         writer.close()
 
+    async def slow_count(reader, writer):
+        await asyncio.sleep(0.5)  # the client's bytes pile up meanwhile
+        total = 0
+        while data := await reader.read(65536):
+            total += len(data)
+        writer.write(str(total).encode())
+        await writer.drain()
+        writer.close()
+
     pod = await asyncio.start_server(echo, "127.0.0.1", 0)
-    echo_port = pod.sockets[0].getsockname()[1]
+    slow = await asyncio.start_server(slow_count, "127.0.0.1", 0)
+    ports = {80: pod.sockets[0].getsockname()[1], 82: slow.sockets[0].getsockname()[1]}
 
     async def dial(port: int):
-        if port != 80:
+        if port not in ports:
             raise spdyforward.ForwardError(f"dial tcp4 127.0.0.1:{port}: connect: connection refused")
-        return await asyncio.open_connection("127.0.0.1", echo_port)
+        return await asyncio.open_connection("127.0.0.1", ports[port])
 
     sessions = []
 
@@ -102,10 +112,9 @@ async def session(pod_port: int | None = None, timeout: float | None = None):
         yield Client(reader, writer)
     finally:
         writer.close()
-        server.close()
-        pod.close()
-        await server.wait_closed()
-        await pod.wait_closed()
+        for s in (server, pod, slow):
+            s.close()
+            await s.wait_closed()
 
 
 def run(coro):
@@ -207,3 +216,38 @@ def test_a_half_made_pair_times_out_with_the_kubelets_message(monkeypatch):
 def test_port_header_errors(headers, message):
     with pytest.raises(ValueError, match=message):
         spdyforward.port_of(headers)
+
+
+def test_a_large_upload_to_a_slow_pod_is_held_back_not_lost(monkeypatch):
+    waits = []
+    real_wait = asyncio.Event.wait
+
+    async def counting_wait(self):
+        waits.append(self)
+        return await real_wait(self)
+
+    monkeypatch.setattr(asyncio.Event, "wait", counting_wait)
+
+    async def body():
+        async with session() as c:
+            c.send(*pair(82, "0", 1))
+            await c.until(lambda f: f == spdy.SynReply(3))
+            for _ in range(640):  # 20 MB: more than the socket buffers and the session's queue hold
+                c.send(spdy.Data(3, b"x" * 32768))
+            c.send(spdy.Data(3, b"", fin=True))
+            assert await asyncio.wait_for(c.stream_bytes(3), 15) == str(640 * 32768).encode()
+    run(body())
+    assert waits  # the session's reader waited for room instead of queueing all 20 MB
+
+
+def test_a_reset_data_stream_ends_the_pod_connection():
+    async def body():
+        async with session() as c:
+            c.send(*pair(80, "0", 1))
+            await c.until(lambda f: f == spdy.SynReply(3))
+            c.send(spdy.Data(3, b"ping"))
+            await c.until(lambda f: f == spdy.Data(3, b"PING"))
+            c.send(spdy.RstStream(3, spdy.CANCEL))
+            assert await c.stream_bytes(1) == b""  # the error stream closes: the forward is over
+            assert not any(isinstance(f, spdy.Data) and f.stream_id == 3 and f.fin for f in c.history)
+    run(body())
