@@ -174,10 +174,11 @@ def test_port_forward_with_the_python_client(cluster):
 
 
 @contextlib.contextmanager
-def port_forward(kubeconfig, target: str, remote: int, websockets: bool = True):
+def port_forward(kubeconfig, target: str, remote: int, websockets: bool = True, pod_port: int | None = None):
     """kubectl port-forward TARGET 0:REMOTE on 127.0.0.1, yielding the local port kubectl chose
-    (0: it picks a free one and prints it) and the process.  websockets=False turns kubectl's
-    PortForwardWebsockets off, so it makes the plain SPDY upgrade it falls back to."""
+    (0: it picks a free one and prints it, with the pod port REMOTE came to) and the process.
+    websockets=False turns kubectl's PortForwardWebsockets off, so it makes the plain SPDY
+    upgrade it falls back to."""
     if KUBECTL is None:
         pytest.skip("kubectl is not installed")
     env = {**os.environ, "KUBECTL_PORT_FORWARD_WEBSOCKETS": "true" if websockets else "false"}
@@ -187,7 +188,7 @@ def port_forward(kubeconfig, target: str, remote: int, websockets: bool = True):
     try:
         ready, _, _ = select.select([proc.stdout], [], [], 20)
         line = proc.stdout.readline() if ready else ""
-        match = re.match(rf"Forwarding from 127\.0\.0\.1:(\d+) -> {remote}$", line.strip())
+        match = re.match(rf"Forwarding from 127\.0\.0\.1:(\d+) -> {pod_port or remote}$", line.strip())
         assert match, f"kubectl port-forward did not start: {line!r} {proc.stderr.read() if proc.poll() else ''}"
         yield int(match.group(1)), proc
     finally:
@@ -220,7 +221,7 @@ def test_kubectl_port_forward_to_a_pod(cluster, websockets):
 def test_kubectl_port_forward_to_a_service(cluster):
     _, _, kc, pod = cluster
     # kubectl resolves the Service to one of its pods and port 8080 to targetPort 80 itself.
-    with port_forward(kc, "svc/web", 8080) as (port, _):
+    with port_forward(kc, "svc/web", 8080, pod_port=80) as (port, _):
         out = curl(port, "/through-the-service")
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout)["pod"] == pod["metadata"]["name"]
