@@ -30,6 +30,7 @@ STORE = web.AppKey("store", Store)
 CLUSTER = web.AppKey("cluster", str)
 POOL = web.AppKey("pool", ThreadPoolExecutor)
 BROADCASTER = web.AppKey("broadcaster", Broadcaster)
+INSECURE = web.AppKey("insecure", bool)
 
 
 def _json(obj: dict, code: int = 200, content_type: str = JSON) -> web.Response:
@@ -65,7 +66,7 @@ def _authenticated(request: web.Request) -> bool:
     if transport is None:
         return False
     if transport.get_extra_info("sslcontext") is None:
-        return bool(request.app.get("insecure"))  # tests of the routing over plain HTTP only
+        return bool(request.app.get(INSECURE))  # tests of the routing over plain HTTP only
     return bool(transport.get_extra_info("peercert"))
 
 
@@ -282,7 +283,7 @@ def make_app(store: Store, cluster: str, insecure: bool = False) -> web.Applicat
     app[STORE] = store
     app[CLUSTER] = cluster
     app[POOL] = ThreadPoolExecutor(max_workers=8, thread_name_prefix="apiserver")
-    app["insecure"] = insecure
+    app[INSECURE] = insecure
     resources.load_crds(store)
 
     async def startup(a: web.Application) -> None:
