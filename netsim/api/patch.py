@@ -371,7 +371,10 @@ def field_set(obj: Any, path: tuple[str, ...] = ()) -> dict:
             continue
         if k.startswith("$"):
             continue
-        out["f:" + k] = _value_set(v, path + (k,))
+        sub = _value_set(v, path + (k,))
+        if not sub and not path and k == "metadata":
+            continue  # only identity (name, namespace): nothing of it is owned
+        out["f:" + k] = sub
     return out
 
 

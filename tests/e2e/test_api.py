@@ -193,7 +193,8 @@ def test_scale_and_patch(cluster):
     assert doc["spec"]["replicas"] == 3
     (c,) = doc["spec"]["template"]["spec"]["containers"]
     assert c["image"] == "nginx"
-    assert c["env"] == [{"name": "GREETING", "value": "hello"}, {"name": "MODE", "value": "x"}]
+    # kube-apiserver's strategic merge puts the patch's new items before the live ones
+    assert c["env"] == [{"name": "MODE", "value": "x"}, {"name": "GREETING", "value": "hello"}]
     # The template changed: a new ReplicaSet rolls out.
     out = kubectl(env, "rollout", "status", "deploy/apiweb", "--timeout=120s", timeout=130).stdout
     assert "successfully rolled out" in out
