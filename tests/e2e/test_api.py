@@ -5,6 +5,7 @@ next expects it).  Every wait is bounded by a timeout; nothing asserts on time."
 import json
 import os
 import queue
+import re
 import shutil
 import subprocess
 import threading
@@ -211,10 +212,9 @@ def test_label_and_annotate_by_selector(cluster):
     assert "serviceaccount/apiweb-admin labeled" in out
     kubectl(env, "label", "deploy,svc", "-l", "app=apiweb", "tier=front")
     assert "tier=front" in kubectl(env, "get", "deploy", "--show-labels").stdout
-    kubectl(env, "annotate", "pods", "-l", "app=apiweb", "checked=yes")
-    pods = get_json(env, "pods", "-l", "app=apiweb")["items"]
-    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
-    assert live and all(p["metadata"]["annotations"]["checked"] == "yes" for p in live)
+    out = kubectl(env, "annotate", "sa,svc", "-l", "app=apiweb", "checked=yes").stdout
+    assert "serviceaccount/apiweb-admin annotated" in out and "service/apiweb annotated" in out
+    assert get_json(env, "svc", "apiweb")["metadata"]["annotations"]["checked"] == "yes"
     assert [i["metadata"]["name"] for i in get_json(env, "svc", "-l", "tier=front")["items"]] == ["apiweb"]
 
 
@@ -242,18 +242,35 @@ def test_get_watch_sees_a_deletion(cluster):
     pods = Lines(env, "get", "pods", "-l", "watched=yes", "-w", "--output-watch-events")
     deploys = Lines(env, "get", "deploy", "-w")
     try:
-        head = pods.until(lambda line: "watched" in line and line.split()[0] == "ADDED")
+        head = pods.until(lambda line: line.split()[:2] == ["ADDED", "watched"])
         assert head[0].split()[:3] == ["EVENT", "NAME", "READY"], head
-        deploys.until(lambda line: line.startswith("apiweb"))
+        deploys.until(lambda line: line.split()[:1] == ["apiweb"])
         kubectl(env, "delete", "pod", "watched", "--wait=false")
         seen = pods.until(lambda line: line.split()[:2] == ["DELETED", "watched"])
         assert seen[-1].split()[0] == "DELETED"
         # A Table watch of deployments sees the scale as a changed row.
         kubectl(env, "scale", "deploy", "apiweb", "--replicas=2")
-        deploys.until(lambda line: line.split()[0] == "apiweb" and line.split()[1].endswith("/2"))
+        deploys.until(lambda line: line.split()[:1] == ["apiweb"] and line.split()[1].endswith("/2"))
     finally:
         pods.stop()
         deploys.stop()
+
+
+def test_watch_semantics_bookmarks_and_expired(cluster):
+    name, env, d = cluster
+    pods = "/api/v1/namespaces/default/pods"
+    rv = json.loads(kubectl(env, "get", "--raw", pods).stdout)["metadata"]["resourceVersion"]
+    # A quiet watch with bookmarks allowed gets one shortly before its timeout.
+    raw = kubectl(env, "get", "--raw", f"{pods}?watch=1&resourceVersion={rv}&allowWatchBookmarks=true"
+                  "&timeoutSeconds=3&labelSelector=nothing%3Dhere", timeout=30).stdout
+    events = [json.loads(line) for line in raw.splitlines()]
+    assert [e["type"] for e in events] == ["BOOKMARK"]
+    assert events[0]["object"]["kind"] == "Pod" and int(events[0]["object"]["metadata"]["resourceVersion"]) >= int(rv)
+    # A resourceVersion from before the server's window: 200 and one ERROR event, 410 Expired.
+    raw = kubectl(env, "get", "--raw", f"{pods}?watch=1&resourceVersion=1", timeout=30).stdout
+    (ev,) = [json.loads(line) for line in raw.splitlines()]
+    assert ev["type"] == "ERROR" and ev["object"]["kind"] == "Status"
+    assert (ev["object"]["code"], ev["object"]["reason"]) == (410, "Expired")
 
 
 def test_describe_shows_events(cluster):
@@ -265,7 +282,7 @@ def test_describe_shows_events(cluster):
     assert "default-scheduler" in out and "Successfully assigned" in out
     out = kubectl(env, "describe", "deploy", "apiweb").stdout
     assert "ScalingReplicaSet" in out and "deployment-controller" in out, out
-    assert "NewReplicaSet:" in out and "Available      True" in out
+    assert "NewReplicaSet:" in out and re.search(r"Available\s+True\s+MinimumReplicasAvailable", out), out
 
 
 def test_python_client_lists_and_watches(cluster):
