@@ -82,7 +82,7 @@ class Broadcaster:
                 return
 
     def _dispatch(self, ev: Event) -> None:
-        if ev.revision <= self.revision:
+        if ev.revision < self.revision:  # etcd gives one revision to every key a delete_prefix removes
             return
         self.revision = ev.revision
         self.recent.append(ev)
