@@ -134,7 +134,12 @@ def test_a_table_watch_sends_rows(tmp_path):
         await client.delete("/api/v1/namespaces/default/configmaps/before")
         (ev,) = await _lines(resp, 1)
         assert ev["type"] == "DELETED" and ev["object"]["kind"] == "Table"
-        assert ev["object"]["rows"][0]["cells"][0] == "before"
+        assert ev["object"]["rows"][0]["cells"][0] == "before" and ev["object"]["columnDefinitions"]
+        await client.post("/api/v1/namespaces/default/configmaps", json=cm("after"))
+        (ev,) = await _lines(resp, 1)
+        # Column definitions come with the first event only, as kube-apiserver sends them.
+        assert ev["type"] == "ADDED" and ev["object"]["rows"][0]["cells"][0] == "after"
+        assert ev["object"]["columnDefinitions"] is None
         resp.close()
 
     run(tmp_path, body)
