@@ -156,6 +156,7 @@ def test_get_wide_json_yaml(cluster):
     name, env, d = cluster
     svc = get_json(env, "svc", "apiweb")
     assert svc["spec"]["type"] == "LoadBalancer" and svc["spec"]["clusterIP"]
+    assert "generation" not in svc["metadata"]  # Services have none; Deployments do
     pods = get_json(env, "pods", "-l", "app=apiweb")["items"]
     assert len(pods) == 1 and pods[0]["spec"]["nodeName"] and pods[0]["status"]["podIP"]
     pod = pods[0]
@@ -172,6 +173,7 @@ def test_get_wide_json_yaml(cluster):
     assert "EXTERNAL-IP" in svc_wide[0] and "80:" in svc_wide[1] and svc["spec"]["clusterIP"] in svc_wide[1]
     doc = yaml.safe_load(kubectl(env, "get", "deploy", "apiweb", "-o", "yaml").stdout)
     assert doc["kind"] == "Deployment" and doc["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx"
+    assert doc["metadata"]["generation"] == doc["status"]["observedGeneration"] >= 1
     conds = {c["type"]: c["status"] for c in doc["status"]["conditions"]}
     assert conds == {"Available": "True", "Progressing": "True"}
     listed = yaml.safe_load(kubectl(env, "get", "sa", "-o", "yaml").stdout)
