@@ -12,7 +12,7 @@ import hashlib
 import ipaddress
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -34,6 +34,9 @@ class Kind:
     storage: str = ""
     categories: tuple[str, ...] = ()
     acted: bool = False  # netsim's controllers and agents act on it; the others are only stored
+    # A custom resource's additionalPrinterColumns for this version (its CRD's, read-only; empty:
+    # NAME and AGE); None for a built-in kind, which the API server's own printers show.
+    printer_columns: tuple[dict, ...] | None = field(default=None, compare=False)
 
     @property
     def group(self) -> str:
