@@ -343,7 +343,10 @@ def field_set(obj: Any, path: tuple[str, ...] = (), types: frozenset[str] | None
             continue
         if k.startswith("$"):
             continue
-        out["f:" + k] = _value_set(v, path + (k,), types)
+        sub = _value_set(v, path + (k,), types)
+        if not sub and not path and k == "metadata":
+            continue  # only identity (name, namespace): nothing of it is owned
+        out["f:" + k] = sub
     return out
 
 

@@ -97,6 +97,27 @@ def bootstrap(store: Store, config: ClusterConfig) -> None:
                 {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
 
 
+# Kinds whose kube-apiserver strategy keeps metadata.generation (a controller reports the spec
+# it has seen as observedGeneration); custom resources always have it, ConfigMaps, Services,
+# Pods (in 1.32) and the like never do.
+GENERATION_KINDS = frozenset({
+    "Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "ReplicationController", "Job", "CronJob",
+    "PodDisruptionBudget", "Ingress", "NetworkPolicy", "EndpointSlice", "CustomResourceDefinition",
+    "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration", "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding", "FlowSchema", "PriorityLevelConfiguration"})
+
+
+def has_generation(obj: dict) -> bool:
+    return obj.get("kind") in GENERATION_KINDS or not k8s.builtin(obj)
+
+
+def _bump_generation(meta: dict, old_meta: dict, obj: dict, changed: bool) -> None:
+    if has_generation(obj):
+        meta["generation"] = old_meta.get("generation", 1) + (1 if changed else 0)
+    else:
+        meta.pop("generation", None)
+
+
 def new_object(obj: dict) -> dict:
     obj = copy.deepcopy(obj)
     meta = obj.setdefault("metadata", {})
@@ -104,7 +125,7 @@ def new_object(obj: dict) -> dict:
         meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
     meta.setdefault("uid", str(uuid.uuid4()))
     meta.setdefault("creationTimestamp", now())
-    meta["generation"] = 1
+    _bump_generation(meta, {}, obj, False)
     meta.pop("resourceVersion", None)
     if obj["kind"] == "Namespace":
         obj.setdefault("status", {"phase": "Active"})
@@ -260,8 +281,7 @@ def _merge(old: dict, new: dict) -> dict:
         if k in old_meta and k not in meta:
             meta[k] = old_meta[k]
     meta.pop("resourceVersion", None)
-    changed = old.get("spec") != new.get("spec")
-    meta["generation"] = old_meta.get("generation", 1) + (1 if changed else 0)
+    _bump_generation(meta, old_meta, out, old.get("spec") != new.get("spec"))
     if "status" in old:
         out["status"] = old["status"]
     return out
@@ -472,10 +492,9 @@ def replace(store: Store, obj: dict, subresource: str | None = None, dry_run: bo
                 meta[f] = old_meta[f]
         if "status" in old and k8s_kind.acted:
             new["status"] = old["status"]
-        if old.get("spec") != new.get("spec") or {k_: v for k_, v in old.items() if k_ not in
-                                                  ("metadata", "status")} != \
-                {k_: v for k_, v in new.items() if k_ not in ("metadata", "status")}:
-            meta["generation"] = old_meta.get("generation", 1) + 1
+        _bump_generation(meta, old_meta, new, old.get("spec") != new.get("spec") or
+                         {k_: v for k_, v in old.items() if k_ not in ("metadata", "status")} !=
+                         {k_: v for k_, v in new.items() if k_ not in ("metadata", "status")})
         namespace_label(new)
     held: list[tuple[str, str, str]] = []
     try:

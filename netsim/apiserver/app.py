@@ -267,11 +267,17 @@ async def _watch(request: web.Request, t: resources.Target) -> web.StreamRespons
     table = _wants_table(request)
     resp = web.StreamResponse(headers={"Content-Type": JSON, "Transfer-Encoding": "chunked"})
     await resp.prepare(request)
+    headers = True
     try:
         async for ev in w.events():
             obj = ev["object"]
             if table and ev["type"] in ("ADDED", "MODIFIED", "DELETED"):
                 obj = to_table(request, t.kind, [obj], {"resourceVersion": obj["metadata"].get("resourceVersion")})
+                if not headers:
+                    # kube-apiserver's watch encoder: column definitions on the first event only
+                    # (NoHeaders after it); kubectl keeps the last ones it saw.
+                    obj["columnDefinitions"] = None
+            headers = False
             await resp.write(json.dumps({"type": ev["type"], "object": obj}, separators=(",", ":")).encode()
                              + b"\n")
     except (ConnectionResetError, asyncio.CancelledError):
