@@ -63,7 +63,11 @@ def start_apiserver(cluster: fabric.Cluster, store: Store, config: registry.Clus
 
     cp = next((m for m in cluster.nodes() if m.role == "control-plane"), cluster.nodes()[0])
     service_ip = str(ipaddress.IPv4Network(config.service_subnet).network_address + 1)
-    p = pki.ensure(pki.paths(cluster.name), pki.server_sans([cp.ip], service_ip, config.cluster_domain))
+    where = pki.paths(cluster.name)
+    try:
+        p = pki.ensure(where, pki.server_sans([cp.ip], service_ip, config.cluster_domain))
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(f"the API server's certificates: cannot make them in {where.dir} ({exc})") from None
     info = process.start(cluster.name, cluster.store_url, cp.netns, cp.ip)
     registry.apply(store, [
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kubernetes", "namespace": "default",
