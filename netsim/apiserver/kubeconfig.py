@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from netsim.model import state
 
 RECORD = "kubeconfig.json"  # in the state dir: which file `up` wrote to, and whether it made it
 SECTIONS = ("clusters", "users", "contexts")
+LOCK_WAIT = 10.0
 
 
 class KubeconfigError(ValueError):
@@ -99,7 +101,18 @@ def _locked(path: Path) -> Iterator[None]:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        # Bounded: a kubeconfig kept in netsim's state directory, whose lock `down` holds
+        # while it calls remove, must not hang it.
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise KubeconfigError(f"kubeconfig {path}: its directory stayed locked for {LOCK_WAIT:g}s; "
+                                          "keep the kubeconfig outside netsim's state directory") from None
+                time.sleep(0.01)
         yield
     finally:
         os.close(fd)
