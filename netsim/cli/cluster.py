@@ -202,11 +202,17 @@ def down(
     targets = _every_cluster() if all_ else [name or resolve_cluster(cluster)]
     if not targets:
         typer.echo("no netsim clusters on this host", err=True)
+    from netsim.apiserver import process
+    from netsim.fabric import daemon
+
     for target in targets:
+        running = process.pids(target) + daemon.agent_pids(target)
         with state.state_lock():
             removed = fabric.teardown(target)
         if removed:
             typer.echo(f"Deleted cluster {target!r} ({len(removed)} namespaces).", err=True)
+        elif running:
+            typer.echo(f"Stopped cluster {target!r}'s {len(running)} processes (its namespaces were gone).", err=True)
         else:
             typer.echo(f"cluster {target!r} was not up; nothing to delete", err=True)
     if all_:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import socket
 import stat
 import subprocess
@@ -216,3 +217,23 @@ def test_up_refuses_a_kubeconfig_it_cannot_merge_into(tmp_path):
         assert kernel.list_netns(names.cluster_prefix(name)) == [] and not (tmp_path / "state" / name).exists()
     finally:
         run_netsim("down", name, env=env)
+
+
+def test_down_all_stops_an_api_server_whose_cluster_left_no_state(tmp_path, monkeypatch):
+    """A state directory removed by hand leaves no state and no namespace to find the cluster
+    by: `down --all` finds it by its running API server."""
+    from netsim.apiserver import pki
+
+    monkeypatch.setenv("NETSIM_STATE_DIR", str(tmp_path / "state"))
+    name = unique_name("incg")
+    (tmp_path / "state" / name).mkdir(parents=True)
+    pki.ensure(pki.paths(name), pki.server_sans([], None))
+    info = process.start(name, str(tmp_path / "state" / name / "store.db"), None, None)
+    try:
+        shutil.rmtree(tmp_path / "state")
+        down = run_netsim("down", "--all")
+        assert down.returncode == 0 and f"Stopped cluster {name!r}'s 1 processes" in down.stderr, down.stderr
+        assert process.pids(name) == [] and not kernel.process_alive(info["pid"])
+        assert not _listening(None, "127.0.0.1", info["port"])
+    finally:
+        process.stop(name)
