@@ -1,6 +1,7 @@
 """The API server as a process of its cluster: `netsim apiserver --cluster NAME --store URL`,
-started by `up` (and by `join` on the machine that runs the controllers), found by its command
-line and stopped by `down`, like the agents (netsim.fabric.daemon).
+started by `up` (and by `join` on the control-plane node's machine), found by its command line
+(also by `down --all` when the cluster's state is gone) and stopped by `down`, like the agents
+(netsim.fabric.daemon).
 
 It listens on 127.0.0.1 on a free port, and on the control-plane node's address :6443 inside
 the node's network namespace (where the kubernetes Service sends pods), and writes where it
