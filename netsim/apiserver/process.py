@@ -1,6 +1,7 @@
 """The API server as a process of its cluster: `netsim apiserver --cluster NAME --store URL`,
-started by `up` (and by `join` on the machine that runs the controllers), found by its command
-line and stopped by `down`, like the agents (netsim.fabric.daemon).
+started by `up` (and by `join` on the control-plane node's machine), found by its command line
+(also by `down --all` when the cluster's state is gone) and stopped by `down`, like the agents
+(netsim.fabric.daemon).
 
 It listens on 127.0.0.1 on a free port, and on the control-plane node's address :6443 inside
 the node's network namespace (where the kubernetes Service sends pods), and writes where it
@@ -129,8 +130,8 @@ def _cluster_arg(args: list[str]) -> str | None:
     return None
 
 
-def pids(cluster: str | None) -> list[int]:
-    """The API server processes of ``cluster`` (of every cluster with None), by command line."""
+def _processes() -> list[tuple[int, list[str]]]:
+    """(pid, argv) of every `netsim apiserver` process."""
     out = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
@@ -139,10 +140,19 @@ def pids(cluster: str | None) -> list[int]:
             args = [a.decode(errors="replace") for a in Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")]
         except OSError:
             continue
-        if "apiserver" in args and "netsim" in " ".join(args[:3]) and (cluster is None or
-                                                                      _cluster_arg(args) == cluster):
-            out.append(int(entry))
+        if "apiserver" in args and "netsim" in " ".join(args[:3]):
+            out.append((int(entry), args))
     return out
+
+
+def pids(cluster: str | None) -> list[int]:
+    """The API server processes of ``cluster`` (of every cluster with None), by command line."""
+    return [pid for pid, args in _processes() if cluster is None or _cluster_arg(args) == cluster]
+
+
+def clusters() -> list[str]:
+    """The clusters whose API server runs here."""
+    return sorted({c for _, args in _processes() if (c := _cluster_arg(args))})
 
 
 def start(cluster: str, store_url: str, node_netns: str | None, node_ip: str | None, timeout: float = 15.0) -> dict:

@@ -56,12 +56,18 @@ def start(cluster: fabric.Cluster, scenario: Scenario | None, objects: list[dict
 
 def start_apiserver(cluster: fabric.Cluster, store: Store, config: registry.ClusterConfig) -> None:
     """The API server on the control-plane node (its certificates first), the default/kubernetes
-    Service and EndpointSlice in front of it, and the user's kubeconfig entries."""
+    Service and EndpointSlice in front of it, and the user's kubeconfig entries.  On a joined
+    machine, the machine's node is the control-plane node (the Service's endpoint is its
+    address, and only that machine can listen there)."""
     from netsim.apiserver import kubeconfig, pki, process
 
     cp = next((m for m in cluster.nodes() if m.role == "control-plane"), cluster.nodes()[0])
     service_ip = str(ipaddress.IPv4Network(config.service_subnet).network_address + 1)
-    p = pki.ensure(pki.paths(cluster.name), pki.server_sans([cp.ip], service_ip, config.cluster_domain))
+    where = pki.paths(cluster.name)
+    try:
+        p = pki.ensure(where, pki.server_sans([cp.ip], service_ip, config.cluster_domain))
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(f"the API server's certificates: cannot make them in {where.dir} ({exc})") from None
     info = process.start(cluster.name, cluster.store_url, cp.netns, cp.ip)
     registry.apply(store, [
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kubernetes", "namespace": "default",
@@ -95,7 +101,8 @@ def join_node(cluster: fabric.Cluster, scenario: Scenario, objects: list[dict], 
               timeout: float, progress: Callable[[str], None] = lambda _m: None) -> None:
     """This machine's node joins the cluster in the shared store: the first machine to join
     writes the cluster's configuration, a later one must bring the same; then the agent for
-    the node (and the controllers, on the machine that runs them), the add-ons and manifests
+    the node (and the controllers, on the machine that runs them), the API server (on the
+    control-plane node's machine, as kubeadm runs it there), the add-ons and manifests
     (applying them again changes nothing), and a wait for this machine's components."""
     store = open_store(cluster.store_url)
     try:
@@ -120,9 +127,12 @@ def join_node(cluster: fabric.Cluster, scenario: Scenario, objects: list[dict], 
                     store.delete(informer.COMPONENTS + name)
             daemon.start_agent(cluster.name, cluster.store_url, controllers, nodes=[node])
         _wait_nodes(store, {node}, timeout)
+        api = cluster.members[node].role == "control-plane"
+        if api:
+            start_apiserver(cluster, store, config)
         nodes = len(store.list(k8s.prefix("Node"))[0])
         progress(f"node {node} joined the cluster in {cluster.store_url} ({nodes} nodes registered"
-                 f"{', controllers running here' if controllers else ''})")
+                 f"{', controllers running here' if controllers else ''}{', API server here' if api else ''})")
         _apply_and_settle(store, config, objects, components, timeout, f"node {node}", progress)
         here = [p for p in store.list(k8s.prefix("Pod"))[0] if p["spec"].get("nodeName") == node]
         running = sum(p.get("status", {}).get("phase") == "Running" for p in here)
