@@ -155,9 +155,9 @@ def clusters() -> list[str]:
     return sorted({c for _, args in _processes() if (c := _cluster_arg(args))})
 
 
-def start(cluster: str, store_url: str, node_netns: str | None, node_ip: str | None, timeout: float = 15.0) -> dict:
-    """Start the cluster's server (after stopping one that runs) and wait until it listens;
-    RuntimeError with its log's end if it does not."""
+def launch(cluster: str, store_url: str, node_netns: str | None, node_ip: str | None) -> subprocess.Popen:
+    """Start the cluster's server (after stopping one that runs) without waiting for it: its
+    imports and certificate loading overlap the rest of the bring-up (see wait_listening)."""
     stop(cluster)
     with contextlib.suppress(FileNotFoundError):
         info_path(cluster).unlink()
@@ -167,10 +167,15 @@ def start(cluster: str, store_url: str, node_netns: str | None, node_ip: str | N
     if node_netns and node_ip:
         cmd += ["--node-netns", node_netns, "--node-address", node_ip]
     try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, start_new_session=True,
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, start_new_session=True,
                                 close_fds=True)
     finally:
         os.close(fd)
+
+
+def wait_listening(cluster: str, proc: subprocess.Popen, timeout: float) -> dict:
+    """The launched server's info once it listens; RuntimeError with its log's end (and the
+    server killed) if it exits or does not listen within timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         info = read_info(cluster)
@@ -182,8 +187,14 @@ def start(cluster: str, store_url: str, node_netns: str | None, node_ip: str | N
     with contextlib.suppress(ProcessLookupError):
         proc.kill()
     proc.wait()
+    log_path = state.cluster_dir(cluster) / LOG_FILE
     tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-5:]) if log_path.exists() else ""
     raise RuntimeError(f"the API server did not start within {timeout:g}s; {log_path} ends with:\n{tail}")
+
+
+def start(cluster: str, store_url: str, node_netns: str | None, node_ip: str | None, timeout: float = 60.0) -> dict:
+    """launch, then wait_listening."""
+    return wait_listening(cluster, launch(cluster, store_url, node_netns, node_ip), timeout)
 
 
 def stop(cluster: str, grace: float = 5.0) -> list[int]:
