@@ -20,12 +20,12 @@ def apiserver_cmd(
     = None,
 ) -> None:
     """The Kubernetes API server of a cluster (long-running): serves kubectl; `up` starts it."""
-    from netsim.apiserver import process
+    from netsim.apiserver import server
 
     require_root("apiserver")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        process.serve(cluster, store, node_netns, node_address)
+        server.serve(cluster, store, node_netns, node_address)
     except (OSError, RuntimeError) as exc:
         raise err(f"error: {exc}") from None
 

@@ -84,10 +84,11 @@ def teardown(cluster: str) -> list[str]:
     """Remove everything of ``cluster``: processes in its namespaces, the namespaces (and with
     them every link, address, route and rule inside), and its state.  Works from the kernel's
     view, not only the state file, so it also cleans up after a killed `up`."""
-    daemon.stop_agents(cluster)  # first, so no agent re-creates a pod while namespaces go
     from netsim.apiserver import kubeconfig, process
 
-    process.stop(cluster)
+    kernel.signal_all(process.pids(cluster))  # it winds down while the agents stop
+    daemon.stop_agents(cluster)  # first, so no agent re-creates a pod while namespaces go
+    process.stop(cluster)  # what the signal has not ended yet
     try:
         kubeconfig.remove(cluster)
     except (OSError, ValueError) as exc:

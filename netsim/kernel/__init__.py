@@ -54,6 +54,7 @@ from netsim.kernel.netns import (
     process_alive,
     remove_netns,
     remove_netns_etc,
+    signal_all,
     socket_in,
     standing_in,
     sysctl,
@@ -111,6 +112,7 @@ __all__ = [
     "remove_netns",
     "remove_netns_etc",
     "socket_in",
+    "signal_all",
     "terminate",
     "write_netns_etc",
 ]

@@ -787,11 +787,16 @@ def kill_processes_in(names: Iterable[str], grace: float = 1.0) -> list[int]:
     return terminate(list(pids_in_netns(list(names))), grace)
 
 
-def terminate(pids: list[int], grace: float) -> list[int]:
-    """SIGTERM ``pids``, then SIGKILL those still alive after ``grace`` seconds; returns those."""
+def signal_all(pids: list[int], sig: int = signal.SIGTERM) -> None:
+    """Send sig to each of pids that still exists, waiting for none."""
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, sig)
+
+
+def terminate(pids: list[int], grace: float) -> list[int]:
+    """SIGTERM ``pids``, then SIGKILL those still alive after ``grace`` seconds; returns those."""
+    signal_all(pids)
     deadline = time.monotonic() + grace
     while pids and time.monotonic() < deadline:
         time.sleep(0.02)
