@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from netsim.api import registry
+from netsim.api import crds, registry
 from netsim.api.store import Event, Store
 from netsim.apiserver import discovery, openapi, resources, streams, tables
 from netsim.apiserver.status import StatusError, bad_request, status
@@ -274,7 +274,7 @@ async def not_found(_request: web.Request) -> web.Response:
 def _on_event(ev: Event) -> None:
     """CRDs written by anyone (kubectl, netsim apply) register their resources here."""
     if k8s.kind_of_key(ev.key) == "CustomResourceDefinition":
-        resources.after_write(ev.object, deleted=ev.type == "DELETED")
+        crds.after_write(ev.object, deleted=ev.type == "DELETED")
 
 
 def make_app(store: Store, cluster: str, insecure: bool = False) -> web.Application:
@@ -283,7 +283,7 @@ def make_app(store: Store, cluster: str, insecure: bool = False) -> web.Applicat
     app[CLUSTER] = cluster
     app[POOL] = ThreadPoolExecutor(max_workers=8, thread_name_prefix="apiserver")
     app["insecure"] = insecure
-    resources.load_crds(store)
+    crds.load_crds(store)
 
     async def startup(a: web.Application) -> None:
         a[BROADCASTER] = Broadcaster(store, asyncio.get_running_loop(), _on_event)

@@ -143,6 +143,24 @@ def unregister(api_version: str, kind: str) -> None:
         del BY_PLURAL[k.resource]
 
 
+def crd_kinds(crd: dict) -> list[Kind]:
+    """The kinds a CustomResourceDefinition serves, one per served version, all stored under
+    /registry/<group>/<plural>/ (none for a CRD without group, plural and kind)."""
+    spec = crd.get("spec") if isinstance(crd.get("spec"), dict) else {}
+    names = spec.get("names") if isinstance(spec.get("names"), dict) else {}
+    group, plural, kind = spec.get("group"), names.get("plural"), names.get("kind")
+    if not (group and plural and kind):
+        return []
+    aliases = tuple(names.get("shortNames") or ()) + ((names["singular"],) if names.get("singular") else ())
+    return [Kind(kind, f"{group}/{v['name']}", plural, spec.get("scope", "Namespaced") == "Namespaced",
+                 aliases, storage=f"{group}/{plural}", categories=tuple(names.get("categories") or ()))
+            for v in spec.get("versions") or [] if isinstance(v, dict) and v.get("served", True) and v.get("name")]
+
+
+def is_crd(obj: dict) -> bool:
+    return obj.get("kind") == "CustomResourceDefinition" and builtin(obj)
+
+
 _BUILTIN_GVK = frozenset((k.api_version, k.kind) for k in BUILTIN)
 
 
@@ -604,21 +622,32 @@ def validate(doc: Any, where: str) -> dict:
 
 def parse_manifests(text: str, source: str) -> list[dict]:
     """Every object in a (multi-document) YAML or JSON text, all validated: one bad document
-    fails the whole file, so nothing of it is half-applied."""
+    fails the whole file, so nothing of it is half-applied.  A CustomResourceDefinition makes
+    its custom resources known to the documents after it (register), as the API server will
+    once it is applied; when the file fails, the kinds it registered are forgotten again."""
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:
         raise ManifestError(source, [f"not valid YAML: {exc}"]) from None
-    objects, problems = [], []
+    objects, problems, added = [], [], []
     for i, doc in enumerate(docs, 1):
         where = f"document {i}"
         items = doc.get("items") or [] if isinstance(doc, dict) and doc.get("kind") == "List" else [doc]
         for j, item in enumerate(items):
             try:
-                objects.append(validate(item, where if len(items) == 1 else f"{where} item {j}"))
+                obj = validate(item, where if len(items) == 1 else f"{where} item {j}")
             except ValueError as exc:
                 problems.append(str(exc))
+                continue
+            objects.append(obj)
+            if is_crd(obj):
+                for k in crd_kinds(obj):
+                    if (k.api_version, k.kind) not in ALL:
+                        added.append(k)
+                        register(k)
     if problems:
+        for k in added:
+            unregister(k.api_version, k.kind)
         raise ManifestError(source, problems)
     return objects
 
