@@ -66,6 +66,7 @@ class ApiError(Exception):
         if code is not None:
             self.code = code
         self.causes = causes or []
+        self.index: int | None = None  # of the object in what registry.apply was given
 
 
 class NotFoundError(ApiError):
@@ -274,7 +275,7 @@ def updated(old: dict, obj: dict, applying: bool = False) -> dict:
     writer's fields, the server's identity (uid, creation, deletion) and, for the kinds netsim
     acts on, the status kept; generation counts changes outside metadata and status.  Applying
     also keeps what the document does not say and others wrote: owners and managed fields."""
-    new = copy.deepcopy(obj)
+    new = defaulted(copy.deepcopy(obj))
     meta, old_meta = new["metadata"], old["metadata"]
     for f in ("uid", "creationTimestamp", "deletionTimestamp", "generation"):
         if f in old_meta:
@@ -289,7 +290,7 @@ def updated(old: dict, obj: dict, applying: bool = False) -> dict:
     if {k: v for k, v in old.items() if k not in ("metadata", "status")} != \
             {k: v for k, v in new.items() if k not in ("metadata", "status")}:
         meta["generation"] = old_meta.get("generation", 1) + 1
-    return defaulted(namespace_label(new))
+    return namespace_label(new)
 
 
 POD_MUTABLE = {"activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds"}
@@ -320,35 +321,39 @@ def apply(store: Store, objects: list[dict], default_namespace: str = "default",
     plan: list[tuple[dict, dict | None]] = []
     held: list[tuple[str, str, str]] = []
     try:
-        for obj in objects:
-            obj = copy.deepcopy(obj)
-            kind = k8s.kind_of(obj)
-            meta = obj["metadata"]
-            if kind.namespaced:
-                meta["namespace"] = meta.get("namespace") or default_namespace
-                if meta["namespace"] not in namespaces:
-                    raise NotFoundError(f'{k8s.ref(obj)}: namespaces "{meta["namespace"]}" not found; '
-                                   f"fix: create it first (netsim apply a Namespace, or "
-                                   f"kubectl-style `kind: Namespace` earlier in the same file)")
-            elif obj["kind"] == "Namespace":
-                namespaces.add(meta["name"])
-            if not meta.get("name"):
-                obj = new_object(obj)
-            if any(k8s.key_of(p) == k8s.key_of(obj) for p, _ in plan):
-                raise ApiError(f"{k8s.ref(obj)} is in what was applied more than once; keep one of them")
+        for index, obj in enumerate(objects):
             try:
-                old = store.get(k8s.key_of(obj))
-            except NotFound:
-                old = None
-            if old and old["metadata"].get("deletionTimestamp"):
-                raise ApiError(f"{k8s.ref(obj)} is being deleted; wait for it to go, then apply again")
-            if obj["kind"] == "Pod" and old:
-                _check_pod_update(old, obj)
-            if old is not None:
-                obj = updated(old, obj, applying=True)
-            if obj["kind"] == "Service" and k8s.builtin(obj):
-                _admit_service(store, obj, old, config, held)
-            plan.append((obj, old))
+                obj = copy.deepcopy(obj)
+                kind = k8s.kind_of(obj)
+                meta = obj["metadata"]
+                if kind.namespaced:
+                    meta["namespace"] = meta.get("namespace") or default_namespace
+                    if meta["namespace"] not in namespaces:
+                        raise NotFoundError(f'{k8s.ref(obj)}: namespaces "{meta["namespace"]}" not found; '
+                                       f"fix: create it first (netsim apply a Namespace, or "
+                                       f"kubectl-style `kind: Namespace` earlier in the same file)")
+                elif obj["kind"] == "Namespace":
+                    namespaces.add(meta["name"])
+                if not meta.get("name"):
+                    obj = new_object(obj)
+                if any(k8s.key_of(p) == k8s.key_of(obj) for p, _ in plan):
+                    raise ApiError(f"{k8s.ref(obj)} is in what was applied more than once; keep one of them")
+                try:
+                    old = store.get(k8s.key_of(obj))
+                except NotFound:
+                    old = None
+                if old and old["metadata"].get("deletionTimestamp"):
+                    raise ApiError(f"{k8s.ref(obj)} is being deleted; wait for it to go, then apply again")
+                if obj["kind"] == "Pod" and old:
+                    _check_pod_update(old, obj)
+                if old is not None:
+                    obj = updated(old, obj, applying=True)
+                if obj["kind"] == "Service" and k8s.builtin(obj):
+                    _admit_service(store, obj, old, config, held)
+                plan.append((obj, old))
+            except ApiError as exc:
+                exc.index = index  # which object: the caller knows its file and document
+                raise
     except BaseException:
         for what, value, owner in held:
             release(store, what, value, owner)
@@ -597,26 +602,3 @@ def _delete_custom_resources(store: Store, crd: dict) -> None:
                 store.delete(k8s.key(k, o["metadata"].get("namespace"), o["metadata"]["name"]),
                              int(o["metadata"]["resourceVersion"]))
     crds.after_write(crd, deleted=True)
-
-
-def set_metadata(store: Store, kind: str, namespace: str | None, name: str, field: str,
-                 changes: dict[str, str | None], overwrite: bool = False) -> dict:
-    """Labels or annotations: set (value) or remove (None), retried over concurrent writers."""
-    k = k8s.key(kind, namespace, name)
-    for _ in range(10):
-        obj = _get(store, kind, namespace, name)
-        current = dict(obj["metadata"].get(field) or {})
-        for key_, value in changes.items():
-            if value is None:
-                current.pop(key_, None)
-            elif key_ in current and current[key_] != value and not overwrite:
-                raise ApiError(f"{field[:-1]} {key_!r} already has a value ({current[key_]}), and "
-                               "--overwrite is false")
-            else:
-                current[key_] = value
-        obj["metadata"][field] = current
-        try:
-            return store.update(k, namespace_label(obj), int(obj["metadata"]["resourceVersion"]))
-        except Conflict:
-            continue
-    raise ApiError(f"{kind} {name} kept changing; try again")

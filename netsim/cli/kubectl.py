@@ -13,8 +13,9 @@ import typer
 import yaml
 
 from netsim import controllers
-from netsim.api import informer, registry
-from netsim.api.store import StoreError
+from netsim.api import informer
+from netsim.apiserver import tables
+from netsim.cli import verbs
 from netsim.cli.common import (
     ClusterOpt,
     Output,
@@ -49,18 +50,13 @@ def apply(
     cluster: ClusterOpt = None,
 ) -> None:
     """Create or update objects from manifests (multi-document YAML, JSON, directories)."""
-    try:
-        batches = [b for f in filename for b in k8s.read_manifests(f)]
-    except k8s.ManifestError as exc:
-        raise err(f"error: {exc}\nnothing was applied.", 2) from None
     want_wait = _flag(wait, "--wait")
     require_root("apply")
     _, store = open_cluster_store(cluster)
-    objects = [o for _, objs in batches for o in objs]
     try:
-        results = registry.apply(store, objects, namespace or "default")
-    except registry.ApiError as exc:
-        raise err(f"error: {exc}\nnothing was applied.", 1) from None
+        results = verbs.apply(store, verbs.read(filename, store), namespace)
+    except verbs.VerbError as exc:
+        raise err(f"{exc.message}\nnothing was applied.", exc.code) from None
     for ref, action in results:
         typer.echo(f"{ref} {action}")
     if want_wait:
@@ -88,44 +84,33 @@ def delete(
     cluster: ClusterOpt = None,
 ) -> None:
     """Delete objects by kind and name, or those a manifest declares."""
-    targets: list[tuple[str, str | None, str]] = []
-    if filename:
-        try:
-            for f in filename:
-                for _, objs in k8s.read_manifests(f):
-                    for o in objs:
-                        ns = (o["metadata"].get("namespace") or namespace or "default") \
-                            if k8s.KINDS[o["kind"]].namespaced else None
-                        targets.append((o["kind"], ns, o["metadata"]["name"]))
-        except k8s.ManifestError as exc:
-            raise err(f"error: {exc}", 2) from None
-    elif kind and (names or all_):
-        k = k8s.kind_named(kind)
-        if k is None:
-            raise err(f"error: the server doesn't have a resource type {kind!r}", 2)
-        ns = (namespace or "default") if k.namespaced else None
-        if all_:
-            if names:
-                raise err("error: give names or --all, not both", 2)
-            _, store = open_cluster_store(cluster)
-            try:
-                names = [o["metadata"]["name"] for o in store.list(k8s.prefix(k.kind, ns))[0]]
-            finally:
-                store.close()
-        targets = [(k.kind, ns, n) for n in names]
-    else:
+    if not (filename or (kind and (names or all_))):
         raise err("error: give KIND NAME..., KIND --all or -f FILE", 2)
+    if names and all_:
+        raise err("error: give names or --all, not both", 2)
     want_wait = _flag(wait, "--wait")
     require_root("delete")
     _, store = open_cluster_store(cluster)
+    try:
+        if filename:
+            # Last document first: a custom resource before its CRD, the objects before their namespace.
+            targets = [verbs.target(k8s.kind_of(d.obj), d.obj["metadata"].get("namespace") or namespace,
+                                    d.obj["metadata"]["name"]) for d in reversed(verbs.read(filename, store))]
+        else:
+            k = verbs.kind(kind, store)
+            if all_:
+                names = [o["metadata"]["name"] for o in verbs.get(store, verbs.target(k, namespace))]
+            targets = [verbs.target(k, namespace, n) for n in names]
+    except verbs.VerbError as exc:
+        raise err(exc.message, exc.code) from None
     failed = False
     last = 0
-    for k, ns, name in targets:
+    for t in targets:
         try:
-            ref, last = registry.delete(store, k, ns, name, force)
+            ref, last = verbs.delete(store, t, force)
             typer.echo(f"{ref} deleted")
-        except registry.ApiError as exc:
-            typer.echo(f"Error from server (NotFound): {exc}", err=True)
+        except verbs.VerbError as exc:
+            typer.echo(exc.message, err=True)
             failed = True
     if want_wait:
         wait_for_agents(store, timeout, last)
@@ -240,11 +225,13 @@ HEADERS = {
 }
 
 
-def _label_filter(selector: str | None):
-    if not selector:
-        return lambda _o: True
-    want = dict(part.split("=", 1) for part in selector.split(",") if "=" in part)
-    return lambda o: all(o["metadata"].get("labels", {}).get(k) == v for k, v in want.items())
+def _server_table(kind: str, objs: list[dict], wide: bool) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """Header and rows of the API server's own Table for kinds netsim has no columns of its own
+    for (Secret, ServiceAccount, custom resources ...), as kubectl prints that Table."""
+    table = tables.table(kind, objs, time.time())
+    show = [i for i, c in enumerate(table["columnDefinitions"]) if wide or c.get("priority", 0) == 0]
+    header = tuple(table["columnDefinitions"][i]["name"].upper() for i in show)
+    return header, [tuple(str(r["cells"][i]) for i in show) for r in table["rows"]]
 
 
 def get(
@@ -252,25 +239,22 @@ def get(
     name: Annotated[str | None, typer.Argument(help="One object by name.")] = None,
     namespace: NamespaceOpt = None,
     all_namespaces: Annotated[bool, typer.Option("--all-namespaces", "-A", help="Every namespace.")] = False,
-    selector: Annotated[str | None, typer.Option("--selector", "-l", help="key=value,... labels.")] = None,
+    selector: Annotated[str | None, typer.Option("--selector", "-l", help="Label selector: key=value, key!=value, "
+                                                 "key in (a,b), key, !key (comma: and).")] = None,
+    field_selector: Annotated[str | None, typer.Option("--field-selector", help="metadata.name=x, "
+                                                       "spec.nodeName=y, status.phase=Running ...")] = None,
     output: Annotated[Output, typer.Option("--output", "-o", help="table, wide, json or yaml.")] = Output.table,
     cluster: ClusterOpt = None,
 ) -> None:
     """Show objects from the control-plane store, like kubectl get."""
-    k = k8s.kind_named(kind)
-    if k is None:
-        raise err(f"error: the server doesn't have a resource type {kind!r}; known: "
-                  f"{', '.join(sorted(x.plural for x in k8s.KINDS.values()))}", 2)
     require_root("get")
     _, store = open_cluster_store(cluster)
-    ns = None if all_namespaces or not k.namespaced else (namespace or "default")
-    if name:
-        try:
-            objs = [store.get(k8s.key(k.kind, ns, name))]
-        except StoreError:
-            raise err(f'Error from server (NotFound): {k.plural} "{name}" not found', 1) from None
-    else:
-        objs = [o for o in store.list(k8s.prefix(k.kind, ns))[0] if _label_filter(selector)(o)]
+    try:
+        k = verbs.kind(kind, store)
+        ns = verbs.target(k, namespace, every_namespace=all_namespaces).namespace
+        objs = verbs.get(store, verbs.target(k, namespace, name, all_namespaces), selector, field_selector)
+    except verbs.VerbError as exc:
+        raise err(exc.message, exc.code) from None
     if output in (Output.json, Output.yaml):
         doc = objs[0] if name else {"apiVersion": "v1", "kind": "List", "items": objs}
         typer.echo(json.dumps(doc, indent=2) if output is Output.json else yaml.safe_dump(doc, sort_keys=False))
@@ -279,13 +263,18 @@ def get(
         where = "" if not k.namespaced else " in any namespace" if ns is None else f" in {ns} namespace"
         typer.echo(f"No resources found{where}.", err=True)
         return
-    base, extra = HEADERS[k.kind]
     wide = output is Output.wide
     lead = ("NAMESPACE",) if k.namespaced and ns is None else ()
-    rows = [lead + base + (extra if wide else ())]
-    endpoints = _endpoints_by_service(store, ns) if wide and k.kind == "Service" else None
-    for o in objs:
-        rows.append(((o["metadata"]["namespace"],) if lead else ()) + _row(k.kind, o, wide, endpoints))
+    if k.kind in HEADERS and k.acted:
+        base, extra = HEADERS[k.kind]
+        header = base + (extra if wide else ())
+        endpoints = _endpoints_by_service(store, ns) if wide and k.kind == "Service" else None
+        body = [_row(k.kind, o, wide, endpoints) for o in objs]
+    else:
+        header, body = _server_table(k.kind, objs, wide)
+    rows = [lead + header]
+    for o, row in zip(objs, body, strict=True):
+        rows.append(((o["metadata"]["namespace"],) if lead else ()) + row)
     print_table(rows)
 
 
@@ -296,16 +285,15 @@ def describe(
     cluster: ClusterOpt = None,
 ) -> None:
     """Show one object in detail, with what netsim knows about it (endpoints, pods, node)."""
-    k = k8s.kind_named(kind)
-    if k is None:
-        raise err(f"error: the server doesn't have a resource type {kind!r}", 2)
     require_root("describe")
     _, store = open_cluster_store(cluster)
-    ns = (namespace or "default") if k.namespaced else None
     try:
-        o = store.get(k8s.key(k.kind, ns, name))
-    except StoreError:
-        raise err(f'Error from server (NotFound): {k.plural} "{name}" not found', 1) from None
+        k = verbs.kind(kind, store)
+        t = verbs.target(k, namespace, name)
+        [o] = verbs.get(store, t)
+    except verbs.VerbError as exc:
+        raise err(exc.message, exc.code) from None
+    ns = t.namespace
     meta, spec, st = o["metadata"], o.get("spec", {}), o.get("status", {})
     lines = [("Name", meta["name"])]
     if ns:
@@ -361,26 +349,18 @@ def agent_cmd(
 
 def _set_metadata(field: str, kind: str, name: str, pairs: list[str], namespace: str | None, overwrite: bool,
                   cluster: str | None) -> None:
-    k = k8s.kind_named(kind)
-    if k is None:
-        raise err(f"error: the server doesn't have a resource type {kind!r}", 2)
-    changes: dict[str, str | None] = {}
-    for pair in pairs:
-        if pair.endswith("-") and "=" not in pair:
-            changes[pair[:-1]] = None
-        elif "=" in pair:
-            key_, value = pair.split("=", 1)
-            changes[key_] = value
-        else:
-            raise err(f"error: {pair!r}: use key=value to set or key- to remove", 2)
+    try:
+        changes = verbs.parse_pairs(pairs)
+    except verbs.VerbError as exc:
+        raise err(exc.message, exc.code) from None
     require_root(field[:-1])
     _, store = open_cluster_store(cluster)
-    ns = (namespace or "default") if k.namespaced else None
     try:
-        registry.set_metadata(store, k.kind, ns, name, field, changes, overwrite)
-    except registry.ApiError as exc:
-        raise err(f"error: {exc}", 1) from None
-    typer.echo(f"{k.kind.lower()}/{name} {'labeled' if field == 'labels' else 'annotated'}")
+        k = verbs.kind(kind, store)
+        verbs.set_metadata(store, verbs.target(k, namespace, name), field, changes, overwrite)
+    except verbs.VerbError as exc:
+        raise err(exc.message, exc.code) from None
+    typer.echo(f"{k.singular}/{name} {'labeled' if field == 'labels' else 'annotated'}")
     wait_for_agents(store, 60.0)
 
 

@@ -14,7 +14,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
@@ -620,7 +620,14 @@ def validate(doc: Any, where: str) -> dict:
     return _stored_defaults(json.loads(json.dumps(doc)))
 
 
-def parse_manifests(text: str, source: str) -> list[dict]:
+class Document(NamedTuple):
+    """One object of a manifest and where it came from, for messages: ("web.yaml", "document 2")."""
+    source: str
+    where: str
+    obj: dict
+
+
+def parse_documents(text: str, source: str) -> list[Document]:
     """Every object in a (multi-document) YAML or JSON text, all validated: one bad document
     fails the whole file, so nothing of it is half-applied.  A CustomResourceDefinition makes
     its custom resources known to the documents after it (register), as the API server will
@@ -634,12 +641,13 @@ def parse_manifests(text: str, source: str) -> list[dict]:
         where = f"document {i}"
         items = doc.get("items") or [] if isinstance(doc, dict) and doc.get("kind") == "List" else [doc]
         for j, item in enumerate(items):
+            at = where if len(items) == 1 else f"{where} item {j}"
             try:
-                obj = validate(item, where if len(items) == 1 else f"{where} item {j}")
+                obj = validate(item, at)
             except ValueError as exc:
                 problems.append(str(exc))
                 continue
-            objects.append(obj)
+            objects.append(Document(source, f"{at} ({obj['kind']} {obj['metadata'].get('name', '?')})", obj))
             if is_crd(obj):
                 for k in crd_kinds(obj):
                     if (k.api_version, k.kind) not in ALL:
@@ -652,10 +660,14 @@ def parse_manifests(text: str, source: str) -> list[dict]:
     return objects
 
 
-def read_manifests(path: str | Path) -> list[tuple[str, list[dict]]]:
-    """(source, objects) for a file, every .yaml/.yml/.json in a directory (sorted), or '-'."""
+def parse_manifests(text: str, source: str) -> list[dict]:
+    return [d.obj for d in parse_documents(text, source)]
+
+
+def read_documents(path: str | Path) -> list[Document]:
+    """The documents of a file, of every .yaml/.yml/.json in a directory (sorted), or of '-'."""
     if str(path) == "-":
-        return [("<stdin>", parse_manifests(sys.stdin.read(), "<stdin>"))]
+        return parse_documents(sys.stdin.read(), "<stdin>")
     p = Path(path)
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.suffix in (".yaml", ".yml", ".json"))
@@ -663,4 +675,12 @@ def read_manifests(path: str | Path) -> list[tuple[str, list[dict]]]:
         files = [p]
     else:
         raise ManifestError(str(path), ["no such file or directory"])
-    return [(str(f), parse_manifests(f.read_text(), str(f))) for f in files]
+    return [d for f in files for d in parse_documents(f.read_text(), str(f))]
+
+
+def read_manifests(path: str | Path) -> list[tuple[str, list[dict]]]:
+    """(source, objects) for a file, every .yaml/.yml/.json in a directory (sorted), or '-'."""
+    by_source: dict[str, list[dict]] = {}
+    for d in read_documents(path):
+        by_source.setdefault(d.source, []).append(d.obj)
+    return list(by_source.items())
