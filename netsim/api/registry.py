@@ -309,6 +309,41 @@ def _check_pod_update(old: dict, new: dict) -> None:
     new["spec"] = new_spec
 
 
+def _planned(store: Store, obj: dict, default_namespace: str, namespaces: set[str],
+             plan: list[tuple[dict, dict | None]], config: ClusterConfig,
+             held: list[tuple[str, str, str]]) -> tuple[dict, dict | None]:
+    """One object of an apply, checked against the store and what comes before it, as it will
+    be written, with the object it replaces (None: a create)."""
+    obj = copy.deepcopy(obj)
+    kind = k8s.kind_of(obj)
+    meta = obj["metadata"]
+    if kind.namespaced:
+        meta["namespace"] = meta.get("namespace") or default_namespace
+        if meta["namespace"] not in namespaces:
+            raise NotFoundError(f'{k8s.ref(obj)}: namespaces "{meta["namespace"]}" not found; '
+                                "fix: create it first (apply a Namespace, or put `kind: Namespace` "
+                                "earlier in the same file)")
+    elif obj["kind"] == "Namespace":
+        namespaces.add(meta["name"])
+    if not meta.get("name"):
+        obj = new_object(obj)
+    if any(k8s.key_of(p) == k8s.key_of(obj) for p, _ in plan):
+        raise ApiError(f"{k8s.ref(obj)} is in what was applied more than once; keep one of them")
+    try:
+        old = store.get(k8s.key_of(obj))
+    except NotFound:
+        old = None
+    if old and old["metadata"].get("deletionTimestamp"):
+        raise ApiError(f"{k8s.ref(obj)} is being deleted; wait for it to go, then apply again")
+    if obj["kind"] == "Pod" and old:
+        _check_pod_update(old, obj)
+    if old is not None:
+        obj = updated(old, obj, applying=True)
+    if obj["kind"] == "Service" and k8s.builtin(obj):
+        _admit_service(store, obj, old, config, held)
+    return obj, old
+
+
 def apply(store: Store, objects: list[dict], default_namespace: str = "default",
           manager: str | None = None) -> list[tuple[str, str]]:
     """Create or update every object, checked first as a whole: an object in a namespace
@@ -323,34 +358,7 @@ def apply(store: Store, objects: list[dict], default_namespace: str = "default",
     try:
         for index, obj in enumerate(objects):
             try:
-                obj = copy.deepcopy(obj)
-                kind = k8s.kind_of(obj)
-                meta = obj["metadata"]
-                if kind.namespaced:
-                    meta["namespace"] = meta.get("namespace") or default_namespace
-                    if meta["namespace"] not in namespaces:
-                        raise NotFoundError(f'{k8s.ref(obj)}: namespaces "{meta["namespace"]}" not found; '
-                                       f"fix: create it first (netsim apply a Namespace, or "
-                                       f"kubectl-style `kind: Namespace` earlier in the same file)")
-                elif obj["kind"] == "Namespace":
-                    namespaces.add(meta["name"])
-                if not meta.get("name"):
-                    obj = new_object(obj)
-                if any(k8s.key_of(p) == k8s.key_of(obj) for p, _ in plan):
-                    raise ApiError(f"{k8s.ref(obj)} is in what was applied more than once; keep one of them")
-                try:
-                    old = store.get(k8s.key_of(obj))
-                except NotFound:
-                    old = None
-                if old and old["metadata"].get("deletionTimestamp"):
-                    raise ApiError(f"{k8s.ref(obj)} is being deleted; wait for it to go, then apply again")
-                if obj["kind"] == "Pod" and old:
-                    _check_pod_update(old, obj)
-                if old is not None:
-                    obj = updated(old, obj, applying=True)
-                if obj["kind"] == "Service" and k8s.builtin(obj):
-                    _admit_service(store, obj, old, config, held)
-                plan.append((obj, old))
+                plan.append(_planned(store, obj, default_namespace, namespaces, plan, config, held))
             except ApiError as exc:
                 exc.index = index  # which object: the caller knows its file and document
                 raise

@@ -1,4 +1,5 @@
-"""The kubectl-shaped commands: apply, delete, get, describe, label, annotate, and the agent itself."""
+"""The kubectl-shaped commands: apply, delete, get, describe, label, annotate, and the agent itself.
+They parse options and print; the work is netsim.cli.verbs, on the API server's own functions."""
 
 from __future__ import annotations
 
