@@ -337,10 +337,10 @@ def _planned(store: Store, obj: dict, default_namespace: str, namespaces: set[st
         raise ApiError(f"{k8s.ref(obj)} is being deleted; wait for it to go, then apply again")
     if obj["kind"] == "Pod" and old:
         _check_pod_update(old, obj)
+    if obj["kind"] == "Service" and k8s.builtin(obj):
+        _admit_service(store, obj, old, config, held)  # before updated(): generation sees its defaults
     if old is not None:
         obj = updated(old, obj, applying=True)
-    if obj["kind"] == "Service" and k8s.builtin(obj):
-        _admit_service(store, obj, old, config, held)
     return obj, old
 
 

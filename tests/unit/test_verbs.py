@@ -152,3 +152,11 @@ def test_a_kind_nobody_knows_is_a_usage_error():
     with pytest.raises(verbs.VerbError) as exc:
         verbs.kind("gizmos", MemoryStore())
     assert exc.value.code == 2 and "doesn't have a resource type 'gizmos'" in exc.value.message
+
+
+def test_a_service_applied_again_is_unchanged_and_keeps_its_generation(store, tmp_path):
+    svc = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{port: 80}]\n"
+    path = manifest(tmp_path, svc)
+    assert verbs.apply(store, verbs.read([path]), None) == [("service/default/web", "created")]
+    assert verbs.apply(store, verbs.read([path]), None) == [("service/default/web", "unchanged")]
+    assert store.get(k8s.key("Service", "default", "web"))["metadata"]["generation"] == 1
