@@ -61,9 +61,11 @@ def test_apply_get_delete_round_trip(k8s):
     k8s("delete", "deployment", "web")
     assert k8s.pods() == []
     missing = k8s("get", "deploy", "web", check=False)
-    assert missing.returncode == 1 and 'deployments "web" not found' in missing.stderr
+    assert missing.returncode == 1 and 'Error from server (NotFound): deployments.apps "web" not found' \
+        in missing.stderr  # word for word kubectl's
     k8s("delete", "svc", "web")
-    assert k8s("get", "endpointslices", "-o", "json").stdout.count('"kind": "EndpointSlice"') == 0
+    assert k8s("get", "endpointslices", "-l", "kubernetes.io/service-name=web", "-o", "json").stdout.count(
+        '"kind": "EndpointSlice"') == 0  # the kubernetes Service's own slice stays
 
 
 def test_a_deployment_runs_spread_over_workers_answers_and_scales(k8s):
@@ -105,7 +107,8 @@ def test_endpoint_slices_follow_pod_readiness(k8s):
     k8s.apply(deployment(2) + "---\n" + SERVICE)
 
     def endpoints():
-        slices = json.loads(k8s("get", "endpointslices", "-o", "json").stdout)["items"]
+        slices = json.loads(k8s("get", "endpointslices", "-l", "kubernetes.io/service-name=web", "-o",
+                                "json").stdout)["items"]
         return {e["targetRef"]["name"]: (e["addresses"][0], e["conditions"]["ready"], s["ports"][0]["port"])
                 for s in slices for e in s["endpoints"]}
 
