@@ -21,6 +21,7 @@ bench: install
 	.venv/bin/python bench/cli_start.py
 	.venv/bin/python bench/bringup.py
 	.venv/bin/python bench/store.py
+	.venv/bin/python bench/api.py
 	.venv/bin/python bench/cni_latency.py
 	.venv/bin/python bench/dataplane.py
 	.venv/bin/python bench/proxy_sync.py

@@ -2,8 +2,9 @@
 
 Knows: JSON patch (RFC 6902), JSON merge patch (RFC 7386), strategic merge patch with the
 built-in kinds' list merge keys (k8s.io/api patchMergeKey/patchStrategy tags) and its
-directives, and server-side apply's managedFields (FieldsV1) with conflicts. Pure: no I/O;
-imports only the standard library.
+directives, and server-side apply's managedFields (FieldsV1) with conflicts.  The merge keys
+are netsim.model.mergekeys' (one table, which the OpenAPI documents read too), looked up by the
+kind of the object patched.  Pure: no I/O; imports the standard library and netsim.model.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import copy
 import json
 from typing import Any
+
+from netsim.model import mergekeys
 
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -43,45 +46,11 @@ class ApplyConflict(Exception):
         self.message = msg
 
 
-# Field name (with enough parent path to be unambiguous) -> (strategy, merge key).
-# From the patchStrategy/patchMergeKey struct tags of k8s.io/api core/v1, apps/v1, meta/v1.
-# strategy "merge" with key None is a set-like primitive list; "atomic" lists are replaced whole.
-PATCH_MERGE_KEYS: dict[str, tuple[str, str | None]] = {
-    "containers": ("merge", "name"),
-    "initContainers": ("merge", "name"),
-    "ephemeralContainers": ("merge", "name"),
-    "containers.ports": ("merge", "containerPort"),
-    "initContainers.ports": ("merge", "containerPort"),
-    "ephemeralContainers.ports": ("merge", "containerPort"),
-    "env": ("merge", "name"),
-    "volumes": ("merge", "name"),
-    "volumeMounts": ("merge", "mountPath"),
-    "volumeDevices": ("merge", "devicePath"),
-    "imagePullSecrets": ("merge", "name"),
-    "hostAliases": ("merge", "ip"),
-    "resourceClaims": ("merge", "name"),
-    "schedulingGates": ("merge", "name"),
-    "topologySpreadConstraints": ("merge", "topologyKey"),
-    "spec.ports": ("merge", "port"),          # Service
-    "conditions": ("merge", "type"),
-    "ownerReferences": ("merge", "uid"),
-    "finalizers": ("merge", None),
-    "status.addresses": ("merge", "type"),    # NodeStatus (EndpointSlice addresses are atomic)
-}
-# Not listed, so replaced whole: tolerations, NodeSpec.taints, envFrom, args, command (no strategy upstream).
-
-
-def _list_strategy(path: tuple[str, ...]) -> tuple[str, str | None]:
-    """The strategy of the list at path (field names only, list indexes dropped)."""
-    if len(path) >= 2:
-        two = f"{path[-2]}.{path[-1]}"
-        if two in PATCH_MERGE_KEYS:
-            return PATCH_MERGE_KEYS[two]
-        if path[-1] == "ports" and path[-2] == "spec" and len(path) == 2:
-            return PATCH_MERGE_KEYS["spec.ports"]
-    if path and path[-1] in PATCH_MERGE_KEYS and path[-1] != "ports":
-        return PATCH_MERGE_KEYS[path[-1]]
-    return ("replace", None)
+def list_strategy(types: frozenset[str], path: tuple[str, ...]) -> tuple[str, str | None]:
+    """(strategy, merge key) of the list at path (field names only, list indexes dropped) in an
+    object of one of types (netsim.model.mergekeys.roots): "merge" or "replace" (atomic)."""
+    key, strategy = mergekeys.at(types, path)
+    return ("merge", key) if strategy and "merge" in strategy.split(",") else ("replace", None)
 
 
 def _decode(body: bytes) -> Any:
@@ -103,7 +72,7 @@ def apply_patch(live: dict, body: bytes, content_type: str) -> dict:
     if ct == MERGE_PATCH:
         return merge_patch(obj, patch)
     if ct == STRATEGIC_PATCH:
-        out = strategic_merge(obj, patch, ())
+        out = strategic_merge(obj, patch, (), mergekeys.roots(obj))
         return out
     raise PatchError("UnsupportedMediaType", f"the content type {content_type!r} is not a patch type")
 
@@ -233,8 +202,9 @@ def json_patch(doc: Any, ops: Any) -> Any:
 
 # ---- strategic merge patch -------------------------------------------------------------
 
-def strategic_merge(orig: Any, patch: dict, path: tuple[str, ...]) -> Any:
-    """Merge patch (a map) into orig (a map) at path, with the directives of strategicpatch."""
+def strategic_merge(orig: Any, patch: dict, path: tuple[str, ...], types: frozenset[str]) -> Any:
+    """Merge patch (a map) into orig (a map) at path of an object of one of types
+    (mergekeys.roots), with the directives of strategicpatch."""
     directive = patch.get("$patch")
     if directive == "replace":
         return {k: copy.deepcopy(v) for k, v in patch.items() if k != "$patch"}
@@ -258,25 +228,25 @@ def strategic_merge(orig: Any, patch: dict, path: tuple[str, ...]) -> Any:
         if v is None:
             out.pop(k, None)
         elif isinstance(v, dict):
-            merged = strategic_merge(out.get(k), v, sub)
+            merged = strategic_merge(out.get(k), v, sub, types)
             if merged is None:
                 out.pop(k, None)
             else:
                 out[k] = merged
         elif isinstance(v, list):
-            out[k] = _merge_list(out.get(k), v, sub)
+            out[k] = _merge_list(out.get(k), v, sub, types)
         else:
             out[k] = copy.deepcopy(v)
     for k, v in patch.items():
         if k.startswith("$setElementOrder/"):
             f = k.split("/", 1)[1]
             if isinstance(out.get(f), list):
-                out[f] = _order(out[f], v, _list_strategy(path + (f,))[1])
+                out[f] = _order(out[f], v, list_strategy(types, path + (f,))[1])
     return out
 
 
-def _merge_list(orig: Any, patch: list, path: tuple[str, ...]) -> list:
-    strategy, key = _list_strategy(path)
+def _merge_list(orig: Any, patch: list, path: tuple[str, ...], types: frozenset[str]) -> list:
+    strategy, key = list_strategy(types, path)
     orig = list(orig) if isinstance(orig, list) else []
     if strategy != "merge":
         # a list of maps may still carry $patch: replace; atomic lists are replaced whole
@@ -306,10 +276,10 @@ def _merge_list(orig: Any, patch: list, path: tuple[str, ...]) -> list:
                 out.pop(idx)
             continue
         if idx is None:
-            out.append(strategic_merge({}, item, path))
+            out.append(strategic_merge({}, item, path, types))
             idx = len(out) - 1
         else:
-            out[idx] = strategic_merge(out[idx], item, path)
+            out[idx] = strategic_merge(out[idx], item, path, types)
         touched.append(idx)
     patched = [out[i] for i in touched]
     server_only = [x for i, x in enumerate(out) if i not in touched]
@@ -359,11 +329,13 @@ _MAP_FIELDS = {"labels", "annotations", "nodeSelector", "data", "stringData", "b
                "matchLabels", "selector"}
 
 
-def field_set(obj: Any, path: tuple[str, ...] = ()) -> dict:
+def field_set(obj: Any, path: tuple[str, ...] = (), types: frozenset[str] | None = None) -> dict:
     """The FieldsV1 set of every leaf in obj (apiVersion/kind/status excluded at the top)."""
     out: dict = {}
     if not isinstance(obj, dict):
         return out
+    if types is None:
+        types = mergekeys.roots(obj)
     for k, v in obj.items():
         if not path and k in ("apiVersion", "kind", "status"):
             continue
@@ -371,16 +343,19 @@ def field_set(obj: Any, path: tuple[str, ...] = ()) -> dict:
             continue
         if k.startswith("$"):
             continue
-        out["f:" + k] = _value_set(v, path + (k,))
+        sub = _value_set(v, path + (k,), types)
+        if not sub and not path and k == "metadata":
+            continue  # only identity (name, namespace): nothing of it is owned
+        out["f:" + k] = sub
     return out
 
 
-def _value_set(v: Any, path: tuple[str, ...]) -> dict:
+def _value_set(v: Any, path: tuple[str, ...], types: frozenset[str]) -> dict:
     if isinstance(v, dict):
-        sub = field_set(v, path)
+        sub = field_set(v, path, types)
         return {".": {}, **sub} if sub and path[-1] in _MAP_FIELDS else sub
     if isinstance(v, list):
-        strategy, key = _list_strategy(path)
+        strategy, key = list_strategy(types, path)
         if strategy == "merge":
             out: dict = {}
             for x in v:
@@ -389,7 +364,7 @@ def _value_set(v: Any, path: tuple[str, ...]) -> dict:
                     if key in ("containerPort", "port"):
                         # SSA keys ports by (port, protocol); the API server defaults protocol TCP
                         ident["protocol"] = x.get("protocol", "TCP")
-                    out[f"k:{json.dumps(ident, separators=(',', ':'))}"] = {".": {}, **field_set(x, path)}
+                    out[f"k:{json.dumps(ident, separators=(',', ':'))}"] = {".": {}, **field_set(x, path, types)}
                 elif not isinstance(x, dict):
                     out[f"v:{json.dumps(x)}"] = {}
             return out
@@ -525,7 +500,7 @@ def server_side_apply(live: dict | None, applied: dict, manager: str, force: boo
                 e["fieldsV1"] = _tree(e_leaves)
             others |= e_leaves
     out = copy.deepcopy(live) if live else {}
-    out = _apply_merge(out, applied, ())
+    out = _apply_merge(out, applied, (), mergekeys.roots(applied))
     gone = prev_leaves - applied_leaves - others
     # remove the outermost only: an item's key field must stay until the item goes
     for lf in gone:
@@ -541,14 +516,14 @@ def server_side_apply(live: dict | None, applied: dict, manager: str, force: boo
     return _set_entries(out, entries)
 
 
-def _apply_merge(live: Any, applied: Any, path: tuple[str, ...]) -> Any:
+def _apply_merge(live: Any, applied: Any, path: tuple[str, ...], types: frozenset[str]) -> Any:
     if isinstance(applied, dict) and isinstance(live, dict):
         out = dict(live)
         for k, v in applied.items():
-            out[k] = _apply_merge(live.get(k), v, path + (k,))
+            out[k] = _apply_merge(live.get(k), v, path + (k,), types)
         return out
     if isinstance(applied, list) and isinstance(live, list):
-        strategy, key = _list_strategy(path)
+        strategy, key = list_strategy(types, path)
         if strategy == "merge" and key:
             out = list(live)
             for item in applied:
@@ -557,7 +532,7 @@ def _apply_merge(live: Any, applied: Any, path: tuple[str, ...]) -> Any:
                 if idx is None:
                     out.append(copy.deepcopy(item))
                 else:
-                    out[idx] = _apply_merge(out[idx], item, path)
+                    out[idx] = _apply_merge(out[idx], item, path, types)
             return out
         if strategy == "merge":
             return list(live) + [x for x in applied if x not in live]

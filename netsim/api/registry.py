@@ -101,6 +101,27 @@ def bootstrap(store: Store, config: ClusterConfig) -> None:
                 {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
 
 
+# Kinds whose kube-apiserver strategy keeps metadata.generation (a controller reports the spec
+# it has seen as observedGeneration); custom resources always have it, ConfigMaps, Services,
+# Pods (in 1.32) and the like never do.
+GENERATION_KINDS = frozenset({
+    "Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "ReplicationController", "Job", "CronJob",
+    "PodDisruptionBudget", "Ingress", "NetworkPolicy", "EndpointSlice", "CustomResourceDefinition",
+    "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration", "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding", "FlowSchema", "PriorityLevelConfiguration"})
+
+
+def has_generation(obj: dict) -> bool:
+    return obj.get("kind") in GENERATION_KINDS or not k8s.builtin(obj)
+
+
+def _bump_generation(meta: dict, old_meta: dict, obj: dict, changed: bool) -> None:
+    if has_generation(obj):
+        meta["generation"] = old_meta.get("generation", 1) + (1 if changed else 0)
+    else:
+        meta.pop("generation", None)
+
+
 def new_object(obj: dict) -> dict:
     obj = copy.deepcopy(obj)
     meta = obj.setdefault("metadata", {})
@@ -108,7 +129,7 @@ def new_object(obj: dict) -> dict:
         meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
     meta.setdefault("uid", str(uuid.uuid4()))
     meta.setdefault("creationTimestamp", now())
-    meta["generation"] = 1
+    _bump_generation(meta, {}, obj, False)
     meta.pop("resourceVersion", None)
     if obj["kind"] == "Namespace":
         obj.setdefault("status", {"phase": "Active"})
@@ -273,8 +294,9 @@ def release_service(store: Store, svc: dict) -> None:
 def updated(old: dict, obj: dict, applying: bool = False) -> dict:
     """The object an update writes over ``old`` (PUT, and `apply` of an existing object): the
     writer's fields, the server's identity (uid, creation, deletion) and, for the kinds netsim
-    acts on, the status kept; generation counts changes outside metadata and status.  Applying
-    also keeps what the document does not say and others wrote: owners and managed fields."""
+    acts on, the status kept; generation (on the kinds that keep one) counts changes outside
+    metadata and status.  Applying also keeps what the document does not say and others wrote:
+    owners and managed fields."""
     new = defaulted(copy.deepcopy(obj))
     meta, old_meta = new["metadata"], old["metadata"]
     for f in ("uid", "creationTimestamp", "deletionTimestamp", "generation"):
@@ -287,9 +309,8 @@ def updated(old: dict, obj: dict, applying: bool = False) -> dict:
                 meta[f] = old_meta[f]
     if "status" in old and (k8s.kind_of(old).acted or applying):
         new["status"] = old["status"]
-    if {k: v for k, v in old.items() if k not in ("metadata", "status")} != \
-            {k: v for k, v in new.items() if k not in ("metadata", "status")}:
-        meta["generation"] = old_meta.get("generation", 1) + 1
+    _bump_generation(meta, old_meta, new, {k: v for k, v in old.items() if k not in ("metadata", "status")} !=
+                     {k: v for k, v in new.items() if k not in ("metadata", "status")})
     return namespace_label(new)
 
 

@@ -8,7 +8,9 @@ x-kubernetes-patch-merge-key / -strategy).
 Built-in kinds' schemas come from netsim.apiserver.schemas (the kubernetes client's models);
 custom resources' from their CRD's openAPIV3Schema, served with JSON and merge patch only (as real
 servers do, so kubectl falls back to a merge patch for them).  Pure; documents are cached by
-their inputs.  May use: the standard library and netsim.apiserver.{apitypes,schemas}."""
+their inputs; /openapi/v2 also as gnostic's protobuf (netsim.apiserver.openapi_pb), which kubectl
+validates a `kind: List` with.  May use: the standard library and
+netsim.apiserver.{apitypes,schemas,openapi_pb}."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import hashlib
 import json
 from functools import lru_cache
 
-from netsim.apiserver import schemas
+from netsim.apiserver import openapi_pb, schemas
 from netsim.apiserver.apitypes import Resource, as_resource
 
 TITLE = "Kubernetes"
@@ -48,24 +50,60 @@ def _crd_versions(crd: dict) -> list[tuple[Resource, dict, str]]:
 
 
 def _crd_schema(r: Resource, schema: dict, ref_prefix: str, v3: bool) -> dict:
-    s = copy.deepcopy(schema)
+    gvk = [{"group": r.group, "kind": r.kind, "version": r.version}]
+    if not v3 and schema.get("x-kubernetes-preserve-unknown-fields"):
+        # As apiextensions publishes it in v2: a bare object, no properties (not even TypeMeta),
+        # since kubectl's validation would call every other field unknown.
+        return {"type": "object", "x-kubernetes-group-version-kind": gvk}
+    s = copy.deepcopy(schema) if v3 else _v2_clean(schema)
     props = s.setdefault("properties", {})
     props["apiVersion"] = {"type": "string", "description": schemas.field_doc("V1Pod", "apiVersion")}
     props["kind"] = {"type": "string", "description": schemas.field_doc("V1Pod", "kind")}
     meta = {"$ref": ref_prefix + f"{schemas.META}.ObjectMeta"}
     props["metadata"] = {"allOf": [meta], "description": schemas.field_doc("V1Pod", "metadata")} if v3 else meta
     s.setdefault("type", "object")
-    s["x-kubernetes-group-version-kind"] = [{"group": r.group, "kind": r.kind, "version": r.version}]
-    return s if v3 else _v2_clean(s)
+    s["x-kubernetes-group-version-kind"] = gvk
+    return s
 
 
-def _v2_clean(s):
-    """A v3 (JSON Schema) fragment as Swagger 2.0 can say it: no nullable/anyOf/oneOf."""
-    if isinstance(s, list):
-        return [_v2_clean(x) for x in s]
-    if not isinstance(s, dict):
-        return s
-    return {k: _v2_clean(v) for k, v in s.items() if k not in ("nullable", "anyOf", "oneOf", "not")}
+_V2_DROPPED = ("nullable", "anyOf", "oneOf", "allOf", "not", "patternProperties")
+
+
+def _v2_clean(s: dict) -> dict:
+    """A CRD's v3 (JSON Schema) node as Swagger 2.0 can say it and kubectl's v2 validation reads it,
+    by apiextensions' ToStructuralOpenAPIV2 rules: no junctors; a nullable node untyped, a node
+    preserving unknown fields without properties or items (kubectl would call them unknown), an
+    array left without items untyped (kubectl needs one item schema); a nullable property not
+    required.  A copy."""
+    out = {k: v for k, v in s.items() if k not in _V2_DROPPED}
+    if isinstance(out.get("properties"), dict):
+        out["properties"] = {k: _v2_clean(v) for k, v in out["properties"].items() if isinstance(v, dict)}
+    if isinstance(out.get("items"), dict):
+        out["items"] = _v2_clean(out["items"])
+    elif isinstance(out.get("items"), list):
+        out["items"] = [_v2_clean(v) for v in out["items"] if isinstance(v, dict)]
+    else:
+        out.pop("items", None)
+    if isinstance(out.get("additionalProperties"), dict):
+        out["additionalProperties"] = _v2_clean(out["additionalProperties"])
+    if s.get("nullable"):
+        for k in ("type", "items", "properties"):
+            out.pop(k, None)
+    if s.get("x-kubernetes-preserve-unknown-fields"):
+        out.pop("items", None)
+        out.pop("properties", None)
+    if out.get("type") == "array" and "items" not in out:
+        out.pop("type")
+    required = out.get("required")
+    if required:
+        nullable = {k for k, v in (s.get("properties") or {}).items() if isinstance(v, dict) and v.get("nullable")}
+        extra = s.get("additionalProperties")
+        if isinstance(extra, dict) and extra.get("nullable"):
+            nullable = set(required)
+        out["required"] = [k for k in required if k not in nullable]
+        if not out["required"]:
+            del out["required"]
+    return out
 
 
 def _crds_key(crds: list[dict]) -> tuple:
@@ -187,6 +225,16 @@ def openapi_v2(resources, crds: list[dict]) -> dict:
 def _v2_cached(rkey: tuple, _ckey: tuple, crds: _Frozen) -> dict:
     defs, paths = _assemble([Resource(*k[:4], k[4], k[5]) for k in rkey], crds.value, v3=False)
     return {"swagger": "2.0", "info": {"title": TITLE, "version": VERSION}, "paths": paths, "definitions": defs}
+
+
+def openapi_v2_protobuf(resources, crds: list[dict]) -> bytes:
+    """openapi_v2's document as gnostic's openapi.v2.Document, serialized (cached as that is)."""
+    return _v2_pb_cached(_key(_builtin(resources)), _crds_key(crds), _frozen(crds))
+
+
+@lru_cache(maxsize=8)
+def _v2_pb_cached(rkey: tuple, ckey: tuple, crds: _Frozen) -> bytes:
+    return openapi_pb.encode(_v2_cached(rkey, ckey, crds))
 
 
 class _Frozen:

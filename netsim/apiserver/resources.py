@@ -164,29 +164,60 @@ def matcher(query) -> selectors.Matcher:
     return lambda o: by_label(o) and by_field(o)
 
 
+def _paging(query) -> tuple[str, int]:
+    """The key a continue token resumes after ("": from the start) and the limit (0: none)."""
+    start = decode_continue(query["continue"])[1] if query.get("continue") else ""
+    try:
+        return start, int(query.get("limit") or 0)
+    except ValueError:
+        raise bad_request(f"limit: {query.get('limit')!r} is not an integer") from None
+
+
+def _page(selected: list, limit: int, rev: int, key_of) -> tuple[list, dict]:
+    """The first ``limit`` of the selected objects and the List's metadata (a continue token
+    after the last of them when more remain)."""
+    meta = {"resourceVersion": str(rev)}
+    page = selected[:limit] if limit else selected
+    if len(page) < len(selected):
+        meta["continue"] = encode_continue(rev, key_of(page[-1]))
+        meta["remainingItemCount"] = len(selected) - len(page)
+    return page, meta
+
+
 def list_(store: Store, t: Target, query) -> dict:
     """A List of the target's objects (a namespace's or every one), selected, one page of it."""
     match = matcher(query)
+    start, limit = _paging(query)
     items, rev = store.list(k8s.prefix(t.kind, t.namespace))
-    start = ""
-    if query.get("continue"):
-        _, start = decode_continue(query["continue"])
-    try:
-        limit = int(query.get("limit") or 0)
-    except ValueError:
-        raise bad_request(f"limit: {query.get('limit')!r} is not an integer") from None
-    out, meta = [], {"resourceVersion": str(rev)}
-    last_key = ""
-    selected = [(k8s.key(t.kind, o["metadata"].get("namespace"), o["metadata"]["name"]), o) for o in items]
-    selected = [(k, o) for k, o in selected if (not start or k > start) and match(o)]
-    for i, (k, obj) in enumerate(selected):
-        if limit and len(out) == limit:
-            meta["continue"] = encode_continue(rev, last_key)
-            meta["remainingItemCount"] = len(selected) - i
-            break
-        out.append(_as_version(obj, t.kind))
-        last_key = k
-    return {"kind": f"{t.kind.kind}List", "apiVersion": t.kind.api_version, "metadata": meta, "items": out}
+    # Keys only where a page needs them: a thousand of them cost as much as the selection.
+    selected = [o for o in items if (not start or _key_of(t, o) > start) and match(o)]
+    page, meta = _page(selected, limit, rev, lambda o: _key_of(t, o))
+    return {"kind": f"{t.kind.kind}List", "apiVersion": t.kind.api_version, "metadata": meta,
+            "items": [_as_version(o, t.kind) for o in page]}
+
+
+def _key_of(t: Target, obj: dict) -> str:
+    return k8s.key(t.kind, obj["metadata"].get("namespace"), obj["metadata"]["name"])
+
+
+def list_json(store: Store, t: Target, query) -> bytes | None:
+    """The List (as list_) as JSON spliced from the text each object is stored as, when the
+    objects are served as stored (a built-in kind: one version, its own storage prefix) and
+    the store keeps JSON text (SQLite).  A selector decodes each object to match it, but its
+    text goes out as stored.  None otherwise, for list_.  Decoding and encoding 1000 pods is
+    ~90% of a LIST's CPU."""
+    stored_text = getattr(store, "list_json", None)
+    if (stored_text is None or not k8s.builtin({"apiVersion": t.kind.api_version, "kind": t.kind.kind})
+            or sum(k.resource == t.kind.resource for k in k8s.ALL.values()) != 1):
+        return None
+    match = matcher(query) if query.get("labelSelector") or query.get("fieldSelector") else None
+    start, limit = _paging(query)
+    rows, rev = stored_text(k8s.prefix(t.kind, t.namespace))
+    selected = [(k, text) for k, text in rows if k > start and (match is None or match(json.loads(text)))]
+    page, meta = _page(selected, limit, rev, lambda row: row[0])
+    head = json.dumps({"kind": f"{t.kind.kind}List", "apiVersion": t.kind.api_version, "metadata": meta},
+                      separators=(",", ":"))
+    return "".join((head[:-1], ',"items":[', ",".join(text for _, text in page), "]}")).encode()
 
 
 # -- writes ---------------------------------------------------------------------------------

@@ -4,8 +4,9 @@ attribute_map, its pydantic fields' descriptions and required-ness, its docstrin
 paragraph), plus the strategic-merge patch keys that kubectl's client-side apply reads.
 
 Knows: how the generated model names map to Kubernetes definition names
-(V1Pod -> io.k8s.api.core.v1.Pod), which types belong to meta/v1, the list merge keys of the
-built-in types.  May use: the standard library and kubernetes.client.models.  Pure and cached."""
+(V1Pod -> io.k8s.api.core.v1.Pod), which types belong to meta/v1; the list merge keys it reads
+from netsim.model.mergekeys.  May use: the standard library, kubernetes.client.models
+and netsim.model.  Pure and cached."""
 
 from __future__ import annotations
 
@@ -13,52 +14,7 @@ import re
 import typing
 from functools import cache
 
-# x-kubernetes-patch-merge-key / -strategy of the built-in types (the patchMergeKey and
-# patchStrategy struct tags of k8s.io/api), by generated model name and JSON field.  The
-# api-patch helper's netsim.api.patch.PATCH_MERGE_KEYS holds the same facts for the server's
-# strategic merge; the integrator may make this table read that one.
-PATCH_MERGE_KEYS: dict[tuple[str, str], tuple[str | None, str]] = {
-    ("V1ObjectMeta", "ownerReferences"): ("uid", "merge"),
-    ("V1ObjectMeta", "finalizers"): (None, "merge"),
-    ("V1PodSpec", "containers"): ("name", "merge"),
-    ("V1PodSpec", "initContainers"): ("name", "merge"),
-    ("V1PodSpec", "ephemeralContainers"): ("name", "merge"),
-    ("V1PodSpec", "volumes"): ("name", "merge,retainKeys"),
-    ("V1PodSpec", "imagePullSecrets"): ("name", "merge"),
-    ("V1PodSpec", "hostAliases"): ("ip", "merge"),
-    ("V1PodSpec", "topologySpreadConstraints"): ("topologyKey", "merge"),
-    ("V1PodSpec", "resourceClaims"): ("name", "merge,retainKeys"),
-    ("V1PodSpec", "schedulingGates"): ("name", "merge"),
-    ("V1Container", "ports"): ("containerPort", "merge"),
-    ("V1Container", "env"): ("name", "merge"),
-    ("V1Container", "volumeMounts"): ("mountPath", "merge"),
-    ("V1Container", "volumeDevices"): ("devicePath", "merge"),
-    ("V1EphemeralContainer", "ports"): ("containerPort", "merge"),
-    ("V1EphemeralContainer", "env"): ("name", "merge"),
-    ("V1EphemeralContainer", "volumeMounts"): ("mountPath", "merge"),
-    ("V1EphemeralContainer", "volumeDevices"): ("devicePath", "merge"),
-    ("V1PodStatus", "conditions"): ("type", "merge"),
-    ("V1PodStatus", "podIPs"): ("ip", "merge"),
-    ("V1PodStatus", "hostIPs"): ("ip", "merge"),
-    ("V1PodStatus", "resourceClaimStatuses"): ("name", "merge,retainKeys"),
-    ("V1ServiceSpec", "ports"): ("port", "merge"),
-    ("V1ServiceStatus", "conditions"): ("type", "merge"),
-    ("V1NodeSpec", "podCIDRs"): (None, "merge"),
-    ("V1NodeStatus", "conditions"): ("type", "merge"),
-    ("V1NodeStatus", "addresses"): ("type", "merge"),
-    ("V1NamespaceStatus", "conditions"): ("type", "merge"),
-    ("V1ServiceAccount", "secrets"): ("name", "merge"),
-    ("V1PersistentVolumeClaimStatus", "conditions"): ("type", "merge"),
-    ("V1ReplicationControllerStatus", "conditions"): ("type", "merge"),
-    ("V1DeploymentSpec", "strategy"): (None, "retainKeys"),
-    ("V1DeploymentStatus", "conditions"): ("type", "merge"),
-    ("V1ReplicaSetStatus", "conditions"): ("type", "merge"),
-    ("V1DaemonSetStatus", "conditions"): ("type", "merge"),
-    ("V1StatefulSetStatus", "conditions"): ("type", "merge"),
-    ("V1JobStatus", "conditions"): ("type", "merge"),
-    ("V1PodDisruptionBudgetStatus", "conditions"): ("type", "merge"),
-    ("V2HorizontalPodAutoscalerStatus", "conditions"): ("type", "merge"),
-}
+from netsim.model import mergekeys
 
 META = "io.k8s.apimachinery.pkg.apis.meta.v1"
 INT_OR_STRING = "io.k8s.apimachinery.pkg.util.intstr.IntOrString"
@@ -204,7 +160,7 @@ def model_schema(model: str, namer: Namer, v3: bool) -> dict:
             s = {"allOf": [s], **({"description": desc} if desc else {})}
         elif desc:
             s["description"] = desc
-        key, strategy = PATCH_MERGE_KEYS.get((model, json_name), (None, None))
+        key, strategy = mergekeys.FIELDS.get((model, json_name), (None, None))
         if key:
             s["x-kubernetes-patch-merge-key"] = key
         if strategy:

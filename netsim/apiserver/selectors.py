@@ -72,12 +72,15 @@ def labels(text: str | None) -> Matcher:
 
 FIELDS = ("metadata.name", "metadata.namespace", "spec.nodeName", "status.phase", "spec.schedulerName",
           "status.podIP", "spec.restartPolicy", "type", "involvedObject.name", "involvedObject.namespace",
-          "involvedObject.kind", "involvedObject.uid", "reason", "spec.serviceAccountName")
+          "involvedObject.kind", "involvedObject.uid", "reason", "spec.serviceAccountName",
+          "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath", "source",
+          "reportingComponent")
+ALIASES = {"source": "source.component"}  # an Event's "source" field label names its component
 
 
 def _field(obj: dict, path: str) -> str:
     cur: object = obj
-    for part in path.split("."):
+    for part in ALIASES.get(path, path).split("."):
         cur = cur.get(part) if isinstance(cur, dict) else None
     return "" if cur is None else str(cur)
 

@@ -17,17 +17,18 @@ port-forward speaks the kubelet's WebSocket port-forward protocol (``v4.channel.
 ``v4.base64.channel.k8s.io`` or none): port i of the ``ports`` query has data channel 2i and
 error channel 2i+1, and the first message on each carries the port (uint16, little-endian).
 Each port is one TCP connection to localhost:port made inside the pod's namespace, as the
-kubelet dials it.  kubectl 1.32 does not speak this: it tunnels SPDY/3.1 framing inside a
-WebSocket (``SPDY/3.1+portforward.k8s.io``) and falls back to a plain SPDY upgrade; there is no
-maintained SPDY implementation for Python and the project writes no framing by hand, so those
-requests get a Status saying so.  The official Python client (``kubernetes.stream.portforward``)
-uses this protocol.
+kubelet dials it.  The official Python client (``kubernetes.stream.portforward``) uses this
+protocol.  kubectl 1.32 speaks SPDY/3.1 instead (netsim.apiserver.spdyforward): first tunnelled
+in WebSocket binary messages (subprotocol ``SPDY/3.1+portforward.k8s.io``), else over a plain
+``Upgrade: SPDY/3.1`` with ``X-Stream-Protocol-Version: portforward.k8s.io``, after whose 101
+aiohttp hands over the connection's raw bytes; both serve the same session.  exec over SPDY
+is refused with a Status (kubectl 1.32 execs over ``v5.channel.k8s.io``).
 
 log reads the pod's responder log (netsim.node.podlog) with follow, tailLines, sinceSeconds,
 sinceTime, timestamps and limitBytes.
 
-Framing is aiohttp's; this module only knows the channel bytes.  May use netsim.node (podexec,
-podlog), netsim.kernel and netsim.model.
+HTTP and WebSocket framing is aiohttp's; this module only knows the channel bytes.  May use
+netsim.apiserver.spdyforward, netsim.node (podexec, podlog), netsim.kernel and netsim.model.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import base64
 import contextlib
 import datetime
 import fcntl
+import functools
 import json
 import os
 import pty
@@ -50,6 +52,7 @@ from pathlib import Path
 from aiohttp import WSMsgType, web
 
 from netsim import kernel
+from netsim.apiserver import spdyforward
 from netsim.node import podexec, podlog
 
 STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
@@ -57,6 +60,10 @@ V5, V4, V4_BASE64 = "v5.channel.k8s.io", "v4.channel.k8s.io", "v4.base64.channel
 EXEC_PROTOCOLS = (V5, V4, V4_BASE64)
 PORTFORWARD_PROTOCOLS = (V4, V4_BASE64)
 SPDY_TUNNEL_PREFIX = "SPDY/3.1+"
+SPDY_TUNNEL = SPDY_TUNNEL_PREFIX + spdyforward.PROTOCOL
+SPDY_UPGRADE = "SPDY/3.1"
+STREAM_PROTOCOL_HEADER = "X-Stream-Protocol-Version"
+RAW_BUFFER = 1024 * 1024  # bytes of a plain SPDY connection read ahead before reading pauses
 CHUNK = 32 * 1024
 FOLLOW_POLL_S = 0.2
 # A WebSocket ping every 5 s keeps an idle exec or port-forward open through kubectl's read
@@ -179,9 +186,8 @@ def _running(pod: dict, cluster: str, container: str) -> tuple[str | None, web.R
 def _spdy_refusal(what: str) -> web.Response:
     return error_response(400, "BadRequest",
                           f"netsim's API server serves {what} over WebSocket channel protocols "
-                          f"({', '.join(EXEC_PROTOCOLS if what == 'exec' else PORTFORWARD_PROTOCOLS)}), not SPDY: "
-                          "there is no maintained SPDY implementation for Python. Use a client that speaks them "
-                          "(kubectl exec; the kubernetes Python client's portforward), or `netsim exec pod/NS/NAME`")
+                          f"({', '.join(EXEC_PROTOCOLS)}), not SPDY. Use a client that speaks them "
+                          "(kubectl 1.30 or later), or `netsim exec pod/NS/NAME`")
 
 
 def _requested(request: web.Request) -> list[str]:
@@ -373,12 +379,9 @@ async def attach(request: web.Request, pod: dict, cluster: str) -> web.StreamRes
 
 # -- port-forward ------------------------------------------------------------------------------
 
-async def _forward_port(session: _Session, index: int, port: int, netns: str, pod_name: str,
-                        inbox: asyncio.Queue) -> None:
-    """One forwarded port: connect inside the pod, then copy both ways until either side ends."""
-    data_ch, err_ch = 2 * index, 2 * index + 1
-    await session.send(data_ch, port_prefix(port))
-    await session.send(err_ch, port_prefix(port))
+async def _dial(netns: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A TCP connection to localhost:port inside the pod's namespace, as the kubelet dials it;
+    ForwardError with the kubelet's words when nothing answers."""
     loop = asyncio.get_running_loop()
     sock = kernel.socket_in(netns, socket.AF_INET, socket.SOCK_STREAM)
     sock.setblocking(False)
@@ -387,11 +390,22 @@ async def _forward_port(session: _Session, index: int, port: int, netns: str, po
     except (OSError, TimeoutError) as exc:
         sock.close()
         reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else "timed out"
-        await session.send(err_ch, f"error forwarding port {port} to pod {pod_name}: failed to connect to "
-                                   f"localhost:{port} inside its network namespace: dial tcp4 127.0.0.1:{port}: "
-                                   f"connect: {reason.lower()}".encode())
+        raise spdyforward.ForwardError(f"failed to connect to localhost:{port} inside its network namespace: "
+                                       f"dial tcp4 127.0.0.1:{port}: connect: {reason.lower()}") from exc
+    return await asyncio.open_connection(sock=sock)
+
+
+async def _forward_port(session: _Session, index: int, port: int, netns: str, pod_name: str,
+                        inbox: asyncio.Queue) -> None:
+    """One forwarded port: connect inside the pod, then copy both ways until either side ends."""
+    data_ch, err_ch = 2 * index, 2 * index + 1
+    await session.send(data_ch, port_prefix(port))
+    await session.send(err_ch, port_prefix(port))
+    try:
+        reader, writer = await _dial(netns, port)
+    except spdyforward.ForwardError as exc:
+        await session.send(err_ch, f"error forwarding port {port} to pod {pod_name}: {exc}".encode())
         return
-    reader, writer = await asyncio.open_connection(sock=sock)
 
     async def upstream() -> None:
         while (data := await inbox.get()) is not None:
@@ -411,18 +425,119 @@ async def _forward_port(session: _Session, index: int, port: int, netns: str, po
         writer.close()
 
 
-async def port_forward(request: web.Request, pod: dict, cluster: str) -> web.StreamResponse:
-    """pods/portforward over the kubelet's WebSocket channel protocol (see the module doc)."""
-    if _is_spdy(request, PORTFORWARD_PROTOCOLS):  # kubectl's: its ports travel in SPDY stream headers
-        return _spdy_refusal("port-forward")
+class _WebSocketConn:
+    """SPDY tunnelled in WebSocket binary messages (kubectl's PortForwardWebsockets): frames may
+    span messages, so the session sees a byte stream."""
+
+    def __init__(self, ws: web.WebSocketResponse):
+        self.ws = ws
+
+    async def read(self) -> bytes:
+        while True:
+            msg = await self.ws.receive()
+            if msg.type != WSMsgType.BINARY:
+                return b""  # closed, an error, or text, which the tunnel never carries
+            if msg.data:
+                return msg.data
+
+    async def write(self, data: bytes) -> None:
+        await self.ws.send_bytes(data)
+
+
+class _RawConn:
+    """The connection after the 101 to a plain SPDY upgrade: aiohttp feeds every byte that
+    arrives to feed_data, as it feeds its own WebSocket reader; writes go out unframed."""
+
+    def __init__(self, request: web.Request, response: web.StreamResponse):
+        self.protocol, self.response = request.protocol, response
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self.buffered, self.paused = 0, False
+        self.protocol.set_parser(self)
+        self.protocol.keep_alive(False)
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        self.queue.put_nowait(bytes(data))
+        self.buffered += len(data)
+        if self.buffered > RAW_BUFFER and not self.paused:
+            self.paused = True
+            self.protocol.pause_reading()
+        return False, b""
+
+    def feed_eof(self) -> None:
+        self.queue.put_nowait(b"")
+
+    async def read(self) -> bytes:
+        data = await self.queue.get()
+        self.buffered -= len(data)
+        if self.paused and self.buffered < RAW_BUFFER // 2:
+            self.paused = False
+            self.protocol.resume_reading()
+        return data
+
+    async def write(self, data: bytes) -> None:
+        await self.response.write(data)
+
+
+def _spdy_session(conn: spdyforward.Conn, pod: dict, netns: str) -> spdyforward.Session:
+    meta = pod["metadata"]
+    return spdyforward.Session(conn, functools.partial(_dial, netns), meta["name"], meta.get("uid", ""))
+
+
+async def _spdy_upgrade(request: web.Request, pod: dict, netns: str) -> web.StreamResponse:
+    """kubectl's fallback: a plain SPDY/3.1 upgrade, answered as k8s.io/apimachinery's
+    httpstream/spdy answers it."""
+    if "upgrade" not in request.headers.get("Connection", "").lower() or \
+            request.headers.get("Upgrade", "").lower() != SPDY_UPGRADE.lower():
+        return error_response(400, "BadRequest", "unable to upgrade: missing upgrade headers in request "
+                                                 f"(want Connection: Upgrade and Upgrade: {SPDY_UPGRADE})")
+    offered = [p.strip() for header in request.headers.getall(STREAM_PROTOCOL_HEADER, []) for p in header.split(",")]
+    if spdyforward.PROTOCOL not in offered:
+        return error_response(403, "Forbidden", f"unable to upgrade: unable to negotiate protocol: client supports "
+                                                f"{offered}, server accepts [{spdyforward.PROTOCOL}]")
+    resp = web.StreamResponse(status=101, headers={"Connection": "Upgrade", "Upgrade": SPDY_UPGRADE,
+                                                   STREAM_PROTOCOL_HEADER: spdyforward.PROTOCOL})
+    await resp.prepare(request)
+    conn = _RawConn(request, resp)
     try:
-        ports = parse_ports(request.query)
-    except ValueError as exc:
-        return error_response(400, "BadRequest", str(exc))
+        await _spdy_session(conn, pod, netns).run()
+    finally:
+        if request.transport is not None:
+            request.transport.close()
+    return resp
+
+
+async def _spdy_tunnel(request: web.Request, pod: dict, netns: str) -> web.StreamResponse:
+    """kubectl's first try: SPDY inside a WebSocket."""
+    ws = web.WebSocketResponse(protocols=(SPDY_TUNNEL,), heartbeat=HEARTBEAT_S, max_msg_size=0)
+    if not ws.can_prepare(request).ok:
+        return error_response(400, "BadRequest", "not a valid WebSocket upgrade for port-forward")
+    await ws.prepare(request)
+    try:
+        await _spdy_session(_WebSocketConn(ws), pod, netns).run()
+    finally:
+        await ws.close()
+    return ws
+
+
+async def port_forward(request: web.Request, pod: dict, cluster: str) -> web.StreamResponse:
+    """pods/portforward: the kubelet's WebSocket channel protocol, or kubectl's SPDY (see the
+    module doc)."""
+    websocket = request.headers.get("Upgrade", "").lower() == "websocket"
+    tunnel = websocket and SPDY_TUNNEL in _requested(request)
     name = pod["metadata"]["name"]
+    ports: list[int] = []
+    if websocket and not tunnel:  # SPDY clients name their ports in stream headers instead
+        try:
+            ports = parse_ports(request.query)
+        except ValueError as exc:
+            return error_response(400, "BadRequest", str(exc))
     netns, err = _running(pod, cluster, (pod["spec"].get("containers") or [{}])[0].get("name", name))
     if err:
         return err
+    if tunnel:
+        return await _spdy_tunnel(request, pod, netns)
+    if not websocket:
+        return await _spdy_upgrade(request, pod, netns)
     ws, err = await _websocket(request, PORTFORWARD_PROTOCOLS, "port-forward", allow_none=True)
     if err:
         return err

@@ -1,6 +1,11 @@
 """Watches for API clients: one store watch per server (a thread) fanned out to every HTTP
-watch on the event loop, each replaying what it missed from its resourceVersion first, as the
-API server's watch cache does.  A resourceVersion the store no longer keeps is 410 Gone.
+watch on the event loop, each replaying what it missed from its resourceVersion first out of a
+window of recent events, as kube-apiserver's watch cache does.  A resourceVersion older than
+the window (from before the server started, or dropped from it since) is too old: the watch
+answers 200 and one ERROR event carrying a 410 Expired Status, as the cacher's error watcher
+does, and clients relist.  Bookmarks (allowWatchBookmarks) come every BOOKMARK_S without events
+and once shortly before the watch's timeout, as the cacher sends them; sendInitialEvents ends
+the initial ADDED events with a bookmark annotated k8s.io/initial-events-end.
 May import: the standard library and netsim.api.store, netsim.model, netsim.apiserver."""
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -20,7 +26,10 @@ from netsim.model import k8s
 log = logging.getLogger("netsim.apiserver.watch")
 
 BOOKMARK_S = 5.0
+BOOKMARK_BEFORE_END_S = 2.0  # the cacher's bookmark "right before the watcher timeout"
 DEFAULT_TIMEOUT_S = 1800.0
+WINDOW_EVENTS = 10000  # recent events kept for replay (kube's watch cache: up to ~100k per resource)
+INITIAL_EVENTS_END = "k8s.io/initial-events-end"
 
 
 @dataclass(eq=False)
@@ -32,7 +41,7 @@ class _Sub:
 class Broadcaster:
     """The store's events under /registry/, in order, to every subscriber whose prefix they
     fall under.  ``revision`` is the newest event dispatched: a subscriber sees every event
-    above the revision it subscribed at."""
+    above the revision it subscribed at.  ``recent`` holds every event above ``floor``."""
 
     def __init__(self, store: Store, loop: asyncio.AbstractEventLoop,
                  on_event: Callable[[Event], None] = lambda _e: None):
@@ -40,6 +49,8 @@ class Broadcaster:
         self.loop = loop
         self.on_event = on_event
         self.revision = store.revision()
+        self.floor = self.revision
+        self.recent: deque[Event] = deque()
         self.subs: set[_Sub] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="apiserver-watch", daemon=True)
@@ -71,7 +82,12 @@ class Broadcaster:
                 return
 
     def _dispatch(self, ev: Event) -> None:
-        self.revision = max(self.revision, ev.revision)
+        if ev.revision < self.revision:  # etcd gives one revision to every key a delete_prefix removes
+            return
+        self.revision = ev.revision
+        self.recent.append(ev)
+        if len(self.recent) > WINDOW_EVENTS:
+            self.floor = self.recent.popleft().revision
         with contextlib.suppress(Exception):
             self.on_event(ev)
         for s in self.subs:
@@ -79,7 +95,8 @@ class Broadcaster:
                 s.queue.put_nowait(ev)
 
     def _expire_all(self, revision: int) -> None:
-        self.revision = revision
+        self.revision = self.floor = revision
+        self.recent.clear()
         for s in self.subs:
             s.queue.put_nowait("expired")
 
@@ -91,14 +108,20 @@ class Broadcaster:
     def unsubscribe(self, s: _Sub) -> None:
         self.subs.discard(s)
 
+    def since(self, prefix: str, after: int) -> list[Event] | None:
+        """The events under prefix above revision ``after`` (None: some are no longer kept)."""
+        if after < self.floor:
+            return None
+        return [ev for ev in self.recent if ev.revision > after and ev.key.startswith(prefix)]
+
 
 def _event(kind: str, obj: dict) -> dict:
     return {"type": kind, "object": obj}
 
 
 class WatchRequest:
-    """One HTTP watch: ``start`` (before the response begins, so that a bad or too old
-    resourceVersion is an HTTP error) and then ``events``."""
+    """One HTTP watch: ``start`` (before the response begins, so that a bad resourceVersion is
+    an HTTP error) and then ``events``."""
 
     def __init__(self, b: Broadcaster, t: resources.Target, query, run: Callable):
         self.b = b
@@ -118,37 +141,46 @@ class WatchRequest:
         self.first: list[dict] = []
         self.last = 0
         self.sub: _Sub | None = None
+        self.expired: StatusError | None = None
 
     async def start(self) -> None:
         rv = self.query.get("resourceVersion")
-        self.sub, at = self.b.subscribe(self.prefix)
+        initial = self.query.get("sendInitialEvents") in ("true", "1")
+        if initial and not self.bookmarks:
+            raise StatusError(422, "sendInitialEvents: Forbidden: sendInitialEvents is forbidden for watch "
+                              "unless allowWatchBookmarks is true", "Invalid")
+        if rv not in (None, "", "0"):
+            try:
+                self.last = int(rv)
+            except ValueError:
+                raise bad_request(f"resourceVersion: {rv!r} is not a valid resource version") from None
+        self.sub, _at = self.b.subscribe(self.prefix)
         try:
-            if rv in (None, "", "0"):
-                # No resourceVersion: the current state as ADDED events, then what follows.
+            if rv in (None, "", "0") or initial:
+                # The current state as ADDED events, then what follows.
                 items, listed_at = await self.run(self.b.store.list, self.prefix)
                 self.first = [_event("ADDED", resources._as_version(o, self.t.kind)) for o in items if self.match(o)]
                 self.last = listed_at
-            else:
-                try:
-                    self.last = int(rv)
-                except ValueError:
-                    raise bad_request(f"resourceVersion: {rv!r} is not a valid resource version") from None
-                await self._replay(at)
+                if initial:
+                    self.first.append(self._bookmark({INITIAL_EVENTS_END: "true"}))
+                return
+            # Subscribed and replayed in one step on the loop: no event falls between the two.
+            missed = self.b.since(self.prefix, self.last)
+            if missed is None:
+                self.expired = gone(f"too old resource version: {self.last} ({self.b.floor + 1})")
+                return
+            for ev in missed:
+                self._take(ev)
         except BaseException:
             self.close()
             raise
 
-    async def _replay(self, until: int) -> None:
-        """The events between the client's resourceVersion and the subscription."""
-        while self.last < until:
-            try:
-                batch = await self.run(self.b.store.events, self.prefix, self.last, 1000)
-            except Compacted:
-                raise gone(f"too old resource version: {self.last} ({self.b.revision})") from None
-            for ev in batch:
-                self._take(ev)
-            if not batch:
-                break
+    def _bookmark(self, annotations: dict | None = None) -> dict:
+        meta: dict = {"resourceVersion": str(max(self.last, self.b.revision))}
+        if annotations:
+            meta["annotations"] = annotations
+        return _event("BOOKMARK", {"kind": self.t.kind.kind, "apiVersion": self.t.kind.api_version,
+                                   "metadata": meta})
 
     def _take(self, ev: Event) -> None:
         if ev.revision <= self.last:
@@ -160,24 +192,36 @@ class WatchRequest:
     async def events(self) -> AsyncIterator[dict]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
+        # Bookmarks by the clock (events that the selector drops do not put them off).
+        next_bookmark = loop.time() + BOOKMARK_S
+        if deadline - BOOKMARK_BEFORE_END_S > loop.time():
+            next_bookmark = min(next_bookmark, deadline - BOOKMARK_BEFORE_END_S)
         try:
+            if self.expired is not None:
+                yield _event("ERROR", self.expired.status())
+                return
             for e in self.first:
                 yield e
             self.first = []
             while True:
-                left = deadline - loop.time()
-                if left <= 0:
+                now = loop.time()
+                if now >= deadline:
                     return
+                if self.bookmarks and now >= next_bookmark:
+                    yield self._bookmark()
+                    next_bookmark = now + BOOKMARK_S
+                    if next_bookmark >= deadline - BOOKMARK_BEFORE_END_S > now:
+                        next_bookmark = deadline - BOOKMARK_BEFORE_END_S
+                    continue
+                wait = deadline - now
+                if self.bookmarks:
+                    wait = min(wait, max(next_bookmark - now, 0.0))
                 try:
-                    ev = await asyncio.wait_for(self.sub.queue.get(), min(left, BOOKMARK_S))
+                    ev = await asyncio.wait_for(self.sub.queue.get(), wait)
                 except TimeoutError:
-                    if self.bookmarks:
-                        yield _event("BOOKMARK", {"kind": self.t.kind.kind, "apiVersion": self.t.kind.api_version,
-                                                  "metadata": {"resourceVersion": str(max(self.last,
-                                                                                          self.b.revision))}})
                     continue
                 if ev == "expired":
-                    err = gone(f"too old resource version: {self.last} ({self.b.revision})")
+                    err = gone(f"too old resource version: {self.last} ({self.b.floor + 1})")
                     yield _event("ERROR", err.status())
                     return
                 self._take(ev)

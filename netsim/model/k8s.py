@@ -12,7 +12,7 @@ import hashlib
 import ipaddress
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
 
@@ -34,6 +34,9 @@ class Kind:
     storage: str = ""
     categories: tuple[str, ...] = ()
     acted: bool = False  # netsim's controllers and agents act on it; the others are only stored
+    # A custom resource's additionalPrinterColumns for this version (its CRD's, read-only; empty:
+    # NAME and AGE); None for a built-in kind, which the API server's own printers show.
+    printer_columns: tuple[dict, ...] | None = field(default=None, compare=False)
 
     @property
     def group(self) -> str:
@@ -145,7 +148,8 @@ def unregister(api_version: str, kind: str) -> None:
 
 def crd_kinds(crd: dict) -> list[Kind]:
     """The kinds a CustomResourceDefinition serves, one per served version, all stored under
-    /registry/<group>/<plural>/ (none for a CRD without group, plural and kind)."""
+    /registry/<group>/<plural>/, each with that version's additionalPrinterColumns (none for a
+    CRD without group, plural and kind)."""
     spec = crd.get("spec") if isinstance(crd.get("spec"), dict) else {}
     names = spec.get("names") if isinstance(spec.get("names"), dict) else {}
     group, plural, kind = spec.get("group"), names.get("plural"), names.get("kind")
@@ -153,7 +157,8 @@ def crd_kinds(crd: dict) -> list[Kind]:
         return []
     aliases = tuple(names.get("shortNames") or ()) + ((names["singular"],) if names.get("singular") else ())
     return [Kind(kind, f"{group}/{v['name']}", plural, spec.get("scope", "Namespaced") == "Namespaced",
-                 aliases, storage=f"{group}/{plural}", categories=tuple(names.get("categories") or ()))
+                 aliases, storage=f"{group}/{plural}", categories=tuple(names.get("categories") or ()),
+                 printer_columns=tuple(v.get("additionalPrinterColumns") or ()))
             for v in spec.get("versions") or [] if isinstance(v, dict) and v.get("served", True) and v.get("name")]
 
 

@@ -1,7 +1,12 @@
 """pods/exec, pods/log and pods/portforward of a real cluster, driven by the machine's kubectl
-and the official Python client through the cluster's API server (netsim.apiserver.streams)."""
+and curl and the official Python client through the cluster's API server
+(netsim.apiserver.streams; kubectl's port-forward is SPDY, netsim.apiserver.spdyforward)."""
 
+import contextlib
 import json
+import os
+import re
+import select
 import shutil
 import subprocess
 import time
@@ -168,8 +173,81 @@ def test_port_forward_with_the_python_client(cluster):
     pf.close()
 
 
-def test_kubectl_port_forward_is_refused_with_the_reason(cluster):
+@contextlib.contextmanager
+def port_forward(kubeconfig, target: str, remote: int, websockets: bool = True, pod_port: int | None = None):
+    """kubectl port-forward TARGET 0:REMOTE on 127.0.0.1, yielding the local port kubectl chose
+    (0: it picks a free one and prints it, with the pod port REMOTE came to) and the process.
+    websockets=False turns kubectl's PortForwardWebsockets off, so it makes the plain SPDY
+    upgrade it falls back to."""
+    if KUBECTL is None:
+        pytest.skip("kubectl is not installed")
+    env = {**os.environ, "KUBECTL_PORT_FORWARD_WEBSOCKETS": "true" if websockets else "false"}
+    proc = subprocess.Popen([KUBECTL, "--kubeconfig", str(kubeconfig), "port-forward", "--address", "127.0.0.1",
+                             target, f"0:{remote}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 20)
+        line = proc.stdout.readline() if ready else ""
+        match = re.match(rf"Forwarding from 127\.0\.0\.1:(\d+) -> {pod_port or remote}$", line.strip())
+        assert match, f"kubectl port-forward did not start: {line!r} {proc.stderr.read() if proc.poll() else ''}"
+        yield int(match.group(1)), proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def curl(port: int, path: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["curl", "-s", "--max-time", "5", f"http://127.0.0.1:{port}{path}"], capture_output=True,
+                          text=True, timeout=15, check=False)
+
+
+@pytest.mark.parametrize("websockets", [True, False], ids=["spdy-in-websocket", "spdy-upgrade"])
+def test_kubectl_port_forward_to_a_pod(cluster, websockets):
     _, _, kc, pod = cluster
-    out = kubectl(kc, "port-forward", pod["metadata"]["name"], "0:80", timeout=20)
-    assert out.returncode != 0
-    assert "not SPDY" in out.stderr, out.stderr
+    name = pod["metadata"]["name"]
+    with port_forward(kc, f"pod/{name}", 80, websockets) as (port, _):
+        for i in range(3):  # each connection is a new pair of streams on the one session
+            out = curl(port, f"/through-kubectl-{i}")
+            assert out.returncode == 0, out.stderr
+            assert json.loads(out.stdout)["pod"] == name
+    logs = kubectl(kc, "logs", name).stdout
+    assert all(f"GET /through-kubectl-{i}" in logs for i in range(3))
+
+
+def test_kubectl_port_forward_to_a_service(cluster):
+    _, _, kc, pod = cluster
+    # kubectl resolves the Service to one of its pods and port 8080 to targetPort 80 itself.
+    with port_forward(kc, "svc/web", 8080, pod_port=80) as (port, _):
+        out = curl(port, "/through-the-service")
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["pod"] == pod["metadata"]["name"]
+
+
+def test_kubectl_port_forward_to_a_closed_port_reports_the_error(cluster):
+    _, _, kc, pod = cluster
+    with port_forward(kc, f"pod/{pod['metadata']['name']}", 81) as (port, proc):
+        out = curl(port, "/")
+        assert out.returncode != 0 and out.stdout == ""
+        # kubectl prints the error stream's text and gives up the session.
+        proc.wait(timeout=20)
+        err = proc.stderr.read()
+    assert proc.returncode != 0
+    assert "an error occurred forwarding" in err and "connection refused" in err, err
+    assert "lost connection to pod" in err, err
+
+
+def test_kubectl_exec_with_a_terminal_gets_its_size(cluster):
+    _, _, kc, pod = cluster
+    if shutil.which("script") is None or KUBECTL is None:
+        pytest.skip("needs script(1) and kubectl")
+    # script(1) gives kubectl a terminal of 45x123; kubectl sends that size on the resize channel.
+    cmd = (f"stty rows 45 cols 123; {KUBECTL} --kubeconfig {kc} exec -it {pod['metadata']['name']} -- "
+           "sh -c 'stty size; exit 5'")
+    out = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True, timeout=30,
+                         stdin=subprocess.DEVNULL, check=False)
+    assert out.returncode == 5, out.stdout + out.stderr
+    assert "45 123" in out.stdout

@@ -1,12 +1,54 @@
 """Tests that need no root and no kernel: models, validation, API semantics and allocation,
 controllers, renderers, on fakes or a SQLite store in a temporary directory.  They run as any
-user: `pytest tests/unit`."""
+user: `pytest tests/unit`.  `apiserver`: netsim's API server on loopback for real clients."""
 
+import asyncio
+import json
 import os
+import threading
 
+import pytest
+from aiohttp import web
 from hypothesis import settings
+
+from netsim.api.store.sqlite import SQLiteStore
+from netsim.apiserver.app import make_app
 
 if os.geteuid() != 0:
     # An ordinary user may not own the tree: keep hypothesis's example database out of it.
     settings.register_profile("unprivileged", database=None)
     settings.load_profile("unprivileged")
+
+
+@pytest.fixture
+def apiserver(tmp_path):
+    """netsim's API server on 127.0.0.1 (an ephemeral port, plain HTTP, a SQLite store in the
+    test's directory): its URL; tmp_path/"kubeconfig" points kubectl at it.  Torn down after."""
+    store = SQLiteStore(tmp_path / "store.db")
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(make_app(store, "t", insecure=True))
+    started: list[int] = []
+
+    async def start():
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        started.append(site._server.sockets[0].getsockname()[1])
+
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+        url = f"http://127.0.0.1:{started[0]}"
+        (tmp_path / "kubeconfig").write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "t",
+            "clusters": [{"name": "t", "cluster": {"server": url}}],
+            "users": [{"name": "t", "user": {}}],
+            "contexts": [{"name": "t", "context": {"cluster": "t", "user": "t"}}]}))
+        yield url
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+        store.close()

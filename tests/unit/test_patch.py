@@ -13,14 +13,15 @@ import pytest
 from netsim.api.patch import (
     JSON_PATCH,
     MERGE_PATCH,
-    PATCH_MERGE_KEYS,
     STRATEGIC_PATCH,
     ApplyConflict,
     PatchError,
     apply_patch,
+    list_strategy,
     record_update,
     server_side_apply,
 )
+from netsim.model import mergekeys
 
 NOW = "2026-01-01T00:00:00Z"
 
@@ -161,11 +162,23 @@ def test_endpointslice_addresses_are_atomic_node_addresses_merge():
     assert out["status"]["addresses"] == [{"type": "InternalIP", "address": "b"}, {"type": "Hostname", "address": "n"}]
 
 
-def test_patch_merge_keys_table():
-    assert PATCH_MERGE_KEYS["containers"] == ("merge", "name")
-    assert PATCH_MERGE_KEYS["volumeMounts"] == ("merge", "mountPath")
-    assert PATCH_MERGE_KEYS["spec.ports"] == ("merge", "port")
-    assert "tolerations" not in PATCH_MERGE_KEYS
+def test_patch_merge_keys_by_kind_and_path():
+    pod, svc = mergekeys.roots({"apiVersion": "v1", "kind": "Pod"}), mergekeys.roots({"apiVersion": "v1",
+                                                                                      "kind": "Service"})
+    assert list_strategy(pod, ("spec", "containers")) == ("merge", "name")
+    assert list_strategy(pod, ("spec", "containers", "volumeMounts")) == ("merge", "mountPath")
+    assert list_strategy(pod, ("spec", "volumes")) == ("merge", "name")  # merge,retainKeys
+    assert list_strategy(svc, ("spec", "ports")) == ("merge", "port")
+    assert list_strategy(pod, ("spec", "tolerations")) == ("replace", None)
+    assert list_strategy(pod, ("spec", "containers", "args")) == ("replace", None)
+    # a Pod has no spec.ports; a custom resource's lists are atomic but its metadata's are not
+    assert list_strategy(pod, ("spec", "ports")) == ("replace", None)
+    cr = mergekeys.roots({"apiVersion": "example.com/v1", "kind": "Widget"})
+    assert list_strategy(cr, ("status", "conditions")) == ("replace", None)
+    assert list_strategy(cr, ("metadata", "finalizers")) == ("merge", None)
+    cj = mergekeys.roots({"apiVersion": "batch/v1", "kind": "CronJob"})
+    assert list_strategy(cj, ("spec", "jobTemplate", "spec", "template", "spec", "containers", "env")) == \
+        ("merge", "name")
 
 
 # ---- server-side apply ------------------------------------------------------------------

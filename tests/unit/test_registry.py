@@ -66,7 +66,7 @@ def test_bootstrap_makes_the_system_namespaces_labelled_by_name(store):
 def test_apply_creates_configures_and_leaves_unchanged_with_generation(store):
     assert registry.apply(store, [pod("a")]) == [("pod/default/a", "created")]
     created = store.get(k8s.key("Pod", "default", "a"))
-    assert created["metadata"]["generation"] == 1 and created["metadata"]["uid"]
+    assert "generation" not in created["metadata"] and created["metadata"]["uid"]  # as in kube 1.32
     assert registry.apply(store, [pod("a")]) == [("pod/default/a", "unchanged")]
     assert store.get(k8s.key("Pod", "default", "a"))["metadata"]["resourceVersion"] == \
         created["metadata"]["resourceVersion"]
@@ -74,8 +74,19 @@ def test_apply_creates_configures_and_leaves_unchanged_with_generation(store):
     labelled["metadata"]["labels"]["tier"] = "web"
     assert registry.apply(store, [labelled]) == [("pod/default/a", "configured")]
     updated = store.get(k8s.key("Pod", "default", "a"))
-    assert updated["metadata"]["uid"] == created["metadata"]["uid"]
-    assert updated["metadata"]["generation"] == 1  # labels are not spec
+    assert updated["metadata"]["uid"] == created["metadata"]["uid"] and "generation" not in updated["metadata"]
+    deploy = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "default"},
+              "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "d"}},
+                       "template": {"metadata": {"labels": {"app": "d"}},
+                                    "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}
+    registry.apply(store, [deploy])
+    assert store.get(k8s.key("Deployment", "default", "d"))["metadata"]["generation"] == 1
+    deploy["metadata"]["labels"] = {"tier": "web"}
+    registry.apply(store, [deploy])
+    assert store.get(k8s.key("Deployment", "default", "d"))["metadata"]["generation"] == 1  # labels are not spec
+    deploy["spec"]["replicas"] = 2
+    registry.apply(store, [deploy])
+    assert store.get(k8s.key("Deployment", "default", "d"))["metadata"]["generation"] == 2
 
 
 def test_a_namespace_must_exist_or_come_earlier_in_the_same_apply(store):

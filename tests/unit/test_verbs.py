@@ -154,9 +154,9 @@ def test_a_kind_nobody_knows_is_a_usage_error():
     assert exc.value.code == 2 and "doesn't have a resource type 'gizmos'" in exc.value.message
 
 
-def test_a_service_applied_again_is_unchanged_and_keeps_its_generation(store, tmp_path):
+def test_a_service_applied_again_is_unchanged(store, tmp_path):
     svc = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{port: 80}]\n"
     path = manifest(tmp_path, svc)
     assert verbs.apply(store, verbs.read([path]), None) == [("service/default/web", "created")]
     assert verbs.apply(store, verbs.read([path]), None) == [("service/default/web", "unchanged")]
-    assert store.get(k8s.key("Service", "default", "web"))["metadata"]["generation"] == 1
+    assert "generation" not in store.get(k8s.key("Service", "default", "web"))["metadata"]  # as kube-apiserver 1.32

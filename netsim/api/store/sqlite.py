@@ -121,16 +121,22 @@ class SQLiteStore:
 
     def list(self, prefix: str) -> tuple[list[dict], int]:
         """Objects under ``prefix`` and the revision they are consistent at."""
+        rows, rev = self.list_json(prefix)
+        return [json.loads(v) for _, v in rows], rev
+
+    def list_json(self, prefix: str) -> tuple[list[tuple[str, str]], int]:
+        """As :meth:`list`, each object as its key and the JSON text it is stored as (with its
+        resourceVersion): for a caller that only passes the objects on, as the API server's
+        LIST does, decoding and encoding them again is most of the work."""
         lo, hi = _prefix_range(prefix)
         db = self._db()
         db.execute("BEGIN")
         try:
-            rows = db.execute("SELECT value FROM kv WHERE key >= ? AND key < ? ORDER BY key", (lo, hi))
-            items = [json.loads(v) for (v,) in rows]
+            rows = db.execute("SELECT key, value FROM kv WHERE key >= ? AND key < ? ORDER BY key", (lo, hi)).fetchall()
             rev = self.revision()
         finally:
             db.execute("COMMIT")
-        return items, rev
+        return rows, rev
 
     def latest_revision(self, prefix: str) -> int:
         """The revision of the newest write under ``prefix``, deletes included; 0 if none."""
