@@ -32,8 +32,7 @@ echo "== pods from scenarios/manifests/web.yaml: a Deployment of 3 spread over t
 $kubectl get pods -o wide
 $kubectl get deployments
 $kubectl get services
-# netsim's get: the API server's Table has no EndpointSlice columns yet (kubectl shows names only).
-$netsim get endpointslices -c $cluster
+$kubectl get endpointslices
 echo
 echo "== every containerPort is served by a responder that names the pod and the client it saw"
 # (a web pod on another node than the client: the connection crosses the VXLAN overlay)

@@ -3,7 +3,6 @@ They parse options and print; the work is netsim.cli.verbs, on the API server's 
 
 from __future__ import annotations
 
-import calendar
 import json
 import logging
 import time
@@ -20,7 +19,6 @@ from netsim.cli import verbs
 from netsim.cli.common import (
     ClusterOpt,
     Output,
-    age,
     err,
     open_cluster_store,
     print_table,
@@ -121,13 +119,6 @@ def delete(
 
 # -- get ---------------------------------------------------------------------------------------
 
-def _age(obj: dict) -> str:
-    ts = obj["metadata"].get("creationTimestamp")
-    if not ts:
-        return "<unknown>"
-    return age(calendar.timegm(time.strptime(ts, "%Y-%m-%dT%H:%M:%SZ")))
-
-
 def _ports(svc: dict) -> str:
     out = []
     for p in svc["spec"].get("ports", []):
@@ -159,80 +150,28 @@ def _endpoints_by_service(store, namespace: str | None) -> dict[tuple[str, str],
     return {k: ",".join(v[:3]) + (f" + {len(v) - 3} more..." if len(v) > 3 else "") for k, v in out.items()}
 
 
-def _row(kind: str, o: dict, wide: bool, endpoints: dict | None = None) -> tuple[str, ...]:
-    st, spec, name = o.get("status", {}), o.get("spec", {}), o["metadata"]["name"]
-    if kind == "Pod":
-        n = len(spec.get("containers", []))
-        ready = n if controllers.pod_ready(o) else 0
-        row = (name, f"{ready}/{n}", _pod_status(o), "0", _age(o))
-        return row + ((st.get("podIP", "<none>"), spec.get("nodeName") or "<none>") if wide else ())
-    if kind == "Service":
-        ext = ",".join([i.get("ip", "") for i in st.get("loadBalancer", {}).get("ingress", [])]
-                       + spec.get("externalIPs", []))
-        ext = ext or ("<pending>" if spec.get("type") == "LoadBalancer" else "<none>")
-        row = (name, spec.get("type", "ClusterIP"), spec.get("clusterIP", "<none>"), ext, _ports(o), _age(o))
-        sel = ",".join(f"{k}={v}" for k, v in (spec.get("selector") or {}).items()) or "<none>"
-        eps = (endpoints or {}).get((o["metadata"]["namespace"], name)) or "<none>"
-        return row + ((sel, eps) if wide else ())
-    if kind == "Deployment":
-        r = spec.get("replicas", 1)
-        return (name, f"{st.get('readyReplicas', 0)}/{r}", str(st.get("replicas", 0)),
-                str(st.get("readyReplicas", 0)), _age(o))
-    if kind == "ReplicaSet":
-        return (name, str(spec.get("replicas", 1)), str(st.get("replicas", 0)), str(st.get("readyReplicas", 0)),
-                _age(o))
-    if kind == "DaemonSet":
-        return (name, str(st.get("desiredNumberScheduled", 0)), str(st.get("currentNumberScheduled", 0)),
-                str(st.get("numberReady", 0)), _age(o))
-    if kind == "StatefulSet":
-        return (name, f"{st.get('readyReplicas', 0)}/{spec.get('replicas', 1)}", _age(o))
-    if kind == "Job":
-        return (name, f"{st.get('succeeded', 0)}/{spec.get('completions', 1)}", _age(o))
-    if kind == "EndpointSlice":
-        ports = ",".join(str(p["port"]) for p in o.get("ports", [])) or "<unset>"
-        eps = ",".join(a for e in o.get("endpoints", []) for a in e["addresses"]) or "<unset>"
-        return (name, o.get("addressType", "IPv4"), ports, eps, _age(o))
-    if kind == "Node":
-        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in st.get("conditions", []))
-        labels = o["metadata"].get("labels", {})
-        roles = ",".join(k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/")) or "<none>"
-        row = (name, "Ready" if ready else "NotReady", roles, _age(o), "netsim")
-        ip = next((a["address"] for a in st.get("addresses", []) if a["type"] == "InternalIP"), "<none>")
-        return row + ((ip, spec.get("podCIDR", "<none>"), o["metadata"].get("annotations", {})
-                       .get("netsim.io/netns", "")) if wide else ())
-    if kind == "Namespace":
-        return (name, st.get("phase", "Active"), _age(o))
-    if kind == "NetworkPolicy":
-        sel = spec.get("podSelector", {}).get("matchLabels") or {}
-        return (name, ",".join(f"{k}={v}" for k, v in sel.items()) or "<none>", _age(o))
-    if kind == "ConfigMap":
-        return (name, str(len(o.get("data", {}))), _age(o))
-    return (name, _age(o))
-
-
-HEADERS = {
-    "Pod": (("NAME", "READY", "STATUS", "RESTARTS", "AGE"), ("IP", "NODE")),
-    "Service": (("NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"), ("SELECTOR", "ENDPOINTS")),
-    "Deployment": (("NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"), ()),
-    "ReplicaSet": (("NAME", "DESIRED", "CURRENT", "READY", "AGE"), ()),
-    "DaemonSet": (("NAME", "DESIRED", "CURRENT", "READY", "AGE"), ()),
-    "StatefulSet": (("NAME", "READY", "AGE"), ()),
-    "Job": (("NAME", "COMPLETIONS", "AGE"), ()),
-    "EndpointSlice": (("NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"), ()),
-    "Node": (("NAME", "STATUS", "ROLES", "AGE", "VERSION"), ("INTERNAL-IP", "POD-CIDR", "NETNS")),
-    "Namespace": (("NAME", "STATUS", "AGE"), ()),
-    "NetworkPolicy": (("NAME", "POD-SELECTOR", "AGE"), ()),
-    "ConfigMap": (("NAME", "DATA", "AGE"), ()),
-}
-
-
-def _server_table(kind: str, objs: list[dict], wide: bool) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
-    """Header and rows of the API server's own Table for kinds netsim has no columns of its own
-    for (Secret, ServiceAccount, custom resources ...), as kubectl prints that Table."""
-    table = tables.table(kind, objs, time.time())
+def _server_table(k: k8s.Kind, objs: list[dict], wide: bool) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """Header and rows of the API server's own Table (the columns kubectl prints), -o wide
+    showing its priority-1 columns too."""
+    extra = None if k.printer_columns is None else {"additionalPrinterColumns": list(k.printer_columns)}
+    table = tables.table(k.kind, objs, time.time(), extra)
     show = [i for i, c in enumerate(table["columnDefinitions"]) if wide or c.get("priority", 0) == 0]
     header = tuple(table["columnDefinitions"][i]["name"].upper() for i in show)
     return header, [tuple(str(r["cells"][i]) for i in show) for r in table["rows"]]
+
+
+def _netsim_columns(kind: str, objs: list[dict], store, namespace: str | None) -> tuple[tuple[str, ...], list]:
+    """What netsim's -o wide adds to kubectl's columns: a node's pod CIDR and network
+    namespace, a Service's ready endpoints."""
+    if kind == "Node":
+        return ("POD-CIDR", "NETNS"), [((o.get("spec") or {}).get("podCIDR") or "<none>",
+                                        (o["metadata"].get("annotations") or {}).get("netsim.io/netns", ""))
+                                       for o in objs]
+    if kind == "Service":
+        eps = _endpoints_by_service(store, namespace)
+        return ("ENDPOINTS",), [(eps.get((o["metadata"]["namespace"], o["metadata"]["name"])) or "<none>",)
+                                for o in objs]
+    return (), [() for _ in objs]
 
 
 def get(
@@ -266,13 +205,10 @@ def get(
         return
     wide = output is Output.wide
     lead = ("NAMESPACE",) if k.namespaced and ns is None else ()
-    if k.kind in HEADERS and k.acted:
-        base, extra = HEADERS[k.kind]
-        header = base + (extra if wide else ())
-        endpoints = _endpoints_by_service(store, ns) if wide and k.kind == "Service" else None
-        body = [_row(k.kind, o, wide, endpoints) for o in objs]
-    else:
-        header, body = _server_table(k.kind, objs, wide)
+    header, body = _server_table(k, objs, wide)
+    if wide:
+        more, cells = _netsim_columns(k.kind, objs, store, ns)
+        header, body = header + more, [row + extra for row, extra in zip(body, cells, strict=True)]
     rows = [lead + header]
     for o, row in zip(objs, body, strict=True):
         rows.append(((o["metadata"]["namespace"],) if lead else ()) + row)

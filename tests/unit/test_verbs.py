@@ -160,3 +160,20 @@ def test_a_service_applied_again_is_unchanged(store, tmp_path):
     assert verbs.apply(store, verbs.read([path]), None) == [("service/default/web", "created")]
     assert verbs.apply(store, verbs.read([path]), None) == [("service/default/web", "unchanged")]
     assert "generation" not in store.get(k8s.key("Service", "default", "web"))["metadata"]  # as kube-apiserver 1.32
+
+
+def test_netsim_get_prints_the_api_servers_table_and_wide_adds_netsims_columns(store):
+    from netsim.cli import kubectl
+
+    meta = {"name": "w1", "annotations": {"netsim.io/netns": "nsim.c.w1"}, "creationTimestamp": registry.now()}
+    node = {"apiVersion": "v1", "kind": "Node", "metadata": meta,
+            "spec": {"podCIDR": "10.244.1.0/24"},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                       "addresses": [{"type": "InternalIP", "address": "192.168.56.3"}]}}
+    k = verbs.kind("no")
+    header, [row] = kubectl._server_table(k, [node], wide=False)
+    assert header == ("NAME", "STATUS", "ROLES", "AGE", "VERSION") and row[:3] == ("w1", "Ready", "<none>")
+    header, [row] = kubectl._server_table(k, [node], wide=True)
+    assert header[5:7] == ("INTERNAL-IP", "EXTERNAL-IP") and row[5] == "192.168.56.3"
+    assert kubectl._netsim_columns("Node", [node], store, None) == (("POD-CIDR", "NETNS"),
+                                                                     [("10.244.1.0/24", "nsim.c.w1")])
