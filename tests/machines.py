@@ -51,6 +51,7 @@ class Machine:
         self.state_dir = state_dir
         self.holder: subprocess.Popen | None = None
         self.pid = 0  # the holder's PID in the host's PID namespace
+        self.kubeconfig = state_dir.parent / f"{name}.kubeconfig"
 
     def start(self) -> None:
         self.holder = subprocess.Popen(
@@ -68,7 +69,9 @@ class Machine:
         """``argv`` inside the machine (``netsim`` means this checkout's), as root, from the repository."""
         if argv and argv[0] == "netsim":
             argv = [sys.executable, "-m", "netsim", *argv[1:]]
-        environ = {**os.environ, "NETSIM_STATE_DIR": str(self.state_dir), **(env or {})}
+        # Its own kubeconfig too, as a VM's root has its own ~/.kube/config.
+        environ = {**os.environ, "NETSIM_STATE_DIR": str(self.state_dir), "KUBECONFIG": str(self.kubeconfig),
+                   **(env or {})}
         cmd = ["nsenter", f"--target={self.pid}", "--mount", "--pid", "--net", f"--wd={REPO}", "--", *argv]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=check, env=environ)
 

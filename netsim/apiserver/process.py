@@ -1,6 +1,7 @@
 """The API server as a process of its cluster: `netsim apiserver --cluster NAME --store URL`,
-started by `up` (and by `join` on the machine that runs the controllers), found by its command
-line and stopped by `down`, like the agents (netsim.fabric.daemon).
+started by `up` (and by `join` on the control-plane node's machine), found by its command line
+(also by `down --all` when the cluster's state is gone) and stopped by `down`, like the agents
+(netsim.fabric.daemon).
 
 It listens on 127.0.0.1 on a free port, and on the control-plane node's address :6443 inside
 the node's network namespace (where the kubernetes Service sends pods), and writes where it
@@ -129,8 +130,8 @@ def _cluster_arg(args: list[str]) -> str | None:
     return None
 
 
-def pids(cluster: str | None) -> list[int]:
-    """The API server processes of ``cluster`` (of every cluster with None), by command line."""
+def _processes() -> list[tuple[int, list[str]]]:
+    """(pid, argv) of every `netsim apiserver` process."""
     out = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
@@ -139,15 +140,24 @@ def pids(cluster: str | None) -> list[int]:
             args = [a.decode(errors="replace") for a in Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")]
         except OSError:
             continue
-        if "apiserver" in args and "netsim" in " ".join(args[:3]) and (cluster is None or
-                                                                      _cluster_arg(args) == cluster):
-            out.append(int(entry))
+        if "apiserver" in args and "netsim" in " ".join(args[:3]):
+            out.append((int(entry), args))
     return out
 
 
-def start(cluster: str, store_url: str, node_netns: str | None, node_ip: str | None, timeout: float = 15.0) -> dict:
-    """Start the cluster's server (after stopping one that runs) and wait until it listens;
-    RuntimeError with its log's end if it does not."""
+def pids(cluster: str | None) -> list[int]:
+    """The API server processes of ``cluster`` (of every cluster with None), by command line."""
+    return [pid for pid, args in _processes() if cluster is None or _cluster_arg(args) == cluster]
+
+
+def clusters() -> list[str]:
+    """The clusters whose API server runs here."""
+    return sorted({c for _, args in _processes() if (c := _cluster_arg(args))})
+
+
+def launch(cluster: str, store_url: str, node_netns: str | None, node_ip: str | None) -> subprocess.Popen:
+    """Start the cluster's server (after stopping one that runs) without waiting for it: its
+    imports and certificate loading overlap the rest of the bring-up (see wait_listening)."""
     stop(cluster)
     with contextlib.suppress(FileNotFoundError):
         info_path(cluster).unlink()
@@ -157,10 +167,15 @@ def start(cluster: str, store_url: str, node_netns: str | None, node_ip: str | N
     if node_netns and node_ip:
         cmd += ["--node-netns", node_netns, "--node-address", node_ip]
     try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, start_new_session=True,
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, start_new_session=True,
                                 close_fds=True)
     finally:
         os.close(fd)
+
+
+def wait_listening(cluster: str, proc: subprocess.Popen, timeout: float) -> dict:
+    """The launched server's info once it listens; RuntimeError with its log's end (and the
+    server killed) if it exits or does not listen within timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         info = read_info(cluster)
@@ -172,8 +187,14 @@ def start(cluster: str, store_url: str, node_netns: str | None, node_ip: str | N
     with contextlib.suppress(ProcessLookupError):
         proc.kill()
     proc.wait()
+    log_path = state.cluster_dir(cluster) / LOG_FILE
     tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-5:]) if log_path.exists() else ""
     raise RuntimeError(f"the API server did not start within {timeout:g}s; {log_path} ends with:\n{tail}")
+
+
+def start(cluster: str, store_url: str, node_netns: str | None, node_ip: str | None, timeout: float = 60.0) -> dict:
+    """launch, then wait_listening."""
+    return wait_listening(cluster, launch(cluster, store_url, node_netns, node_ip), timeout)
 
 
 def stop(cluster: str, grace: float = 5.0) -> list[int]:

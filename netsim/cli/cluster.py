@@ -64,6 +64,17 @@ def _load_for_creation(scenario: Path, name: str | None):
     return scn, objects
 
 
+def _check_kubeconfig() -> None:
+    """`up` merges the cluster's entries into the user's kubeconfig at its end: a file it could
+    not merge into is refused now, before anything is built."""
+    from netsim.apiserver import kubeconfig
+
+    try:
+        kubeconfig.check()
+    except kubeconfig.KubeconfigError as exc:
+        raise err(f"error: {exc}\nnothing was created.", 2) from None
+
+
 def up(
     scenario: Annotated[Path, typer.Argument(help="Scenario file.")] = DEFAULT_SCENARIO,
     name: Annotated[str | None, typer.Option("--name", "-n", help="Cluster name (overrides the file's).")] = None,
@@ -79,6 +90,7 @@ def up(
         raise err(f"error: --store {store!r}: use etcd://HOST:PORT[/PREFIX], or leave it out for SQLite"
                   "\nnothing was created.", 2)
     require_root("up")
+    _check_kubeconfig()
     existing = fabric.load_cluster(name or scn.name)
     if existing is not None:
         whole_cluster_here(existing, "up")
@@ -143,6 +155,8 @@ def join(
         raise err(f"error: {scenario}: nodes: no node {node!r} (the scenario has "
                   f"{', '.join(n.name for n in scn.nodes)}); pass one of them with --node\nnothing was created.", 2)
     require_root("join")
+    if wanted.role == "control-plane":
+        _check_kubeconfig()
     existing = fabric.load_cluster(cluster_name)
     if existing is not None and (existing.joined.node if existing.joined else None) != node:
         what = f"runs node {existing.joined.node}" if existing.joined else "has it up with `netsim up`"
@@ -185,14 +199,20 @@ def down(
 ) -> None:
     """Remove a cluster: its namespaces, links, rules, processes and state."""
     require_root("down")
-    targets = state.known_clusters() if all_ else [name or resolve_cluster(cluster)]
+    targets = _every_cluster() if all_ else [name or resolve_cluster(cluster)]
     if not targets:
         typer.echo("no netsim clusters on this host", err=True)
+    from netsim.apiserver import process
+    from netsim.fabric import daemon
+
     for target in targets:
+        running = process.pids(target) + daemon.agent_pids(target)
         with state.state_lock():
             removed = fabric.teardown(target)
         if removed:
             typer.echo(f"Deleted cluster {target!r} ({len(removed)} namespaces).", err=True)
+        elif running:
+            typer.echo(f"Stopped cluster {target!r}'s {len(running)} processes (its namespaces were gone).", err=True)
         else:
             typer.echo(f"cluster {target!r} was not up; nothing to delete", err=True)
     if all_:
@@ -201,6 +221,15 @@ def down(
         # The plugin servers that netsim's CNI launchers start on demand when no cluster is up.
         for pid in standalone.stop_all():
             typer.echo(f"Stopped the standalone CNI plugin server (pid {pid}).", err=True)
+
+
+def _every_cluster() -> list[str]:
+    """Clusters with state or namespaces here, and those whose agent or API server still runs
+    (a state directory removed by hand leaves them behind)."""
+    from netsim.apiserver import process
+    from netsim.fabric import daemon
+
+    return sorted(set(state.known_clusters()) | set(process.clusters()) | set(daemon.agent_clusters()))
 
 
 def status() -> None:

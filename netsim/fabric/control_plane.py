@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import subprocess
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from netsim import fabric
 from netsim.api import informer, registry
@@ -14,6 +16,9 @@ from netsim.fabric import daemon, lifecycle
 from netsim.model import k8s, names
 from netsim.model.scenario import Scenario
 from netsim.node import dns, flanneld
+
+if TYPE_CHECKING:  # the API server's modules load only when a cluster starts one
+    from netsim.apiserver.pki import Paths
 
 
 def start(cluster: fabric.Cluster, scenario: Scenario | None, objects: list[dict], timeout: float,
@@ -41,8 +46,9 @@ def start(cluster: fabric.Cluster, scenario: Scenario | None, objects: list[dict
                 with contextlib.suppress(NotFound):
                     store.delete(informer.COMPONENTS + c["metadata"]["name"])
             daemon.start_agent(cluster.name, cluster.store_url)
+        launched = launch_apiserver(cluster, store, config)
         _wait_nodes(store, wanted, timeout)
-        start_apiserver(cluster, store, config)
+        finish_apiserver(cluster, launched, timeout)
         progress(f"control plane: store {_describe(cluster.store_url)}, agent and controllers running, "
                  f"{len(wanted)} nodes registered")
         _apply_and_settle(store, config, objects, components, timeout, "the cluster", progress)
@@ -54,15 +60,22 @@ def start(cluster: fabric.Cluster, scenario: Scenario | None, objects: list[dict
         store.close()
 
 
-def start_apiserver(cluster: fabric.Cluster, store: Store, config: registry.ClusterConfig) -> None:
-    """The API server on the control-plane node (its certificates first), the default/kubernetes
-    Service and EndpointSlice in front of it, and the user's kubeconfig entries."""
-    from netsim.apiserver import kubeconfig, pki, process
+def launch_apiserver(cluster: fabric.Cluster, store: Store,
+                     config: registry.ClusterConfig) -> tuple[subprocess.Popen, Paths]:
+    """The API server on the control-plane node (its certificates first) and the
+    default/kubernetes Service and EndpointSlice in front of it; finish_apiserver waits for it.
+    On a joined machine, the machine's node is the control-plane node (the Service's endpoint
+    is its address, and only that machine can listen there)."""
+    from netsim.apiserver import pki, process
 
     cp = next((m for m in cluster.nodes() if m.role == "control-plane"), cluster.nodes()[0])
     service_ip = str(ipaddress.IPv4Network(config.service_subnet).network_address + 1)
-    p = pki.ensure(pki.paths(cluster.name), pki.server_sans([cp.ip], service_ip, config.cluster_domain))
-    info = process.start(cluster.name, cluster.store_url, cp.netns, cp.ip)
+    where = pki.paths(cluster.name)
+    try:
+        p = pki.ensure(where, pki.server_sans([cp.ip], service_ip, config.cluster_domain))
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(f"the API server's certificates: cannot make them in {where.dir} ({exc})") from None
+    proc = process.launch(cluster.name, cluster.store_url, cp.netns, cp.ip)
     registry.apply(store, [
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kubernetes", "namespace": "default",
                                                              "labels": {"component": "apiserver",
@@ -74,6 +87,15 @@ def start_apiserver(cluster: fabric.Cluster, store: Store, config: registry.Clus
                       "labels": {"kubernetes.io/service-name": "kubernetes"}},
          "endpoints": [{"addresses": [cp.ip], "conditions": {"ready": True, "serving": True, "terminating": False}}],
          "ports": [{"name": "https", "port": process.SECURE_PORT, "protocol": "TCP"}]}])
+    return proc, p
+
+
+def finish_apiserver(cluster: fabric.Cluster, launched: tuple[subprocess.Popen, Paths], timeout: float) -> None:
+    """Wait until the launched API server listens, then add the user's kubeconfig entries."""
+    from netsim.apiserver import kubeconfig, process
+
+    proc, p = launched
+    info = process.wait_listening(cluster.name, proc, timeout)
     kubeconfig.merge(cluster.name, kubeconfig.standalone(cluster.name, f"https://127.0.0.1:{info['port']}", p))
 
 
@@ -95,7 +117,8 @@ def join_node(cluster: fabric.Cluster, scenario: Scenario, objects: list[dict], 
               timeout: float, progress: Callable[[str], None] = lambda _m: None) -> None:
     """This machine's node joins the cluster in the shared store: the first machine to join
     writes the cluster's configuration, a later one must bring the same; then the agent for
-    the node (and the controllers, on the machine that runs them), the add-ons and manifests
+    the node (and the controllers, on the machine that runs them), the API server (on the
+    control-plane node's machine, as kubeadm runs it there), the add-ons and manifests
     (applying them again changes nothing), and a wait for this machine's components."""
     store = open_store(cluster.store_url)
     try:
@@ -119,10 +142,14 @@ def join_node(cluster: fabric.Cluster, scenario: Scenario, objects: list[dict], 
                 with contextlib.suppress(NotFound):
                     store.delete(informer.COMPONENTS + name)
             daemon.start_agent(cluster.name, cluster.store_url, controllers, nodes=[node])
+        api = cluster.members[node].role == "control-plane"
+        launched = launch_apiserver(cluster, store, config) if api else None
         _wait_nodes(store, {node}, timeout)
+        if launched is not None:
+            finish_apiserver(cluster, launched, timeout)
         nodes = len(store.list(k8s.prefix("Node"))[0])
         progress(f"node {node} joined the cluster in {cluster.store_url} ({nodes} nodes registered"
-                 f"{', controllers running here' if controllers else ''})")
+                 f"{', controllers running here' if controllers else ''}{', API server here' if api else ''})")
         _apply_and_settle(store, config, objects, components, timeout, f"node {node}", progress)
         here = [p for p in store.list(k8s.prefix("Pod"))[0] if p["spec"].get("nodeName") == node]
         running = sum(p.get("status", {}).get("phase") == "Running" for p in here)

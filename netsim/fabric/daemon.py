@@ -38,6 +38,12 @@ def agent_pids(cluster: str | None) -> list[int]:
             and (cluster is None or _cluster_arg(args) == cluster)]
 
 
+def agent_clusters() -> list[str]:
+    """The clusters whose agent runs here."""
+    return sorted({c for _, args in _processes() if "agent" in args and "netsim" in " ".join(args[:3])
+                   and (c := _cluster_arg(args))})
+
+
 def plugin_server_pids() -> list[int]:
     """CNI plugin server processes (an agent's pool workers end with their agent)."""
     return [pid for pid, args in _processes() if "netsim.cni.server" in args]

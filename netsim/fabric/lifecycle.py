@@ -36,10 +36,23 @@ def remove_node(store: Store, node: str, addresses: Iterable[str] = ()) -> None:
         store.delete(key)
     for ip in sorted(ips):
         flanneld.release(store, ip)
+    _drop_apiserver_endpoint(store, ips)
     for pod in store.list(k8s.prefix("Pod"))[0]:
         if pod["spec"].get("nodeName") == node:
             with contextlib.suppress(NotFound):
                 store.delete(k8s.key_of(pod))
+
+
+def _drop_apiserver_endpoint(store: Store, ips: set[str]) -> None:
+    """A node's API server is gone with it: its address out of the default/kubernetes
+    EndpointSlice (as kube-apiserver takes itself out when it stops), so pods are refused at
+    once rather than sent to an address nobody answers."""
+    key = k8s.key("EndpointSlice", "default", "kubernetes")
+    with contextlib.suppress(NotFound):
+        eps = store.get(key)
+        kept = [e for e in eps.get("endpoints") or [] if not set(e.get("addresses", [])) & ips]
+        if kept != (eps.get("endpoints") or []):
+            store.update(key, {**eps, "endpoints": kept})
 
 
 def leave(store_url: str, node: str, node_ip: str, controllers: bool) -> bool:
@@ -75,8 +88,10 @@ def teardown(cluster: str) -> list[str]:
     from netsim.apiserver import kubeconfig, process
 
     process.stop(cluster)
-    with contextlib.suppress(OSError, ValueError):
+    try:
         kubeconfig.remove(cluster)
+    except (OSError, ValueError) as exc:
+        log.warning("the kubeconfig entries netsim-%s stay: %s", cluster, exc)
     st = state.read_state(cluster)
     if st is not None and st.join:
         _leave(cluster, st, st.join)

@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import yaml
 
 from netsim import kernel
 from netsim.api.store.etcd_server import find_etcd, temporary_etcd
@@ -143,6 +144,16 @@ def test_three_machines_join_talk_and_leave(machines):
         assert f"nsim.multi.{node}" in namespaces
         assert not any(f"nsim.multi.{other}" in namespaces for other in NODES.values() if other != node)
 
+    # The control-plane machine runs the API server: on its loopback for its kubeconfig, and on
+    # its node's address :6443 behind the kubernetes Service, which the client pod reaches by
+    # name (cluster DNS, kube-proxy, and VXLAN when it runs on another machine) with the CA.
+    api = json.loads((vms["vm1"].state_dir / "multi" / "apiserver.json").read_text())
+    assert api["nodeAddress"] == LAN["vm1"]
+    config = yaml.safe_load(vms["vm1"].kubeconfig.read_text())
+    assert config["current-context"] == "netsim-multi"
+    assert config["clusters"][0]["cluster"]["server"] == f"https://127.0.0.1:{api['port']}"
+    assert not vms["vm2"].kubeconfig.exists() and not (vms["vm2"].state_dir / "multi" / "apiserver.json").exists()
+
     # Joining again is idempotent (and how a killed agent is restarted): same NIC, same lease.
     r = vms["vm2"].run(["netsim", "join", "--store", store, "--node", "netsim-2", "--uplink", "eth1", SCENARIO])
     assert r.returncode == 0, r.stderr
@@ -176,6 +187,13 @@ def test_three_machines_join_talk_and_leave(machines):
         assert result["clientIP"] == client["status"]["podIP"]  # pod to pod keeps the pod's address
         assert (LAN[client_vm], LAN[other_vm], 1) in frames
 
+    pki = vms["vm1"].state_dir / "multi" / "pki"
+    r = vms[client_vm].run(["netsim", "exec", "pod/default/client", "--", "curl", "-sS", "--max-time", "10",
+                            "--cacert", str(pki / "ca.crt"), "--cert", str(pki / "admin.crt"), "--key",
+                            str(pki / "admin.key"), "https://kubernetes.default.svc/api/v1/nodes"])
+    assert r.returncode == 0, r.stderr
+    assert sorted(n["metadata"]["name"] for n in json.loads(r.stdout)["items"]) == sorted(NODES.values())
+
     # To the Service by its DNS name (through the cluster DNS): endpoints on every machine
     # answer; and to a NodePort on another machine's node address.
     seen = set()
@@ -208,7 +226,8 @@ def test_three_machines_join_talk_and_leave(machines):
 
     # Leaving: each `down` takes its node out of the store and gives the NIC back as it was.
     for i, vm in enumerate(reversed(list(NODES))):
-        r = vms[vm].run(["netsim", "down", "multi"])
+        # The control-plane machine, last, with --all: its API server goes with its node.
+        r = vms[vm].run(["netsim", "down", "--all" if vm == "vm1" else "multi"])
         assert r.returncode == 0, r.stderr
         after = _nic(vms[vm], None, "eth1")
         assert after is not None and after["address"] == before[vm]["address"]
@@ -216,7 +235,8 @@ def test_three_machines_join_talk_and_leave(machines):
         assert after["mtu"] == before[vm]["mtu"]
         assert vms[vm].run(["ip", "netns", "list"], check=True).stdout.strip() == ""
         assert "netsim" not in vms[vm].run(["ps", "-eo", "args"], check=True).stdout.replace("ps -eo", "")
-        assert not (vms[vm].state_dir / "multi").exists()
+        assert not (vms[vm].state_dir / "multi").exists()  # its certificates with it
+        assert not vms[vm].kubeconfig.exists()  # netsim made it; nothing else was in it
         nodes = _etcd_get(ms, store, "/netsim/multi/registry/nodes/")
         assert len(nodes) == 2 - i
     # The last machine out removed the cluster's keys.

@@ -213,3 +213,23 @@ def test_a_scheduled_pod_and_a_namespace_are_deleted_gracefully(store):
         registry.apply(store, [pod("late", ns="kube-public")])
     with pytest.raises(registry.ApiError, match='pods "ghost" not found'):
         registry.delete(store, "Pod", "default", "ghost")
+
+
+def test_a_removed_node_takes_its_api_server_out_of_the_kubernetes_endpoints(store):
+    """`down` on the control-plane machine of a multi-machine cluster: its address leaves the
+    default/kubernetes EndpointSlice, as kube-apiserver takes itself out when it stops."""
+    from netsim.fabric import lifecycle
+
+    registry.apply(store, [
+        {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "cp"},
+         "status": {"addresses": [{"type": "InternalIP", "address": "192.168.60.11"}]}},
+        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+         "metadata": {"name": "kubernetes", "namespace": "default",
+                      "labels": {"kubernetes.io/service-name": "kubernetes"}},
+         "endpoints": [{"addresses": ["192.168.60.11"]}, {"addresses": ["192.168.60.12"]}],
+         "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}]}])
+    lifecycle.remove_node(store, "cp")
+    eps = store.get(k8s.key("EndpointSlice", "default", "kubernetes"))
+    assert eps["endpoints"] == [{"addresses": ["192.168.60.12"]}]
+    lifecycle.remove_node(store, "worker", ["10.0.0.9"])  # no endpoint of its own: nothing changes
+    assert store.get(k8s.key("EndpointSlice", "default", "kubernetes"))["endpoints"] == eps["endpoints"]
