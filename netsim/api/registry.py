@@ -9,6 +9,7 @@ namespaces by the controllers).  Allocations are store keys created atomically, 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 import ipaddress
@@ -16,6 +17,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from netsim.api import crds
+from netsim.api.patch import record_update
 from netsim.api.store import AlreadyExists, Conflict, NotFound, Store
 from netsim.model import k8s
 
@@ -63,6 +66,7 @@ class ApiError(Exception):
         if code is not None:
             self.code = code
         self.causes = causes or []
+        self.index: int | None = None  # of the object in what registry.apply was given
 
 
 class NotFoundError(ApiError):
@@ -129,7 +133,22 @@ def new_object(obj: dict) -> dict:
     meta.pop("resourceVersion", None)
     if obj["kind"] == "Namespace":
         obj.setdefault("status", {"phase": "Active"})
-    return namespace_label(obj)
+    return defaulted(namespace_label(obj))
+
+
+def defaulted(obj: dict) -> dict:
+    """What the API server writes into a document on every create and update, whoever sent it:
+    a Secret's stringData merged into data (base64) and its type Opaque unless given (upstream
+    core/v1 conversion and SetDefaults_Secret); a CRD Established at once."""
+    if obj.get("kind") == "Secret" and k8s.builtin(obj):
+        string_data = obj.pop("stringData", None) or {}
+        if string_data:
+            obj["data"] = {**(obj.get("data") or {}),
+                           **{k: base64.b64encode(str(v).encode()).decode() for k, v in string_data.items()}}
+        obj.setdefault("type", "Opaque")
+    if k8s.is_crd(obj):
+        crds.established(obj)
+    return obj
 
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
@@ -272,19 +291,27 @@ def release_service(store: Store, svc: dict) -> None:
 
 # -- apply -------------------------------------------------------------------------------------
 
-def _merge(old: dict, new: dict) -> dict:
-    """The object `apply` writes over an existing one: the user's desired fields, the
-    server's identity and status kept."""
-    out = copy.deepcopy(new)
-    meta, old_meta = out["metadata"], old["metadata"]
-    for k in ("uid", "creationTimestamp", "ownerReferences", "deletionTimestamp"):
-        if k in old_meta and k not in meta:
-            meta[k] = old_meta[k]
-    meta.pop("resourceVersion", None)
-    _bump_generation(meta, old_meta, out, old.get("spec") != new.get("spec"))
-    if "status" in old:
-        out["status"] = old["status"]
-    return out
+def updated(old: dict, obj: dict, applying: bool = False) -> dict:
+    """The object an update writes over ``old`` (PUT, and `apply` of an existing object): the
+    writer's fields, the server's identity (uid, creation, deletion) and, for the kinds netsim
+    acts on, the status kept; generation (on the kinds that keep one) counts changes outside
+    metadata and status.  Applying also keeps what the document does not say and others wrote:
+    owners and managed fields."""
+    new = defaulted(copy.deepcopy(obj))
+    meta, old_meta = new["metadata"], old["metadata"]
+    for f in ("uid", "creationTimestamp", "deletionTimestamp", "generation"):
+        if f in old_meta:
+            meta[f] = old_meta[f]
+    if applying:
+        meta.pop("resourceVersion", None)
+        for f in ("ownerReferences", "managedFields", "finalizers"):
+            if f in old_meta and f not in meta:
+                meta[f] = old_meta[f]
+    if "status" in old and (k8s.kind_of(old).acted or applying):
+        new["status"] = old["status"]
+    _bump_generation(meta, old_meta, new, {k: v for k, v in old.items() if k not in ("metadata", "status")} !=
+                     {k: v for k, v in new.items() if k not in ("metadata", "status")})
+    return namespace_label(new)
 
 
 POD_MUTABLE = {"activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds"}
@@ -303,43 +330,59 @@ def _check_pod_update(old: dict, new: dict) -> None:
     new["spec"] = new_spec
 
 
-def apply(store: Store, objects: list[dict], default_namespace: str = "default") -> list[tuple[str, str]]:
+def _planned(store: Store, obj: dict, default_namespace: str, namespaces: set[str],
+             plan: list[tuple[dict, dict | None]], config: ClusterConfig,
+             held: list[tuple[str, str, str]]) -> tuple[dict, dict | None]:
+    """One object of an apply, checked against the store and what comes before it, as it will
+    be written, with the object it replaces (None: a create)."""
+    obj = copy.deepcopy(obj)
+    kind = k8s.kind_of(obj)
+    meta = obj["metadata"]
+    if kind.namespaced:
+        meta["namespace"] = meta.get("namespace") or default_namespace
+        if meta["namespace"] not in namespaces:
+            raise NotFoundError(f'{k8s.ref(obj)}: namespaces "{meta["namespace"]}" not found; '
+                                "fix: create it first (apply a Namespace, or put `kind: Namespace` "
+                                "earlier in the same file)")
+    elif obj["kind"] == "Namespace":
+        namespaces.add(meta["name"])
+    if not meta.get("name"):
+        obj = new_object(obj)
+    if any(k8s.key_of(p) == k8s.key_of(obj) for p, _ in plan):
+        raise ApiError(f"{k8s.ref(obj)} is in what was applied more than once; keep one of them")
+    try:
+        old = store.get(k8s.key_of(obj))
+    except NotFound:
+        old = None
+    if old and old["metadata"].get("deletionTimestamp"):
+        raise ApiError(f"{k8s.ref(obj)} is being deleted; wait for it to go, then apply again")
+    if obj["kind"] == "Pod" and old:
+        _check_pod_update(old, obj)
+    if obj["kind"] == "Service" and k8s.builtin(obj):
+        _admit_service(store, obj, old, config, held)  # before updated(): generation sees its defaults
+    if old is not None:
+        obj = updated(old, obj, applying=True)
+    return obj, old
+
+
+def apply(store: Store, objects: list[dict], default_namespace: str = "default",
+          manager: str | None = None) -> list[tuple[str, str]]:
     """Create or update every object, checked first as a whole: an object in a namespace
     that neither exists nor comes earlier in the list, or a Service asking for a taken
-    address, fails the lot before anything is written."""
+    address, fails the lot before anything is written.  The objects are written as create
+    and replace write them (new_object, updated); ``manager`` owns the fields they set."""
     config = read_config(store)
     namespaces = {o["metadata"]["name"] for o in store.list(k8s.prefix("Namespace"))[0]
                   if not o["metadata"].get("deletionTimestamp")}
     plan: list[tuple[dict, dict | None]] = []
     held: list[tuple[str, str, str]] = []
     try:
-        for obj in objects:
-            obj = copy.deepcopy(obj)
-            kind = k8s.kind_of(obj)
-            meta = obj["metadata"]
-            if kind.namespaced:
-                meta["namespace"] = meta.get("namespace") or default_namespace
-                if meta["namespace"] not in namespaces:
-                    raise NotFoundError(f'{k8s.ref(obj)}: namespaces "{meta["namespace"]}" not found; '
-                                   f"fix: create it first (netsim apply a Namespace, or "
-                                   f"kubectl-style `kind: Namespace` earlier in the same file)")
-            elif obj["kind"] == "Namespace":
-                namespaces.add(meta["name"])
-            if not meta.get("name"):
-                obj = new_object(obj)
-            if any(k8s.key_of(p) == k8s.key_of(obj) for p, _ in plan):
-                raise ApiError(f"{k8s.ref(obj)} is in what was applied more than once; keep one of them")
+        for index, obj in enumerate(objects):
             try:
-                old = store.get(k8s.key_of(obj))
-            except NotFound:
-                old = None
-            if old and old["metadata"].get("deletionTimestamp"):
-                raise ApiError(f"{k8s.ref(obj)} is being deleted; wait for it to go, then apply again")
-            if obj["kind"] == "Service":
-                _admit_service(store, obj, old, config, held)
-            if obj["kind"] == "Pod" and old:
-                _check_pod_update(old, obj)
-            plan.append((obj, old))
+                plan.append(_planned(store, obj, default_namespace, namespaces, plan, config, held))
+            except ApiError as exc:
+                exc.index = index  # which object: the caller knows its file and document
+                raise
     except BaseException:
         for what, value, owner in held:
             release(store, what, value, owner)
@@ -347,16 +390,21 @@ def apply(store: Store, objects: list[dict], default_namespace: str = "default")
     results = []
     for obj, old in plan:
         if old is None:
-            store.create(k8s.key_of(obj), new_object(obj))
+            new = new_object(obj)
+            stored = store.create(k8s.key_of(obj), record_update(None, new, manager, "Update", now())
+                                  if manager else new)
+            crds.after_write(stored)
             results.append((k8s.ref(obj), "created"))
             continue
-        merged = namespace_label(_merge(old, obj))
-        if _same(old, merged):
+        if _same(old, obj):
             results.append((k8s.ref(obj), "unchanged"))
             continue
-        store.update(k8s.key_of(obj), merged, int(old["metadata"]["resourceVersion"]))
+        if manager:
+            obj = record_update(old, obj, manager, "Update", now())
+        stored = store.update(k8s.key_of(obj), obj, int(old["metadata"]["resourceVersion"]))
+        crds.after_write(stored)
         if obj["kind"] == "Service":
-            _release_dropped(store, old, merged)
+            _release_dropped(store, old, stored)
         results.append((k8s.ref(obj), "configured"))
     return results
 
@@ -377,6 +425,7 @@ def _release_dropped(store: Store, old: dict, new: dict) -> None:
 def _same(old: dict, merged: dict) -> bool:
     a, b = copy.deepcopy(old), copy.deepcopy(merged)
     a["metadata"].pop("resourceVersion", None)
+    b["metadata"].pop("resourceVersion", None)
     return a == b
 
 
@@ -451,13 +500,15 @@ def create(store: Store, obj: dict, dry_run: bool = False) -> dict:
             for what, value, owner in held:
                 release(store, what, value, owner)
             return obj
-        return store.create(k, obj)
+        stored = store.create(k, obj)
     except AlreadyExists:
         raise AlreadyExistsError(f'{k8s.kind_of(obj).plural} "{obj["metadata"]["name"]}" already exists') from None
     except BaseException:
         for what, value, owner in held:
             release(store, what, value, owner)
         raise
+    crds.after_write(stored)
+    return stored
 
 
 def store_has(store: Store, key: str) -> bool:
@@ -485,17 +536,7 @@ def replace(store: Store, obj: dict, subresource: str | None = None, dry_run: bo
         new = copy.deepcopy(old)
         new["status"] = copy.deepcopy(obj.get("status") or {})
     else:
-        new = copy.deepcopy(obj)
-        meta, old_meta = new["metadata"], old["metadata"]
-        for f in ("uid", "creationTimestamp", "deletionTimestamp", "generation"):
-            if f in old_meta:
-                meta[f] = old_meta[f]
-        if "status" in old and k8s_kind.acted:
-            new["status"] = old["status"]
-        _bump_generation(meta, old_meta, new, old.get("spec") != new.get("spec") or
-                         {k_: v for k_, v in old.items() if k_ not in ("metadata", "status")} !=
-                         {k_: v for k_, v in new.items() if k_ not in ("metadata", "status")})
-        namespace_label(new)
+        new = updated(old, obj)
     held: list[tuple[str, str, str]] = []
     try:
         if new["kind"] == "Service" and k8s.builtin(new) and subresource is None:
@@ -518,6 +559,7 @@ def replace(store: Store, obj: dict, subresource: str | None = None, dry_run: bo
         raise
     if new["kind"] == "Service":
         _release_dropped(store, old, stored)
+    crds.after_write(stored)
     return stored
 
 
@@ -570,6 +612,8 @@ def delete(store: Store, kind: str | k8s.Kind, namespace: str | None, name: str,
                 rv = int(store.delete(k, rv)["metadata"]["resourceVersion"])
                 if kind == "Service":
                     release_service(store, obj)
+                if k8s.is_crd(obj):
+                    _delete_custom_resources(store, obj)
             return k8s.ref(obj), rv
         except Conflict:
             continue
@@ -578,24 +622,12 @@ def delete(store: Store, kind: str | k8s.Kind, namespace: str | None, name: str,
     raise ConflictError(f"{kind} {name}: kept changing while being deleted; try again")
 
 
-def set_metadata(store: Store, kind: str, namespace: str | None, name: str, field: str,
-                 changes: dict[str, str | None], overwrite: bool = False) -> dict:
-    """Labels or annotations: set (value) or remove (None), retried over concurrent writers."""
-    k = k8s.key(kind, namespace, name)
-    for _ in range(10):
-        obj = _get(store, kind, namespace, name)
-        current = dict(obj["metadata"].get(field) or {})
-        for key_, value in changes.items():
-            if value is None:
-                current.pop(key_, None)
-            elif key_ in current and current[key_] != value and not overwrite:
-                raise ApiError(f"{field[:-1]} {key_!r} already has a value ({current[key_]}), and "
-                               "--overwrite is false")
-            else:
-                current[key_] = value
-        obj["metadata"][field] = current
-        try:
-            return store.update(k, namespace_label(obj), int(obj["metadata"]["resourceVersion"]))
-        except Conflict:
-            continue
-    raise ApiError(f"{kind} {name} kept changing; try again")
+def _delete_custom_resources(store: Store, crd: dict) -> None:
+    """A CRD that goes takes its custom resources with it (upstream's customresourcecleanup
+    finalizer), then its kinds are forgotten."""
+    for k in k8s.crd_kinds(crd)[:1]:  # every version is stored under the one <group>/<plural>
+        for o in store.list(k8s.prefix(k))[0]:
+            with contextlib.suppress(NotFound, Conflict):
+                store.delete(k8s.key(k, o["metadata"].get("namespace"), o["metadata"]["name"]),
+                             int(o["metadata"]["resourceVersion"]))
+    crds.after_write(crd, deleted=True)

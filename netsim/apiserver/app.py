@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from netsim.api import registry
+from netsim.api import crds, registry
 from netsim.api.store import Event, Store
 from netsim.apiserver import discovery, openapi, openapi_pb, resources, streams, tables
 from netsim.apiserver.status import StatusError, bad_request, status
@@ -96,7 +96,7 @@ def _wants_aggregated(request: web.Request) -> bool:
 
 def to_table(request: web.Request, kind: k8s.Kind, objects: list[dict], list_meta: dict | None = None) -> dict:
     now = time.time()
-    # A custom resource's columns come with its kind, registered from its CRD (resources.crd_kinds).
+    # A custom resource's columns come with its kind, registered from its CRD (k8s.crd_kinds).
     extra = None if kind.printer_columns is None else {"additionalPrinterColumns": list(kind.printer_columns)}
     t = tables.table(kind.kind, objects, now, extra)
     if request.query.get("includeObject") == "Object":
@@ -301,7 +301,7 @@ async def not_found(_request: web.Request) -> web.Response:
 def _on_event(ev: Event) -> None:
     """CRDs written by anyone (kubectl, netsim apply) register their resources here."""
     if k8s.kind_of_key(ev.key) == "CustomResourceDefinition":
-        resources.after_write(ev.object, deleted=ev.type == "DELETED")
+        crds.after_write(ev.object, deleted=ev.type == "DELETED")
 
 
 def make_app(store: Store, cluster: str, insecure: bool = False) -> web.Application:
@@ -313,7 +313,7 @@ def make_app(store: Store, cluster: str, insecure: bool = False) -> web.Applicat
 
     app[LOCAL_READS] = isinstance(store, SQLiteStore)
     app[INSECURE] = insecure
-    resources.load_crds(store)
+    crds.load_crds(store)
 
     async def startup(a: web.Application) -> None:
         a[BROADCASTER] = Broadcaster(store, asyncio.get_running_loop(), _on_event)

@@ -2,7 +2,8 @@
 get, list (selectors, limit/continue), create, update, patch, delete, deletecollection, and the
 status and scale subresources.  Writes go through netsim.api.registry, the same semantics as
 netsim's own verbs (defaults, allocation, graceful deletion); documents are checked by
-netsim.model.k8s.validate.  Custom resources are registered here from their CRDs.
+netsim.model.k8s.validate.  netsim's own verbs (netsim.cli.kubectl) call these same functions;
+CRDs register their custom resources in netsim.api.crds as registry writes them.
 May import: the standard library, PyYAML, netsim.model, netsim.api and netsim.apiserver."""
 
 from __future__ import annotations
@@ -242,8 +243,6 @@ def create(store: Store, t: Target, doc: object, query, manager: str | None = No
     obj = _checked(t, doc)
     if manager is not None:
         obj = patch_mod.record_update(None, obj, manager, "Update", registry.now())
-    if obj["kind"] == "CustomResourceDefinition" and k8s.builtin(obj):
-        _established(obj)
     try:
         created = registry.create(store, obj, dry_run=dry_run(query))
     except registry.AlreadyExistsError:
@@ -251,7 +250,6 @@ def create(store: Store, t: Target, doc: object, query, manager: str | None = No
         raise already_exists(t.kind, obj["metadata"]["name"]) from None
     except registry.ApiError as exc:
         raise _status_of(exc, t, obj["metadata"].get("name", "")) from None
-    after_write(created)
     return created
 
 
@@ -269,7 +267,6 @@ def replace(store: Store, t: Target, doc: object, query, manager: str | None = N
         stored = registry.replace(store, obj, subresource=t.subresource, dry_run=dry_run(query))
     except registry.ApiError as exc:
         raise _status_of(exc, t, t.name or "") from None
-    after_write(stored)
     return stored
 
 
@@ -391,8 +388,6 @@ def delete(store: Store, t: Target, options: dict, query) -> tuple[dict, bool]:
                                            options.get("preconditions"), run_dry)
     except registry.ApiError as exc:
         raise _status_of(exc, t, t.name or "") from None
-    if gone:
-        after_write(obj, deleted=True)
     return _as_version(obj, t.kind), gone
 
 
@@ -406,55 +401,3 @@ def delete_collection(store: Store, t: Target, options: dict, query) -> dict:
             if exc.code != 404:
                 raise
     return listed
-
-
-# -- custom resources -------------------------------------------------------------------------
-
-def crd_kinds(crd: dict) -> list[k8s.Kind]:
-    """The kinds a CustomResourceDefinition serves, one per served version, all stored under
-    /registry/<group>/<plural>/, each with that version's additionalPrinterColumns."""
-    spec = crd.get("spec") or {}
-    names = spec.get("names") or {}
-    group, plural, kind = spec.get("group"), names.get("plural"), names.get("kind")
-    if not (group and plural and kind):
-        return []
-    aliases = tuple(names.get("shortNames") or ()) + ((names["singular"],) if names.get("singular") else ())
-    return [k8s.Kind(kind, f"{group}/{v['name']}", plural, spec.get("scope", "Namespaced") == "Namespaced",
-                     aliases, storage=f"{group}/{plural}", categories=tuple(names.get("categories") or ()),
-                     printer_columns=tuple(v.get("additionalPrinterColumns") or ()))
-            for v in spec.get("versions") or [] if v.get("served", True) and v.get("name")]
-
-
-def register_crds(crds: list[dict]) -> None:
-    """Make the custom resources of ``crds`` known (and forget those of CRDs that are gone)."""
-    wanted = {(k.api_version, k.kind): k for crd in crds for k in crd_kinds(crd)}
-    for (api_version, kind), k in list(k8s.ALL.items()):
-        if k.storage and "/" in k.storage and (api_version, kind) not in wanted and \
-                not k8s.builtin({"apiVersion": api_version, "kind": kind}):
-            k8s.unregister(api_version, kind)
-    for k in wanted.values():
-        k8s.register(k)
-
-
-def load_crds(store: Store) -> list[dict]:
-    crds = store.list(k8s.prefix("CustomResourceDefinition"))[0]
-    register_crds(crds)
-    return crds
-
-
-def after_write(obj: dict, deleted: bool = False) -> None:
-    """A CRD written or deleted registers or forgets its resources at once (the watch that
-    follows would too, a moment later)."""
-    if obj.get("kind") == "CustomResourceDefinition" and not deleted:
-        for k in crd_kinds(obj):
-            k8s.register(k)
-    elif obj.get("kind") == "CustomResourceDefinition":
-        for k in crd_kinds(obj):
-            k8s.unregister(k.api_version, k.kind)
-
-
-def _established(crd: dict) -> None:
-    """kubectl waits for a CRD's Established condition; here the resource is served at once."""
-    conds = crd.setdefault("status", {}).setdefault("conditions", [])
-    if not any(c.get("type") == "Established" for c in conds):
-        conds.append({"type": "Established", "status": "True", "reason": "InitialNamesAccepted"})

@@ -124,9 +124,9 @@ def up(
         typer.echo(f" · {note}", err=True)
     typer.echo(f"Cluster {cluster.name!r} is up in {time.perf_counter() - start:.2f}s.", err=True)
     from netsim.cli.kubectl import get
-    get("nodes", None, None, False, None, Output.table, cluster.name)
-    typer.echo(f"\nTry: netsim get pods -o wide    netsim exec node/{cluster.nodes()[0].name} -- ip addr",
-               err=True)
+    get("nodes", output=Output.table, cluster=cluster.name)
+    typer.echo(f"\nTry: kubectl get pods -o wide (context netsim-{cluster.name})    "
+               f"netsim exec node/{cluster.nodes()[0].name} -- ip addr", err=True)
 
 
 def join(

@@ -1,8 +1,8 @@
-"""The kubectl-shaped commands: apply, delete, get, describe, label, annotate, and the agent itself."""
+"""The kubectl-shaped commands: apply, delete, get, describe, label, annotate, and the agent itself.
+They parse options and print; the work is netsim.cli.verbs, on the API server's own functions."""
 
 from __future__ import annotations
 
-import calendar
 import json
 import logging
 import time
@@ -13,12 +13,12 @@ import typer
 import yaml
 
 from netsim import controllers
-from netsim.api import informer, registry
-from netsim.api.store import StoreError
+from netsim.api import informer
+from netsim.apiserver import tables
+from netsim.cli import verbs
 from netsim.cli.common import (
     ClusterOpt,
     Output,
-    age,
     err,
     open_cluster_store,
     print_table,
@@ -49,18 +49,13 @@ def apply(
     cluster: ClusterOpt = None,
 ) -> None:
     """Create or update objects from manifests (multi-document YAML, JSON, directories)."""
-    try:
-        batches = [b for f in filename for b in k8s.read_manifests(f)]
-    except k8s.ManifestError as exc:
-        raise err(f"error: {exc}\nnothing was applied.", 2) from None
     want_wait = _flag(wait, "--wait")
     require_root("apply")
     _, store = open_cluster_store(cluster)
-    objects = [o for _, objs in batches for o in objs]
     try:
-        results = registry.apply(store, objects, namespace or "default")
-    except registry.ApiError as exc:
-        raise err(f"error: {exc}\nnothing was applied.", 1) from None
+        results = verbs.apply(store, verbs.read(filename, store), namespace)
+    except verbs.VerbError as exc:
+        raise err(f"{exc.message}\nnothing was applied.", exc.code) from None
     for ref, action in results:
         typer.echo(f"{ref} {action}")
     if want_wait:
@@ -88,44 +83,33 @@ def delete(
     cluster: ClusterOpt = None,
 ) -> None:
     """Delete objects by kind and name, or those a manifest declares."""
-    targets: list[tuple[str, str | None, str]] = []
-    if filename:
-        try:
-            for f in filename:
-                for _, objs in k8s.read_manifests(f):
-                    for o in objs:
-                        ns = (o["metadata"].get("namespace") or namespace or "default") \
-                            if k8s.KINDS[o["kind"]].namespaced else None
-                        targets.append((o["kind"], ns, o["metadata"]["name"]))
-        except k8s.ManifestError as exc:
-            raise err(f"error: {exc}", 2) from None
-    elif kind and (names or all_):
-        k = k8s.kind_named(kind)
-        if k is None:
-            raise err(f"error: the server doesn't have a resource type {kind!r}", 2)
-        ns = (namespace or "default") if k.namespaced else None
-        if all_:
-            if names:
-                raise err("error: give names or --all, not both", 2)
-            _, store = open_cluster_store(cluster)
-            try:
-                names = [o["metadata"]["name"] for o in store.list(k8s.prefix(k.kind, ns))[0]]
-            finally:
-                store.close()
-        targets = [(k.kind, ns, n) for n in names]
-    else:
+    if not (filename or (kind and (names or all_))):
         raise err("error: give KIND NAME..., KIND --all or -f FILE", 2)
+    if names and all_:
+        raise err("error: give names or --all, not both", 2)
     want_wait = _flag(wait, "--wait")
     require_root("delete")
     _, store = open_cluster_store(cluster)
+    try:
+        if filename:
+            # Last document first: a custom resource before its CRD, the objects before their namespace.
+            targets = [verbs.target(k8s.kind_of(d.obj), d.obj["metadata"].get("namespace") or namespace,
+                                    d.obj["metadata"]["name"]) for d in reversed(verbs.read(filename, store))]
+        else:
+            k = verbs.kind(kind, store)
+            if all_:
+                names = [o["metadata"]["name"] for o in verbs.get(store, verbs.target(k, namespace))]
+            targets = [verbs.target(k, namespace, n) for n in names]
+    except verbs.VerbError as exc:
+        raise err(exc.message, exc.code) from None
     failed = False
     last = 0
-    for k, ns, name in targets:
+    for t in targets:
         try:
-            ref, last = registry.delete(store, k, ns, name, force)
+            ref, last = verbs.delete(store, t, force)
             typer.echo(f"{ref} deleted")
-        except registry.ApiError as exc:
-            typer.echo(f"Error from server (NotFound): {exc}", err=True)
+        except verbs.VerbError as exc:
+            typer.echo(exc.message, err=True)
             failed = True
     if want_wait:
         wait_for_agents(store, timeout, last)
@@ -134,13 +118,6 @@ def delete(
 
 
 # -- get ---------------------------------------------------------------------------------------
-
-def _age(obj: dict) -> str:
-    ts = obj["metadata"].get("creationTimestamp")
-    if not ts:
-        return "<unknown>"
-    return age(calendar.timegm(time.strptime(ts, "%Y-%m-%dT%H:%M:%SZ")))
-
 
 def _ports(svc: dict) -> str:
     out = []
@@ -173,78 +150,28 @@ def _endpoints_by_service(store, namespace: str | None) -> dict[tuple[str, str],
     return {k: ",".join(v[:3]) + (f" + {len(v) - 3} more..." if len(v) > 3 else "") for k, v in out.items()}
 
 
-def _row(kind: str, o: dict, wide: bool, endpoints: dict | None = None) -> tuple[str, ...]:
-    st, spec, name = o.get("status", {}), o.get("spec", {}), o["metadata"]["name"]
-    if kind == "Pod":
-        n = len(spec.get("containers", []))
-        ready = n if controllers.pod_ready(o) else 0
-        row = (name, f"{ready}/{n}", _pod_status(o), "0", _age(o))
-        return row + ((st.get("podIP", "<none>"), spec.get("nodeName") or "<none>") if wide else ())
-    if kind == "Service":
-        ext = ",".join([i.get("ip", "") for i in st.get("loadBalancer", {}).get("ingress", [])]
-                       + spec.get("externalIPs", []))
-        ext = ext or ("<pending>" if spec.get("type") == "LoadBalancer" else "<none>")
-        row = (name, spec.get("type", "ClusterIP"), spec.get("clusterIP", "<none>"), ext, _ports(o), _age(o))
-        sel = ",".join(f"{k}={v}" for k, v in (spec.get("selector") or {}).items()) or "<none>"
-        eps = (endpoints or {}).get((o["metadata"]["namespace"], name)) or "<none>"
-        return row + ((sel, eps) if wide else ())
-    if kind == "Deployment":
-        r = spec.get("replicas", 1)
-        return (name, f"{st.get('readyReplicas', 0)}/{r}", str(st.get("replicas", 0)),
-                str(st.get("readyReplicas", 0)), _age(o))
-    if kind == "ReplicaSet":
-        return (name, str(spec.get("replicas", 1)), str(st.get("replicas", 0)), str(st.get("readyReplicas", 0)),
-                _age(o))
-    if kind == "DaemonSet":
-        return (name, str(st.get("desiredNumberScheduled", 0)), str(st.get("currentNumberScheduled", 0)),
-                str(st.get("numberReady", 0)), _age(o))
-    if kind == "StatefulSet":
-        return (name, f"{st.get('readyReplicas', 0)}/{spec.get('replicas', 1)}", _age(o))
-    if kind == "Job":
-        return (name, f"{st.get('succeeded', 0)}/{spec.get('completions', 1)}", _age(o))
-    if kind == "EndpointSlice":
-        ports = ",".join(str(p["port"]) for p in o.get("ports", [])) or "<unset>"
-        eps = ",".join(a for e in o.get("endpoints", []) for a in e["addresses"]) or "<unset>"
-        return (name, o.get("addressType", "IPv4"), ports, eps, _age(o))
+def _server_table(k: k8s.Kind, objs: list[dict], wide: bool) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """Header and rows of the API server's own Table (the columns kubectl prints), -o wide
+    showing its priority-1 columns too."""
+    extra = None if k.printer_columns is None else {"additionalPrinterColumns": list(k.printer_columns)}
+    table = tables.table(k.kind, objs, time.time(), extra)
+    show = [i for i, c in enumerate(table["columnDefinitions"]) if wide or c.get("priority", 0) == 0]
+    header = tuple(table["columnDefinitions"][i]["name"].upper() for i in show)
+    return header, [tuple(str(r["cells"][i]) for i in show) for r in table["rows"]]
+
+
+def _netsim_columns(kind: str, objs: list[dict], store, namespace: str | None) -> tuple[tuple[str, ...], list]:
+    """What netsim's -o wide adds to kubectl's columns: a node's pod CIDR and network
+    namespace, a Service's ready endpoints."""
     if kind == "Node":
-        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in st.get("conditions", []))
-        labels = o["metadata"].get("labels", {})
-        roles = ",".join(k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/")) or "<none>"
-        row = (name, "Ready" if ready else "NotReady", roles, _age(o), "netsim")
-        ip = next((a["address"] for a in st.get("addresses", []) if a["type"] == "InternalIP"), "<none>")
-        return row + ((ip, spec.get("podCIDR", "<none>"), o["metadata"].get("annotations", {})
-                       .get("netsim.io/netns", "")) if wide else ())
-    if kind == "Namespace":
-        return (name, st.get("phase", "Active"), _age(o))
-    if kind == "NetworkPolicy":
-        sel = spec.get("podSelector", {}).get("matchLabels") or {}
-        return (name, ",".join(f"{k}={v}" for k, v in sel.items()) or "<none>", _age(o))
-    if kind == "ConfigMap":
-        return (name, str(len(o.get("data", {}))), _age(o))
-    return (name, _age(o))
-
-
-HEADERS = {
-    "Pod": (("NAME", "READY", "STATUS", "RESTARTS", "AGE"), ("IP", "NODE")),
-    "Service": (("NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"), ("SELECTOR", "ENDPOINTS")),
-    "Deployment": (("NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"), ()),
-    "ReplicaSet": (("NAME", "DESIRED", "CURRENT", "READY", "AGE"), ()),
-    "DaemonSet": (("NAME", "DESIRED", "CURRENT", "READY", "AGE"), ()),
-    "StatefulSet": (("NAME", "READY", "AGE"), ()),
-    "Job": (("NAME", "COMPLETIONS", "AGE"), ()),
-    "EndpointSlice": (("NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"), ()),
-    "Node": (("NAME", "STATUS", "ROLES", "AGE", "VERSION"), ("INTERNAL-IP", "POD-CIDR", "NETNS")),
-    "Namespace": (("NAME", "STATUS", "AGE"), ()),
-    "NetworkPolicy": (("NAME", "POD-SELECTOR", "AGE"), ()),
-    "ConfigMap": (("NAME", "DATA", "AGE"), ()),
-}
-
-
-def _label_filter(selector: str | None):
-    if not selector:
-        return lambda _o: True
-    want = dict(part.split("=", 1) for part in selector.split(",") if "=" in part)
-    return lambda o: all(o["metadata"].get("labels", {}).get(k) == v for k, v in want.items())
+        return ("POD-CIDR", "NETNS"), [((o.get("spec") or {}).get("podCIDR") or "<none>",
+                                        (o["metadata"].get("annotations") or {}).get("netsim.io/netns", ""))
+                                       for o in objs]
+    if kind == "Service":
+        eps = _endpoints_by_service(store, namespace)
+        return ("ENDPOINTS",), [(eps.get((o["metadata"]["namespace"], o["metadata"]["name"])) or "<none>",)
+                                for o in objs]
+    return (), [() for _ in objs]
 
 
 def get(
@@ -252,25 +179,22 @@ def get(
     name: Annotated[str | None, typer.Argument(help="One object by name.")] = None,
     namespace: NamespaceOpt = None,
     all_namespaces: Annotated[bool, typer.Option("--all-namespaces", "-A", help="Every namespace.")] = False,
-    selector: Annotated[str | None, typer.Option("--selector", "-l", help="key=value,... labels.")] = None,
+    selector: Annotated[str | None, typer.Option("--selector", "-l", help="Label selector: key=value, key!=value, "
+                                                 "key in (a,b), key, !key (comma: and).")] = None,
+    field_selector: Annotated[str | None, typer.Option("--field-selector", help="metadata.name=x, "
+                                                       "spec.nodeName=y, status.phase=Running ...")] = None,
     output: Annotated[Output, typer.Option("--output", "-o", help="table, wide, json or yaml.")] = Output.table,
     cluster: ClusterOpt = None,
 ) -> None:
     """Show objects from the control-plane store, like kubectl get."""
-    k = k8s.kind_named(kind)
-    if k is None:
-        raise err(f"error: the server doesn't have a resource type {kind!r}; known: "
-                  f"{', '.join(sorted(x.plural for x in k8s.KINDS.values()))}", 2)
     require_root("get")
     _, store = open_cluster_store(cluster)
-    ns = None if all_namespaces or not k.namespaced else (namespace or "default")
-    if name:
-        try:
-            objs = [store.get(k8s.key(k.kind, ns, name))]
-        except StoreError:
-            raise err(f'Error from server (NotFound): {k.plural} "{name}" not found', 1) from None
-    else:
-        objs = [o for o in store.list(k8s.prefix(k.kind, ns))[0] if _label_filter(selector)(o)]
+    try:
+        k = verbs.kind(kind, store)
+        ns = verbs.target(k, namespace, every_namespace=all_namespaces).namespace
+        objs = verbs.get(store, verbs.target(k, namespace, name, all_namespaces), selector, field_selector)
+    except verbs.VerbError as exc:
+        raise err(exc.message, exc.code) from None
     if output in (Output.json, Output.yaml):
         doc = objs[0] if name else {"apiVersion": "v1", "kind": "List", "items": objs}
         typer.echo(json.dumps(doc, indent=2) if output is Output.json else yaml.safe_dump(doc, sort_keys=False))
@@ -279,13 +203,15 @@ def get(
         where = "" if not k.namespaced else " in any namespace" if ns is None else f" in {ns} namespace"
         typer.echo(f"No resources found{where}.", err=True)
         return
-    base, extra = HEADERS[k.kind]
     wide = output is Output.wide
     lead = ("NAMESPACE",) if k.namespaced and ns is None else ()
-    rows = [lead + base + (extra if wide else ())]
-    endpoints = _endpoints_by_service(store, ns) if wide and k.kind == "Service" else None
-    for o in objs:
-        rows.append(((o["metadata"]["namespace"],) if lead else ()) + _row(k.kind, o, wide, endpoints))
+    header, body = _server_table(k, objs, wide)
+    if wide:
+        more, cells = _netsim_columns(k.kind, objs, store, ns)
+        header, body = header + more, [row + extra for row, extra in zip(body, cells, strict=True)]
+    rows = [lead + header]
+    for o, row in zip(objs, body, strict=True):
+        rows.append(((o["metadata"]["namespace"],) if lead else ()) + row)
     print_table(rows)
 
 
@@ -296,16 +222,15 @@ def describe(
     cluster: ClusterOpt = None,
 ) -> None:
     """Show one object in detail, with what netsim knows about it (endpoints, pods, node)."""
-    k = k8s.kind_named(kind)
-    if k is None:
-        raise err(f"error: the server doesn't have a resource type {kind!r}", 2)
     require_root("describe")
     _, store = open_cluster_store(cluster)
-    ns = (namespace or "default") if k.namespaced else None
     try:
-        o = store.get(k8s.key(k.kind, ns, name))
-    except StoreError:
-        raise err(f'Error from server (NotFound): {k.plural} "{name}" not found', 1) from None
+        k = verbs.kind(kind, store)
+        t = verbs.target(k, namespace, name)
+        [o] = verbs.get(store, t)
+    except verbs.VerbError as exc:
+        raise err(exc.message, exc.code) from None
+    ns = t.namespace
     meta, spec, st = o["metadata"], o.get("spec", {}), o.get("status", {})
     lines = [("Name", meta["name"])]
     if ns:
@@ -361,26 +286,18 @@ def agent_cmd(
 
 def _set_metadata(field: str, kind: str, name: str, pairs: list[str], namespace: str | None, overwrite: bool,
                   cluster: str | None) -> None:
-    k = k8s.kind_named(kind)
-    if k is None:
-        raise err(f"error: the server doesn't have a resource type {kind!r}", 2)
-    changes: dict[str, str | None] = {}
-    for pair in pairs:
-        if pair.endswith("-") and "=" not in pair:
-            changes[pair[:-1]] = None
-        elif "=" in pair:
-            key_, value = pair.split("=", 1)
-            changes[key_] = value
-        else:
-            raise err(f"error: {pair!r}: use key=value to set or key- to remove", 2)
+    try:
+        changes = verbs.parse_pairs(pairs)
+    except verbs.VerbError as exc:
+        raise err(exc.message, exc.code) from None
     require_root(field[:-1])
     _, store = open_cluster_store(cluster)
-    ns = (namespace or "default") if k.namespaced else None
     try:
-        registry.set_metadata(store, k.kind, ns, name, field, changes, overwrite)
-    except registry.ApiError as exc:
-        raise err(f"error: {exc}", 1) from None
-    typer.echo(f"{k.kind.lower()}/{name} {'labeled' if field == 'labels' else 'annotated'}")
+        k = verbs.kind(kind, store)
+        verbs.set_metadata(store, verbs.target(k, namespace, name), field, changes, overwrite)
+    except verbs.VerbError as exc:
+        raise err(exc.message, exc.code) from None
+    typer.echo(f"{k.singular}/{name} {'labeled' if field == 'labels' else 'annotated'}")
     wait_for_agents(store, 60.0)
 
 

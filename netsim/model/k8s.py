@@ -14,7 +14,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
@@ -144,6 +144,26 @@ def unregister(api_version: str, kind: str) -> None:
     k = ALL.pop((api_version, kind), None)
     if k is not None and BY_PLURAL.get(k.resource) is k:
         del BY_PLURAL[k.resource]
+
+
+def crd_kinds(crd: dict) -> list[Kind]:
+    """The kinds a CustomResourceDefinition serves, one per served version, all stored under
+    /registry/<group>/<plural>/, each with that version's additionalPrinterColumns (none for a
+    CRD without group, plural and kind)."""
+    spec = crd.get("spec") if isinstance(crd.get("spec"), dict) else {}
+    names = spec.get("names") if isinstance(spec.get("names"), dict) else {}
+    group, plural, kind = spec.get("group"), names.get("plural"), names.get("kind")
+    if not (group and plural and kind):
+        return []
+    aliases = tuple(names.get("shortNames") or ()) + ((names["singular"],) if names.get("singular") else ())
+    return [Kind(kind, f"{group}/{v['name']}", plural, spec.get("scope", "Namespaced") == "Namespaced",
+                 aliases, storage=f"{group}/{plural}", categories=tuple(names.get("categories") or ()),
+                 printer_columns=tuple(v.get("additionalPrinterColumns") or ()))
+            for v in spec.get("versions") or [] if isinstance(v, dict) and v.get("served", True) and v.get("name")]
+
+
+def is_crd(obj: dict) -> bool:
+    return obj.get("kind") == "CustomResourceDefinition" and builtin(obj)
 
 
 _BUILTIN_GVK = frozenset((k.api_version, k.kind) for k in BUILTIN)
@@ -605,31 +625,54 @@ def validate(doc: Any, where: str) -> dict:
     return _stored_defaults(json.loads(json.dumps(doc)))
 
 
-def parse_manifests(text: str, source: str) -> list[dict]:
+class Document(NamedTuple):
+    """One object of a manifest and where it came from, for messages: ("web.yaml", "document 2")."""
+    source: str
+    where: str
+    obj: dict
+
+
+def parse_documents(text: str, source: str) -> list[Document]:
     """Every object in a (multi-document) YAML or JSON text, all validated: one bad document
-    fails the whole file, so nothing of it is half-applied."""
+    fails the whole file, so nothing of it is half-applied.  A CustomResourceDefinition makes
+    its custom resources known to the documents after it (register), as the API server will
+    once it is applied; when the file fails, the kinds it registered are forgotten again."""
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:
         raise ManifestError(source, [f"not valid YAML: {exc}"]) from None
-    objects, problems = [], []
+    objects, problems, added = [], [], []
     for i, doc in enumerate(docs, 1):
         where = f"document {i}"
         items = doc.get("items") or [] if isinstance(doc, dict) and doc.get("kind") == "List" else [doc]
         for j, item in enumerate(items):
+            at = where if len(items) == 1 else f"{where} item {j}"
             try:
-                objects.append(validate(item, where if len(items) == 1 else f"{where} item {j}"))
+                obj = validate(item, at)
             except ValueError as exc:
                 problems.append(str(exc))
+                continue
+            objects.append(Document(source, f"{at} ({obj['kind']} {obj['metadata'].get('name', '?')})", obj))
+            if is_crd(obj):
+                for k in crd_kinds(obj):
+                    if (k.api_version, k.kind) not in ALL:
+                        added.append(k)
+                        register(k)
     if problems:
+        for k in added:
+            unregister(k.api_version, k.kind)
         raise ManifestError(source, problems)
     return objects
 
 
-def read_manifests(path: str | Path) -> list[tuple[str, list[dict]]]:
-    """(source, objects) for a file, every .yaml/.yml/.json in a directory (sorted), or '-'."""
+def parse_manifests(text: str, source: str) -> list[dict]:
+    return [d.obj for d in parse_documents(text, source)]
+
+
+def read_documents(path: str | Path) -> list[Document]:
+    """The documents of a file, of every .yaml/.yml/.json in a directory (sorted), or of '-'."""
     if str(path) == "-":
-        return [("<stdin>", parse_manifests(sys.stdin.read(), "<stdin>"))]
+        return parse_documents(sys.stdin.read(), "<stdin>")
     p = Path(path)
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.suffix in (".yaml", ".yml", ".json"))
@@ -637,4 +680,12 @@ def read_manifests(path: str | Path) -> list[tuple[str, list[dict]]]:
         files = [p]
     else:
         raise ManifestError(str(path), ["no such file or directory"])
-    return [(str(f), parse_manifests(f.read_text(), str(f))) for f in files]
+    return [d for f in files for d in parse_documents(f.read_text(), str(f))]
+
+
+def read_manifests(path: str | Path) -> list[tuple[str, list[dict]]]:
+    """(source, objects) for a file, every .yaml/.yml/.json in a directory (sorted), or '-'."""
+    by_source: dict[str, list[dict]] = {}
+    for d in read_documents(path):
+        by_source.setdefault(d.source, []).append(d.obj)
+    return list(by_source.items())

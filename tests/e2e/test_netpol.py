@@ -10,10 +10,13 @@ Every observed matrix is also checked against ``netsim policy explain``'s evalua
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -497,3 +500,51 @@ def test_policy_explain_names_the_rule_or_the_reason(c):
     assert no.returncode == 1 and "isolated by x/deny-ingress, x/from-b" in no.stdout and "DENIED" in no.stdout
     listed = c("get", "netpol", "-n", "x").stdout
     assert "deny-ingress" in listed and "from-b" in listed
+
+
+# == netsim's own verbs and kubectl: one API ====================================================
+def test_netsim_apply_of_a_crd_with_its_resource_and_rbac_documents_is_what_kubectl_sees(cluster, tmp_path):
+    """`netsim apply -f` of one file with a CRD, a custom resource of it, a ServiceAccount, a
+    Secret and a Role; the real kubectl reads the same objects back through the API server, and
+    `netsim delete -f` takes them away again (tests/unit/test_verbs.py: the same, pure)."""
+    from tests.unit.test_verbs import CRD, GADGET, REST
+
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    path = tmp_path / "gadgets.yaml"
+    path.write_text(CRD + "---\n" + GADGET + "---\n" + REST)
+    out = cluster("apply", "-f", str(path)).stdout
+    assert "gadget/default/g1 created" in out and "secret/default/token created" in out, out
+    [g] = json.loads(cluster("get", "gadgets", "-l", "tier in (web)", "-o", "json").stdout)["items"]
+    assert g["spec"] == {"size": 3}
+
+    config = tmp_path / "kubeconfig"
+    config.write_text(run_netsim("kubeconfig", "-c", cluster.name, check=True).stdout)
+
+    def k(*args, check=True):
+        r = subprocess.run([kubectl, "--kubeconfig", str(config), "--cache-dir", str(tmp_path / "cache"), *args],
+                           capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0 or not check, r.stderr
+        return r
+
+    assert k("get", "gd", "-o", "name").stdout.strip() == "gadget.verbs.example.com/g1"
+    assert base64.b64decode(k("get", "secret", "token", "-o", "jsonpath={.data.password}").stdout) == b"s3cret"
+    assert "reader" in k("get", "roles").stdout and "robot" in k("get", "serviceaccounts").stdout
+    # What kubectl writes, netsim reads: a label set by kubectl, refused without --overwrite by netsim.
+    k("label", "gadget", "g1", "owner=kubectl")
+    refused = cluster("label", "gadget", "g1", "owner=netsim", check=False)
+    assert refused.returncode == 1 and "'owner' already has a value (kubectl)" in refused.stderr
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(REST + "---\napiVersion: verbs.example.com/v1\nkind: Gizmo\nmetadata: {name: x}\n")
+    failed = cluster("apply", "-f", str(bad), check=False)
+    assert failed.returncode == 2 and f"{bad}: document 4: kind 'Gizmo' is not known" in failed.stderr
+    assert "fix: apply its CustomResourceDefinition first" in failed.stderr and "nothing was applied" in failed.stderr
+
+    out = cluster("delete", "-f", str(path)).stdout
+    assert "customresourcedefinition/gadgets.verbs.example.com deleted" in out, out
+    gone = k("get", "gadgets", check=False)  # kubectl's discovery cache may still name the kind
+    assert gone.returncode == 1 and ("doesn't have a resource type" in gone.stderr
+                                     or "could not find the requested resource" in gone.stderr), gone.stderr

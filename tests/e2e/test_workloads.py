@@ -61,7 +61,8 @@ def test_apply_get_delete_round_trip(k8s):
     k8s("delete", "deployment", "web")
     assert k8s.pods() == []
     missing = k8s("get", "deploy", "web", check=False)
-    assert missing.returncode == 1 and 'deployments "web" not found' in missing.stderr
+    assert missing.returncode == 1 and 'Error from server (NotFound): deployments.apps "web" not found' \
+        in missing.stderr  # word for word kubectl's
     k8s("delete", "svc", "web")
     # Only the API server's own default/kubernetes slice is left.
     left = json.loads(k8s("get", "endpointslices", "-o", "json").stdout)["items"]

@@ -215,18 +215,6 @@ def test_a_scheduled_pod_and_a_namespace_are_deleted_gracefully(store):
         registry.delete(store, "Pod", "default", "ghost")
 
 
-def test_labels_set_remove_and_refuse_to_overwrite(store):
-    registry.apply(store, [pod("a")])
-    registry.set_metadata(store, "Pod", "default", "a", "labels", {"tier": "web"})
-    with pytest.raises(registry.ApiError, match="'tier' already has a value"):
-        registry.set_metadata(store, "Pod", "default", "a", "labels", {"tier": "db"})
-    got = registry.set_metadata(store, "Pod", "default", "a", "labels", {"tier": "db", "app": None}, overwrite=True)
-    assert got["metadata"]["labels"] == {"tier": "db"}
-    ns = registry.set_metadata(store, "Namespace", None, "default", "labels",
-                               {registry.NAMESPACE_NAME_LABEL: "other"}, overwrite=True)
-    assert ns["metadata"]["labels"][registry.NAMESPACE_NAME_LABEL] == "default"  # kept by the server
-
-
 def test_a_removed_node_takes_its_api_server_out_of_the_kubernetes_endpoints(store):
     """`down` on the control-plane machine of a multi-machine cluster: its address leaves the
     default/kubernetes EndpointSlice, as kube-apiserver takes itself out when it stops."""
