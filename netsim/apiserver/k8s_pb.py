@@ -1,0 +1,725 @@
+"""Request bodies in the Kubernetes protobuf encoding (application/vnd.kubernetes.protobuf), which
+client-go's typed clients send (kubectl create namespace/deployment/secret/..., expose, autoscale),
+decoded into the JSON documents the rest of the server works on.
+
+The wire form is the magic "k8s\\0" and a runtime.Unknown envelope (typeMeta, raw, contentEncoding,
+contentType) whose raw is the object as k8s.io/api's generated.proto describes it.  The messages
+needed are written down below (per API group: field numbers as upstream's generated.proto, field
+names as the JSON names of the Go types) and turned into descriptors at import time with
+descriptor_pb2, as netsim.apiserver.openapi_pb does; no generated module, no protoc.
+
+Go's JSON is mimicked where the wire cannot say it: the Go side writes every non-pointer scalar,
+so a zero scalar is left out unless its field is marked `*` (a Go pointer, or a JSON tag without
+omitempty), which keeps `replicas: 0` or `immutable: false`; a message present on the wire is
+written even when empty (`resources: {}`); empty lists and maps are left out.  Time is seconds
+(RFC 3339, "Z"; the empty message is Go's zero time, null), IntOrString an int or a string,
+Quantity its string, bytes base64, FieldsV1 its raw JSON.  A kind not written down here, an
+envelope with a content encoding, or a field this schema lacks is Unsupported (the HTTP layer
+answers 415 asking for JSON) rather than dropped.  Pure.  May use: the standard library and protobuf."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from datetime import UTC, datetime
+
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError
+from google.protobuf.unknown_fields import UnknownFieldSet
+
+CONTENT_TYPE = "application/vnd.kubernetes.protobuf"
+MAGIC = b"k8s\x00"
+
+# Per API group (its alias), from k8s.io/api and k8s.io/apimachinery generated.proto.  A type
+# "alias.Name" is another group's; "map<string, V>" is upstream's map field.
+_PROTO = {
+    "core": """
+message AWSElasticBlockStoreVolumeSource { *string volumeID = 1; string fsType = 2; int32 partition = 3;
+  bool readOnly = 4; }
+message Affinity { NodeAffinity nodeAffinity = 1; PodAffinity podAffinity = 2;
+  PodAntiAffinity podAntiAffinity = 3; }
+message AppArmorProfile { *string type = 1; *string localhostProfile = 2; }
+message AzureDiskVolumeSource { *string diskName = 1; *string diskURI = 2; *string cachingMode = 3;
+  *string fsType = 4; *bool readOnly = 5; *string kind = 6; }
+message AzureFileVolumeSource { *string secretName = 1; *string shareName = 2; bool readOnly = 3; }
+message CSIVolumeSource { *string driver = 1; *bool readOnly = 2; *string fsType = 3;
+  map<string, string> volumeAttributes = 4; LocalObjectReference nodePublishSecretRef = 5; }
+message Capabilities { repeated string add = 1; repeated string drop = 2; }
+message CephFSVolumeSource { repeated string monitors = 1; string path = 2; string user = 3; string secretFile = 4;
+  LocalObjectReference secretRef = 5; bool readOnly = 6; }
+message CinderVolumeSource { *string volumeID = 1; string fsType = 2; bool readOnly = 3;
+  LocalObjectReference secretRef = 4; }
+message ClientIPConfig { *int32 timeoutSeconds = 1; }
+message ClusterTrustBundleProjection { *string name = 1; *string signerName = 2;
+  meta.LabelSelector labelSelector = 3; *bool optional = 5; *string path = 4; *int64 user = 6; }
+message ConfigMap { meta.ObjectMeta metadata = 1; *bool immutable = 4; map<string, string> data = 2;
+  map<string, bytes> binaryData = 3; }
+message ConfigMapEnvSource { inline LocalObjectReference localObjectReference = 1; *bool optional = 2; }
+message ConfigMapKeySelector { inline LocalObjectReference localObjectReference = 1; *string key = 2;
+  *bool optional = 3; }
+message ConfigMapProjection { inline LocalObjectReference localObjectReference = 1; repeated KeyToPath items = 2;
+  *bool optional = 4; }
+message ConfigMapVolumeSource { inline LocalObjectReference localObjectReference = 1; repeated KeyToPath items = 2;
+  *int32 defaultMode = 3; *bool optional = 4; *int64 defaultUser = 5; }
+message Container { *string name = 1; string image = 2; repeated string command = 3; repeated string args = 4;
+  string workingDir = 5; repeated ContainerPort ports = 6; repeated EnvFromSource envFrom = 19;
+  repeated EnvVar env = 7; ResourceRequirements resources = 8; repeated ContainerResizePolicy resizePolicy = 23;
+  *string restartPolicy = 24; repeated ContainerRestartRule restartPolicyRules = 25;
+  repeated VolumeMount volumeMounts = 9; repeated VolumeDevice volumeDevices = 21; Probe livenessProbe = 10;
+  Probe readinessProbe = 11; Probe startupProbe = 22; Lifecycle lifecycle = 12; string terminationMessagePath = 13;
+  string terminationMessagePolicy = 20; string imagePullPolicy = 14; SecurityContext securityContext = 15;
+  bool stdin = 16; bool stdinOnce = 17; bool tty = 18; }
+message ContainerExtendedResourceRequest { *string containerName = 1; *string resourceName = 2;
+  *string requestName = 3; }
+message ContainerPort { string name = 1; int32 hostPort = 2; *int32 containerPort = 3; string protocol = 4;
+  string hostIP = 5; }
+message ContainerResizePolicy { *string resourceName = 1; *string restartPolicy = 2; }
+message ContainerRestartRule { string action = 1; ContainerRestartRuleOnExitCodes exitCodes = 2; }
+message ContainerRestartRuleOnExitCodes { string operator = 1; repeated int32 values = 2; }
+message ContainerState { ContainerStateWaiting waiting = 1; ContainerStateRunning running = 2;
+  ContainerStateTerminated terminated = 3; }
+message ContainerStateRunning { meta.Time startedAt = 1; }
+message ContainerStateTerminated { *int32 exitCode = 1; int32 signal = 2; string reason = 3; string message = 4;
+  meta.Time startedAt = 5; meta.Time finishedAt = 6; string containerID = 7; }
+message ContainerStateWaiting { string reason = 1; string message = 2; }
+message ContainerStatus { *string name = 1; ContainerState state = 2; ContainerState lastState = 3; *bool ready = 4;
+  *int32 restartCount = 5; *string image = 6; *string imageID = 7; string containerID = 8; *bool started = 9;
+  map<string, resource.Quantity> allocatedResources = 10; ResourceRequirements resources = 11;
+  repeated VolumeMountStatus volumeMounts = 12; ContainerUser user = 13;
+  repeated ResourceStatus allocatedResourcesStatus = 14; *string stopSignal = 15; }
+message ContainerUser { LinuxContainerUser linux = 1; }
+message DownwardAPIProjection { repeated DownwardAPIVolumeFile items = 1; }
+message DownwardAPIVolumeFile { *string path = 1; ObjectFieldSelector fieldRef = 2;
+  ResourceFieldSelector resourceFieldRef = 3; *int32 mode = 4; *int64 user = 5; }
+message DownwardAPIVolumeSource { repeated DownwardAPIVolumeFile items = 1; *int32 defaultMode = 2;
+  *int64 defaultUser = 3; }
+message EmptyDirVolumeSource { string medium = 1; resource.Quantity sizeLimit = 2; *int32 mode = 3; }
+message EndpointAddress { *string ip = 1; string hostname = 3; *string nodeName = 4;
+  ObjectReference targetRef = 2; }
+message EndpointPort { string name = 1; *int32 port = 2; string protocol = 3; *string appProtocol = 4; }
+message EndpointSubset { repeated EndpointAddress addresses = 1; repeated EndpointAddress notReadyAddresses = 2;
+  repeated EndpointPort ports = 3; }
+message Endpoints { meta.ObjectMeta metadata = 1; repeated EndpointSubset subsets = 2; }
+message EnvFromSource { string prefix = 1; ConfigMapEnvSource configMapRef = 2; SecretEnvSource secretRef = 3; }
+message EnvVar { *string name = 1; string value = 2; EnvVarSource valueFrom = 3; }
+message EnvVarSource { ObjectFieldSelector fieldRef = 1; ResourceFieldSelector resourceFieldRef = 2;
+  ConfigMapKeySelector configMapKeyRef = 3; SecretKeySelector secretKeyRef = 4; FileKeySelector fileKeyRef = 5; }
+message EphemeralContainer { EphemeralContainerCommon ephemeralContainerCommon = 1;
+  string targetContainerName = 2; }
+message EphemeralContainerCommon { *string name = 1; string image = 2; repeated string command = 3;
+  repeated string args = 4; string workingDir = 5; repeated ContainerPort ports = 6;
+  repeated EnvFromSource envFrom = 19; repeated EnvVar env = 7; ResourceRequirements resources = 8;
+  repeated ContainerResizePolicy resizePolicy = 23; *string restartPolicy = 24;
+  repeated ContainerRestartRule restartPolicyRules = 25; repeated VolumeMount volumeMounts = 9;
+  repeated VolumeDevice volumeDevices = 21; Probe livenessProbe = 10; Probe readinessProbe = 11;
+  Probe startupProbe = 22; Lifecycle lifecycle = 12; string terminationMessagePath = 13;
+  string terminationMessagePolicy = 20; string imagePullPolicy = 14; SecurityContext securityContext = 15;
+  bool stdin = 16; bool stdinOnce = 17; bool tty = 18; }
+message EphemeralVolumeSource { PersistentVolumeClaimTemplate volumeClaimTemplate = 1; }
+message EvictionResponder { *string name = 1; *int32 priority = 2; }
+message ExecAction { repeated string command = 1; }
+message FCVolumeSource { repeated string targetWWNs = 1; *int32 lun = 2; string fsType = 3; bool readOnly = 4;
+  repeated string wwids = 5; }
+message FileKeySelector { *string volumeName = 1; *string path = 2; *string key = 3; *bool optional = 4; }
+message FlexVolumeSource { *string driver = 1; string fsType = 2; LocalObjectReference secretRef = 3;
+  bool readOnly = 4; map<string, string> options = 5; }
+message FlockerVolumeSource { string datasetName = 1; string datasetUUID = 2; }
+message GCEPersistentDiskVolumeSource { *string pdName = 1; string fsType = 2; int32 partition = 3;
+  bool readOnly = 4; }
+message GRPCAction { *int32 port = 1; *string service = 2; *string mode = 3; }
+message GitRepoVolumeSource { *string repository = 1; string revision = 2; string directory = 3; }
+message GlusterfsVolumeSource { *string endpoints = 1; *string path = 2; bool readOnly = 3; }
+message HTTPGetAction { string path = 1; intstr.IntOrString port = 2; string host = 3; string scheme = 4;
+  repeated HTTPHeader httpHeaders = 5; *string protocol = 6; }
+message HTTPHeader { *string name = 1; *string value = 2; }
+message HostAlias { *string ip = 1; repeated string hostnames = 2; }
+message HostIP { *string ip = 1; }
+message HostPathVolumeSource { *string path = 1; *string type = 2; }
+message ISCSIVolumeSource { *string targetPortal = 1; *string iqn = 2; *int32 lun = 3; string iscsiInterface = 4;
+  string fsType = 5; bool readOnly = 6; repeated string portals = 7; bool chapAuthDiscovery = 8;
+  bool chapAuthSession = 11; LocalObjectReference secretRef = 10; *string initiatorName = 12; }
+message ImageVolumeSource { string reference = 1; string pullPolicy = 2; }
+message ImageVolumeStatus { string imageRef = 1; }
+message KeyToPath { *string key = 1; *string path = 2; *int32 mode = 3; *int64 user = 4; }
+message Lifecycle { LifecycleHandler postStart = 1; LifecycleHandler preStop = 2; *string stopSignal = 3; }
+message LifecycleHandler { ExecAction exec = 1; HTTPGetAction httpGet = 2; TCPSocketAction tcpSocket = 3;
+  SleepAction sleep = 4; }
+message LinuxContainerUser { *int64 uid = 1; *int64 gid = 2; repeated int64 supplementalGroups = 3; }
+message LoadBalancerIngress { string ip = 1; string hostname = 2; *string ipMode = 3;
+  repeated PortStatus ports = 4; }
+message LoadBalancerStatus { repeated LoadBalancerIngress ingress = 1; }
+message LocalObjectReference { string name = 1; }
+message ModifyVolumeStatus { string targetVolumeAttributesClassName = 1; *string status = 2; }
+message NFSVolumeSource { *string server = 1; *string path = 2; bool readOnly = 3; }
+message Namespace { meta.ObjectMeta metadata = 1; NamespaceSpec spec = 2; NamespaceStatus status = 3; }
+message NamespaceCondition { *string type = 1; *string status = 2; meta.Time lastTransitionTime = 4;
+  string reason = 5; string message = 6; }
+message NamespaceSpec { repeated string finalizers = 1; }
+message NamespaceStatus { string phase = 1; repeated NamespaceCondition conditions = 2; }
+message NodeAffinity { NodeSelector requiredDuringSchedulingIgnoredDuringExecution = 1;
+  repeated PreferredSchedulingTerm preferredDuringSchedulingIgnoredDuringExecution = 2; }
+message NodeAllocatableMappedResources { *string name = 1; resource.Quantity quantity = 2; }
+message NodeAllocatableOverheadResources { *string name = 1; resource.Quantity perPod = 2;
+  resource.Quantity perContainer = 3; }
+message NodeAllocatableResourceClaimStatus { *string resourceClaimName = 1; repeated string containers = 2;
+  repeated NodeAllocatableMappedResources mapping = 4; repeated NodeAllocatableOverheadResources overhead = 5; }
+message NodeSelector { repeated NodeSelectorTerm nodeSelectorTerms = 1; }
+message NodeSelectorRequirement { *string key = 1; *string operator = 2; repeated string values = 3; }
+message NodeSelectorTerm { repeated NodeSelectorRequirement matchExpressions = 1;
+  repeated NodeSelectorRequirement matchFields = 2; }
+message ObjectFieldSelector { string apiVersion = 1; *string fieldPath = 2; }
+message ObjectReference { string kind = 1; string namespace = 2; string name = 3; string uid = 4;
+  string apiVersion = 5; string resourceVersion = 6; string fieldPath = 7; }
+message PersistentVolumeClaim { meta.ObjectMeta metadata = 1; PersistentVolumeClaimSpec spec = 2;
+  PersistentVolumeClaimStatus status = 3; }
+message PersistentVolumeClaimCondition { *string type = 1; *string status = 2; meta.Time lastProbeTime = 3;
+  meta.Time lastTransitionTime = 4; string reason = 5; string message = 6; }
+message PersistentVolumeClaimSpec { repeated string accessModes = 1; meta.LabelSelector selector = 4;
+  VolumeResourceRequirements resources = 2; string volumeName = 3; *string storageClassName = 5;
+  *string volumeMode = 6; TypedLocalObjectReference dataSource = 7; TypedObjectReference dataSourceRef = 8;
+  *string volumeAttributesClassName = 9; }
+message PersistentVolumeClaimStatus { string phase = 1; repeated string accessModes = 2;
+  map<string, resource.Quantity> capacity = 3; repeated PersistentVolumeClaimCondition conditions = 4;
+  map<string, resource.Quantity> allocatedResources = 5; map<string, string> allocatedResourceStatuses = 7;
+  *string currentVolumeAttributesClassName = 8; ModifyVolumeStatus modifyVolumeStatus = 9;
+  VolumeHealthStatus healthStatus = 10; }
+message PersistentVolumeClaimTemplate { meta.ObjectMeta metadata = 1; PersistentVolumeClaimSpec spec = 2; }
+message PersistentVolumeClaimVolumeSource { *string claimName = 1; bool readOnly = 2; }
+message PhotonPersistentDiskVolumeSource { *string pdID = 1; string fsType = 2; }
+message Pod { meta.ObjectMeta metadata = 1; PodSpec spec = 2; PodStatus status = 3; }
+message PodAffinity { repeated PodAffinityTerm requiredDuringSchedulingIgnoredDuringExecution = 1;
+  repeated WeightedPodAffinityTerm preferredDuringSchedulingIgnoredDuringExecution = 2; }
+message PodAffinityTerm { meta.LabelSelector labelSelector = 1; repeated string namespaces = 2;
+  *string topologyKey = 3; meta.LabelSelector namespaceSelector = 4; repeated string matchLabelKeys = 5;
+  repeated string mismatchLabelKeys = 6; }
+message PodAntiAffinity { repeated PodAffinityTerm requiredDuringSchedulingIgnoredDuringExecution = 1;
+  repeated WeightedPodAffinityTerm preferredDuringSchedulingIgnoredDuringExecution = 2; }
+message PodCertificateProjection { string signerName = 1; string keyType = 2; *int32 maxExpirationSeconds = 3;
+  string credentialBundlePath = 4; string keyPath = 5; string certificateChainPath = 6;
+  map<string, string> userAnnotations = 7; *int64 user = 8; }
+message PodCondition { *string type = 1; int64 observedGeneration = 7; *string status = 2;
+  meta.Time lastProbeTime = 3; meta.Time lastTransitionTime = 4; string reason = 5; string message = 6; }
+message PodDNSConfig { repeated string nameservers = 1; repeated string searches = 2;
+  repeated PodDNSConfigOption options = 3; }
+message PodDNSConfigOption { string name = 1; *string value = 2; }
+message PodExtendedResourceClaimStatus { repeated ContainerExtendedResourceRequest requestMappings = 1;
+  *string resourceClaimName = 2; }
+message PodIP { *string ip = 1; }
+message PodOS { *string name = 1; }
+message PodReadinessGate { *string conditionType = 1; }
+message PodResourceClaim { *string name = 1; *string resourceClaimName = 3; *string resourceClaimTemplateName = 4; }
+message PodResourceClaimStatus { *string name = 1; *string resourceClaimName = 2; }
+message PodSchedulingGate { *string name = 1; }
+message PodSchedulingGroup { *string podGroupName = 1; }
+message PodSecurityContext { SELinuxOptions seLinuxOptions = 1; WindowsSecurityContextOptions windowsOptions = 8;
+  *int64 runAsUser = 2; *int64 runAsGroup = 6; *bool runAsNonRoot = 3; repeated int64 supplementalGroups = 4;
+  *string supplementalGroupsPolicy = 12; *int64 fsGroup = 5; repeated Sysctl sysctls = 7;
+  *string fsGroupChangePolicy = 9; SeccompProfile seccompProfile = 10; AppArmorProfile appArmorProfile = 11;
+  *string seLinuxChangePolicy = 13; }
+message PodSpec { repeated Volume volumes = 1; repeated Container initContainers = 20;
+  repeated Container containers = 2; repeated EphemeralContainer ephemeralContainers = 34; string restartPolicy = 3;
+  *int64 terminationGracePeriodSeconds = 4; *int64 activeDeadlineSeconds = 5; string dnsPolicy = 6;
+  map<string, string> nodeSelector = 7; string serviceAccountName = 8; string serviceAccount = 9;
+  *bool automountServiceAccountToken = 21; string nodeName = 10; bool hostNetwork = 11; bool hostPID = 12;
+  bool hostIPC = 13; *bool shareProcessNamespace = 27; PodSecurityContext securityContext = 14;
+  repeated LocalObjectReference imagePullSecrets = 15; string hostname = 16; string subdomain = 17;
+  Affinity affinity = 18; string schedulerName = 19; repeated Toleration tolerations = 22;
+  repeated HostAlias hostAliases = 23; string priorityClassName = 24; *int32 priority = 25;
+  PodDNSConfig dnsConfig = 26; repeated PodReadinessGate readinessGates = 28; *string runtimeClassName = 29;
+  *bool enableServiceLinks = 30; *string preemptionPolicy = 31; map<string, resource.Quantity> overhead = 32;
+  repeated TopologySpreadConstraint topologySpreadConstraints = 33; *bool setHostnameAsFQDN = 35; PodOS os = 36;
+  *bool hostUsers = 37; repeated PodSchedulingGate schedulingGates = 38;
+  repeated PodResourceClaim resourceClaims = 39; ResourceRequirements resources = 40; *string hostnameOverride = 41;
+  PodSchedulingGroup schedulingGroup = 43; repeated EvictionResponder evictionResponders = 44; }
+message PodStatus { int64 observedGeneration = 17; string phase = 1; repeated PodCondition conditions = 2;
+  string message = 3; string reason = 4; string nominatedNodeName = 11; string hostIP = 5;
+  repeated HostIP hostIPs = 16; string podIP = 6; repeated PodIP podIPs = 12; meta.Time startTime = 7;
+  repeated ContainerStatus initContainerStatuses = 10; repeated ContainerStatus containerStatuses = 8;
+  string qosClass = 9; repeated ContainerStatus ephemeralContainerStatuses = 13; string resize = 14;
+  repeated PodResourceClaimStatus resourceClaimStatuses = 15;
+  PodExtendedResourceClaimStatus extendedResourceClaimStatus = 18;
+  map<string, resource.Quantity> allocatedResources = 19; ResourceRequirements resources = 20;
+  repeated NodeAllocatableResourceClaimStatus nodeAllocatableResourceClaimStatuses = 21;
+  repeated PodVolumeHealth volumeHealth = 22; }
+message PodTemplate { meta.ObjectMeta metadata = 1; PodTemplateSpec template = 2; }
+message PodTemplateSpec { meta.ObjectMeta metadata = 1; PodSpec spec = 2; }
+message PodVolumeHealth { *string name = 1; repeated VolumeHealthCondition healthConditions = 2;
+  meta.Time lastTransitionTime = 3; }
+message PortStatus { *int32 port = 1; *string protocol = 2; *string error = 3; }
+message PortworxVolumeSource { *string volumeID = 1; string fsType = 2; bool readOnly = 3; }
+message PreferredSchedulingTerm { *int32 weight = 1; NodeSelectorTerm preference = 2; }
+message Probe { inline ProbeHandler handler = 1; int32 initialDelaySeconds = 2; int32 timeoutSeconds = 3;
+  int32 periodSeconds = 4; int32 successThreshold = 5; int32 failureThreshold = 6;
+  *int64 terminationGracePeriodSeconds = 7; }
+message ProbeHandler { ExecAction exec = 1; HTTPGetAction httpGet = 2; TCPSocketAction tcpSocket = 3;
+  GRPCAction grpc = 4; }
+message ProjectedVolumeSource { repeated VolumeProjection sources = 1; *int32 defaultMode = 2;
+  *int64 defaultUser = 3; }
+message QuobyteVolumeSource { *string registry = 1; *string volume = 2; bool readOnly = 3; string user = 4;
+  string group = 5; string tenant = 6; }
+message RBDVolumeSource { repeated string monitors = 1; *string image = 2; string fsType = 3; string pool = 4;
+  string user = 5; string keyring = 6; LocalObjectReference secretRef = 7; bool readOnly = 8; }
+message ResourceClaim { *string name = 1; string request = 2; }
+message ResourceFieldSelector { string containerName = 1; *string resource = 2; resource.Quantity divisor = 3; }
+message ResourceHealth { *string resourceID = 1; string health = 2; *string message = 6; }
+message ResourceQuota { meta.ObjectMeta metadata = 1; ResourceQuotaSpec spec = 2; ResourceQuotaStatus status = 3; }
+message ResourceQuotaSpec { map<string, resource.Quantity> hard = 1; repeated string scopes = 2;
+  ScopeSelector scopeSelector = 3; }
+message ResourceQuotaStatus { map<string, resource.Quantity> hard = 1; map<string, resource.Quantity> used = 2; }
+message ResourceRequirements { map<string, resource.Quantity> limits = 1;
+  map<string, resource.Quantity> requests = 2; repeated ResourceClaim claims = 3; }
+message ResourceStatus { *string name = 1; repeated ResourceHealth resources = 2; }
+message SELinuxOptions { string user = 1; string role = 2; string type = 3; string level = 4; }
+message ScaleIOVolumeSource { *string gateway = 1; *string system = 2; LocalObjectReference secretRef = 3;
+  bool sslEnabled = 4; string protectionDomain = 5; string storagePool = 6; string storageMode = 7;
+  string volumeName = 8; string fsType = 9; bool readOnly = 10; }
+message ScopeSelector { repeated ScopedResourceSelectorRequirement matchExpressions = 1; }
+message ScopedResourceSelectorRequirement { *string scopeName = 1; *string operator = 2;
+  repeated string values = 3; }
+message SeccompProfile { *string type = 1; *string localhostProfile = 2; }
+message Secret { meta.ObjectMeta metadata = 1; *bool immutable = 5; map<string, bytes> data = 2;
+  map<string, string> stringData = 4; string type = 3; }
+message SecretEnvSource { inline LocalObjectReference localObjectReference = 1; *bool optional = 2; }
+message SecretKeySelector { inline LocalObjectReference localObjectReference = 1; *string key = 2;
+  *bool optional = 3; }
+message SecretProjection { inline LocalObjectReference localObjectReference = 1; repeated KeyToPath items = 2;
+  *bool optional = 4; }
+message SecretVolumeSource { string secretName = 1; repeated KeyToPath items = 2; *int32 defaultMode = 3;
+  *bool optional = 4; *int64 defaultUser = 5; }
+message SecurityContext { Capabilities capabilities = 1; *bool privileged = 2; SELinuxOptions seLinuxOptions = 3;
+  WindowsSecurityContextOptions windowsOptions = 10; *int64 runAsUser = 4; *int64 runAsGroup = 8;
+  *bool runAsNonRoot = 5; *bool readOnlyRootFilesystem = 6; *bool allowPrivilegeEscalation = 7;
+  *string procMount = 9; SeccompProfile seccompProfile = 11; AppArmorProfile appArmorProfile = 12; }
+message Service { meta.ObjectMeta metadata = 1; ServiceSpec spec = 2; ServiceStatus status = 3; }
+message ServiceAccount { meta.ObjectMeta metadata = 1; repeated ObjectReference secrets = 2;
+  repeated LocalObjectReference imagePullSecrets = 3; *bool automountServiceAccountToken = 4; }
+message ServiceAccountTokenProjection { string audience = 1; *int64 expirationSeconds = 2; *string path = 3;
+  *int64 user = 4; }
+message ServicePort { string name = 1; string protocol = 2; *string appProtocol = 6; *int32 port = 3;
+  intstr.IntOrString targetPort = 4; int32 nodePort = 5; }
+message ServiceSpec { repeated ServicePort ports = 1; map<string, string> selector = 2; string clusterIP = 3;
+  repeated string clusterIPs = 18; string type = 4; repeated string externalIPs = 5; string sessionAffinity = 7;
+  string loadBalancerIP = 8; repeated string loadBalancerSourceRanges = 9; string externalName = 10;
+  string externalTrafficPolicy = 11; int32 healthCheckNodePort = 12; bool publishNotReadyAddresses = 13;
+  SessionAffinityConfig sessionAffinityConfig = 14; repeated string ipFamilies = 19; *string ipFamilyPolicy = 17;
+  *bool allocateLoadBalancerNodePorts = 20; *string loadBalancerClass = 21; *string internalTrafficPolicy = 22;
+  *string trafficDistribution = 23; }
+message ServiceStatus { LoadBalancerStatus loadBalancer = 1; repeated meta.Condition conditions = 2; }
+message SessionAffinityConfig { ClientIPConfig clientIP = 1; }
+message SleepAction { *int64 seconds = 1; }
+message StorageOSVolumeSource { string volumeName = 1; string volumeNamespace = 2; string fsType = 3;
+  bool readOnly = 4; LocalObjectReference secretRef = 5; }
+message Sysctl { *string name = 1; *string value = 2; }
+message TCPSocketAction { intstr.IntOrString port = 1; string host = 2; }
+message Toleration { string key = 1; string operator = 2; string value = 3; string effect = 4;
+  *int64 tolerationSeconds = 5; }
+message TopologySpreadConstraint { *int32 maxSkew = 1; *string topologyKey = 2; *string whenUnsatisfiable = 3;
+  meta.LabelSelector labelSelector = 4; *int32 minDomains = 5; *string nodeAffinityPolicy = 6;
+  *string nodeTaintsPolicy = 7; repeated string matchLabelKeys = 8; }
+message TypedLocalObjectReference { *string apiGroup = 1; *string kind = 2; *string name = 3; }
+message TypedObjectReference { *string apiGroup = 1; *string kind = 2; *string name = 3; *string namespace = 4; }
+message Volume { *string name = 1; inline VolumeSource volumeSource = 2; }
+message VolumeDevice { *string name = 1; *string devicePath = 2; }
+message VolumeHealthCondition { *string status = 1; *string reason = 2; string message = 3; }
+message VolumeHealthStatus { repeated VolumeHealthCondition healthConditions = 1;
+  meta.Time lastTransitionTime = 2; }
+message VolumeMount { *string name = 1; bool readOnly = 2; *string recursiveReadOnly = 7; *string mountPath = 3;
+  string subPath = 4; *string mountPropagation = 5; string subPathExpr = 6; repeated string bindMountOptions = 8; }
+message VolumeMountStatus { *string name = 1; *string mountPath = 2; bool readOnly = 3;
+  *string recursiveReadOnly = 4; VolumeStatus volumeStatus = 5; }
+message VolumeProjection { SecretProjection secret = 1; DownwardAPIProjection downwardAPI = 2;
+  ConfigMapProjection configMap = 3; ServiceAccountTokenProjection serviceAccountToken = 4;
+  ClusterTrustBundleProjection clusterTrustBundle = 5; PodCertificateProjection podCertificate = 6; }
+message VolumeResourceRequirements { map<string, resource.Quantity> limits = 1;
+  map<string, resource.Quantity> requests = 2; }
+message VolumeSource { HostPathVolumeSource hostPath = 1; EmptyDirVolumeSource emptyDir = 2;
+  GCEPersistentDiskVolumeSource gcePersistentDisk = 3; AWSElasticBlockStoreVolumeSource awsElasticBlockStore = 4;
+  GitRepoVolumeSource gitRepo = 5; SecretVolumeSource secret = 6; NFSVolumeSource nfs = 7;
+  ISCSIVolumeSource iscsi = 8; GlusterfsVolumeSource glusterfs = 9;
+  PersistentVolumeClaimVolumeSource persistentVolumeClaim = 10; RBDVolumeSource rbd = 11;
+  FlexVolumeSource flexVolume = 12; CinderVolumeSource cinder = 13; CephFSVolumeSource cephfs = 14;
+  FlockerVolumeSource flocker = 15; DownwardAPIVolumeSource downwardAPI = 16; FCVolumeSource fc = 17;
+  AzureFileVolumeSource azureFile = 18; ConfigMapVolumeSource configMap = 19;
+  VsphereVirtualDiskVolumeSource vsphereVolume = 20; QuobyteVolumeSource quobyte = 21;
+  AzureDiskVolumeSource azureDisk = 22; PhotonPersistentDiskVolumeSource photonPersistentDisk = 23;
+  ProjectedVolumeSource projected = 26; PortworxVolumeSource portworxVolume = 24; ScaleIOVolumeSource scaleIO = 25;
+  StorageOSVolumeSource storageos = 27; CSIVolumeSource csi = 28; EphemeralVolumeSource ephemeral = 29;
+  ImageVolumeSource image = 30; }
+message VolumeStatus { ImageVolumeStatus image = 1; }
+message VsphereVirtualDiskVolumeSource { *string volumePath = 1; string fsType = 2; string storagePolicyName = 3;
+  string storagePolicyID = 4; }
+message WeightedPodAffinityTerm { *int32 weight = 1; PodAffinityTerm podAffinityTerm = 2; }
+message WindowsSecurityContextOptions { *string gmsaCredentialSpecName = 1; *string gmsaCredentialSpec = 2;
+  *string runAsUserName = 3; *bool hostProcess = 4; }
+""",
+    "apps": """
+message DaemonSet { meta.ObjectMeta metadata = 1; DaemonSetSpec spec = 2; DaemonSetStatus status = 3; }
+message DaemonSetCondition { *string type = 1; *string status = 2; meta.Time lastTransitionTime = 3;
+  string reason = 4; string message = 5; }
+message DaemonSetSpec { meta.LabelSelector selector = 1; core.PodTemplateSpec template = 2;
+  DaemonSetUpdateStrategy updateStrategy = 3; int32 minReadySeconds = 4; *int32 revisionHistoryLimit = 6; }
+message DaemonSetStatus { *int32 currentNumberScheduled = 1; *int32 numberMisscheduled = 2;
+  *int32 desiredNumberScheduled = 3; *int32 numberReady = 4; int64 observedGeneration = 5;
+  int32 updatedNumberScheduled = 6; int32 numberAvailable = 7; int32 numberUnavailable = 8;
+  *int32 collisionCount = 9; repeated DaemonSetCondition conditions = 10; }
+message DaemonSetUpdateStrategy { string type = 1; RollingUpdateDaemonSet rollingUpdate = 2; }
+message Deployment { meta.ObjectMeta metadata = 1; DeploymentSpec spec = 2; DeploymentStatus status = 3; }
+message DeploymentCondition { *string type = 1; *string status = 2; meta.Time lastUpdateTime = 6;
+  meta.Time lastTransitionTime = 7; string reason = 4; string message = 5; }
+message DeploymentSpec { *int32 replicas = 1; meta.LabelSelector selector = 2; core.PodTemplateSpec template = 3;
+  DeploymentStrategy strategy = 4; int32 minReadySeconds = 5; *int32 revisionHistoryLimit = 6; bool paused = 7;
+  *int32 progressDeadlineSeconds = 9; }
+message DeploymentStatus { int64 observedGeneration = 1; int32 replicas = 2; int32 updatedReplicas = 3;
+  int32 readyReplicas = 7; int32 availableReplicas = 4; int32 unavailableReplicas = 5;
+  *int32 terminatingReplicas = 9; repeated DeploymentCondition conditions = 6; *int32 collisionCount = 8; }
+message DeploymentStrategy { string type = 1; RollingUpdateDeployment rollingUpdate = 2; }
+message ReplicaSet { meta.ObjectMeta metadata = 1; ReplicaSetSpec spec = 2; ReplicaSetStatus status = 3; }
+message ReplicaSetCondition { *string type = 1; *string status = 2; meta.Time lastTransitionTime = 3;
+  string reason = 4; string message = 5; }
+message ReplicaSetSpec { *int32 replicas = 1; int32 minReadySeconds = 4; meta.LabelSelector selector = 2;
+  core.PodTemplateSpec template = 3; }
+message ReplicaSetStatus { *int32 replicas = 1; int32 fullyLabeledReplicas = 2; int32 readyReplicas = 4;
+  int32 availableReplicas = 5; *int32 terminatingReplicas = 7; int64 observedGeneration = 3;
+  repeated ReplicaSetCondition conditions = 6; }
+message RollingUpdateDaemonSet { intstr.IntOrString maxUnavailable = 1; intstr.IntOrString maxSurge = 2; }
+message RollingUpdateDeployment { intstr.IntOrString maxUnavailable = 1; intstr.IntOrString maxSurge = 2; }
+message RollingUpdateStatefulSetStrategy { *int32 partition = 1; intstr.IntOrString maxUnavailable = 2; }
+message StatefulSet { meta.ObjectMeta metadata = 1; StatefulSetSpec spec = 2; StatefulSetStatus status = 3; }
+message StatefulSetCondition { *string type = 1; *string status = 2; meta.Time lastTransitionTime = 3;
+  string reason = 4; string message = 5; }
+message StatefulSetOrdinals { *int32 start = 1; }
+message StatefulSetPersistentVolumeClaimRetentionPolicy { string whenDeleted = 1; string whenScaled = 2; }
+message StatefulSetSpec { *int32 replicas = 1; meta.LabelSelector selector = 2; core.PodTemplateSpec template = 3;
+  repeated core.PersistentVolumeClaim volumeClaimTemplates = 4; *string serviceName = 5;
+  string podManagementPolicy = 6; StatefulSetUpdateStrategy updateStrategy = 7; *int32 revisionHistoryLimit = 8;
+  int32 minReadySeconds = 9;
+  StatefulSetPersistentVolumeClaimRetentionPolicy persistentVolumeClaimRetentionPolicy = 10;
+  StatefulSetOrdinals ordinals = 11; }
+message StatefulSetStatus { int64 observedGeneration = 1; *int32 replicas = 2; int32 readyReplicas = 3;
+  int32 currentReplicas = 4; int32 updatedReplicas = 5; string currentRevision = 6; string updateRevision = 7;
+  *int32 collisionCount = 9; repeated StatefulSetCondition conditions = 10; *int32 availableReplicas = 11; }
+message StatefulSetUpdateStrategy { string type = 1; RollingUpdateStatefulSetStrategy rollingUpdate = 2; }
+""",
+    "batch": """
+message CronJob { meta.ObjectMeta metadata = 1; CronJobSpec spec = 2; CronJobStatus status = 3; }
+message CronJobSpec { *string schedule = 1; *string timeZone = 8; *int64 startingDeadlineSeconds = 2;
+  string concurrencyPolicy = 3; *bool suspend = 4; JobTemplateSpec jobTemplate = 5;
+  *int32 successfulJobsHistoryLimit = 6; *int32 failedJobsHistoryLimit = 7; }
+message CronJobStatus { repeated core.ObjectReference active = 1; meta.Time lastScheduleTime = 4;
+  meta.Time lastSuccessfulTime = 5; }
+message Job { meta.ObjectMeta metadata = 1; JobSpec spec = 2; JobStatus status = 3; }
+message JobCondition { *string type = 1; *string status = 2; meta.Time lastProbeTime = 3;
+  meta.Time lastTransitionTime = 4; string reason = 5; string message = 6; }
+message JobSpec { *int32 parallelism = 1; *int32 completions = 2; *int64 activeDeadlineSeconds = 3;
+  PodFailurePolicy podFailurePolicy = 11; SuccessPolicy successPolicy = 16; *int32 backoffLimit = 7;
+  *int32 backoffLimitPerIndex = 12; *int32 maxFailedIndexes = 13; meta.LabelSelector selector = 4;
+  *bool manualSelector = 5; core.PodTemplateSpec template = 6; *int32 ttlSecondsAfterFinished = 8;
+  *string completionMode = 9; *bool suspend = 10; *string podReplacementPolicy = 14; *string managedBy = 15; }
+message JobStatus { repeated JobCondition conditions = 1; meta.Time startTime = 2; meta.Time completionTime = 3;
+  int32 active = 4; int32 succeeded = 5; int32 failed = 6; *int32 terminating = 11; string completedIndexes = 7;
+  *string failedIndexes = 10; UncountedTerminatedPods uncountedTerminatedPods = 8; *int32 ready = 9; }
+message JobTemplateSpec { meta.ObjectMeta metadata = 1; JobSpec spec = 2; }
+message PodFailurePolicy { repeated PodFailurePolicyRule rules = 1; }
+message PodFailurePolicyOnExitCodesRequirement { *string containerName = 1; *string operator = 2;
+  repeated int32 values = 3; }
+message PodFailurePolicyOnPodConditionsPattern { *string type = 1; *string status = 2; }
+message PodFailurePolicyRule { *string action = 1; PodFailurePolicyOnExitCodesRequirement onExitCodes = 2;
+  repeated PodFailurePolicyOnPodConditionsPattern onPodConditions = 3; }
+message SuccessPolicy { repeated SuccessPolicyRule rules = 1; }
+message SuccessPolicyRule { *string succeededIndexes = 1; *int32 succeededCount = 2; }
+message UncountedTerminatedPods { repeated string succeeded = 1; repeated string failed = 2; }
+""",
+    "rbac": """
+message AggregationRule { repeated meta.LabelSelector clusterRoleSelectors = 1; }
+message ClusterRole { meta.ObjectMeta metadata = 1; repeated PolicyRule rules = 2;
+  AggregationRule aggregationRule = 3; }
+message ClusterRoleBinding { meta.ObjectMeta metadata = 1; repeated Subject subjects = 2; RoleRef roleRef = 3; }
+message PolicyRule { repeated string verbs = 1; repeated string apiGroups = 2; repeated string resources = 3;
+  repeated string resourceNames = 4; repeated string nonResourceURLs = 5; }
+message Role { meta.ObjectMeta metadata = 1; repeated PolicyRule rules = 2; }
+message RoleBinding { meta.ObjectMeta metadata = 1; repeated Subject subjects = 2; RoleRef roleRef = 3; }
+message RoleRef { *string apiGroup = 1; *string kind = 2; *string name = 3; }
+message Subject { *string kind = 1; string apiGroup = 2; *string name = 3; string namespace = 4; }
+""",
+    "scheduling": """
+message PriorityClass { meta.ObjectMeta metadata = 1; *int32 value = 2; bool globalDefault = 3;
+  string description = 4; *string preemptionPolicy = 5; }
+""",
+    "policy": """
+message Eviction { meta.ObjectMeta metadata = 1; meta.DeleteOptions deleteOptions = 2; }
+message PodDisruptionBudget { meta.ObjectMeta metadata = 1; PodDisruptionBudgetSpec spec = 2;
+  PodDisruptionBudgetStatus status = 3; }
+message PodDisruptionBudgetSpec { intstr.IntOrString minAvailable = 1; meta.LabelSelector selector = 2;
+  intstr.IntOrString maxUnavailable = 3; *string unhealthyPodEvictionPolicy = 4; }
+message PodDisruptionBudgetStatus { int64 observedGeneration = 1; map<string, meta.Time> disruptedPods = 2;
+  *int32 disruptionsAllowed = 3; *int32 currentHealthy = 4; *int32 desiredHealthy = 5; *int32 expectedPods = 6;
+  repeated meta.Condition conditions = 7; }
+""",
+    "networking": """
+message HTTPIngressPath { string path = 1; *string pathType = 3; IngressBackend backend = 2; }
+message HTTPIngressRuleValue { repeated HTTPIngressPath paths = 1; }
+message IPBlock { *string cidr = 1; repeated string except = 2; }
+message Ingress { meta.ObjectMeta metadata = 1; IngressSpec spec = 2; IngressStatus status = 3; }
+message IngressBackend { IngressServiceBackend service = 4; core.TypedLocalObjectReference resource = 3; }
+message IngressClass { meta.ObjectMeta metadata = 1; IngressClassSpec spec = 2; }
+message IngressClassParametersReference { *string apiGroup = 1; *string kind = 2; *string name = 3;
+  *string scope = 4; *string namespace = 5; }
+message IngressClassSpec { string controller = 1; IngressClassParametersReference parameters = 2; }
+message IngressLoadBalancerIngress { string ip = 1; string hostname = 2; repeated IngressPortStatus ports = 4; }
+message IngressLoadBalancerStatus { repeated IngressLoadBalancerIngress ingress = 1; }
+message IngressPortStatus { *int32 port = 1; *string protocol = 2; *string error = 3; }
+message IngressRule { string host = 1; inline IngressRuleValue ingressRuleValue = 2; }
+message IngressRuleValue { HTTPIngressRuleValue http = 1; }
+message IngressServiceBackend { *string name = 1; ServiceBackendPort port = 2; }
+message IngressSpec { *string ingressClassName = 4; IngressBackend defaultBackend = 1; repeated IngressTLS tls = 2;
+  repeated IngressRule rules = 3; }
+message IngressStatus { IngressLoadBalancerStatus loadBalancer = 1; }
+message IngressTLS { repeated string hosts = 1; string secretName = 2; }
+message NetworkPolicy { meta.ObjectMeta metadata = 1; NetworkPolicySpec spec = 2; }
+message NetworkPolicyEgressRule { repeated NetworkPolicyPort ports = 1; repeated NetworkPolicyPeer to = 2; }
+message NetworkPolicyIngressRule { repeated NetworkPolicyPort ports = 1; repeated NetworkPolicyPeer from = 2; }
+message NetworkPolicyPeer { meta.LabelSelector podSelector = 1; meta.LabelSelector namespaceSelector = 2;
+  IPBlock ipBlock = 3; }
+message NetworkPolicyPort { *string protocol = 1; intstr.IntOrString port = 2; *int32 endPort = 3; }
+message NetworkPolicySpec { meta.LabelSelector podSelector = 1; repeated NetworkPolicyIngressRule ingress = 2;
+  repeated NetworkPolicyEgressRule egress = 3; repeated string policyTypes = 4; }
+message ServiceBackendPort { string name = 1; int32 number = 2; }
+""",
+    "autoscaling": """
+message CrossVersionObjectReference { *string kind = 1; *string name = 2; string apiVersion = 3; }
+message HorizontalPodAutoscaler { meta.ObjectMeta metadata = 1; HorizontalPodAutoscalerSpec spec = 2;
+  HorizontalPodAutoscalerStatus status = 3; }
+message HorizontalPodAutoscalerSpec { CrossVersionObjectReference scaleTargetRef = 1; *int32 minReplicas = 2;
+  *int32 maxReplicas = 3; *int32 targetCPUUtilizationPercentage = 4; }
+message HorizontalPodAutoscalerStatus { *int64 observedGeneration = 1; meta.Time lastScaleTime = 2;
+  *int32 currentReplicas = 3; *int32 desiredReplicas = 4; *int32 currentCPUUtilizationPercentage = 5; }
+message Scale { meta.ObjectMeta metadata = 1; ScaleSpec spec = 2; ScaleStatus status = 3; }
+message ScaleSpec { int32 replicas = 1; }
+message ScaleStatus { *int32 replicas = 1; string selector = 2; }
+""",
+    "meta": """
+message Condition { *string type = 1; *string status = 2; int64 observedGeneration = 3; Time lastTransitionTime = 4;
+  *string reason = 5; *string message = 6; }
+message DeleteOptions { *int64 gracePeriodSeconds = 1; Preconditions preconditions = 2; *bool orphanDependents = 3;
+  *string propagationPolicy = 4; repeated string dryRun = 5;
+  *bool ignoreStoreReadErrorWithClusterBreakingPotential = 6; }
+message FieldsV1 { *bytes Raw = 1; }
+message LabelSelector { map<string, string> matchLabels = 1;
+  repeated LabelSelectorRequirement matchExpressions = 2; }
+message LabelSelectorRequirement { *string key = 1; *string operator = 2; repeated string values = 3; }
+message ManagedFieldsEntry { string manager = 1; string operation = 2; string apiVersion = 3; Time time = 4;
+  string fieldsType = 6; FieldsV1 fieldsV1 = 7; string subresource = 8; }
+message ObjectMeta { string name = 1; string generateName = 2; string namespace = 3; string selfLink = 4;
+  string uid = 5; string resourceVersion = 6; int64 generation = 7; Time creationTimestamp = 8;
+  Time deletionTimestamp = 9; *int64 deletionGracePeriodSeconds = 10; map<string, string> labels = 11;
+  map<string, string> annotations = 12; repeated OwnerReference ownerReferences = 13;
+  repeated string finalizers = 14; repeated ManagedFieldsEntry managedFields = 17; }
+message OwnerReference { *string apiVersion = 5; *string kind = 1; *string name = 3; *string uid = 4;
+  *bool controller = 6; *bool blockOwnerDeletion = 7; }
+message Preconditions { *string uid = 1; *string resourceVersion = 2; }
+message Time { int64 seconds = 1; int32 nanos = 2; }
+""",
+    "runtime": """
+message TypeMeta { string apiVersion = 1; string kind = 2; }
+message Unknown { inline TypeMeta typeMeta = 1; *bytes raw = 2; string contentEncoding = 3;
+  string contentType = 4; }
+""",
+    "intstr": """
+message IntOrString { int64 type = 1; int32 intVal = 2; string strVal = 3; }
+""",
+    "resource": """
+message Quantity { string string = 1; }
+""",
+}
+
+# API version of the envelope -> the alias of its messages.
+GROUPS = {"v1": "core", "apps/v1": "apps", "batch/v1": "batch", "rbac.authorization.k8s.io/v1": "rbac",
+          "scheduling.k8s.io/v1": "scheduling", "policy/v1": "policy", "networking.k8s.io/v1": "networking",
+          "autoscaling/v1": "autoscaling"}
+_PACKAGE = "netsim.k8s."
+_F = descriptor_pb2.FieldDescriptorProto
+_SCALARS = {"string": _F.TYPE_STRING, "bool": _F.TYPE_BOOL, "int32": _F.TYPE_INT32, "int64": _F.TYPE_INT64,
+            "bytes": _F.TYPE_BYTES, "double": _F.TYPE_DOUBLE}
+_MESSAGE = re.compile(r"message (\w+) \{(.*?)\}\s*(?=message |\Z)", re.S)
+_FIELD = re.compile(r"(repeated |inline )?(map<string, [\w.]+>|\*?[\w.]+) (\w+) = (\d+);")
+
+
+class Unsupported(ValueError):
+    """A body this module cannot turn into JSON; `kind` names what it was (or "")."""
+
+    def __init__(self, kind: str, why: str):
+        super().__init__(why)
+        self.kind = kind
+
+
+def _type_name(alias: str, kind: str) -> str:
+    return "." + _PACKAGE + (kind if "." in kind else f"{alias}.{kind}")
+
+
+def _files() -> tuple[list[descriptor_pb2.FileDescriptorProto], dict[str, str]]:
+    """One FileDescriptorProto per alias, in an order where each comes after those it uses, and
+    what is special about fields (by full name): "keep" (the zero value stays), "list", "map"."""
+    files, deps, shape = {}, {}, {}
+    for alias, text in _PROTO.items():
+        f = descriptor_pb2.FileDescriptorProto(name=f"netsim/k8s/{alias}.proto", package=_PACKAGE + alias,
+                                               syntax="proto2")
+        uses = set()
+        for name, body in _MESSAGE.findall(text):
+            m = f.message_type.add(name=name)
+            for repeated, kind, field, number in _FIELD.findall(body):
+                d = m.field.add(name=field, json_name=field, number=int(number),
+                                label=_F.LABEL_REPEATED if repeated == "repeated " else _F.LABEL_OPTIONAL)
+                full = f"{_PACKAGE}{alias}.{name}.{field}"
+                if repeated:
+                    shape[full] = "list" if repeated == "repeated " else "inline"
+                if kind.startswith("*"):
+                    kind = kind[1:]
+                    shape[full] = "keep"
+                if kind.startswith("map<"):
+                    value = kind[len("map<string, "):-1]
+                    entry = m.nested_type.add(name=field[0].upper() + field[1:] + "Entry")
+                    entry.options.map_entry = True
+                    entry.field.add(name="key", json_name="key", number=1, label=_F.LABEL_OPTIONAL,
+                                    type=_F.TYPE_STRING)
+                    v = entry.field.add(name="value", json_name="value", number=2, label=_F.LABEL_OPTIONAL)
+                    _set_type(v, alias, value, uses)
+                    d.label = _F.LABEL_REPEATED
+                    shape[full] = "map"
+                    d.type = _F.TYPE_MESSAGE
+                    d.type_name = f".{_PACKAGE}{alias}.{name}.{entry.name}"
+                else:
+                    _set_type(d, alias, kind, uses)
+        uses.discard(alias)
+        files[alias], deps[alias] = f, uses
+        f.dependency.extend(f"netsim/k8s/{u}.proto" for u in sorted(uses))
+    ordered: list[str] = []
+    while len(ordered) < len(files):
+        ready = [a for a in files if a not in ordered and deps[a] <= set(ordered)]
+        if not ready:
+            raise RuntimeError(f"k8s_pb: groups that use each other: {sorted(set(files) - set(ordered))}")
+        ordered.extend(ready)
+    return [files[a] for a in ordered], shape
+
+
+def _set_type(d, alias: str, kind: str, uses: set[str]) -> None:
+    if kind in _SCALARS:
+        d.type = _SCALARS[kind]
+        return
+    d.type = _F.TYPE_MESSAGE
+    d.type_name = _type_name(alias, kind)
+    uses.add(kind.split(".")[0] if "." in kind else alias)
+
+
+def _classes() -> tuple[dict[str, type], dict[str, str]]:
+    pool = descriptor_pool.DescriptorPool()
+    files, shape = _files()
+    classes = {}
+    for proto in files:
+        fd = pool.Add(proto)
+        alias = proto.package.removeprefix(_PACKAGE)
+        for name, desc in fd.message_types_by_name.items():
+            classes[f"{alias}.{name}"] = message_factory.GetMessageClass(desc)
+    return classes, shape
+
+
+MESSAGES, _SHAPE = _classes()
+Unknown = MESSAGES["runtime.Unknown"]
+
+
+def message_for(api_version: str, kind: str) -> type | None:
+    """The message class of a kind sent under an API version, None when not written down here.
+    DeleteOptions is meta/v1's in every group, as the API server registers it."""
+    if kind == "DeleteOptions":
+        return MESSAGES["meta.DeleteOptions"]
+    alias = GROUPS.get(api_version)
+    cls = MESSAGES.get(f"{alias}.{kind}") if alias else None
+    if cls is None or "metadata" not in cls.DESCRIPTOR.fields_by_name:
+        return None
+    return cls
+
+
+# -- protobuf to JSON -------------------------------------------------------------------------
+
+def _time(m) -> str | None:
+    if not m.ListFields():
+        return None  # Go's zero Time marshals to nothing and back to the zero time: JSON null
+    # Seconds only, as metav1.Time's Unmarshal keeps them (its JSON has no fractions).
+    return datetime.fromtimestamp(m.seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _int_or_string(m) -> int | str:
+    return m.strVal if m.type == 1 else m.intVal
+
+
+def _fields_v1(m) -> object:
+    try:
+        return json.loads(m.Raw) if m.Raw else {}
+    except ValueError:
+        raise Unsupported("", "a managedFields entry's fieldsV1 is not JSON") from None
+
+
+_SPECIAL = {_PACKAGE + "meta.Time": _time, _PACKAGE + "intstr.IntOrString": _int_or_string,
+            _PACKAGE + "resource.Quantity": lambda m: m.string, _PACKAGE + "meta.FieldsV1": _fields_v1}
+
+
+def _value(fd, v, path: str):
+    if fd.type == _F.TYPE_MESSAGE:
+        return to_json(v, path)
+    if fd.type == _F.TYPE_BYTES:
+        return base64.b64encode(v).decode()
+    return v
+
+
+def to_json(m, path: str = "") -> object:
+    """A decoded message as Go's JSON encoding of its type would write it (see the docstring)."""
+    desc = m.DESCRIPTOR
+    special = _SPECIAL.get(desc.full_name)
+    if special is not None:
+        return special(m)
+    if len(UnknownFieldSet(m)):
+        numbers = sorted({f.field_number for f in UnknownFieldSet(m)})
+        raise Unsupported("", f"{path or desc.name} has fields netsim does not know (numbers {numbers})")
+    out: dict = {}
+    for fd, v in m.ListFields():
+        name = fd.name
+        where = f"{path}.{name}" if path else name
+        shape = _SHAPE.get(fd.full_name)
+        if shape == "map":
+            vf = fd.message_type.fields_by_name["value"]
+            out[name] = {k: _value(vf, x, f"{where}[{k}]") for k, x in v.items()}
+            continue
+        if shape == "inline":
+            out.update(to_json(v, path))  # Go's embedded struct: its fields are the parent's
+            continue
+        if shape == "list":
+            out[name] = [_value(fd, x, f"{where}[{i}]") for i, x in enumerate(v)]
+            continue
+        if fd.type != _F.TYPE_MESSAGE and not v and shape != "keep":
+            continue  # omitempty: Go writes the zero value on the wire, its JSON leaves it out
+        out[name] = _value(fd, v, where)
+    return out
+
+
+def decode(body: bytes) -> dict:
+    """A protobuf request body as the JSON document (apiVersion and kind from its envelope)."""
+    if not body.startswith(MAGIC):
+        raise Unsupported("", "the body does not start with the Kubernetes protobuf magic k8s\\0")
+    try:
+        envelope = Unknown.FromString(body[len(MAGIC):])
+    except DecodeError as exc:
+        raise Unsupported("", f"the envelope is not a runtime.Unknown message: {exc}") from None
+    api_version, kind = envelope.typeMeta.apiVersion, envelope.typeMeta.kind
+    if envelope.contentEncoding:
+        raise Unsupported(kind, f"content encoding {envelope.contentEncoding!r} is not supported")
+    cls = message_for(api_version, kind)
+    if cls is None:
+        raise Unsupported(kind, f"netsim cannot decode {kind or 'an object'} ({api_version or 'no apiVersion'}) "
+                                f"from protobuf")
+    try:
+        doc = to_json(cls.FromString(envelope.raw))
+    except DecodeError as exc:
+        raise Unsupported(kind, f"the {kind} is not valid protobuf: {exc}") from None
+    except Unsupported as exc:
+        raise Unsupported(kind, f"{kind}: {exc}") from None
+    return {"apiVersion": api_version, "kind": kind, **doc}
