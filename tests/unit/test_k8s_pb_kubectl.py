@@ -1,5 +1,5 @@
 """Protobuf request bodies from the real kubectl: its typed-client commands (create namespace,
-deployment, secret, ..., expose, autoscale) send application/vnd.kubernetes.protobuf, and each is
+deployment, secret, ..., expose) send application/vnd.kubernetes.protobuf, and each is
 run against netsim's own server (plain HTTP on loopback, a SQLite store in the test's directory,
 conftest's apiserver), then read back with `kubectl get -o json`, so a field lost or mistyped
 in the decoding shows as the stored object.  Skipped without kubectl."""
@@ -116,9 +116,3 @@ def test_kubectl_create_commands_store_what_kubectl_sent(kubectl):
     assert rule["host"] == "foo.com"
     assert rule["http"]["paths"] == [{"path": "/bar", "pathType": "Exact",
                                       "backend": {"service": {"name": "web", "port": {"number": 8080}}}}]
-
-    kubectl("autoscale", "deployment", "web", "--min=1", "--max=3", "--cpu-percent=50")
-    hpa = _get(kubectl, "hpa", "web")
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}
-    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 3)
-    assert hpa["spec"]["targetCPUUtilizationPercentage"] == 50
