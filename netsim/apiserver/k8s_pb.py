@@ -663,41 +663,61 @@ _SPECIAL = {_PACKAGE + "meta.Time": _time, _PACKAGE + "intstr.IntOrString": _int
             _PACKAGE + "resource.Quantity": lambda m: m.string, _PACKAGE + "meta.FieldsV1": _fields_v1}
 
 
-def _value(fd, v, path: str):
-    if fd.type == _F.TYPE_MESSAGE:
-        return to_json(v, path)
-    if fd.type == _F.TYPE_BYTES:
+def _plans() -> dict:
+    """Per message descriptor: its special conversion, or what each field (by name) is:
+    (shape, "message" / "bytes" / "" for the element or value type)."""
+    plans: dict = {}
+    for cls in MESSAGES.values():
+        desc = cls.DESCRIPTOR
+        if desc.full_name in _SPECIAL:
+            plans[desc] = _SPECIAL[desc.full_name]
+            continue
+        fields = {}
+        for fd in desc.fields:
+            shape = _SHAPE.get(fd.full_name, "")
+            elem = fd.message_type.fields_by_name["value"] if shape == "map" else fd
+            fields[fd.name] = (shape, "message" if elem.type == _F.TYPE_MESSAGE else
+                               "bytes" if elem.type == _F.TYPE_BYTES else "")
+        plans[desc] = fields
+    return plans
+
+
+_PLANS = _plans()
+
+
+def _value(elem: str, v, path: str, check: bool):
+    if elem == "message":
+        return to_json(v, path, check)
+    if elem == "bytes":
         return base64.b64encode(v).decode()
     return v
 
 
-def to_json(m, path: str = "") -> object:
-    """A decoded message as Go's JSON encoding of its type would write it (see the docstring)."""
-    desc = m.DESCRIPTOR
-    special = _SPECIAL.get(desc.full_name)
-    if special is not None:
-        return special(m)
-    if len(UnknownFieldSet(m)):
+def to_json(m, path: str = "", check: bool = True) -> object:
+    """A decoded message as Go's JSON encoding of its type would write it (see the docstring);
+    Unsupported, naming the field, where the wire had a field the schema lacks (`check`; the
+    paths are spelt out only then)."""
+    plan = _PLANS[m.DESCRIPTOR]
+    if callable(plan):
+        return plan(m)
+    if check and len(UnknownFieldSet(m)):
         numbers = sorted({f.field_number for f in UnknownFieldSet(m)})
-        raise Unsupported("", f"{path or desc.name} has fields netsim does not know (numbers {numbers})")
+        raise Unsupported("", f"{path or m.DESCRIPTOR.name} has fields netsim does not know (numbers {numbers})")
     out: dict = {}
     for fd, v in m.ListFields():
         name = fd.name
-        where = f"{path}.{name}" if path else name
-        shape = _SHAPE.get(fd.full_name)
+        shape, elem = plan[name]
+        where = (f"{path}.{name}" if path else name) if check else ""
         if shape == "map":
-            vf = fd.message_type.fields_by_name["value"]
-            out[name] = {k: _value(vf, x, f"{where}[{k}]") for k, x in v.items()}
-            continue
-        if shape == "inline":
-            out.update(to_json(v, path))  # Go's embedded struct: its fields are the parent's
-            continue
-        if shape == "list":
-            out[name] = [_value(fd, x, f"{where}[{i}]") for i, x in enumerate(v)]
-            continue
-        if fd.type != _F.TYPE_MESSAGE and not v and shape != "keep":
-            continue  # omitempty: Go writes the zero value on the wire, its JSON leaves it out
-        out[name] = _value(fd, v, where)
+            out[name] = {k: _value(elem, x, f"{where}[{k}]" if check else "", check) for k, x in v.items()}
+        elif shape == "list":
+            out[name] = [_value(elem, x, f"{where}[{i}]" if check else "", check) for i, x in enumerate(v)]
+        elif shape == "inline":
+            out.update(to_json(v, path, check))  # Go's embedded struct: its fields are the parent's
+        elif elem == "message":
+            out[name] = to_json(v, where, check)
+        elif v or shape == "keep":  # else omitempty: Go writes the zero on the wire, its JSON leaves it out
+            out[name] = base64.b64encode(v).decode() if elem == "bytes" else v
     return out
 
 
@@ -717,7 +737,13 @@ def decode(body: bytes) -> dict:
         raise Unsupported(kind, f"netsim cannot decode {kind or 'an object'} ({api_version or 'no apiVersion'}) "
                                 f"from protobuf")
     try:
-        doc = to_json(cls.FromString(envelope.raw))
+        obj = cls.FromString(envelope.raw)
+        # Cheap test first: the size shrinks when unknown fields are discarded; only then walk
+        # with the per-message check that names them.
+        size = obj.ByteSize()
+        trimmed = cls.FromString(envelope.raw)
+        trimmed.DiscardUnknownFields()
+        doc = to_json(obj, check=trimmed.ByteSize() != size)
     except DecodeError as exc:
         raise Unsupported(kind, f"the {kind} is not valid protobuf: {exc}") from None
     except Unsupported as exc:
