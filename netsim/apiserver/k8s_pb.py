@@ -34,12 +34,47 @@ MAGIC = b"k8s\x00"
 # Per API group (its alias), from k8s.io/api and k8s.io/apimachinery generated.proto.  A type
 # "alias.Name" is another group's; "map<string, V>" is upstream's map field.
 _PROTO = {
+    "meta": """
+message Condition { *string type = 1; *string status = 2; int64 observedGeneration = 3; Time lastTransitionTime = 4;
+  *string reason = 5; *string message = 6; }
+message DeleteOptions { *int64 gracePeriodSeconds = 1; Preconditions preconditions = 2; *bool orphanDependents = 3;
+  *string propagationPolicy = 4; repeated string dryRun = 5;
+  *bool ignoreStoreReadErrorWithClusterBreakingPotential = 6; }
+message FieldsV1 { *bytes Raw = 1; }
+message LabelSelector { map<string, string> matchLabels = 1;
+  repeated LabelSelectorRequirement matchExpressions = 2; }
+message LabelSelectorRequirement { *string key = 1; *string operator = 2; repeated string values = 3; }
+message ManagedFieldsEntry { string manager = 1; string operation = 2; string apiVersion = 3; Time time = 4;
+  string fieldsType = 6; FieldsV1 fieldsV1 = 7; string subresource = 8; }
+message MicroTime { int64 seconds = 1; int32 nanos = 2; }
+message ObjectMeta { string name = 1; string generateName = 2; string namespace = 3; string selfLink = 4;
+  string uid = 5; string resourceVersion = 6; int64 generation = 7; Time creationTimestamp = 8;
+  Time deletionTimestamp = 9; *int64 deletionGracePeriodSeconds = 10; map<string, string> labels = 11;
+  map<string, string> annotations = 12; repeated OwnerReference ownerReferences = 13;
+  repeated string finalizers = 14; repeated ManagedFieldsEntry managedFields = 17; }
+message OwnerReference { *string apiVersion = 5; *string kind = 1; *string name = 3; *string uid = 4;
+  *bool controller = 6; *bool blockOwnerDeletion = 7; }
+message Preconditions { *string uid = 1; *string resourceVersion = 2; }
+message Time { int64 seconds = 1; int32 nanos = 2; }
+""",
+    "runtime": """
+message TypeMeta { string apiVersion = 1; string kind = 2; }
+message Unknown { inline TypeMeta typeMeta = 1; *bytes raw = 2; string contentEncoding = 3;
+  string contentType = 4; }
+""",
+    "intstr": """
+message IntOrString { int64 type = 1; int32 intVal = 2; string strVal = 3; }
+""",
+    "resource": """
+message Quantity { string string = 1; }
+""",
     "core": """
 message AWSElasticBlockStoreVolumeSource { *string volumeID = 1; string fsType = 2; int32 partition = 3;
   bool readOnly = 4; }
 message Affinity { NodeAffinity nodeAffinity = 1; PodAffinity podAffinity = 2;
   PodAntiAffinity podAntiAffinity = 3; }
 message AppArmorProfile { *string type = 1; *string localhostProfile = 2; }
+message AttachedVolume { *string name = 1; *string devicePath = 2; }
 message AzureDiskVolumeSource { *string diskName = 1; *string diskURI = 2; *string cachingMode = 3;
   *string fsType = 4; *bool readOnly = 5; *string kind = 6; }
 message AzureFileVolumeSource { *string secretName = 1; *string shareName = 2; bool readOnly = 3; }
@@ -58,6 +93,8 @@ message ConfigMap { meta.ObjectMeta metadata = 1; *bool immutable = 4; map<strin
 message ConfigMapEnvSource { inline LocalObjectReference localObjectReference = 1; *bool optional = 2; }
 message ConfigMapKeySelector { inline LocalObjectReference localObjectReference = 1; *string key = 2;
   *bool optional = 3; }
+message ConfigMapNodeConfigSource { *string namespace = 1; *string name = 2; string uid = 3;
+  string resourceVersion = 4; *string kubeletConfigKey = 5; }
 message ConfigMapProjection { inline LocalObjectReference localObjectReference = 1; repeated KeyToPath items = 2;
   *bool optional = 4; }
 message ConfigMapVolumeSource { inline LocalObjectReference localObjectReference = 1; repeated KeyToPath items = 2;
@@ -72,6 +109,7 @@ message Container { *string name = 1; string image = 2; repeated string command 
   bool stdin = 16; bool stdinOnce = 17; bool tty = 18; }
 message ContainerExtendedResourceRequest { *string containerName = 1; *string resourceName = 2;
   *string requestName = 3; }
+message ContainerImage { repeated string names = 1; int64 sizeBytes = 2; }
 message ContainerPort { string name = 1; int32 hostPort = 2; *int32 containerPort = 3; string protocol = 4;
   string hostIP = 5; }
 message ContainerResizePolicy { *string resourceName = 1; *string restartPolicy = 2; }
@@ -89,6 +127,7 @@ message ContainerStatus { *string name = 1; ContainerState state = 2; ContainerS
   repeated VolumeMountStatus volumeMounts = 12; ContainerUser user = 13;
   repeated ResourceStatus allocatedResourcesStatus = 14; *string stopSignal = 15; }
 message ContainerUser { LinuxContainerUser linux = 1; }
+message DaemonEndpoint { *int32 Port = 1; }
 message DownwardAPIProjection { repeated DownwardAPIVolumeFile items = 1; }
 message DownwardAPIVolumeFile { *string path = 1; ObjectFieldSelector fieldRef = 2;
   ResourceFieldSelector resourceFieldRef = 3; *int32 mode = 4; *int64 user = 5; }
@@ -117,6 +156,12 @@ message EphemeralContainerCommon { *string name = 1; string image = 2; repeated 
   string terminationMessagePolicy = 20; string imagePullPolicy = 14; SecurityContext securityContext = 15;
   bool stdin = 16; bool stdinOnce = 17; bool tty = 18; }
 message EphemeralVolumeSource { PersistentVolumeClaimTemplate volumeClaimTemplate = 1; }
+message Event { meta.ObjectMeta metadata = 1; ObjectReference involvedObject = 2; string reason = 3;
+  string message = 4; EventSource source = 5; meta.Time firstTimestamp = 6; meta.Time lastTimestamp = 7;
+  int32 count = 8; string type = 9; meta.MicroTime eventTime = 10; EventSeries series = 11; string action = 12;
+  ObjectReference related = 13; *string reportingComponent = 14; *string reportingInstance = 15; }
+message EventSeries { int32 count = 1; meta.MicroTime lastObservedTime = 2; }
+message EventSource { string component = 1; string host = 2; }
 message EvictionResponder { *string name = 1; *int32 priority = 2; }
 message ExecAction { repeated string command = 1; }
 message FCVolumeSource { repeated string targetWWNs = 1; *int32 lun = 2; string fsType = 3; bool readOnly = 4;
@@ -145,6 +190,11 @@ message KeyToPath { *string key = 1; *string path = 2; *int32 mode = 3; *int64 u
 message Lifecycle { LifecycleHandler postStart = 1; LifecycleHandler preStop = 2; *string stopSignal = 3; }
 message LifecycleHandler { ExecAction exec = 1; HTTPGetAction httpGet = 2; TCPSocketAction tcpSocket = 3;
   SleepAction sleep = 4; }
+message LimitRange { meta.ObjectMeta metadata = 1; LimitRangeSpec spec = 2; }
+message LimitRangeItem { *string type = 1; map<string, resource.Quantity> max = 2;
+  map<string, resource.Quantity> min = 3; map<string, resource.Quantity> default = 4;
+  map<string, resource.Quantity> defaultRequest = 5; map<string, resource.Quantity> maxLimitRequestRatio = 6; }
+message LimitRangeSpec { repeated LimitRangeItem limits = 1; }
 message LinuxContainerUser { *int64 uid = 1; *int64 gid = 2; repeated int64 supplementalGroups = 3; }
 message LoadBalancerIngress { string ip = 1; string hostname = 2; *string ipMode = 3;
   repeated PortStatus ports = 4; }
@@ -157,6 +207,8 @@ message NamespaceCondition { *string type = 1; *string status = 2; meta.Time las
   string reason = 5; string message = 6; }
 message NamespaceSpec { repeated string finalizers = 1; }
 message NamespaceStatus { string phase = 1; repeated NamespaceCondition conditions = 2; }
+message Node { meta.ObjectMeta metadata = 1; NodeSpec spec = 2; NodeStatus status = 3; }
+message NodeAddress { *string type = 1; *string address = 2; }
 message NodeAffinity { NodeSelector requiredDuringSchedulingIgnoredDuringExecution = 1;
   repeated PreferredSchedulingTerm preferredDuringSchedulingIgnoredDuringExecution = 2; }
 message NodeAllocatableMappedResources { *string name = 1; resource.Quantity quantity = 2; }
@@ -164,10 +216,33 @@ message NodeAllocatableOverheadResources { *string name = 1; resource.Quantity p
   resource.Quantity perContainer = 3; }
 message NodeAllocatableResourceClaimStatus { *string resourceClaimName = 1; repeated string containers = 2;
   repeated NodeAllocatableMappedResources mapping = 4; repeated NodeAllocatableOverheadResources overhead = 5; }
+message NodeCondition { *string type = 1; *string status = 2; meta.Time lastHeartbeatTime = 3;
+  meta.Time lastTransitionTime = 4; string reason = 5; string message = 6; }
+message NodeConfigSource { ConfigMapNodeConfigSource configMap = 2; }
+message NodeConfigStatus { NodeConfigSource assigned = 1; NodeConfigSource active = 2;
+  NodeConfigSource lastKnownGood = 3; string error = 4; }
+message NodeDaemonEndpoints { DaemonEndpoint kubeletEndpoint = 1; }
+message NodeFeatures { *bool supplementalGroupsPolicy = 1; }
+message NodePodPreemptionPolicy { repeated string disableResizePreemption = 1; }
+message NodeRuntimeHandler { *string name = 1; NodeRuntimeHandlerFeatures features = 2; }
+message NodeRuntimeHandlerFeatures { *bool recursiveReadOnlyMounts = 1; *bool userNamespaces = 2; }
 message NodeSelector { repeated NodeSelectorTerm nodeSelectorTerms = 1; }
 message NodeSelectorRequirement { *string key = 1; *string operator = 2; repeated string values = 3; }
 message NodeSelectorTerm { repeated NodeSelectorRequirement matchExpressions = 1;
   repeated NodeSelectorRequirement matchFields = 2; }
+message NodeSpec { string podCIDR = 1; repeated string podCIDRs = 7; string providerID = 3; bool unschedulable = 4;
+  repeated Taint taints = 5; NodeConfigSource configSource = 6; string externalID = 2;
+  NodePodPreemptionPolicy podPreemptionPolicy = 8; }
+message NodeStatus { map<string, resource.Quantity> capacity = 1; map<string, resource.Quantity> allocatable = 2;
+  string phase = 3; repeated NodeCondition conditions = 4; repeated NodeAddress addresses = 5;
+  NodeDaemonEndpoints daemonEndpoints = 6; NodeSystemInfo nodeInfo = 7; repeated ContainerImage images = 8;
+  repeated string volumesInUse = 9; repeated AttachedVolume volumesAttached = 10; NodeConfigStatus config = 11;
+  repeated NodeRuntimeHandler runtimeHandlers = 12; NodeFeatures features = 13;
+  repeated string declaredFeatures = 14; }
+message NodeSwapStatus { *int64 capacity = 1; }
+message NodeSystemInfo { *string machineID = 1; *string systemUUID = 2; *string bootID = 3;
+  *string kernelVersion = 4; *string osImage = 5; *string containerRuntimeVersion = 6; *string kubeletVersion = 7;
+  *string kubeProxyVersion = 8; *string operatingSystem = 9; *string architecture = 10; NodeSwapStatus swap = 11; }
 message ObjectFieldSelector { string apiVersion = 1; *string fieldPath = 2; }
 message ObjectReference { string kind = 1; string namespace = 2; string name = 3; string uid = 4;
   string apiVersion = 5; string resourceVersion = 6; string fieldPath = 7; }
@@ -260,6 +335,15 @@ message QuobyteVolumeSource { *string registry = 1; *string volume = 2; bool rea
   string group = 5; string tenant = 6; }
 message RBDVolumeSource { repeated string monitors = 1; *string image = 2; string fsType = 3; string pool = 4;
   string user = 5; string keyring = 6; LocalObjectReference secretRef = 7; bool readOnly = 8; }
+message ReplicationController { meta.ObjectMeta metadata = 1; ReplicationControllerSpec spec = 2;
+  ReplicationControllerStatus status = 3; }
+message ReplicationControllerCondition { *string type = 1; *string status = 2; meta.Time lastTransitionTime = 3;
+  string reason = 4; string message = 5; }
+message ReplicationControllerSpec { *int32 replicas = 1; int32 minReadySeconds = 4;
+  map<string, string> selector = 2; PodTemplateSpec template = 3; }
+message ReplicationControllerStatus { *int32 replicas = 1; int32 fullyLabeledReplicas = 2; int32 readyReplicas = 4;
+  int32 availableReplicas = 5; int64 observedGeneration = 3;
+  repeated ReplicationControllerCondition conditions = 6; }
 message ResourceClaim { *string name = 1; string request = 2; }
 message ResourceFieldSelector { string containerName = 1; *string resource = 2; resource.Quantity divisor = 3; }
 message ResourceHealth { *string resourceID = 1; string health = 2; *string message = 6; }
@@ -312,6 +396,7 @@ message StorageOSVolumeSource { string volumeName = 1; string volumeNamespace = 
   bool readOnly = 4; LocalObjectReference secretRef = 5; }
 message Sysctl { *string name = 1; *string value = 2; }
 message TCPSocketAction { intstr.IntOrString port = 1; string host = 2; }
+message Taint { *string key = 1; string value = 2; *string effect = 3; meta.Time timeAdded = 4; }
 message Toleration { string key = 1; string operator = 2; string value = 3; string effect = 4;
   *int64 tolerationSeconds = 5; }
 message TopologySpreadConstraint { *int32 maxSkew = 1; *string topologyKey = 2; *string whenUnsatisfiable = 3;
@@ -498,45 +583,50 @@ message Scale { meta.ObjectMeta metadata = 1; ScaleSpec spec = 2; ScaleStatus st
 message ScaleSpec { int32 replicas = 1; }
 message ScaleStatus { *int32 replicas = 1; string selector = 2; }
 """,
-    "meta": """
-message Condition { *string type = 1; *string status = 2; int64 observedGeneration = 3; Time lastTransitionTime = 4;
-  *string reason = 5; *string message = 6; }
-message DeleteOptions { *int64 gracePeriodSeconds = 1; Preconditions preconditions = 2; *bool orphanDependents = 3;
-  *string propagationPolicy = 4; repeated string dryRun = 5;
-  *bool ignoreStoreReadErrorWithClusterBreakingPotential = 6; }
-message FieldsV1 { *bytes Raw = 1; }
-message LabelSelector { map<string, string> matchLabels = 1;
-  repeated LabelSelectorRequirement matchExpressions = 2; }
-message LabelSelectorRequirement { *string key = 1; *string operator = 2; repeated string values = 3; }
-message ManagedFieldsEntry { string manager = 1; string operation = 2; string apiVersion = 3; Time time = 4;
-  string fieldsType = 6; FieldsV1 fieldsV1 = 7; string subresource = 8; }
-message ObjectMeta { string name = 1; string generateName = 2; string namespace = 3; string selfLink = 4;
-  string uid = 5; string resourceVersion = 6; int64 generation = 7; Time creationTimestamp = 8;
-  Time deletionTimestamp = 9; *int64 deletionGracePeriodSeconds = 10; map<string, string> labels = 11;
-  map<string, string> annotations = 12; repeated OwnerReference ownerReferences = 13;
-  repeated string finalizers = 14; repeated ManagedFieldsEntry managedFields = 17; }
-message OwnerReference { *string apiVersion = 5; *string kind = 1; *string name = 3; *string uid = 4;
-  *bool controller = 6; *bool blockOwnerDeletion = 7; }
-message Preconditions { *string uid = 1; *string resourceVersion = 2; }
-message Time { int64 seconds = 1; int32 nanos = 2; }
+    "coordination": """
+message Lease { meta.ObjectMeta metadata = 1; LeaseSpec spec = 2; }
+message LeaseSpec { *string holderIdentity = 1; *int32 leaseDurationSeconds = 2; meta.MicroTime acquireTime = 3;
+  meta.MicroTime renewTime = 4; *int32 leaseTransitions = 5; *string strategy = 6; *string preferredHolder = 7; }
 """,
-    "runtime": """
-message TypeMeta { string apiVersion = 1; string kind = 2; }
-message Unknown { inline TypeMeta typeMeta = 1; *bytes raw = 2; string contentEncoding = 3;
-  string contentType = 4; }
+    "discovery": """
+message Endpoint { repeated string addresses = 1; EndpointConditions conditions = 2; *string hostname = 3;
+  core.ObjectReference targetRef = 4; map<string, string> deprecatedTopology = 5; *string nodeName = 6;
+  *string zone = 7; EndpointHints hints = 8; }
+message EndpointConditions { *bool ready = 1; *bool serving = 2; *bool terminating = 3; }
+message EndpointHints { repeated ForZone forZones = 1; repeated ForNode forNodes = 2; }
+message EndpointPort { *string name = 1; *string protocol = 2; *int32 port = 3; *string appProtocol = 4; }
+message EndpointSlice { meta.ObjectMeta metadata = 1; *string addressType = 4; repeated Endpoint endpoints = 2;
+  repeated EndpointPort ports = 3; }
+message ForNode { *string name = 1; }
+message ForZone { *string name = 1; }
 """,
-    "intstr": """
-message IntOrString { int64 type = 1; int32 intVal = 2; string strVal = 3; }
+    "events": """
+message Event { meta.ObjectMeta metadata = 1; meta.MicroTime eventTime = 2; EventSeries series = 3;
+  string reportingController = 4; string reportingInstance = 5; string action = 6; string reason = 7;
+  core.ObjectReference regarding = 8; core.ObjectReference related = 9; string note = 10; string type = 11;
+  core.EventSource deprecatedSource = 12; meta.Time deprecatedFirstTimestamp = 13;
+  meta.Time deprecatedLastTimestamp = 14; int32 deprecatedCount = 15; }
+message EventSeries { *int32 count = 1; meta.MicroTime lastObservedTime = 2; }
 """,
-    "resource": """
-message Quantity { string string = 1; }
+    "certificates": """
+message CertificateSigningRequest { meta.ObjectMeta metadata = 1; CertificateSigningRequestSpec spec = 2;
+  CertificateSigningRequestStatus status = 3; }
+message CertificateSigningRequestCondition { *string type = 1; *string status = 6; string reason = 2;
+  string message = 3; meta.Time lastUpdateTime = 4; meta.Time lastTransitionTime = 5; }
+message CertificateSigningRequestSpec { *bytes request = 1; *string signerName = 7; *int32 expirationSeconds = 8;
+  repeated string usages = 5; string username = 2; string uid = 3; repeated string groups = 4;
+  map<string, ExtraValue> extra = 6; }
+message CertificateSigningRequestStatus { repeated CertificateSigningRequestCondition conditions = 1;
+  bytes certificate = 2; }
+message ExtraValue { repeated string items = 1; }
 """,
 }
 
 # API version of the envelope -> the alias of its messages.
 GROUPS = {"v1": "core", "apps/v1": "apps", "batch/v1": "batch", "rbac.authorization.k8s.io/v1": "rbac",
           "scheduling.k8s.io/v1": "scheduling", "policy/v1": "policy", "networking.k8s.io/v1": "networking",
-          "autoscaling/v1": "autoscaling"}
+          "autoscaling/v1": "autoscaling", "coordination.k8s.io/v1": "coordination",
+          "discovery.k8s.io/v1": "discovery", "events.k8s.io/v1": "events", "certificates.k8s.io/v1": "certificates"}
 _PACKAGE = "netsim.k8s."
 _F = descriptor_pb2.FieldDescriptorProto
 _SCALARS = {"string": _F.TYPE_STRING, "bool": _F.TYPE_BOOL, "int32": _F.TYPE_INT32, "int64": _F.TYPE_INT64,
@@ -648,6 +738,14 @@ def _time(m) -> str | None:
     return datetime.fromtimestamp(m.seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _micro_time(m) -> str | None:
+    if not m.ListFields():
+        return None
+    # metav1.MicroTime: RFC 3339 with microseconds, in UTC.
+    t = datetime.fromtimestamp(m.seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{t}.{m.nanos // 1000:06d}Z"
+
+
 def _int_or_string(m) -> int | str:
     return m.strVal if m.type == 1 else m.intVal
 
@@ -659,7 +757,10 @@ def _fields_v1(m) -> object:
         raise Unsupported("", "a managedFields entry's fieldsV1 is not JSON") from None
 
 
-_SPECIAL = {_PACKAGE + "meta.Time": _time, _PACKAGE + "intstr.IntOrString": _int_or_string,
+_SPECIAL = {_PACKAGE + "meta.Time": _time, _PACKAGE + "meta.MicroTime": _micro_time,
+            # certificates/v1 ExtraValue is a Go []string: a list in JSON
+            _PACKAGE + "certificates.ExtraValue": lambda m: list(m.items),
+            _PACKAGE + "intstr.IntOrString": _int_or_string,
             _PACKAGE + "resource.Quantity": lambda m: m.string, _PACKAGE + "meta.FieldsV1": _fields_v1}
 
 

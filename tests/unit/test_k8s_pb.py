@@ -24,8 +24,8 @@ def _wire(api_version: str, kind: str, obj) -> bytes:
 def _meta(**kw):
     # Go writes the non-pointer strings even when empty and the zero creationTimestamp as an
     # empty message; both must come out as encoding/json writes them (left out, null).
-    m = M["meta.ObjectMeta"](generateName="", namespace="", selfLink="", uid="", resourceVersion="",
-                             generation=0, **kw)
+    m = M["meta.ObjectMeta"](**{"generateName": "", "namespace": "", "selfLink": "", "uid": "",
+                                "resourceVersion": "", "generation": 0, **kw})
     m.creationTimestamp.SetInParent()
     return m
 
@@ -171,10 +171,47 @@ def test_the_api_server_stores_protobuf_and_answers_415_for_what_it_cannot_read(
         metadata=_meta(name="c"), data={"k": "v"})))
     assert (code, doc["data"]) == (201, {"k": "v"})
     code, doc = _post(f"{apiserver}/api/v1/namespaces/pb/configmaps",
-                      _wire("v1", "LimitRange", M["core.Namespace"](metadata=_meta(name="x"))))
+                      _wire("v1", "ComponentStatus", M["core.Namespace"](metadata=_meta(name="x"))))
     assert code == 415, doc
     assert doc["kind"] == "Status" and doc["reason"] == "UnsupportedMediaType"
-    assert "LimitRange" in doc["message"] and "JSON" in doc["message"]
-    assert doc["details"] == {"kind": "LimitRange"}
+    assert "ComponentStatus" in doc["message"] and "JSON" in doc["message"]
+    assert doc["details"] == {"kind": "ComponentStatus"}
     code, doc = _post(f"{apiserver}/api/v1/namespaces/pb/configmaps", b"not protobuf")
     assert (code, doc["reason"]) == (415, "UnsupportedMediaType")
+
+
+def test_controller_kinds_micro_time_delete_options_and_csr():
+    lease = M["coordination.Lease"](metadata=_meta(name="l", namespace="kube-node-lease"))
+    lease.spec.holderIdentity = "n1"
+    lease.spec.leaseDurationSeconds = 40
+    lease.spec.renewTime.seconds, lease.spec.renewTime.nanos = 1700000000, 123456789
+    lease.spec.acquireTime.SetInParent()  # Go's zero MicroTime
+    assert k8s_pb.decode(_wire("coordination.k8s.io/v1", "Lease", lease))["spec"] == {
+        "holderIdentity": "n1", "leaseDurationSeconds": 40, "acquireTime": None,
+        "renewTime": "2023-11-14T22:13:20.123456Z"}
+
+    es = M["discovery.EndpointSlice"](metadata=_meta(name="web-1"), addressType="IPv4")
+    ep = es.endpoints.add(addresses=["10.0.0.5"])
+    ep.conditions.ready = False  # a *bool: false is said, not left out
+    es.ports.add(name="", port=8080, protocol="TCP")
+    doc = k8s_pb.decode(_wire("discovery.k8s.io/v1", "EndpointSlice", es))
+    assert doc["endpoints"] == [{"addresses": ["10.0.0.5"], "conditions": {"ready": False}}]
+    assert doc["ports"] == [{"name": "", "port": 8080, "protocol": "TCP"}]  # *string name: "" stays
+
+    opts = M["meta.DeleteOptions"](gracePeriodSeconds=0, propagationPolicy="Foreground")
+    assert k8s_pb.decode(_wire("v1", "DeleteOptions", opts)) == {
+        "apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0, "propagationPolicy": "Foreground"}
+
+    csr = M["certificates.CertificateSigningRequest"](metadata=_meta(name="x"))
+    csr.spec.request = b"-----BEGIN CERTIFICATE REQUEST-----\n"
+    csr.spec.signerName = "kubernetes.io/kube-apiserver-client"
+    csr.spec.usages.append("client auth")
+    csr.spec.extra["scopes"].items.extend(["a", "b"])
+    cond = csr.status.conditions.add(type="Approved", status="True", reason="KubectlApprove")
+    cond.lastUpdateTime.seconds = 1700000000
+    doc = k8s_pb.decode(_wire("certificates.k8s.io/v1", "CertificateSigningRequest", csr))
+    assert doc["spec"] == {"request": base64.b64encode(b"-----BEGIN CERTIFICATE REQUEST-----\n").decode(),
+                           "signerName": "kubernetes.io/kube-apiserver-client", "usages": ["client auth"],
+                           "extra": {"scopes": ["a", "b"]}}
+    assert doc["status"]["conditions"] == [{"type": "Approved", "status": "True", "reason": "KubectlApprove",
+                                            "lastUpdateTime": "2023-11-14T22:13:20Z"}]

@@ -116,3 +116,17 @@ def test_kubectl_create_commands_store_what_kubectl_sent(kubectl):
     assert rule["host"] == "foo.com"
     assert rule["http"]["paths"] == [{"path": "/bar", "pathType": "Exact",
                                       "backend": {"service": {"name": "web", "port": {"number": 8080}}}}]
+
+
+def test_kubectl_drain_sends_delete_options_as_protobuf(kubectl, tmp_path):
+    # Node and pod go in as JSON (create -f); drain's typed client deletes the pod with a
+    # protobuf DeleteOptions whose gracePeriodSeconds 0 (a pointer's zero) makes it go at once.
+    (tmp_path / "n.json").write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}},
+        {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}},
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p1", "namespace": "default"},
+         "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "nginx"}]}}]}))
+    kubectl("create", "-f", str(tmp_path / "n.json"))
+    kubectl("drain", "n1", "--force", "--grace-period=0", "--timeout=20s")
+    assert _get(kubectl, "node", "n1")["spec"]["unschedulable"] is True
+    assert "NotFound" in kubectl("get", "pod", "p1", ok=False).stderr
