@@ -1,6 +1,7 @@
 """Request bodies in the Kubernetes protobuf encoding (application/vnd.kubernetes.protobuf), which
-client-go's typed clients send (kubectl create namespace/deployment/secret/..., expose, autoscale),
-decoded into the JSON documents the rest of the server works on.
+client-go's typed clients send (kubectl create namespace/deployment/secret/..., expose, drain's
+DeleteOptions; controllers' Leases, Events, EndpointSlices), decoded into the JSON documents the
+rest of the server works on.
 
 The wire form is the magic "k8s\\0" and a runtime.Unknown envelope (typeMeta, raw, contentEncoding,
 contentType) whose raw is the object as k8s.io/api's generated.proto describes it.  The messages
@@ -11,7 +12,9 @@ descriptor_pb2, as netsim.apiserver.openapi_pb does; no generated module, no pro
 Go's JSON is mimicked where the wire cannot say it: the Go side writes every non-pointer scalar,
 so a zero scalar is left out unless its field is marked `*` (a Go pointer, or a JSON tag without
 omitempty), which keeps `replicas: 0` or `immutable: false`; a message present on the wire is
-written even when empty (`resources: {}`); empty lists and maps are left out.  Time is seconds
+written even when empty (`resources: {}`); empty lists and maps are left out; a field marked
+`inline` is a Go embedded struct, whose fields JSON writes into the parent (Volume's VolumeSource,
+Probe's ProbeHandler, IngressRule's IngressRuleValue, the LocalObjectReference of key selectors).  Time is seconds
 (RFC 3339, "Z"; the empty message is Go's zero time, null), IntOrString an int or a string,
 Quantity its string, bytes base64, FieldsV1 its raw JSON.  A kind not written down here, an
 envelope with a content encoding, or a field this schema lacks is Unsupported (the HTTP layer
@@ -31,8 +34,10 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 CONTENT_TYPE = "application/vnd.kubernetes.protobuf"
 MAGIC = b"k8s\x00"
 
-# Per API group (its alias), from k8s.io/api and k8s.io/apimachinery generated.proto.  A type
-# "alias.Name" is another group's; "map<string, V>" is upstream's map field.
+# Per API group (its alias), from k8s.io/api and k8s.io/apimachinery generated.proto (what the
+# kinds in GROUPS use, all their fields; JobSpec's alpha `scheduling` left out).  A type
+# "alias.Name" is another group's; "map<string, V>" is upstream's map field; `*` and `inline` as
+# the module docstring says, read off the Go types' json tags.
 _PROTO = {
     "meta": """
 message Condition { *string type = 1; *string status = 2; int64 observedGeneration = 3; Time lastTransitionTime = 4;
