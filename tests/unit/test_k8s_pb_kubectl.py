@@ -103,6 +103,15 @@ def test_kubectl_create_commands_store_what_kubectl_sent(kubectl):
     kubectl("create", "priorityclass", "pc", "--value=1000", "--description=high")
     pc = _get(kubectl, "priorityclass", "pc")
     assert (pc["value"], pc["description"], pc.get("globalDefault", False)) == (1000, "high", False)
+    kubectl("create", "priorityclass", "zero", "--value=0", "--preemption-policy=Never")
+    pc = _get(kubectl, "priorityclass", "zero")
+    assert (pc["value"], pc["preemptionPolicy"]) == (0, "Never")  # `json:"value"`: Go writes its zero
+
+    kubectl("create", "secret", "docker-registry", "reg", "--docker-server=r", "--docker-username=u",
+            "--docker-password=p")
+    reg = _get(kubectl, "secret", "reg")
+    assert reg["type"] == "kubernetes.io/dockerconfigjson"
+    assert json.loads(base64.b64decode(reg["data"][".dockerconfigjson"]))["auths"]["r"]["username"] == "u"
 
     kubectl("create", "poddisruptionbudget", "pdb", "--selector=app=web", "--min-available=50%")
     pdb = _get(kubectl, "poddisruptionbudget", "pdb")
