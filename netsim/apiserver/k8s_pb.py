@@ -736,19 +736,25 @@ def message_for(api_version: str, kind: str) -> type | None:
 
 # -- protobuf to JSON -------------------------------------------------------------------------
 
+def _utc(seconds: int) -> str:
+    try:
+        return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    except (OverflowError, OSError, ValueError):
+        raise Unsupported("", f"a time of {seconds} seconds since 1970 is out of range") from None
+
+
 def _time(m) -> str | None:
     if not m.ListFields():
         return None  # Go's zero Time marshals to nothing and back to the zero time: JSON null
     # Seconds only, as metav1.Time's Unmarshal keeps them (its JSON has no fractions).
-    return datetime.fromtimestamp(m.seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _utc(m.seconds) + "Z"
 
 
 def _micro_time(m) -> str | None:
     if not m.ListFields():
         return None
     # metav1.MicroTime: RFC 3339 with microseconds, in UTC.
-    t = datetime.fromtimestamp(m.seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{t}.{m.nanos // 1000:06d}Z"
+    return f"{_utc(m.seconds)}.{m.nanos // 1000:06d}Z"
 
 
 def _int_or_string(m) -> int | str:
@@ -796,6 +802,10 @@ def _value(elem: str, v, path: str, check: bool):
         return to_json(v, path, check)
     if elem == "bytes":
         return base64.b64encode(v).decode()
+    if isinstance(v, bytes):
+        # a proto2 string that is not UTF-8 (protobuf hands it over as bytes): Go keeps the
+        # bytes and its JSON writes each bad one as U+FFFD
+        return v.decode("utf-8", errors="replace")
     return v
 
 
@@ -823,7 +833,7 @@ def to_json(m, path: str = "", check: bool = True) -> object:
         elif elem == "message":
             out[name] = to_json(v, where, check)
         elif v or shape == "keep":  # else omitempty: Go writes the zero on the wire, its JSON leaves it out
-            out[name] = base64.b64encode(v).decode() if elem == "bytes" else v
+            out[name] = _value(elem, v, where, check)
     return out
 
 
@@ -850,7 +860,7 @@ def decode(body: bytes) -> dict:
         trimmed = cls.FromString(envelope.raw)
         trimmed.DiscardUnknownFields()
         doc = to_json(obj, check=trimmed.ByteSize() != size)
-    except DecodeError as exc:
+    except (DecodeError, UnicodeDecodeError) as exc:
         raise Unsupported(kind, f"the {kind} is not valid protobuf: {exc}") from None
     except Unsupported as exc:
         raise Unsupported(kind, f"{kind}: {exc}") from None

@@ -5,6 +5,7 @@ server answers it with a 415 Status (conftest's loopback apiserver, urllib as th
 
 import base64
 import json
+import random
 import urllib.error
 import urllib.request
 
@@ -215,3 +216,42 @@ def test_controller_kinds_micro_time_delete_options_and_csr():
                            "extra": {"scopes": ["a", "b"]}}
     assert doc["status"]["conditions"] == [{"type": "Approved", "status": "True", "reason": "KubectlApprove",
                                             "lastUpdateTime": "2023-11-14T22:13:20Z"}]
+
+
+def test_broken_bodies_are_unsupported_never_another_error():
+    d = M["apps.Deployment"](metadata=_meta(name="web", labels={"app": "web"}))
+    d.spec.replicas = 2
+    c = d.spec.template.spec.containers.add(name="c", image="nginx")
+    c.resources.limits["memory"].string = "1Gi"
+    c.ports.add(containerPort=80)
+    raw = d.SerializeToString()
+    rng = random.Random(7)
+    outcomes = set()
+    for _ in range(3000):  # byte flips, cuts and insertions in the object
+        b = bytearray(raw)
+        for _ in range(rng.randint(1, 3)):
+            pos = rng.randrange(len(b))
+            op = rng.random()
+            if op < 0.5:
+                b[pos] = rng.randrange(256)
+            elif op < 0.75:
+                del b[pos]
+            else:
+                b.insert(pos, rng.randrange(256))
+        u = k8s_pb.Unknown(raw=bytes(b))
+        u.typeMeta.apiVersion, u.typeMeta.kind = "apps/v1", "Deployment"
+        try:
+            outcomes.add(type(k8s_pb.decode(k8s_pb.MAGIC + u.SerializeToString())).__name__)
+        except k8s_pb.Unsupported:
+            outcomes.add("Unsupported")
+    assert outcomes == {"dict", "Unsupported"}
+
+    ns = M["core.Namespace"](metadata=_meta(name="n"))
+    ns.metadata.creationTimestamp.seconds = 2**62
+    with pytest.raises(k8s_pb.Unsupported, match="out of range"):
+        k8s_pb.decode(_wire("v1", "Namespace", ns))
+    # a name that is not UTF-8: Go's JSON writes U+FFFD for the bad byte
+    meta = _meta(name="n").SerializeToString().replace(b"\x0a\x01n", b"\x0a\x02n\xff")
+    u = k8s_pb.Unknown(raw=b"\x0a" + bytes([len(meta)]) + meta)  # Namespace{metadata: 1}
+    u.typeMeta.apiVersion, u.typeMeta.kind = "v1", "Namespace"
+    assert k8s_pb.decode(k8s_pb.MAGIC + u.SerializeToString())["metadata"]["name"] == "n\ufffd"
