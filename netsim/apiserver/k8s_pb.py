@@ -16,7 +16,7 @@ written even when empty (`resources: {}`); empty lists and maps are left out; a 
 `inline` is a Go embedded struct, whose fields JSON writes into the parent (Volume's VolumeSource,
 Probe's ProbeHandler, IngressRule's IngressRuleValue, the LocalObjectReference of key selectors).  Time is seconds
 (RFC 3339, "Z"; the empty message is Go's zero time, null), IntOrString an int or a string,
-Quantity its string, bytes base64, FieldsV1 its raw JSON.  A kind not written down here, an
+Quantity its string, bytes base64, FieldsV1 and RawExtension their raw JSON.  A kind not written down here, an
 envelope with a content encoding, or a field this schema lacks is Unsupported (the HTTP layer
 answers 415 asking for JSON) rather than dropped.  Pure.  May use: the standard library and protobuf."""
 
@@ -63,6 +63,7 @@ message Preconditions { *string uid = 1; *string resourceVersion = 2; }
 message Time { int64 seconds = 1; int32 nanos = 2; }
 """,
     "runtime": """
+message RawExtension { *bytes raw = 1; }
 message TypeMeta { string apiVersion = 1; string kind = 2; }
 message Unknown { inline TypeMeta typeMeta = 1; *bytes raw = 2; string contentEncoding = 3;
   string contentType = 4; }
@@ -82,12 +83,22 @@ message AppArmorProfile { *string type = 1; *string localhostProfile = 2; }
 message AttachedVolume { *string name = 1; *string devicePath = 2; }
 message AzureDiskVolumeSource { *string diskName = 1; *string diskURI = 2; *string cachingMode = 3;
   *string fsType = 4; *bool readOnly = 5; *string kind = 6; }
+message AzureFilePersistentVolumeSource { *string secretName = 1; *string shareName = 2; bool readOnly = 3;
+  *string secretNamespace = 4; }
 message AzureFileVolumeSource { *string secretName = 1; *string shareName = 2; bool readOnly = 3; }
+message CSIPersistentVolumeSource { *string driver = 1; *string volumeHandle = 2; bool readOnly = 3;
+  string fsType = 4; map<string, string> volumeAttributes = 5; SecretReference controllerPublishSecretRef = 6;
+  SecretReference nodeStageSecretRef = 7; SecretReference nodePublishSecretRef = 8;
+  SecretReference controllerExpandSecretRef = 9; SecretReference nodeExpandSecretRef = 10; }
 message CSIVolumeSource { *string driver = 1; *bool readOnly = 2; *string fsType = 3;
   map<string, string> volumeAttributes = 4; LocalObjectReference nodePublishSecretRef = 5; }
 message Capabilities { repeated string add = 1; repeated string drop = 2; }
+message CephFSPersistentVolumeSource { repeated string monitors = 1; string path = 2; string user = 3;
+  string secretFile = 4; SecretReference secretRef = 5; bool readOnly = 6; }
 message CephFSVolumeSource { repeated string monitors = 1; string path = 2; string user = 3; string secretFile = 4;
   LocalObjectReference secretRef = 5; bool readOnly = 6; }
+message CinderPersistentVolumeSource { *string volumeID = 1; string fsType = 2; bool readOnly = 3;
+  SecretReference secretRef = 4; }
 message CinderVolumeSource { *string volumeID = 1; string fsType = 2; bool readOnly = 3;
   LocalObjectReference secretRef = 4; }
 message ClientIPConfig { *int32 timeoutSeconds = 1; }
@@ -172,6 +183,8 @@ message ExecAction { repeated string command = 1; }
 message FCVolumeSource { repeated string targetWWNs = 1; *int32 lun = 2; string fsType = 3; bool readOnly = 4;
   repeated string wwids = 5; }
 message FileKeySelector { *string volumeName = 1; *string path = 2; *string key = 3; *bool optional = 4; }
+message FlexPersistentVolumeSource { *string driver = 1; string fsType = 2; SecretReference secretRef = 3;
+  bool readOnly = 4; map<string, string> options = 5; }
 message FlexVolumeSource { *string driver = 1; string fsType = 2; LocalObjectReference secretRef = 3;
   bool readOnly = 4; map<string, string> options = 5; }
 message FlockerVolumeSource { string datasetName = 1; string datasetUUID = 2; }
@@ -179,6 +192,8 @@ message GCEPersistentDiskVolumeSource { *string pdName = 1; string fsType = 2; i
   bool readOnly = 4; }
 message GRPCAction { *int32 port = 1; *string service = 2; *string mode = 3; }
 message GitRepoVolumeSource { *string repository = 1; string revision = 2; string directory = 3; }
+message GlusterfsPersistentVolumeSource { *string endpoints = 1; *string path = 2; bool readOnly = 3;
+  *string endpointsNamespace = 4; }
 message GlusterfsVolumeSource { *string endpoints = 1; *string path = 2; bool readOnly = 3; }
 message HTTPGetAction { string path = 1; intstr.IntOrString port = 2; string host = 3; string scheme = 4;
   repeated HTTPHeader httpHeaders = 5; *string protocol = 6; }
@@ -186,6 +201,10 @@ message HTTPHeader { *string name = 1; *string value = 2; }
 message HostAlias { *string ip = 1; repeated string hostnames = 2; }
 message HostIP { *string ip = 1; }
 message HostPathVolumeSource { *string path = 1; *string type = 2; }
+message ISCSIPersistentVolumeSource { *string targetPortal = 1; *string iqn = 2; *int32 lun = 3;
+  string iscsiInterface = 4; string fsType = 5; bool readOnly = 6; repeated string portals = 7;
+  bool chapAuthDiscovery = 8; bool chapAuthSession = 11; SecretReference secretRef = 10;
+  *string initiatorName = 12; }
 message ISCSIVolumeSource { *string targetPortal = 1; *string iqn = 2; *int32 lun = 3; string iscsiInterface = 4;
   string fsType = 5; bool readOnly = 6; repeated string portals = 7; bool chapAuthDiscovery = 8;
   bool chapAuthSession = 11; LocalObjectReference secretRef = 10; *string initiatorName = 12; }
@@ -205,6 +224,7 @@ message LoadBalancerIngress { string ip = 1; string hostname = 2; *string ipMode
   repeated PortStatus ports = 4; }
 message LoadBalancerStatus { repeated LoadBalancerIngress ingress = 1; }
 message LocalObjectReference { string name = 1; }
+message LocalVolumeSource { *string path = 1; *string fsType = 2; }
 message ModifyVolumeStatus { string targetVolumeAttributesClassName = 1; *string status = 2; }
 message NFSVolumeSource { *string server = 1; *string path = 2; bool readOnly = 3; }
 message Namespace { meta.ObjectMeta metadata = 1; NamespaceSpec spec = 2; NamespaceStatus status = 3; }
@@ -251,6 +271,8 @@ message NodeSystemInfo { *string machineID = 1; *string systemUUID = 2; *string 
 message ObjectFieldSelector { string apiVersion = 1; *string fieldPath = 2; }
 message ObjectReference { string kind = 1; string namespace = 2; string name = 3; string uid = 4;
   string apiVersion = 5; string resourceVersion = 6; string fieldPath = 7; }
+message PersistentVolume { meta.ObjectMeta metadata = 1; PersistentVolumeSpec spec = 2;
+  PersistentVolumeStatus status = 3; }
 message PersistentVolumeClaim { meta.ObjectMeta metadata = 1; PersistentVolumeClaimSpec spec = 2;
   PersistentVolumeClaimStatus status = 3; }
 message PersistentVolumeClaimCondition { *string type = 1; *string status = 2; meta.Time lastProbeTime = 3;
@@ -266,6 +288,24 @@ message PersistentVolumeClaimStatus { string phase = 1; repeated string accessMo
   VolumeHealthStatus healthStatus = 10; }
 message PersistentVolumeClaimTemplate { meta.ObjectMeta metadata = 1; PersistentVolumeClaimSpec spec = 2; }
 message PersistentVolumeClaimVolumeSource { *string claimName = 1; bool readOnly = 2; }
+message PersistentVolumeSource { GCEPersistentDiskVolumeSource gcePersistentDisk = 1;
+  AWSElasticBlockStoreVolumeSource awsElasticBlockStore = 2; HostPathVolumeSource hostPath = 3;
+  GlusterfsPersistentVolumeSource glusterfs = 4; NFSVolumeSource nfs = 5; RBDPersistentVolumeSource rbd = 6;
+  ISCSIPersistentVolumeSource iscsi = 7; CinderPersistentVolumeSource cinder = 8;
+  CephFSPersistentVolumeSource cephfs = 9; FCVolumeSource fc = 10; FlockerVolumeSource flocker = 11;
+  FlexPersistentVolumeSource flexVolume = 12; AzureFilePersistentVolumeSource azureFile = 13;
+  VsphereVirtualDiskVolumeSource vsphereVolume = 14; QuobyteVolumeSource quobyte = 15;
+  AzureDiskVolumeSource azureDisk = 16; PhotonPersistentDiskVolumeSource photonPersistentDisk = 17;
+  PortworxVolumeSource portworxVolume = 18; ScaleIOPersistentVolumeSource scaleIO = 19;
+  LocalVolumeSource local = 20; StorageOSPersistentVolumeSource storageos = 21;
+  CSIPersistentVolumeSource csi = 22; }
+message PersistentVolumeSpec { map<string, resource.Quantity> capacity = 1;
+  inline PersistentVolumeSource persistentVolumeSource = 2; repeated string accessModes = 3;
+  ObjectReference claimRef = 4; string persistentVolumeReclaimPolicy = 5; string storageClassName = 6;
+  repeated string mountOptions = 7; *string volumeMode = 8; VolumeNodeAffinity nodeAffinity = 9;
+  *string volumeAttributesClassName = 10; }
+message PersistentVolumeStatus { string phase = 1; string message = 2; string reason = 3;
+  meta.Time lastPhaseTransitionTime = 4; }
 message PhotonPersistentDiskVolumeSource { *string pdID = 1; string fsType = 2; }
 message Pod { meta.ObjectMeta metadata = 1; PodSpec spec = 2; PodStatus status = 3; }
 message PodAffinity { repeated PodAffinityTerm requiredDuringSchedulingIgnoredDuringExecution = 1;
@@ -338,6 +378,8 @@ message ProjectedVolumeSource { repeated VolumeProjection sources = 1; *int32 de
   *int64 defaultUser = 3; }
 message QuobyteVolumeSource { *string registry = 1; *string volume = 2; bool readOnly = 3; string user = 4;
   string group = 5; string tenant = 6; }
+message RBDPersistentVolumeSource { repeated string monitors = 1; *string image = 2; string fsType = 3;
+  string pool = 4; string user = 5; string keyring = 6; SecretReference secretRef = 7; bool readOnly = 8; }
 message RBDVolumeSource { repeated string monitors = 1; *string image = 2; string fsType = 3; string pool = 4;
   string user = 5; string keyring = 6; LocalObjectReference secretRef = 7; bool readOnly = 8; }
 message ReplicationController { meta.ObjectMeta metadata = 1; ReplicationControllerSpec spec = 2;
@@ -360,6 +402,9 @@ message ResourceRequirements { map<string, resource.Quantity> limits = 1;
   map<string, resource.Quantity> requests = 2; repeated ResourceClaim claims = 3; }
 message ResourceStatus { *string name = 1; repeated ResourceHealth resources = 2; }
 message SELinuxOptions { string user = 1; string role = 2; string type = 3; string level = 4; }
+message ScaleIOPersistentVolumeSource { *string gateway = 1; *string system = 2; SecretReference secretRef = 3;
+  bool sslEnabled = 4; string protectionDomain = 5; string storagePool = 6; string storageMode = 7;
+  string volumeName = 8; string fsType = 9; bool readOnly = 10; }
 message ScaleIOVolumeSource { *string gateway = 1; *string system = 2; LocalObjectReference secretRef = 3;
   bool sslEnabled = 4; string protectionDomain = 5; string storagePool = 6; string storageMode = 7;
   string volumeName = 8; string fsType = 9; bool readOnly = 10; }
@@ -374,6 +419,7 @@ message SecretKeySelector { inline LocalObjectReference localObjectReference = 1
   *bool optional = 3; }
 message SecretProjection { inline LocalObjectReference localObjectReference = 1; repeated KeyToPath items = 2;
   *bool optional = 4; }
+message SecretReference { string name = 1; string namespace = 2; }
 message SecretVolumeSource { string secretName = 1; repeated KeyToPath items = 2; *int32 defaultMode = 3;
   *bool optional = 4; *int64 defaultUser = 5; }
 message SecurityContext { Capabilities capabilities = 1; *bool privileged = 2; SELinuxOptions seLinuxOptions = 3;
@@ -397,6 +443,8 @@ message ServiceSpec { repeated ServicePort ports = 1; map<string, string> select
 message ServiceStatus { LoadBalancerStatus loadBalancer = 1; repeated meta.Condition conditions = 2; }
 message SessionAffinityConfig { ClientIPConfig clientIP = 1; }
 message SleepAction { *int64 seconds = 1; }
+message StorageOSPersistentVolumeSource { string volumeName = 1; string volumeNamespace = 2; string fsType = 3;
+  bool readOnly = 4; ObjectReference secretRef = 5; }
 message StorageOSVolumeSource { string volumeName = 1; string volumeNamespace = 2; string fsType = 3;
   bool readOnly = 4; LocalObjectReference secretRef = 5; }
 message Sysctl { *string name = 1; *string value = 2; }
@@ -404,6 +452,8 @@ message TCPSocketAction { intstr.IntOrString port = 1; string host = 2; }
 message Taint { *string key = 1; string value = 2; *string effect = 3; meta.Time timeAdded = 4; }
 message Toleration { string key = 1; string operator = 2; string value = 3; string effect = 4;
   *int64 tolerationSeconds = 5; }
+message TopologySelectorLabelRequirement { *string key = 1; repeated string values = 2; }
+message TopologySelectorTerm { repeated TopologySelectorLabelRequirement matchLabelExpressions = 1; }
 message TopologySpreadConstraint { *int32 maxSkew = 1; *string topologyKey = 2; *string whenUnsatisfiable = 3;
   meta.LabelSelector labelSelector = 4; *int32 minDomains = 5; *string nodeAffinityPolicy = 6;
   *string nodeTaintsPolicy = 7; repeated string matchLabelKeys = 8; }
@@ -418,6 +468,7 @@ message VolumeMount { *string name = 1; bool readOnly = 2; *string recursiveRead
   string subPath = 4; *string mountPropagation = 5; string subPathExpr = 6; repeated string bindMountOptions = 8; }
 message VolumeMountStatus { *string name = 1; *string mountPath = 2; bool readOnly = 3;
   *string recursiveReadOnly = 4; VolumeStatus volumeStatus = 5; }
+message VolumeNodeAffinity { NodeSelector required = 1; }
 message VolumeProjection { SecretProjection secret = 1; DownwardAPIProjection downwardAPI = 2;
   ConfigMapProjection configMap = 3; ServiceAccountTokenProjection serviceAccountToken = 4;
   ClusterTrustBundleProjection clusterTrustBundle = 5; PodCertificateProjection podCertificate = 6; }
@@ -444,6 +495,7 @@ message WindowsSecurityContextOptions { *string gmsaCredentialSpecName = 1; *str
   *string runAsUserName = 3; *bool hostProcess = 4; }
 """,
     "apps": """
+message ControllerRevision { meta.ObjectMeta metadata = 1; runtime.RawExtension data = 2; *int64 revision = 3; }
 message DaemonSet { meta.ObjectMeta metadata = 1; DaemonSetSpec spec = 2; DaemonSetStatus status = 3; }
 message DaemonSetCondition { *string type = 1; *string status = 2; meta.Time lastTransitionTime = 3;
   string reason = 4; string message = 5; }
@@ -625,13 +677,39 @@ message CertificateSigningRequestStatus { repeated CertificateSigningRequestCond
   bytes certificate = 2; }
 message ExtraValue { repeated string items = 1; }
 """,
+    "storage": """
+message CSIDriver { meta.ObjectMeta metadata = 1; CSIDriverSpec spec = 2; }
+message CSIDriverSpec { *bool attachRequired = 1; *bool podInfoOnMount = 2;
+  repeated string volumeLifecycleModes = 3; *bool storageCapacity = 4; *string fsGroupPolicy = 5;
+  repeated TokenRequest tokenRequests = 6; *bool requiresRepublish = 7; *bool seLinuxMount = 8;
+  *int64 nodeAllocatableUpdatePeriodSeconds = 9; *bool serviceAccountTokenInSecrets = 10;
+  *bool preventPodSchedulingIfMissing = 11; }
+message StorageClass { meta.ObjectMeta metadata = 1; *string provisioner = 2; map<string, string> parameters = 3;
+  *string reclaimPolicy = 4; repeated string mountOptions = 5; *bool allowVolumeExpansion = 6;
+  *string volumeBindingMode = 7; repeated core.TopologySelectorTerm allowedTopologies = 8; }
+message TokenRequest { *string audience = 1; *int64 expirationSeconds = 2; }
+message VolumeAttachment { meta.ObjectMeta metadata = 1; VolumeAttachmentSpec spec = 2;
+  VolumeAttachmentStatus status = 3; }
+message VolumeAttachmentSource { *string persistentVolumeName = 1; core.PersistentVolumeSpec inlineVolumeSpec = 2; }
+message VolumeAttachmentSpec { *string attacher = 1; VolumeAttachmentSource source = 2; *string nodeName = 3; }
+message VolumeAttachmentStatus { *bool attached = 1; map<string, string> attachmentMetadata = 2;
+  VolumeError attachError = 3; VolumeError detachError = 4; }
+message VolumeError { meta.Time time = 1; string message = 2; *int32 errorCode = 3; }
+""",
+    "node": """
+message Overhead { map<string, resource.Quantity> podFixed = 1; }
+message RuntimeClass { meta.ObjectMeta metadata = 1; *string handler = 2; Overhead overhead = 3;
+  Scheduling scheduling = 4; }
+message Scheduling { map<string, string> nodeSelector = 1; repeated core.Toleration tolerations = 2; }
+""",
 }
 
 # API version of the envelope -> the alias of its messages.
 GROUPS = {"v1": "core", "apps/v1": "apps", "batch/v1": "batch", "rbac.authorization.k8s.io/v1": "rbac",
           "scheduling.k8s.io/v1": "scheduling", "policy/v1": "policy", "networking.k8s.io/v1": "networking",
           "autoscaling/v1": "autoscaling", "coordination.k8s.io/v1": "coordination",
-          "discovery.k8s.io/v1": "discovery", "events.k8s.io/v1": "events", "certificates.k8s.io/v1": "certificates"}
+          "discovery.k8s.io/v1": "discovery", "events.k8s.io/v1": "events", "certificates.k8s.io/v1": "certificates",
+          "storage.k8s.io/v1": "storage", "node.k8s.io/v1": "node"}
 _PACKAGE = "netsim.k8s."
 _F = descriptor_pb2.FieldDescriptorProto
 _SCALARS = {"string": _F.TYPE_STRING, "bool": _F.TYPE_BOOL, "int32": _F.TYPE_INT32, "int64": _F.TYPE_INT64,
@@ -761,6 +839,13 @@ def _int_or_string(m) -> int | str:
     return m.strVal if m.type == 1 else m.intVal
 
 
+def _raw_extension(m) -> object:
+    try:
+        return json.loads(m.raw) if m.raw else None  # RawExtension's MarshalJSON: its bytes, or null
+    except ValueError:
+        raise Unsupported("", "a RawExtension (ControllerRevision data) that is not JSON") from None
+
+
 def _fields_v1(m) -> object:
     try:
         return json.loads(m.Raw) if m.Raw else {}
@@ -772,7 +857,8 @@ _SPECIAL = {_PACKAGE + "meta.Time": _time, _PACKAGE + "meta.MicroTime": _micro_t
             # certificates/v1 ExtraValue is a Go []string: a list in JSON
             _PACKAGE + "certificates.ExtraValue": lambda m: list(m.items),
             _PACKAGE + "intstr.IntOrString": _int_or_string,
-            _PACKAGE + "resource.Quantity": lambda m: m.string, _PACKAGE + "meta.FieldsV1": _fields_v1}
+            _PACKAGE + "resource.Quantity": lambda m: m.string, _PACKAGE + "meta.FieldsV1": _fields_v1,
+            _PACKAGE + "runtime.RawExtension": _raw_extension}
 
 
 def _plans() -> dict:

@@ -255,3 +255,20 @@ def test_broken_bodies_are_unsupported_never_another_error():
     u = k8s_pb.Unknown(raw=b"\x0a" + bytes([len(meta)]) + meta)  # Namespace{metadata: 1}
     u.typeMeta.apiVersion, u.typeMeta.kind = "v1", "Namespace"
     assert k8s_pb.decode(k8s_pb.MAGIC + u.SerializeToString())["metadata"]["name"] == "n\ufffd"
+
+
+def test_raw_extension_and_storage_kinds():
+    cr = M["apps.ControllerRevision"](metadata=_meta(name="web-1"), revision=1)
+    cr.data.raw = b'{"spec":{"template":{"spec":{"containers":[{"name":"c"}]}}}}'
+    assert k8s_pb.decode(_wire("apps/v1", "ControllerRevision", cr))["data"] == {
+        "spec": {"template": {"spec": {"containers": [{"name": "c"}]}}}}
+    cr.data.raw = b"\x00not json"
+    with pytest.raises(k8s_pb.Unsupported, match="ControllerRevision.*RawExtension"):
+        k8s_pb.decode(_wire("apps/v1", "ControllerRevision", cr))
+    sc = M["storage.StorageClass"](metadata=_meta(name="fast"), provisioner="example.com/disk",
+                                   parameters={"type": "ssd"}, reclaimPolicy="Delete",
+                                   allowVolumeExpansion=False)
+    assert k8s_pb.decode(_wire("storage.k8s.io/v1", "StorageClass", sc)) == {
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": "fast", "creationTimestamp": None}, "provisioner": "example.com/disk",
+        "parameters": {"type": "ssd"}, "reclaimPolicy": "Delete", "allowVolumeExpansion": False}
