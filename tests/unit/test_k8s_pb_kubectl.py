@@ -63,6 +63,12 @@ def test_kubectl_create_commands_store_what_kubectl_sent(kubectl):
     assert svc["spec"]["ports"] == [{"name": "80-8080", "port": 80, "protocol": "TCP", "targetPort": 8080}]
     assert svc["spec"]["selector"] == {"app": "web"}
 
+    kubectl("create", "service", "nodeport", "np", "--tcp=80:8080")
+    port = _get(kubectl, "service", "np")["spec"]["ports"][0]
+    assert 30000 <= port["nodePort"] <= 32767  # nodePort 0 on the wire (omitempty) is left to the server
+    kubectl("create", "service", "externalname", "en", "--external-name=example.com")
+    assert _get(kubectl, "service", "en")["spec"]["externalName"] == "example.com"
+
     kubectl("expose", "deployment", "web", "--port=81", "--target-port=http", "--name=web2")
     svc = _get(kubectl, "service", "web2")
     assert svc["spec"]["ports"][0]["port"] == 81
