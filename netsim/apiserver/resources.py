@@ -18,7 +18,7 @@ import yaml
 from netsim.api import patch as patch_mod
 from netsim.api import registry
 from netsim.api.store import NotFound, Store
-from netsim.apiserver import selectors
+from netsim.apiserver import k8s_pb, selectors
 from netsim.apiserver.status import StatusError, bad_request, invalid, not_found
 from netsim.model import k8s
 
@@ -74,7 +74,16 @@ def _has_subresource(k: k8s.Kind, sub: str) -> bool:
 # -- bodies ---------------------------------------------------------------------------------
 
 def decode(body: bytes, content_type: str) -> object:
-    """A request body (JSON, or YAML as kubectl may send): BadRequest when it is neither."""
+    """A request body (JSON, YAML as kubectl may send, or Kubernetes protobuf as client-go's typed
+    clients send): BadRequest when it is none of them, UnsupportedMediaType (415) for protobuf
+    netsim cannot read, asking for JSON."""
+    if content_type.split(";")[0].strip().lower() == k8s_pb.CONTENT_TYPE:
+        try:
+            return k8s_pb.decode(body)
+        except k8s_pb.Unsupported as exc:
+            raise StatusError(415, f"the body of the request was in an unknown format - {exc}; send it as "
+                                   f"JSON (Content-Type: application/json)", "UnsupportedMediaType",
+                              {"kind": exc.kind} if exc.kind else None) from None
     text = body.decode("utf-8", errors="replace")
     try:
         if "yaml" in content_type:
