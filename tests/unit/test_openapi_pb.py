@@ -205,3 +205,14 @@ def test_kubectl_validates_a_custom_resource_in_a_list(kubectl):
     item["spec"]["colour"] = "red"
     code, _, err = kubectl("apply", "-f", "-", stdin={"apiVersion": "v1", "kind": "List", "items": [item]})
     assert code != 0 and 'unknown field "colour"' in err, err
+
+
+def test_kubectl_explain_reads_the_built_in_schemas(kubectl):
+    code, out, err = kubectl("explain", "pod.spec.containers.ports")
+    assert code == 0, err
+    assert "KIND:       Pod" in out and "containerPort\t<integer> -required-" in out, out
+    code, out, err = kubectl("explain", "deployment.spec.strategy", "--api-version=apps/v1")
+    assert code == 0, err
+    assert "rollingUpdate\t<RollingUpdateDeployment>" in out, out
+    code, _, err = kubectl("explain", "pod.spec.nosuchfield")
+    assert code != 0 and 'field "nosuchfield" does not exist' in err, err
