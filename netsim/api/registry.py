@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from netsim.api import crds
 from netsim.api.patch import record_update
 from netsim.api.store import AlreadyExists, Conflict, NotFound, Store
-from netsim.model import k8s
+from netsim.model import conversion, k8s
 
 CONFIG_KEY = "/netsim/config"
 ALLOC = "/netsim/alloc/"
@@ -335,7 +335,7 @@ def _planned(store: Store, obj: dict, default_namespace: str, namespaces: set[st
              held: list[tuple[str, str, str]]) -> tuple[dict, dict | None]:
     """One object of an apply, checked against the store and what comes before it, as it will
     be written, with the object it replaces (None: a create)."""
-    obj = copy.deepcopy(obj)
+    obj = copy.deepcopy(_stored_version(obj))
     kind = k8s.kind_of(obj)
     meta = obj["metadata"]
     if kind.namespaced:
@@ -487,7 +487,7 @@ def _live_namespace(store: Store, obj: dict) -> None:
 def create(store: Store, obj: dict, dry_run: bool = False) -> dict:
     """POST: a new object (AlreadyExistsError if its name is taken), with the defaults and
     allocations `apply` gives it; ``obj`` is validated and has its namespace set."""
-    obj = new_object(obj)
+    obj = new_object(_stored_version(obj))
     _live_namespace(store, obj)
     k = k8s.key_of(obj)
     held: list[tuple[str, str, str]] = []
@@ -511,6 +511,14 @@ def create(store: Store, obj: dict, dry_run: bool = False) -> dict:
     return stored
 
 
+def _stored_version(obj: dict) -> dict:
+    """The object at its kind's storage version (an autoscaling/v1 HPA is kept as v2)."""
+    try:
+        return conversion.to_storage(obj)
+    except conversion.ConversionError as exc:
+        raise ApiError(f"{k8s.ref(obj)}: {exc}", reason="Invalid", code=422) from None
+
+
 def store_has(store: Store, key: str) -> bool:
     try:
         store.get(key)
@@ -523,6 +531,7 @@ def replace(store: Store, obj: dict, subresource: str | None = None, dry_run: bo
     """PUT: the object over the stored one, at the resourceVersion the writer read if it gave
     one (ConflictError otherwise).  The main resource keeps the stored status; ``status``
     changes only the status."""
+    obj = _stored_version(obj)
     k8s_kind = k8s.kind_of(obj)
     k = k8s.key_of(obj)
     try:

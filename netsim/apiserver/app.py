@@ -18,10 +18,10 @@ from aiohttp import web
 
 from netsim.api import crds, registry
 from netsim.api.store import Event, Store
-from netsim.apiserver import discovery, openapi, openapi_pb, resources, streams, tables
+from netsim.apiserver import discovery, openapi, openapi_pb, pki, resources, streams, tables, tokens
 from netsim.apiserver.status import StatusError, bad_request, status
 from netsim.apiserver.watch import Broadcaster, WatchRequest
-from netsim.model import k8s
+from netsim.model import conversion, k8s
 
 log = logging.getLogger("netsim.apiserver")
 
@@ -33,6 +33,7 @@ POOL = web.AppKey("pool", ThreadPoolExecutor)
 LOCAL_READS = web.AppKey("local_reads", bool)
 BROADCASTER = web.AppKey("broadcaster", Broadcaster)
 INSECURE = web.AppKey("insecure", bool)  # plain HTTP, for tests of the routing only
+PKI = web.AppKey("pki", pki.Paths)  # the cluster's certificates and token signing key
 
 
 def _json(obj: dict, code: int = 200, content_type: str = JSON) -> web.Response:
@@ -98,7 +99,9 @@ def to_table(request: web.Request, kind: k8s.Kind, objects: list[dict], list_met
     now = time.time()
     # A custom resource's columns come with its kind, registered from its CRD (k8s.crd_kinds).
     extra = None if kind.printer_columns is None else {"additionalPrinterColumns": list(kind.printer_columns)}
-    t = tables.table(kind.kind, objects, now, extra)
+    # The printers read the storage version (kube-apiserver's read its internal one).
+    shown = [conversion.to_version(o, kind.storage_version) for o in objects] if kind.stored_as else objects
+    t = tables.table(kind.kind, shown, now, extra)
     if request.query.get("includeObject") == "Object":
         for row, obj in zip(t["rows"], objects, strict=False):
             row["object"] = obj
@@ -229,6 +232,10 @@ async def _dispatch(request: web.Request, group: str, version: str, rest: str) -
         if _wants_table(request):
             return _json(to_table(request, t.kind, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]}))
         return _json(obj)
+    if method == "POST" and t.subresource == "token":
+        doc = resources.decode(await _body(request), request.content_type)
+        account = await _read_one(request, resources.get, store, resources.Target(t.kind, t.namespace, t.name))
+        return _json(await _run(request, tokens.token_request, request.app[PKI], account, doc), 201)
     if method == "POST":
         doc = resources.decode(await _body(request), request.content_type)
         created = await _run(request, resources.create, store, t, doc, q, _manager(request))
@@ -304,7 +311,8 @@ def _on_event(ev: Event) -> None:
         crds.after_write(ev.object, deleted=ev.type == "DELETED")
 
 
-def make_app(store: Store, cluster: str, insecure: bool = False) -> web.Application:
+def make_app(store: Store, cluster: str, insecure: bool = False, pki_paths: pki.Paths | None = None) -> web.Application:
+    """pki_paths: where the cluster's certificates are (None: its state directory's pki)."""
     app = web.Application(middlewares=[guard], client_max_size=16 * 1024 * 1024)
     app[STORE] = store
     app[CLUSTER] = cluster
@@ -313,6 +321,7 @@ def make_app(store: Store, cluster: str, insecure: bool = False) -> web.Applicat
 
     app[LOCAL_READS] = isinstance(store, SQLiteStore)
     app[INSECURE] = insecure
+    app[PKI] = pki_paths or pki.paths(cluster)
     crds.load_crds(store)
 
     async def startup(a: web.Application) -> None:

@@ -51,6 +51,8 @@ def _subresources(k: k8s.Kind) -> list[tuple[str, str, str, str, list[str]]]:
         out.append(("status", k.group, k.version, k.kind, ["get", "patch", "update"]))
     if k.kind in SCALABLE and k.acted:
         out.append(("scale", "autoscaling", "v1", "Scale", ["get", "patch", "update"]))
+    if k.kind == "ServiceAccount" and k.group == "":
+        out.append(("token", "authentication.k8s.io", "v1", "TokenRequest", ["create"]))
     if k.kind == "Pod" and k.acted:
         out += [("exec", "", "v1", "PodExecOptions", ["create", "get"]),
                 ("attach", "", "v1", "PodAttachOptions", ["create", "get"]),

@@ -612,6 +612,13 @@ message Scale { meta.ObjectMeta metadata = 1; ScaleSpec spec = 2; ScaleStatus st
 message ScaleSpec { int32 replicas = 1; }
 message ScaleStatus { *int32 replicas = 1; string selector = 2; }
 """,
+    "authentication": """
+message BoundObjectReference { string kind = 1; string apiVersion = 2; string name = 3; string uid = 4; }
+message TokenRequest { meta.ObjectMeta metadata = 1; TokenRequestSpec spec = 2; TokenRequestStatus status = 3; }
+message TokenRequestSpec { repeated string audiences = 1; *int64 expirationSeconds = 4;
+  BoundObjectReference boundObjectRef = 3; }
+message TokenRequestStatus { *string token = 1; meta.Time expirationTimestamp = 2; }
+""",
     "coordination": """
 message Lease { meta.ObjectMeta metadata = 1; LeaseSpec spec = 2; }
 message LeaseSpec { *string holderIdentity = 1; *int32 leaseDurationSeconds = 2; meta.MicroTime acquireTime = 3;
@@ -681,4 +688,4 @@ GROUPS = {"v1": "core", "apps/v1": "apps", "batch/v1": "batch", "rbac.authorizat
           "scheduling.k8s.io/v1": "scheduling", "policy/v1": "policy", "networking.k8s.io/v1": "networking",
           "autoscaling/v1": "autoscaling", "coordination.k8s.io/v1": "coordination",
           "discovery.k8s.io/v1": "discovery", "events.k8s.io/v1": "events", "certificates.k8s.io/v1": "certificates",
-          "storage.k8s.io/v1": "storage", "node.k8s.io/v1": "node"}
+          "storage.k8s.io/v1": "storage", "node.k8s.io/v1": "node", "authentication.k8s.io/v1": "authentication"}

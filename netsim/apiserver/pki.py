@@ -53,6 +53,11 @@ class Paths:
     def admin_key(self) -> Path:
         return self.dir / "admin.key"
 
+    @property
+    def sa_key(self) -> Path:
+        """The key service account tokens are signed with (kubeadm's sa.key)."""
+        return self.dir / "sa.key"
+
 
 def paths(cluster: str) -> Paths:
     return Paths(state.cluster_dir(cluster) / PKI_DIR)
@@ -153,6 +158,19 @@ def ensure(p: Paths, sans: list[str]) -> Paths:
         _write(p.admin_key, _pem_key(key))
         _write(p.admin_crt, cert.public_bytes(serialization.Encoding.PEM))
     return p
+
+
+def service_account_key(p: Paths) -> ec.EllipticCurvePrivateKey:
+    """The token signing key, made on first use in the cluster's pki directory (a cluster made
+    before tokens were served has none yet); FileNotFoundError when there is no such directory."""
+    if not p.sa_key.exists():
+        if not p.dir.is_dir():
+            raise FileNotFoundError(f"{p.dir}: the cluster's pki directory does not exist")
+        _write(p.sa_key, _pem_key(_key()))
+    key = serialization.load_pem_private_key(p.sa_key.read_bytes(), None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{p.sa_key}: not an EC private key; fix: remove it, netsim makes a new one")
+    return key
 
 
 def current_sans(crt: Path) -> list[str]:

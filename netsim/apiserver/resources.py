@@ -20,7 +20,7 @@ from netsim.api import registry
 from netsim.api.store import NotFound, Store
 from netsim.apiserver import k8s_pb, selectors
 from netsim.apiserver.status import StatusError, bad_request, invalid, not_found
-from netsim.model import k8s
+from netsim.model import conversion, k8s
 
 SCALABLE = {"Deployment", "ReplicaSet", "StatefulSet"}
 STATUS_KINDS = {"Pod", "Service", "Node", "Namespace", "Deployment", "ReplicaSet", "DaemonSet", "StatefulSet",
@@ -66,6 +66,8 @@ def _has_subresource(k: k8s.Kind, sub: str) -> bool:
         return k.kind in STATUS_KINDS or not k8s.builtin({"apiVersion": k.api_version, "kind": k.kind})
     if sub == "scale":
         return k.kind in SCALABLE and k.acted
+    if k.kind == "ServiceAccount" and k.group == "":
+        return sub == "token"
     if k.kind == "Pod" and k.acted:
         return sub in ("exec", "attach", "portforward", "log", "eviction", "binding", "ephemeralcontainers")
     return k.kind == "Namespace" and sub == "finalize"
@@ -149,10 +151,9 @@ def get(store: Store, t: Target) -> dict:
 
 
 def _as_version(obj: dict, k: k8s.Kind) -> dict:
-    """A custom resource stored under one version, read through another: the same fields."""
-    if obj.get("apiVersion") != k.api_version:
-        obj = {**obj, "apiVersion": k.api_version}
-    return obj
+    """A stored object as the version it is read through: converted (a v2 HPA read as v1), or
+    a custom resource stored under one version, read through another, with the same fields."""
+    return conversion.to_version(obj, k.api_version)
 
 
 def encode_continue(rv: int, key: str) -> str:
@@ -259,7 +260,7 @@ def create(store: Store, t: Target, doc: object, query, manager: str | None = No
         raise already_exists(t.kind, obj["metadata"]["name"]) from None
     except registry.ApiError as exc:
         raise _status_of(exc, t, obj["metadata"].get("name", "")) from None
-    return created
+    return _as_version(created, t.kind)
 
 
 def replace(store: Store, t: Target, doc: object, query, manager: str | None = None) -> dict:
@@ -268,7 +269,7 @@ def replace(store: Store, t: Target, doc: object, query, manager: str | None = N
     obj = _checked(t, doc)
     if manager is not None:
         try:
-            old = store.get(k8s.key(t.kind, t.namespace, t.name))
+            old = _as_version(store.get(k8s.key(t.kind, t.namespace, t.name)), t.kind)
         except NotFound:
             old = None  # registry.replace answers NotFound
         obj = patch_mod.record_update(old, obj, manager, "Update", registry.now())
@@ -276,7 +277,7 @@ def replace(store: Store, t: Target, doc: object, query, manager: str | None = N
         stored = registry.replace(store, obj, subresource=t.subresource, dry_run=dry_run(query))
     except registry.ApiError as exc:
         raise _status_of(exc, t, t.name or "") from None
-    return stored
+    return _as_version(stored, t.kind)
 
 
 # -- patch ----------------------------------------------------------------------------------

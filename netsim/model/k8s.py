@@ -12,7 +12,7 @@ import hashlib
 import ipaddress
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
 
@@ -37,6 +37,16 @@ class Kind:
     # A custom resource's additionalPrinterColumns for this version (its CRD's, read-only; empty:
     # NAME and AGE); None for a built-in kind, which the API server's own printers show.
     printer_columns: tuple[dict, ...] | None = field(default=None, compare=False)
+    # A built-in kind served at more than one version is declared once, at its storage version,
+    # naming the others here; SERVED holds a Kind for each of them, with stored_as set.  Objects
+    # are stored at the storage version and converted (netsim.model.conversion) on the way in
+    # and out, as kube-apiserver serves autoscaling/v1 and v2 HorizontalPodAutoscalers.
+    also_served: tuple[str, ...] = ()
+    stored_as: str = ""  # the api_version its objects are stored at ("": its own)
+
+    @property
+    def storage_version(self) -> str:
+        return self.stored_as or self.api_version
 
     @property
     def group(self) -> str:
@@ -88,7 +98,8 @@ BUILTIN: tuple[Kind, ...] = (
     Kind("ReplicationController", "v1", "replicationcontrollers", True, ("rc",)),
     Kind("ControllerRevision", "apps/v1", "controllerrevisions", True),
     Kind("CronJob", "batch/v1", "cronjobs", True, ("cj",)),
-    Kind("HorizontalPodAutoscaler", "autoscaling/v2", "horizontalpodautoscalers", True, ("hpa",)),
+    Kind("HorizontalPodAutoscaler", "autoscaling/v2", "horizontalpodautoscalers", True, ("hpa",),
+         also_served=("autoscaling/v1",)),
     Kind("PodDisruptionBudget", "policy/v1", "poddisruptionbudgets", True, ("pdb",)),
     Kind("Ingress", "networking.k8s.io/v1", "ingresses", True, ("ing",)),
     Kind("IngressClass", "networking.k8s.io/v1", "ingressclasses", False),
@@ -114,9 +125,14 @@ BUILTIN: tuple[Kind, ...] = (
     Kind("CertificateSigningRequest", "certificates.k8s.io/v1", "certificatesigningrequests", False, ("csr",)),
 )
 
-# Every kind this process knows: the built-in ones, and custom resources once their
-# CustomResourceDefinition is registered (register/unregister; the API server does it).
-ALL: dict[tuple[str, str], Kind] = {(k.api_version, k.kind): k for k in BUILTIN}
+# The other versions the built-in kinds are served at (their also_served), each stored as its kind's.
+SERVED: tuple[Kind, ...] = tuple(replace(k, api_version=v, also_served=(), stored_as=k.api_version,
+                                         storage=k.resource)
+                                 for k in BUILTIN for v in k.also_served)
+
+# Every kind this process knows: the built-in ones at every version served, and custom resources
+# once their CustomResourceDefinition is registered (register/unregister; the API server does it).
+ALL: dict[tuple[str, str], Kind] = {(k.api_version, k.kind): k for k in BUILTIN + SERVED}
 # By kind name alone (the first of a name: core/v1 Event), as netsim's own verbs and keys use it.
 KINDS: dict[str, Kind] = {}
 for _k in BUILTIN:
@@ -166,7 +182,7 @@ def is_crd(obj: dict) -> bool:
     return obj.get("kind") == "CustomResourceDefinition" and builtin(obj)
 
 
-_BUILTIN_GVK = frozenset((k.api_version, k.kind) for k in BUILTIN)
+_BUILTIN_GVK = frozenset((k.api_version, k.kind) for k in BUILTIN + SERVED)
 
 
 def builtin(obj: dict) -> bool:

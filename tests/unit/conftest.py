@@ -13,6 +13,7 @@ from hypothesis import settings
 
 from netsim.api.store.sqlite import SQLiteStore
 from netsim.apiserver.app import make_app
+from netsim.apiserver.pki import Paths
 
 if os.geteuid() != 0:
     # An ordinary user may not own the tree: keep hypothesis's example database out of it.
@@ -23,10 +24,12 @@ if os.geteuid() != 0:
 @pytest.fixture
 def apiserver(tmp_path):
     """netsim's API server on 127.0.0.1 (an ephemeral port, plain HTTP, a SQLite store in the
-    test's directory): its URL; tmp_path/"kubeconfig" points kubectl at it.  Torn down after."""
+    test's directory, its pki (the token signing key) in tmp_path/"pki"): its URL;
+    tmp_path/"kubeconfig" points kubectl at it.  Torn down after."""
     store = SQLiteStore(tmp_path / "store.db")
+    (tmp_path / "pki").mkdir(mode=0o700)
     loop = asyncio.new_event_loop()
-    runner = web.AppRunner(make_app(store, "t", insecure=True))
+    runner = web.AppRunner(make_app(store, "t", insecure=True, pki_paths=Paths(tmp_path / "pki")))
     started: list[int] = []
 
     async def start():
