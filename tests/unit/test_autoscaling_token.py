@@ -63,6 +63,12 @@ def test_kubectl_autoscale_writes_v1_and_reads_at_both_versions(kubectl, apiserv
     assert header.split() == ["NAME", "REFERENCE", "TARGETS", "MINPODS", "MAXPODS", "REPLICAS", "AGE"]
     assert row.split()[:7] == ["web", "Deployment/web", "cpu:", "<unknown>/80%", "2", "5", "0"]
 
+    # The full resource name: kubectl 1.32's shortcut expander (client-go restmapper) drops the
+    # version of a short name, so hpa.v1.autoscaling asks for the preferred v2 of any server.
+    code, out, err = kubectl("get", "horizontalpodautoscalers.v1.autoscaling")
+    assert code == 0, err
+    assert out.splitlines()[1].split()[:7] == ["web", "Deployment/web", "cpu:", "<unknown>/80%", "2", "5", "0"]
+
     code, out, err = kubectl("get", "horizontalpodautoscalers.v1.autoscaling", "web", "-o", "json")
     assert code == 0, err
     v1 = json.loads(out)
@@ -71,7 +77,7 @@ def test_kubectl_autoscale_writes_v1_and_reads_at_both_versions(kubectl, apiserv
                           "minReplicas": 2, "maxReplicas": 5, "targetCPUUtilizationPercentage": 80}
     assert "annotations" not in v1["metadata"]
 
-    code, out, err = kubectl("get", "horizontalpodautoscalers.v2.autoscaling", "web", "-o", "json")
+    code, out, err = kubectl("get", "hpa", "web", "-o", "json")  # the preferred version
     assert code == 0, err
     v2 = json.loads(out)
     assert v2["apiVersion"] == "autoscaling/v2"
@@ -201,3 +207,21 @@ def test_token_request_defaults_to_an_hour(apiserver):
     assert claims["aud"] == ["vault"] and claims["exp"] - claims["iat"] == 3600
     assert claims["sub"] == "system:serviceaccount:default:robot"
     assert tr["status"]["expirationTimestamp"] > tr["metadata"]["creationTimestamp"]
+
+
+def test_kubectl_apply_and_patch_of_a_v1_manifest(kubectl):
+    hpa = {"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "web"},
+           "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                    "maxReplicas": 3, "targetCPUUtilizationPercentage": 50}}
+    assert kubectl("apply", "-f", "-", stdin=hpa)[0] == 0
+    hpa["spec"]["maxReplicas"] = 7
+    code, out, err = kubectl("apply", "-f", "-", stdin=hpa)
+    assert code == 0 and "configured" in out, err
+    code, out, err = kubectl("patch", "horizontalpodautoscalers.v1.autoscaling", "web", "-p",
+                             '{"spec":{"minReplicas":2,"targetCPUUtilizationPercentage":65}}')
+    assert code == 0, err
+    code, out, err = kubectl("get", "hpa", "web", "-o", "json")
+    spec = json.loads(out)["spec"]
+    assert (spec["minReplicas"], spec["maxReplicas"]) == (2, 7)
+    assert spec["metrics"] == [{"type": "Resource", "resource": {
+        "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 65}}}]
