@@ -139,7 +139,8 @@ def new_object(obj: dict) -> dict:
 def defaulted(obj: dict) -> dict:
     """What the API server writes into a document on every create and update, whoever sent it:
     a Secret's stringData merged into data (base64) and its type Opaque unless given (upstream
-    core/v1 conversion and SetDefaults_Secret); a CRD Established at once."""
+    core/v1 conversion and SetDefaults_Secret); a CRD Established at once; an autoscaling/v2
+    HPA's minReplicas 1 and, without metrics, the 80% cpu target (SetDefaults_HorizontalPodAutoscaler)."""
     if obj.get("kind") == "Secret" and k8s.builtin(obj):
         string_data = obj.pop("stringData", None) or {}
         if string_data:
@@ -148,6 +149,11 @@ def defaulted(obj: dict) -> dict:
         obj.setdefault("type", "Opaque")
     if k8s.is_crd(obj):
         crds.established(obj)
+    if (obj.get("apiVersion"), obj.get("kind")) == ("autoscaling/v2", "HorizontalPodAutoscaler") and \
+            isinstance(obj.get("spec"), dict):
+        obj["spec"].setdefault("minReplicas", 1)
+        if not obj["spec"].get("metrics"):
+            obj["spec"]["metrics"] = [conversion.default_cpu_metric()]
     return obj
 
 

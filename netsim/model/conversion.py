@@ -30,6 +30,12 @@ class ConversionError(ValueError):
     """An object that cannot be converted (a round-trip annotation that is not valid JSON)."""
 
 
+def default_cpu_metric() -> dict:
+    """The metric an HPA that names none scales on (v1's implicit target, v2's default)."""
+    return {"type": "Resource", "resource": {"name": "cpu", "target": {
+        "type": "Utilization", "averageUtilization": DEFAULT_CPU_UTILIZATION}}}
+
+
 def to_version(obj: dict, api_version: str) -> dict:
     """The object at ``api_version`` (a new dict; ``obj`` itself when it is already at it)."""
     have = obj.get("apiVersion")
@@ -139,8 +145,7 @@ def hpa_v1_to_v2(obj: dict) -> dict:
             "type": "Utilization", "averageUtilization": spec["targetCPUUtilizationPercentage"]}}})
     metrics += _from_annotation(ann, METRICS_ANNOTATION, list) or []
     if not metrics:  # v1's implicit target, explicit in v2
-        metrics = [{"type": "Resource", "resource": {"name": "cpu", "target": {
-            "type": "Utilization", "averageUtilization": DEFAULT_CPU_UTILIZATION}}}]
+        metrics = [default_cpu_metric()]
     v2spec["metrics"] = metrics
     behavior = _from_annotation(ann, BEHAVIOR_ANNOTATION, dict)
     if behavior:

@@ -145,6 +145,13 @@ def test_v1_without_a_target_gets_the_default_cpu_metric(apiserver):
     assert made["apiVersion"] == "autoscaling/v1"
     code, v2 = _call(apiserver + HPA.format("v2") + "/bare")
     assert v2["spec"]["metrics"][0]["resource"]["target"] == {"type": "Utilization", "averageUtilization": 80}
+    assert v2["spec"]["minReplicas"] == 1
+    code, v2 = _call(apiserver + HPA.format("v2"), "POST", {  # v2's defaults, as SetDefaults_HorizontalPodAutoscaler
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "bare2"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "bare"},
+                 "maxReplicas": 3}})
+    assert code == 201, v2
+    assert (v2["spec"]["minReplicas"], v2["spec"]["metrics"]) == (1, [conversion.default_cpu_metric()])
     code, bad = _call(apiserver + HPA.format("v1"), "POST", {
         "apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
         "metadata": {"name": "broken", "annotations": {conversion.METRICS_ANNOTATION: "{not json"}},
