@@ -129,6 +129,8 @@ def test_v2_fields_survive_a_v1_update_and_status_converts(apiserver):
 
     code, listed = _call(apiserver + HPA.format("v1"))
     assert [i["apiVersion"] for i in listed["items"]] == ["autoscaling/v1"]
+    code, listed = _call(apiserver + HPA.format("v2"))  # as stored: the list spliced from the store's text
+    assert [(i["apiVersion"], i["spec"]["maxReplicas"]) for i in listed["items"]] == [("autoscaling/v2", 9)]
     with urllib.request.urlopen(apiserver + HPA.format("v1") + "?watch=1&timeoutSeconds=1", timeout=30) as r:
         first = json.loads(r.readline())
     assert first["type"] == "ADDED" and first["object"]["apiVersion"] == "autoscaling/v1"
