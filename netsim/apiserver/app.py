@@ -235,7 +235,11 @@ async def _dispatch(request: web.Request, group: str, version: str, rest: str) -
     if method == "POST" and t.subresource == "token":
         doc = resources.decode(await _body(request), request.content_type)
         account = await _read_one(request, resources.get, store, resources.Target(t.kind, t.namespace, t.name))
-        return _json(await _run(request, tokens.token_request, request.app[PKI], account, doc), 201)
+
+        def lookup(kind: str, name: str) -> dict:
+            k = k8s.KINDS[kind]
+            return resources.get(store, resources.Target(k, t.namespace if k.namespaced else None, name))
+        return _json(await _run(request, tokens.token_request, request.app[PKI], account, doc, lookup), 201)
     if method == "POST":
         doc = resources.decode(await _body(request), request.content_type)
         created = await _run(request, resources.create, store, t, doc, q, _manager(request))

@@ -2,7 +2,8 @@
 a service account token, as `kubectl create token` asks for.  The token is a JWT (ES256, signed
 with the cluster's pki sa.key, its kid the key's SHA-256 as kube-apiserver derives it) with the
 claims kube-apiserver puts in one: iss, sub system:serviceaccount:NS:NAME, aud, exp, iat, nbf,
-jti and kubernetes.io (namespace, service account name and uid).  netsim authenticates client
+jti and kubernetes.io (namespace, service account name and uid, and the pod, secret or node a
+bound token names, which must exist).  netsim authenticates client
 certificates only: the token is well formed and verifiable with sa.key's public half, but the API
 server does not accept it as a credential.
 May import: the standard library, cryptography, netsim.model and netsim.apiserver (pki, status)."""
@@ -14,6 +15,7 @@ import datetime
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -80,12 +82,38 @@ def _stamp(t: datetime.datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def token_request(paths: pki.Paths, service_account: dict, doc: object,
+BINDABLE = ("Pod", "Secret", "Node")
+
+
+def _bound(ref: object, lookup: Callable[[str, str], dict]) -> dict:
+    """The kubernetes.io claim of the object the token is bound to (spec.boundObjectRef): it must
+    exist (a 404 of its own otherwise) and have the uid the reference names, if it names one."""
+    if not isinstance(ref, dict):
+        raise bad_request("spec.boundObjectRef must be an object")
+    kind, name = ref.get("kind"), ref.get("name")
+    if kind not in BINDABLE or ref.get("apiVersion", "v1") != "v1":
+        raise bad_request(f"cannot bind token to object of type {ref.get('apiVersion', '')}, Kind={kind}; "
+                          f"fix: bind it to a v1 {', '.join(BINDABLE)}")
+    if not name:
+        raise bad_request("spec.boundObjectRef.name: Required value")
+    obj = lookup(kind, name)
+    uid = obj["metadata"].get("uid", "")
+    if ref.get("uid") and ref["uid"] != uid:
+        raise StatusError(409, f"the UID in the bound object reference ({ref['uid']}) does not match the UID in "
+                               "record. The object might have been deleted and then recreated", "Conflict")
+    return {kind.lower(): {"name": name, "uid": uid}}
+
+
+def token_request(paths: pki.Paths, service_account: dict, doc: object, lookup: Callable[[str, str], dict],
                   now: datetime.datetime | None = None) -> dict:
-    """The TokenRequest answered: its spec as defaulted and status.token/expirationTimestamp."""
+    """The TokenRequest answered: its spec as defaulted and status.token/expirationTimestamp.
+    lookup(kind, name): the object a bound token names, in the service account's namespace
+    (a Node: cluster-wide), raising the 404 StatusError when there is none."""
     meta = service_account["metadata"]
     ns, name = meta.get("namespace", "default"), meta["name"]
     audiences, seconds = _spec(doc, name)
+    spec = (doc.get("spec") if isinstance(doc, dict) else None) or {}
+    bound = _bound(spec["boundObjectRef"], lookup) if spec.get("boundObjectRef") else {}
     try:
         key = pki.service_account_key(paths)
     except (OSError, ValueError) as exc:
@@ -95,9 +123,9 @@ def token_request(paths: pki.Paths, service_account: dict, doc: object,
     expires = issued + datetime.timedelta(seconds=seconds)
     iat = int(issued.timestamp())
     claims = {"aud": audiences, "exp": iat + seconds, "iat": iat, "iss": ISSUER, "jti": str(uuid.uuid4()),
-              "kubernetes.io": {"namespace": ns, "serviceaccount": {"name": name, "uid": meta.get("uid", "")}},
+              "kubernetes.io": {"namespace": ns, **bound,
+                                "serviceaccount": {"name": name, "uid": meta.get("uid", "")}},
               "nbf": iat, "sub": f"system:serviceaccount:{ns}:{name}"}
-    spec = (doc.get("spec") if isinstance(doc, dict) else None) or {}
     return {"kind": "TokenRequest", "apiVersion": API_VERSION,
             "metadata": {"name": name, "namespace": ns, "creationTimestamp": _stamp(issued)},
             "spec": {"audiences": audiences, "expirationSeconds": seconds,

@@ -234,3 +234,26 @@ def test_kubectl_apply_and_patch_of_a_v1_manifest(kubectl):
     assert (spec["minReplicas"], spec["maxReplicas"]) == (2, 7)
     assert spec["metrics"] == [{"type": "Resource", "resource": {
         "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 65}}}]
+
+
+def test_a_bound_token_names_an_object_that_exists(apiserver):
+    assert _call(apiserver + "/api/v1/namespaces", "POST", {"metadata": {"name": "default"}})[0] == 201
+    assert _call(apiserver + "/api/v1/namespaces/default/serviceaccounts", "POST",
+                 {"metadata": {"name": "robot"}})[0] == 201
+    code, secret = _call(apiserver + "/api/v1/namespaces/default/secrets", "POST", {"metadata": {"name": "s"}})
+    assert code == 201, secret
+    url = apiserver + "/api/v1/namespaces/default/serviceaccounts/robot/token"
+
+    def request(ref: dict) -> tuple[int, dict]:
+        return _call(url, "POST", {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                                   "spec": {"boundObjectRef": ref}})
+    code, tr = request({"kind": "Secret", "apiVersion": "v1", "name": "s"})
+    assert code == 201, tr
+    claims = json.loads(_b64decode(tr["status"]["token"].split(".")[1]))
+    assert claims["kubernetes.io"]["secret"] == {"name": "s", "uid": secret["metadata"]["uid"]}
+    code, err = request({"kind": "Pod", "apiVersion": "v1", "name": "gone"})
+    assert code == 404 and err["message"] == 'pods "gone" not found', err
+    code, err = request({"kind": "Secret", "apiVersion": "v1", "name": "s", "uid": "other"})
+    assert code == 409, err
+    code, err = request({"kind": "ConfigMap", "apiVersion": "v1", "name": "s"})
+    assert code == 400 and "cannot bind token" in err["message"], err
