@@ -163,7 +163,9 @@ def hpa_v1_to_v2(obj: dict) -> dict:
         v2status["conditions"] = conditions
     _drop_empty_annotations(obj)
     out = {k: v for k, v in obj.items() if k not in ("spec", "status")}
-    return {**out, "apiVersion": "autoscaling/v2", "spec": v2spec, **({"status": v2status} if v2status else {})}
+    # v1 always writes both counts; zeros alone are no status at all (v2 -> v1 -> v2 stays the same).
+    has_status = any(v != 0 for v in v2status.values())
+    return {**out, "apiVersion": "autoscaling/v2", "spec": v2spec, **({"status": v2status} if has_status else {})}
 
 
 # (kind, from apiVersion, to apiVersion) -> the function converting a copy of the object.
