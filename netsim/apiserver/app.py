@@ -214,6 +214,11 @@ async def _dispatch(request: web.Request, group: str, version: str, rest: str) -
     t = resources.resolve(group, version, parts)
     if t.subresource in ("exec", "attach", "portforward", "log"):
         return await _stream(request, t)
+    if t.subresource == "token":
+        if method != "POST":  # create is the only verb of serviceaccounts/token
+            raise StatusError(405, "the server does not allow this method on the requested resource",
+                              "MethodNotAllowed")
+        return await _token(request, t)
     if method == "GET" and (q.get("watch") in ("1", "true") and t.subresource is None):
         return await _watch(request, t)
     if method == "GET":
@@ -232,14 +237,6 @@ async def _dispatch(request: web.Request, group: str, version: str, rest: str) -
         if _wants_table(request):
             return _json(to_table(request, t.kind, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]}))
         return _json(obj)
-    if method == "POST" and t.subresource == "token":
-        doc = resources.decode(await _body(request), request.content_type)
-        account = await _read_one(request, resources.get, store, resources.Target(t.kind, t.namespace, t.name))
-
-        def lookup(kind: str, name: str) -> dict:
-            k = k8s.KINDS[kind]
-            return resources.get(store, resources.Target(k, t.namespace if k.namespaced else None, name))
-        return _json(await _run(request, tokens.token_request, request.app[PKI], account, doc, lookup), 201)
     if method == "POST":
         doc = resources.decode(await _body(request), request.content_type)
         created = await _run(request, resources.create, store, t, doc, q, _manager(request))
@@ -270,6 +267,18 @@ async def _dispatch(request: web.Request, group: str, version: str, rest: str) -
                                                   "kind": t.kind.plural, "uid": meta.get("uid")}, success=True))
         return _json(obj)
     raise StatusError(405, "the server does not allow this method on the requested resource", "MethodNotAllowed")
+
+
+async def _token(request: web.Request, t: resources.Target) -> web.Response:
+    """POST serviceaccounts/NAME/token: a TokenRequest answered (netsim.apiserver.tokens)."""
+    store = request.app[STORE]
+    doc = resources.decode(await _body(request), request.content_type)
+    account = await _read_one(request, resources.get, store, resources.Target(t.kind, t.namespace, t.name))
+
+    def lookup(kind: str, name: str) -> dict:
+        k = k8s.KINDS[kind]
+        return resources.get(store, resources.Target(k, t.namespace if k.namespaced else None, name))
+    return _json(await _run(request, tokens.token_request, request.app[PKI], account, doc, lookup), 201)
 
 
 async def _watch(request: web.Request, t: resources.Target) -> web.StreamResponse:

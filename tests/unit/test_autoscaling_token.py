@@ -216,6 +216,10 @@ def test_token_request_defaults_to_an_hour(apiserver):
     assert claims["aud"] == ["vault"] and claims["exp"] - claims["iat"] == 3600
     assert claims["sub"] == "system:serviceaccount:default:robot"
     assert tr["status"]["expirationTimestamp"] > tr["metadata"]["creationTimestamp"]
+    for method in ("GET", "PUT", "PATCH", "DELETE"):  # create is its only verb
+        assert _call(apiserver + "/api/v1/namespaces/default/serviceaccounts/robot/token", method,
+                     {} if method in ("PUT", "PATCH") else None)[0] == 405
+    assert _call(apiserver + "/api/v1/namespaces/default/serviceaccounts/robot")[0] == 200
 
 
 def test_kubectl_apply_and_patch_of_a_v1_manifest(kubectl):
