@@ -247,6 +247,18 @@ def namespace(obj: dict) -> None:
     _set(status, "phase", "Active")
 
 
+def volume_claim(obj: dict, spec: dict) -> None:
+    """A PersistentVolume's or PersistentVolumeClaim's volumeMode, phase, and a volume's
+    reclaim policy."""
+    _set(spec, "volumeMode", "Filesystem")
+    if obj["kind"] == "PersistentVolume":
+        _set(spec, "persistentVolumeReclaimPolicy", "Retain")
+    status = obj.get("status")
+    if not isinstance(status, dict):
+        status = obj["status"] = {}
+    _set(status, "phase", "Pending")
+
+
 def _spec(obj: dict) -> dict | None:
     spec = obj.get("spec")
     return spec if isinstance(spec, dict) else None
@@ -280,4 +292,6 @@ def apply_defaults(obj: dict) -> dict:
         job(obj, spec)
     elif kind == "CronJob":
         cronjob(spec)
+    elif kind in ("PersistentVolume", "PersistentVolumeClaim"):
+        volume_claim(obj, spec)
     return obj

@@ -257,6 +257,17 @@ def test_secret_and_namespace_defaults(store):
     assert store.get(k8s.key("Namespace", None, "default"))["spec"]["finalizers"] == ["kubernetes"]
 
 
+def test_volume_defaults():
+    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "c", "namespace": "default"},
+             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
+    got = defaults.apply_defaults(copy.deepcopy(claim))
+    assert got["spec"]["volumeMode"] == "Filesystem" and got["status"] == {"phase": "Pending"}
+    volume = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "v"},
+              "spec": {"volumeMode": "Block", "hostPath": {"path": "/x"}}}
+    got = defaults.apply_defaults(volume)["spec"]
+    assert got["volumeMode"] == "Block" and got["persistentVolumeReclaimPolicy"] == "Retain"
+
+
 def test_custom_resources_get_no_builtin_defaults():
     obj = {"apiVersion": "example.com/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {}}
     assert registry.defaulted(copy.deepcopy(obj)) == obj
