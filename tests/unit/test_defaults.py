@@ -291,3 +291,14 @@ def test_kubectl_describe_shows_the_defaults(kubectl):
     shown = {line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in out.splitlines() if ":" in line}
     assert (shown["Port"], shown["TargetPort"], shown["Session Affinity"]) == ("<unset>  80/TCP", "80/TCP", "None"), out
     assert (shown["IP Families"], shown["Internal Traffic Policy"]) == ("IPv4", "Cluster"), out
+
+
+def test_kubectl_apply_again_is_unchanged_and_keeps_the_generation(kubectl):
+    """The defaults the server added are no change: applying the same document again (a
+    three-way patch against the defaulted live object) leaves it unchanged."""
+    code, out, err = kubectl("apply", "-f", "-", stdin=workload("Deployment"))
+    assert code == 0 and "created" in out, (out, err)
+    code, out, err = kubectl("apply", "-f", "-", stdin=workload("Deployment"))
+    assert code == 0 and "unchanged" in out, (out, err)
+    code, out, err = kubectl("get", "deployment", "w", "-o", "jsonpath={.metadata.generation} {.spec.replicas}")
+    assert (code, out) == (0, "1 1"), err
