@@ -186,7 +186,15 @@ def deployment(spec: dict) -> None:
 def statefulset(spec: dict) -> None:
     _replicas(spec)
     _set(spec, "podManagementPolicy", "OrderedReady")
-    _rolling(spec, "RollingUpdate", {"partition": 0}, key="updateStrategy")
+    strategy = spec.get("updateStrategy")
+    if not isinstance(strategy, dict):
+        strategy = spec["updateStrategy"] = {}
+    if not strategy.get("type"):
+        # as upstream: a rollingUpdate is added only along with the type it defaults
+        strategy["type"] = "RollingUpdate"
+        strategy.setdefault("rollingUpdate", {})
+    if strategy["type"] == "RollingUpdate" and isinstance(strategy.get("rollingUpdate"), dict):
+        strategy["rollingUpdate"].setdefault("partition", 0)
     _history(spec)
     retention = spec.get("persistentVolumeClaimRetentionPolicy")
     if not isinstance(retention, dict):

@@ -172,6 +172,8 @@ def test_replicaset_statefulset_daemonset_defaults():
     ds = defaults.apply_defaults(workload("DaemonSet"))["spec"]
     assert ds["updateStrategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}
     assert ds["revisionHistoryLimit"] == 10 and "replicas" not in ds
+    typed = defaults.apply_defaults(workload("StatefulSet", updateStrategy={"type": "RollingUpdate"}))["spec"]
+    assert typed["updateStrategy"] == {"type": "RollingUpdate"}  # upstream adds no rollingUpdate to a set type
     kept = defaults.apply_defaults(workload("StatefulSet", replicas=3, podManagementPolicy="Parallel",
                                             updateStrategy={"type": "OnDelete"}))["spec"]
     assert (kept["replicas"], kept["podManagementPolicy"], kept["updateStrategy"]) == \
