@@ -17,7 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from netsim.api import crds
+from netsim.api import crds, defaults
 from netsim.api.patch import record_update
 from netsim.api.store import AlreadyExists, Conflict, NotFound, Store
 from netsim.model import conversion, k8s
@@ -131,22 +131,21 @@ def new_object(obj: dict) -> dict:
     meta.setdefault("creationTimestamp", now())
     _bump_generation(meta, {}, obj, False)
     meta.pop("resourceVersion", None)
-    if obj["kind"] == "Namespace":
-        obj.setdefault("status", {"phase": "Active"})
     return defaulted(namespace_label(obj))
 
 
 def defaulted(obj: dict) -> dict:
     """What the API server writes into a document on every create and update, whoever sent it:
-    a Secret's stringData merged into data (base64) and its type Opaque unless given (upstream
-    core/v1 conversion and SetDefaults_Secret); a CRD Established at once; an autoscaling/v2
+    a Secret's stringData merged into data (base64) (upstream core/v1 conversion); a built-in
+    kind's API defaults (netsim.api.defaults); a CRD Established at once; an autoscaling/v2
     HPA's minReplicas 1 and, without metrics, the 80% cpu target (SetDefaults_HorizontalPodAutoscaler)."""
     if obj.get("kind") == "Secret" and k8s.builtin(obj):
         string_data = obj.pop("stringData", None) or {}
         if string_data:
             obj["data"] = {**(obj.get("data") or {}),
                            **{k: base64.b64encode(str(v).encode()).decode() for k, v in string_data.items()}}
-        obj.setdefault("type", "Opaque")
+    if k8s.builtin(obj):
+        defaults.apply_defaults(obj)
     if k8s.is_crd(obj):
         crds.established(obj)
     if (obj.get("apiVersion"), obj.get("kind")) == ("autoscaling/v2", "HorizontalPodAutoscaler") and \
@@ -230,17 +229,16 @@ def _admit_service(store: Store, svc: dict, old: dict | None, config: ClusterCon
     otherwise.  ``held`` collects what this call reserved, to release on failure."""
     spec = svc.setdefault("spec", {})
     owner = f"{svc['metadata']['namespace']}/{svc['metadata']['name']}"
-    stype = spec.setdefault("type", "ClusterIP")
-    for p in spec.get("ports", []):
-        p.setdefault("protocol", "TCP")
-        p.setdefault("targetPort", p["port"])
+    defaults.service(spec)
+    stype = spec["type"]
     old_spec = (old or {}).get("spec", {})
     want_ip = spec.get("clusterIP") or old_spec.get("clusterIP")
     if old and spec.get("clusterIP") and old_spec.get("clusterIP") != spec["clusterIP"]:
         raise ApiError(f"Service {owner}: spec.clusterIP: field is immutable "
                        f"(is {old_spec.get('clusterIP')}); delete and re-create the Service to change it")
     if stype == "ExternalName":
-        spec.pop("clusterIP", None)
+        for f in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
+            spec.pop(f, None)
     elif want_ip == "None":
         spec["clusterIP"] = "None"
     elif want_ip:
@@ -259,6 +257,9 @@ def _admit_service(store: Store, svc: dict, old: dict | None, config: ClusterCon
         spec["clusterIP"] = _allocate_cluster_ip(store, config, owner, held)
     if spec.get("clusterIP"):
         spec["clusterIPs"] = [spec["clusterIP"]]
+        # netsim's service network is IPv4 only: upstream's allocator writes the single family
+        spec.setdefault("ipFamilies", ["IPv4"])
+        spec.setdefault("ipFamilyPolicy", "SingleStack")
     old_ports = {(p.get("name"), p.get("port"), p.get("protocol")): p.get("nodePort")
                  for p in old_spec.get("ports", [])}
     taken: set[int] = set()
@@ -278,11 +279,6 @@ def _admit_service(store: Store, svc: dict, old: dict | None, config: ClusterCon
         else:
             p["nodePort"] = _allocate_node_port(store, owner, taken, held)
         taken.add(p["nodePort"])
-    if stype in ("NodePort", "LoadBalancer"):
-        spec.setdefault("externalTrafficPolicy", "Cluster")
-    if stype != "ExternalName":
-        spec.setdefault("internalTrafficPolicy", "Cluster")
-        spec.setdefault("sessionAffinity", "None")
 
 
 def release_service(store: Store, svc: dict) -> None:
@@ -324,7 +320,10 @@ POD_MUTABLE = {"activeDeadlineSeconds", "tolerations", "terminationGracePeriodSe
 
 
 def _check_pod_update(old: dict, new: dict) -> None:
-    old_spec, new_spec = old.get("spec", {}), dict(new.get("spec", {}))
+    # both sides defaulted: a pod stored before a default existed, or a document that leaves
+    # the defaults out, is not a change
+    old_spec = defaulted(copy.deepcopy(old)).get("spec", {})
+    new_spec = dict(defaulted(copy.deepcopy(new)).get("spec", {}))
     if old_spec.get("nodeName") and not new_spec.get("nodeName"):
         new_spec["nodeName"] = old_spec["nodeName"]
     changed = sorted(k for k in set(old_spec) | set(new_spec)

@@ -1,10 +1,13 @@
 """Tests that need no root and no kernel: models, validation, API semantics and allocation,
 controllers, renderers, on fakes or a SQLite store in a temporary directory.  They run as any
-user: `pytest tests/unit`.  `apiserver`: netsim's API server on loopback for real clients."""
+user: `pytest tests/unit`.  `apiserver`: netsim's API server on loopback for real clients; `kubectl`: the real kubectl
+against it."""
 
 import asyncio
 import json
 import os
+import shutil
+import subprocess
 import threading
 
 import pytest
@@ -55,3 +58,20 @@ def apiserver(tmp_path):
         thread.join(10)
         loop.close()
         store.close()
+
+
+@pytest.fixture
+def kubectl(apiserver, tmp_path):
+    """kubectl against conftest's apiserver with the default namespace: (returncode, stdout, stderr)."""
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed")
+    env = {"PATH": "/usr/bin:/bin", "KUBECONFIG": str(tmp_path / "kubeconfig"), "HOME": str(tmp_path)}
+
+    def run(*args: str, stdin: object = None) -> tuple[int, str, str]:
+        r = subprocess.run(["kubectl", *args], input=None if stdin is None else json.dumps(stdin), env=env,
+                           capture_output=True, text=True, timeout=60)
+        return r.returncode, r.stdout, r.stderr
+    code, _, err = run("create", "-f", "-", stdin={"apiVersion": "v1", "kind": "Namespace",
+                                                   "metadata": {"name": "default"}})
+    assert code == 0, err
+    return run

@@ -5,8 +5,6 @@ kubectl validating a `kind: List` with it (skipped without kubectl): a good List
 item with an unknown field or a wrong type is refused before anything is created."""
 
 import json
-import shutil
-import subprocess
 import urllib.error
 import urllib.request
 
@@ -150,23 +148,6 @@ GOOD = {"apiVersion": "v1", "kind": "List", "items": [
     {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {"a": "1"}},
     {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "robot"},
      "automountServiceAccountToken": False}]}
-
-
-@pytest.fixture
-def kubectl(apiserver, tmp_path):
-    """kubectl against conftest's apiserver with the default namespace: (returncode, stdout, stderr)."""
-    if shutil.which("kubectl") is None:
-        pytest.skip("kubectl is not installed")
-    env = {"PATH": "/usr/bin:/bin", "KUBECONFIG": str(tmp_path / "kubeconfig"), "HOME": str(tmp_path)}
-
-    def run(*args: str, stdin: object = None) -> tuple[int, str, str]:
-        r = subprocess.run(["kubectl", *args], input=None if stdin is None else json.dumps(stdin), env=env,
-                           capture_output=True, text=True, timeout=60)
-        return r.returncode, r.stdout, r.stderr
-    code, _, err = run("create", "-f", "-", stdin={"apiVersion": "v1", "kind": "Namespace",
-                                                   "metadata": {"name": "default"}})
-    assert code == 0, err
-    return run
 
 
 @pytest.mark.parametrize("verb", ["apply", "create"])
