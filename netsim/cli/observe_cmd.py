@@ -31,19 +31,31 @@ def probe_cmd(
     src: Annotated[str, typer.Argument(help=f"Where the connection starts: {probe.REFS}.")],
     dst: Annotated[str, typer.Argument(help=f"Where it goes: {probe.REFS}.")],
     port: Annotated[int | None, typer.Option(help="Port (default: the target's first declared port).")] = None,
-    proto: Annotated[str, typer.Option(help="tcp, udp or icmp.")] = "tcp",
+    proto: Annotated[str, typer.Option(help="tcp, udp, icmp, or http/https (one GET request; the answer "
+                                       "is the responder's echo of it).")] = "tcp",
+    host: Annotated[str | None, typer.Option(help="http: the Host header (and TLS SNI), e.g. backend.aa.com.")] = None,
+    path: Annotated[str, typer.Option(help="http: the request path, with any query.")] = "/",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for an answer.")] = 2.0,
     output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
     cluster: ClusterOpt = None,
 ) -> None:
     """Make one real connection and report who answered and what source address it saw."""
-    if proto not in ("tcp", "udp", "icmp"):
-        raise err("error: --proto: use tcp, udp or icmp", 2)
+    from netsim.observe import httpprobe
+
+    if proto not in ("tcp", "udp", "icmp", "http", "https"):
+        raise err("error: --proto: use tcp, udp, icmp, http or https", 2)
+    if (host is not None or path != "/") and proto not in ("http", "https"):
+        raise err("error: --host and --path are for an HTTP request: add --proto http (or https)", 2)
+    if not path.startswith("/"):
+        raise err(f"error: --path {path!r}: start it with '/'", 2)
     require_root("probe")
     c, store = open_cluster_store(cluster)
     try:
-        result = probe.probe(c, store, src, dst, port, proto, timeout)
-        if result["result"] != "allow":
+        if proto in ("http", "https"):
+            result = httpprobe.http_probe(c, store, src, dst, port, host, path, proto, timeout)
+        else:
+            result = probe.probe(c, store, src, dst, port, proto, timeout)
+        if result["result"] != "allow" and proto not in ("http", "https"):
             result.update(_who_denied(c, store, src, dst, port, proto))
     except probe.ProbeError as exc:
         raise err(f"error: {exc}", 2) from None
@@ -51,6 +63,9 @@ def probe_cmd(
         typer.echo(json.dumps(result))
     else:
         extra = f" (responder {result['responder']}, saw client {result['clientIP']})" if result["responder"] else ""
+        if result.get("answer"):
+            a = result["answer"]
+            extra += f"; it received {a.get('method')} {a.get('path')} Host: {a.get('host')}"
         latency = f" in {result['latencyMs']} ms" if result["latencyMs"] is not None else ""
         if result.get("droppedBy"):
             extra += f"; {result['verdict'].lower()} at {result['droppedAt']} by {result['droppedBy']}"
@@ -88,16 +103,19 @@ def check_cmd(
     finally:
         store.close()
     if output == "json":
+        http = ("host", "path", "scheme", "status")
         typer.echo(json.dumps([{"from": o.expect.src, "to": o.expect.dst, "port": o.expect.port,
                                 "protocol": o.expect.protocol, "expect": "allow" if o.expect.allow else "deny",
-                                "observed": "allow" if o.allowed else "deny", "ok": o.ok, "detail": o.detail}
+                                "observed": "allow" if o.allowed else "deny", "ok": o.ok, "detail": o.detail,
+                                **{k: getattr(o.expect, k) for k in http if getattr(o.expect, k) is not None},
+                                **({"answeredBy": o.expect.answered_by} if o.expect.answered_by else {})}
                                for o in outcomes]))
     else:
         for line in check.report(outcomes):
             typer.echo(line)
         wrong = [o for o in outcomes if not o.ok]
         for o in wrong:
-            typer.echo(f"MISMATCH {o.expect.src} -> {o.expect.dst} {o.expect.port or ''}/{o.expect.protocol}: "
+            typer.echo(f"MISMATCH {o.expect.src} -> {o.expect.column} {o.expect.port or ''}/{o.expect.kind}: "
                        f"expected {'allow' if o.expect.allow else 'deny'}, got {o.detail}")
         typer.echo(f"{len(outcomes) - len(wrong)}/{len(outcomes)} as expected")
         if skipped:

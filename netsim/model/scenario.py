@@ -44,6 +44,8 @@ FIX_HINTS = {
     "protocol": "use TCP, UDP, SCTP or ICMP",
     "expect": "use 'allow' or 'deny'",
     "port": "use a port number from 1 to 65535",
+    "scheme": "use 'http' or 'https'",
+    "status": "use an HTTP status code from 100 to 599, e.g. 200, 404 or 503",
 }
 
 
@@ -94,6 +96,7 @@ class Networking(_Model):
 
 POD_KINDS = ("pod", "po", "pods")
 SVC_KINDS = ("svc", "service", "services")
+LB_KINDS = ("lb",)
 _DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _NAME_LABEL = r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9])?"  # as netsim.observe.probe.DNS_NAME
@@ -102,8 +105,8 @@ _LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
 _LABEL_KEY_RE = re.compile(rf"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?{_LABEL_NAME}$")
 _LABEL_VALUE_RE = re.compile(rf"^({_LABEL_NAME})?$")
 _SET_RE = re.compile(r"^(?P<key>\S+)\s+(?P<op>in|notin)\s*\((?P<values>[^()]*)\)$")
-REF_FORMS = ("pod/NS/NAME, pods/NS/SELECTOR (e.g. pods/default/app=web), svc/NS/NAME, node/NAME, host/NAME, "
-             "ip:ADDR or a DNS name")
+REF_FORMS = ("pod/NS/NAME, pods/NS/SELECTOR (e.g. pods/default/app=web), svc/NS/NAME, lb/NS/NAME (a "
+             "Service's LoadBalancer address), node/NAME, host/NAME, ip:ADDR or a DNS name")
 SOURCE_FORMS = "pod/NS/NAME, pods/NS/SELECTOR, node/NAME or host/NAME"
 SELECTOR_FORMS = "KEY=VALUE, KEY!=VALUE, KEY in (V1,V2), KEY notin (V1,V2), KEY or !KEY, joined by commas"
 
@@ -209,13 +212,13 @@ def ref_problem(ref: str, source: bool) -> str | None:
         if not _DNS_SUBDOMAIN_RE.match(name):
             return f"pod name {name!r} is not a DNS subdomain; fix: use {kind}/NS/NAME with the pod's name"
         return None
-    if kind in SVC_KINDS:
+    if kind in SVC_KINDS + LB_KINDS:
         if source:
             return f"a Service cannot start a connection; fix: use {forms}"
         ns, _, name = rest.partition("/")
         ns, name = ("default", ns) if not name else (ns, name)
         if not _DNS_LABEL_RE.match(ns) or not _DNS_LABEL_RE.match(name):
-            return f"{rest!r} is not NS/NAME of a Service; fix: use svc/NS/NAME, e.g. svc/default/web"
+            return f"{rest!r} is not NS/NAME of a Service; fix: use {kind}/NS/NAME, e.g. {kind}/default/web"
         return None
     if kind in ("node", "no", "host"):
         if not _DNS_LABEL_RE.match(rest):
@@ -225,12 +228,78 @@ def ref_problem(ref: str, source: bool) -> str | None:
     return f"unknown kind {kind!r}; fix: use {forms}"
 
 
+def answered_by_problem(value: str) -> str | None:
+    """Why `answeredBy` (a pod name prefix, or a label selector such as app=web) is not usable."""
+    if any(c in value for c in "=!( "):
+        try:
+            parse_selector(value)
+        except ValueError as exc:
+            return f"{value!r} is not a label selector: {exc}; fix: use {SELECTOR_FORMS}, or a pod name prefix"
+        return None
+    if not re.match(r"^[a-z0-9]([-a-z0-9.]*)?$", value):
+        return f"{value!r} is neither a pod name prefix nor a label selector; fix: use e.g. 'backend-' or 'app=backend'"
+    return None
+
+
+HTTP_FIELDS = ("host", "path", "scheme", "status")
+
+
 class Expectation(_Model):
+    """One probe: from, to, port and protocol; with any of ``host``, ``path``, ``scheme`` or
+    ``status`` it is an HTTP request (over TCP, port 80 or 443 for https by default) judged by
+    the status and the echo's answer; ``answeredBy`` names the pods that must answer."""
+
     from_: str = Field(alias="from")
     to: str
     port: int | None = Field(None, ge=1, le=65535)
     protocol: Literal["TCP", "UDP", "SCTP", "ICMP"] = "TCP"
     expect: Literal["allow", "deny"] = "allow"
+    host: str | None = None
+    path: str | None = None
+    scheme: Literal["http", "https"] | None = None
+    status: int | None = Field(None, ge=100, le=599)
+    answeredBy: str | None = None
+
+    @property
+    def http(self) -> bool:
+        return any(getattr(self, f) is not None for f in HTTP_FIELDS)
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        name, _, port = v.rpartition(":") if ":" in v else (v, "", "")
+        if not _DNS_NAME_RE.match(name) or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+            raise ValueError(f"{v!r} is not a host name; fix: use a DNS name such as backend.aa.com "
+                             "(optionally with :PORT), sent as the Host header")
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not v.startswith("/") or any(c.isspace() for c in v):
+            raise ValueError(f"{v!r} is not a request path; fix: start it with '/', e.g. /api?x=1 "
+                             "(no spaces; encode them as %20)")
+        return v
+
+    @field_validator("answeredBy")
+    @classmethod
+    def _answered_by(cls, v: str) -> str:
+        if problem := answered_by_problem(v):
+            raise ValueError(problem)
+        return v
+
+    @model_validator(mode="after")
+    def _http_over_tcp(self) -> Expectation:
+        given = [f for f in (*HTTP_FIELDS, "answeredBy") if getattr(self, f) is not None]
+        if self.http and self.protocol != "TCP":
+            raise ValueError(f"{', '.join(given)}: an HTTP expectation runs over TCP, not {self.protocol}; "
+                             "fix: drop `protocol` or use TCP")
+        if self.answeredBy is not None and self.protocol == "ICMP":
+            raise ValueError("answeredBy: an ICMP echo names no pod; fix: probe a TCP or UDP port")
+        if given and self.expect == "deny" and (self.status is not None or self.answeredBy is not None):
+            raise ValueError("status/answeredBy: a denied connection gets no answer to judge; fix: use "
+                             "expect: allow (a refusal by the proxy is a status such as 404 or 503)")
+        return self
 
     @field_validator("from_")
     @classmethod

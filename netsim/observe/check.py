@@ -9,17 +9,22 @@ in NS that the label selector matches: it is expanded into one `pod/NS/NAME` per
 probing, so each pod gets its own row or column (a pod is not probed against itself when a
 selector brought it in).  A selector that matches no running pod is a mismatch, whatever was
 expected, and so is a probe that cannot be made (a pod not found, a headless Service): neither
-shows anything about the dataplane."""
+shows anything about the dataplane.
+
+An expectation with `host`, `path`, `scheme` or `status` is one HTTP request (netsim.observe.
+httpprobe) judged by its status (200 unless `status` says otherwise) and, with `answeredBy`, by
+the pod the responder's echo names: a pod name prefix, or a label selector the pod must match.
+Its column in the tables is the target with the host and path (``lb/ns/svc backend.aa.com/``)."""
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from netsim.api.store import Store
+from netsim.api.store import NotFound, Store
 from netsim.model import k8s
 from netsim.model.scenario import is_selector_ref, parse_selector, split_pod_ref
-from netsim.observe import probe
+from netsim.observe import httpprobe, probe
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,26 @@ class Expect:
     port: int | None
     protocol: str  # TCP, UDP, ICMP
     allow: bool
+    host: str | None = None  # HTTP: with any of host, path, scheme, status
+    path: str | None = None
+    scheme: str | None = None
+    status: int | None = None
+    answered_by: str | None = None
+
+    @property
+    def http(self) -> bool:
+        return any(v is not None for v in (self.host, self.path, self.scheme, self.status))
+
+    @property
+    def column(self) -> str:
+        """The target as the tables show it: with the host and path for HTTP."""
+        if not self.http:
+            return self.dst
+        return f"{self.dst} {self.host or ''}{self.path or '/'}"
+
+    @property
+    def kind(self) -> str:
+        return (self.scheme or "http").upper() if self.http else self.protocol
 
 
 @dataclass
@@ -37,14 +62,53 @@ class Outcome:
     allowed: bool
     detail: str
     error: bool = False  # nothing was probed: the expectation could not be checked
+    wrong: str | None = None  # an answer came, but not the expected one (status, pod)
 
     @property
     def ok(self) -> bool:
-        return not self.error and self.allowed == self.expect.allow
+        return not self.error and self.allowed == self.expect.allow and self.wrong is None
 
 
 def from_scenario(scenario) -> list[Expect]:
-    return [Expect(e.from_, e.to, e.port, e.protocol, e.expect == "allow") for e in scenario.expect]
+    return [Expect(e.from_, e.to, e.port, e.protocol, e.expect == "allow", e.host, e.path, e.scheme, e.status,
+                   e.answeredBy) for e in scenario.expect]
+
+
+def answered_by_matches(store: Store, want: str, namespace: str | None, pod: str | None) -> bool:
+    """Whether the pod that answered is one ``want`` names: a name prefix, or a label selector
+    its labels match."""
+    if not pod:
+        return False
+    if not any(c in want for c in "=!( "):
+        return pod.startswith(want)
+    try:
+        labels = store.get(k8s.key("Pod", namespace or "default", pod))["metadata"].get("labels")
+    except NotFound:
+        return False
+    return k8s.selector_matches(parse_selector(want), labels)
+
+
+def judge(store: Store, e: Expect, r: dict) -> Outcome:
+    """An Outcome from a probe's (or an HTTP request's) result."""
+    allowed = r["result"] == "allow"
+    if not e.http:
+        detail = f"{r['result']} ({r['reason']})"
+        if allowed and r.get("responder"):
+            detail += f" by {r['responder']}"
+    elif allowed:
+        detail = f"HTTP {r['status']}" + (f" from pod {r['namespace']}/{r['responder']}" if r.get("responder")
+                                          else f" from {r.get('server') or 'a server that is no netsim pod'}")
+    else:
+        detail = f"no HTTP answer ({r['reason']})"
+    wrong = None
+    if allowed and e.allow:
+        want = e.status if e.status is not None else (200 if e.http else None)
+        if want is not None and r.get("status") != want:
+            wrong = f"status {r.get('status')}, not {want}"
+        elif e.answered_by and not answered_by_matches(store, e.answered_by, r.get("namespace"), r.get("responder")):
+            who = f"pod {r['namespace']}/{r['responder']}" if r.get("responder") else "no pod (no echo answer)"
+            wrong = f"answered by {who}, not by {e.answered_by}"
+    return Outcome(e, allowed, detail + (f": {wrong}" if wrong else ""), wrong=wrong)
 
 
 def everything(store: Store) -> list[Expect]:
@@ -103,8 +167,7 @@ def expand(store: Store, expects: list[Expect]) -> list[Expect | Outcome]:
             out.append(Outcome(e, False, f"no running pod in namespace {ns} matches {text}", error=True))
             continue
         selected = is_selector_ref(e.src) or is_selector_ref(e.dst)
-        out += [Expect(s, d, e.port, e.protocol, e.allow) for s in sides[0] for d in sides[1]
-                if not (selected and s == d)]
+        out += [replace(e, src=s, dst=d) for s in sides[0] for d in sides[1] if not (selected and s == d)]
     return out
 
 
@@ -130,10 +193,14 @@ def run(cluster, store: Store, expects: list[Expect], timeout: float = 1.0,
         if isinstance(e, Outcome):
             return e
         try:
-            r = probe.probe(cluster, store, e.src, e.dst, e.port, e.protocol.lower(), timeout)
+            if e.http:
+                r = httpprobe.http_probe(cluster, store, e.src, e.dst, e.port, e.host, e.path or "/",
+                                         e.scheme or "http", timeout)
+            else:
+                r = probe.probe(cluster, store, e.src, e.dst, e.port, e.protocol.lower(), timeout)
         except probe.ProbeError as exc:
             return Outcome(e, False, f"not probed: {exc}", error=True)
-        return Outcome(e, r["result"] == "allow", f"{r['result']} ({r['reason']})")
+        return judge(store, e, r)
     with ThreadPoolExecutor(max_workers=32) as pool:
         return list(pool.map(one, items))
 
@@ -151,12 +218,12 @@ def report(outcomes: list[Outcome]) -> list[str]:
     """Expected / observed / comparison tables per protocol and port."""
     groups: dict[tuple[str, int | None], list[Outcome]] = {}
     for o in outcomes:
-        groups.setdefault((o.expect.protocol, o.expect.port), []).append(o)
+        groups.setdefault((o.expect.kind, o.expect.port), []).append(o)
     lines = []
     for (proto, port), items in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
         rows = sorted({o.expect.src for o in items})
-        cols = sorted({o.expect.dst for o in items})
-        by = {(o.expect.src, o.expect.dst): o for o in items}
+        cols = sorted({o.expect.column for o in items})
+        by = {(o.expect.src, o.expect.column): o for o in items}
 
         def cell(kind, by=by):
             def f(r, c):

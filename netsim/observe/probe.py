@@ -22,7 +22,8 @@ from netsim.api.store import NotFound, Store
 from netsim.model import k8s
 from netsim.node import dns, podnet
 
-REFS = "pod/NS/NAME, svc/NS/NAME, node/NAME, host/NAME, ip:ADDR or a DNS name (as the source resolves it)"
+REFS = ("pod/NS/NAME, svc/NS/NAME, lb/NS/NAME (a Service's LoadBalancer address), node/NAME, host/NAME, "
+        "ip:ADDR or a DNS name (as the source resolves it)")
 _LABEL = r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9])?"
 DNS_NAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$", re.IGNORECASE)
 
@@ -93,6 +94,22 @@ def resolve(cluster: fabric.Cluster, store: Store, ref: str, port: int | None = 
             if node is not None:
                 return Target(ref, node.ip, port)
         return Target(ref, ip, port or (ports[0] if ports else None))
+    if kind == "lb":
+        ns, _, name = rest.partition("/")
+        ns, name = ("default", ns) if not name else (ns, name)
+        try:
+            svc = store.get(k8s.key("Service", ns, name))
+        except NotFound:
+            raise ProbeError(f"service {ns}/{name} not found") from None
+        ips = [i["ip"] for i in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+               if i.get("ip")]
+        if not ips:
+            kind_ = svc["spec"].get("type", "ClusterIP")
+            raise ProbeError(f"service {ns}/{name} has no LoadBalancer address yet (type {kind_}"
+                             + ("; give the scenario a networking.loadBalancerPool)" if kind_ == "LoadBalancer"
+                                else "; only type LoadBalancer gets one)"))
+        ports = [p["port"] for p in svc["spec"].get("ports", [])]
+        return Target(ref, ips[0], port or (ports[0] if ports else None))
     if kind in ("node", "no", "host"):
         m = cluster.members.get(rest)
         if m is None and kind != "host" and cluster.joined:
@@ -114,13 +131,13 @@ def connect(netns: str, ip: str, port: int, proto: str = "tcp", timeout: float =
             if proto == "tcp":
                 rc = sock.connect_ex((ip, port))
                 if rc not in (0, errno.EINPROGRESS):
-                    return _failed(out, rc, start)
+                    return failed(out, rc, start)
                 _, ready, _ = select.select([], [sock], [], timeout)
                 if not ready:
                     return out
                 rc = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if rc:
-                    return _failed(out, rc, start)
+                    return failed(out, rc, start)
                 out.update(result="allow", reason="connected")
                 out["latencyMs"] = round((time.monotonic() - start) * 1000, 3)
             else:
@@ -128,7 +145,7 @@ def connect(netns: str, ip: str, port: int, proto: str = "tcp", timeout: float =
             sock.send(b"netsim-probe\n")
             line = _read_line(sock, start + timeout)
         except OSError as exc:
-            return _failed(out, exc.errno or 0, start)
+            return failed(out, exc.errno or 0, start)
     if line is None:
         return out
     if proto == "udp":
@@ -155,7 +172,7 @@ def _read_line(sock: socket.socket, deadline: float) -> bytes | None:
     return data or None
 
 
-def _failed(out: dict, rc: int, start: float) -> dict:
+def failed(out: dict, rc: int, start: float) -> dict:
     if rc == errno.ECONNREFUSED:
         out["reason"] = "refused"
     elif rc in (errno.EHOSTUNREACH, errno.ENETUNREACH):
@@ -206,6 +223,18 @@ def on_another_machine(cluster: fabric.Cluster, store: Store, ref: str) -> str |
 
 def probe(cluster: fabric.Cluster, store: Store, src: str, dst: str, port: int | None = None, proto: str = "tcp",
           timeout: float = 2.0) -> dict:
+    source, target = endpoints(cluster, store, src, dst, port)
+    if proto == "icmp":
+        result = ping(source.netns, target.ip, timeout)
+        return {"from": src, "to": dst, "target": target.ip, "protocol": proto, **result}
+    if target.port is None:
+        raise ProbeError(f"{dst} declares no port; give one with --port")
+    result = connect(source.netns, target.ip, target.port, proto, timeout)
+    return {"from": src, "to": dst, "target": f"{target.ip}:{target.port}", "protocol": proto, **result}
+
+
+def endpoints(cluster: fabric.Cluster, store: Store, src: str, dst: str, port: int | None) -> tuple[Target, Target]:
+    """Where a connection from ``src`` to ``dst`` starts (a namespace on this machine) and goes."""
     source = resolve(cluster, store, src)
     if source.netns is None:
         raise ProbeError(f"{src!r} cannot start a connection: use a pod, node or host")
@@ -218,13 +247,7 @@ def probe(cluster: fabric.Cluster, store: Store, src: str, dst: str, port: int |
         target = resolve_name(store, source.netns, dst, port)
     else:
         target = resolve(cluster, store, dst, port)
-    if proto == "icmp":
-        result = ping(source.netns, target.ip, timeout)
-        return {"from": src, "to": dst, "target": target.ip, "protocol": proto, **result}
-    if target.port is None:
-        raise ProbeError(f"{dst} declares no port; give one with --port")
-    result = connect(source.netns, target.ip, target.port, proto, timeout)
-    return {"from": src, "to": dst, "target": f"{target.ip}:{target.port}", "protocol": proto, **result}
+    return source, target
 
 
 def _checksum(data: bytes) -> int:

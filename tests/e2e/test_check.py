@@ -75,3 +75,59 @@ def test_check_expectations_everything_and_mismatches(tmp_path, state_dir):
         assert code == 1 and answer["result"] == "deny", answer
     finally:
         assert run_netsim("down", name).returncode == 0
+
+
+HTTP_APP = APP + """---
+apiVersion: v1
+kind: Service
+metadata: {name: svc-lb}
+spec:
+  type: LoadBalancer
+  selector: {app: b}
+  ports: [{port: 8080, targetPort: 80}]
+"""
+
+HTTP_EXPECT = """networking:
+  loadBalancerPool: 198.51.100.0/28
+expect:
+  - {from: pod/default/a, to: svc/default/svc-b, host: backend.aa.com, path: '/api?x=1', answeredBy: app=b}
+  - {from: host/client, to: lb/default/svc-lb, host: frontend.aa.com, answeredBy: b}
+  - {from: host/client, to: svc/default/svc-b, port: 30099, path: /status/503, status: 503}
+  - {from: pod/default/a, to: svc/default/svc-b, host: backend.aa.com, answeredBy: app=a}
+"""
+
+
+def test_http_expectations_through_a_service_and_a_load_balancer(tmp_path, state_dir):
+    """host/path expectations send a real HTTP request (Host header and all) and are judged by
+    the echo's answer: the pod that answered and the status."""
+    name = unique_name("ckh")
+    scenario = tmp_path / "scenario.yaml"
+    scenario.write_text(SCENARIO + HTTP_EXPECT)
+    up = run_netsim("up", str(scenario), "--name", name)
+    try:
+        assert up.returncode == 0, up.stderr
+        k8s = K8s(name, tmp_path)
+        k8s.apply(HTTP_APP)
+        assert len(running(k8s.pods())) == 2
+        out = run_netsim("check", "-c", name, "-o", "json")
+        rows = json.loads(out.stdout)
+        assert [r["ok"] for r in rows] == [True, True, True, False], rows
+        assert rows[0]["host"] == "backend.aa.com" and rows[0]["detail"] == "HTTP 200 from pod default/b"
+        assert rows[2]["detail"] == "HTTP 503 from pod default/b"
+        assert out.returncode == 1
+        text = run_netsim("check", "-c", name)
+        assert text.returncode == 1 and "== HTTP: 2/3 as expected" in text.stdout, text.stdout
+        assert "== HTTP/30099: 1/1 as expected" in text.stdout and "3/4 as expected" in text.stdout
+        assert ("MISMATCH pod/default/a -> svc/default/svc-b backend.aa.com/ /HTTP: expected allow, got "
+                "HTTP 200 from pod default/b: answered by pod default/b, not by app=a") in text.stdout, text.stdout
+        # What the pod received, as the probe's answer shows it: the Host, path and headers sent.
+        code, answer = k8s.probe("host/client", "lb/default/svc-lb")
+        assert code == 0 and answer["responder"] == "b", answer
+        code, answer = k8s.probe("host/client", "lb/default/svc-lb", "--proto", "http", "--host", "x.aa.com",
+                                 "--path", "/p?q=1")
+        assert code == 0 and answer["status"] == 200 and answer["target"].endswith(":8080"), answer
+        echo = answer["answer"]
+        assert (echo["method"], echo["host"], echo["path"]) == ("GET", "x.aa.com", "/p?q=1"), echo
+        assert echo["headers"]["User-Agent"] == ["netsim-check"] and answer["clientIP"] == echo["client"].split(":")[0]
+    finally:
+        assert run_netsim("down", name).returncode == 0
