@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from netsim.api.store import NotFound
-from netsim.model.scenario import ScenarioError, load_scenario
+from netsim.model.scenario import ScenarioError, load_scenario, manifest_objects
 from netsim.observe import check, httpprobe
 from tests.conftest import REPO
 
@@ -115,7 +115,20 @@ def test_parse_response():
     assert httpprobe.parse_response(b"SSH-2.0-OpenSSH\r\n\r\n") is None
 
 
-def test_the_ingress_scenario_loads():
-    scn = load_scenario(REPO / "scenarios" / "ingress.yaml")
-    assert scn.addons == ["ingress-nginx"] if hasattr(scn, "addons") else True
-    assert any(e.host == "backend.aa.com" and e.answeredBy == "app=backend" for e in scn.expect)
+def test_the_ingress_scenario_loads_with_the_notes_two_hosts():
+    """scenarios/ingress.yaml as a model (tests/e2e/test_scenarios.py brings it up and checks it)."""
+    path = REPO / "scenarios" / "ingress.yaml"
+    scn = load_scenario(path)
+    assert scn.addons == ["ingress-nginx"] and scn.networking.loadBalancerPool is not None
+    assert [h.name for h in scn.externalHosts] == ["client"]
+    objs = manifest_objects(scn, path.parent)
+    [ing] = [o for o in objs if o["kind"] == "Ingress"]
+    routes = {r["host"]: r["http"]["paths"][0]["backend"]["service"]["name"] for r in ing["spec"]["rules"]}
+    assert routes == {"backend.aa.com": "backend", "frontend.aa.com": "frontend"}
+    deployments = {o["metadata"]["name"]: o["spec"]["template"]["metadata"]["labels"] for o in objs
+                   if o["kind"] == "Deployment"}
+    assert deployments == {"backend": {"app": "backend"}, "frontend": {"app": "frontend"}}
+    lb = "lb/ingress-nginx/ingress-nginx-controller"
+    http = {(e.to, e.host, e.answeredBy, e.status) for e in scn.expect if e.from_ == "host/client" and e.http}
+    assert {(lb, "backend.aa.com", "app=backend", None), (lb, "frontend.aa.com", "app=frontend", None),
+            (lb, "nobody.aa.com", None, 404)} <= http
