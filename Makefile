@@ -30,6 +30,7 @@ bench: install
 	.venv/bin/python bench/dns.py
 	.venv/bin/python bench/policy.py
 	.venv/bin/python bench/trace.py
+	.venv/bin/python bench/ingress.py
 	.venv/bin/python bench/scale.py
 endif
 
