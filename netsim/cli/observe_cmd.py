@@ -115,7 +115,8 @@ def check_cmd(
             typer.echo(line)
         wrong = [o for o in outcomes if not o.ok]
         for o in wrong:
-            typer.echo(f"MISMATCH {o.expect.src} -> {o.expect.column} {o.expect.port or ''}/{o.expect.kind}: "
+            typer.echo(f"MISMATCH {o.expect.src} -> {o.expect.column} "
+                       f"{f'{o.expect.port}/' if o.expect.port else ''}{o.expect.kind}: "
                        f"expected {'allow' if o.expect.allow else 'deny'}, got {o.detail}")
         typer.echo(f"{len(outcomes) - len(wrong)}/{len(outcomes)} as expected")
         if skipped:

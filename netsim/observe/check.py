@@ -104,10 +104,10 @@ def judge(store: Store, e: Expect, r: dict) -> Outcome:
     if allowed and e.allow:
         want = e.status if e.status is not None else (200 if e.http else None)
         if want is not None and r.get("status") != want:
-            wrong = f"status {r.get('status')}, not {want}"
+            wrong = f"expected status {want}"
         elif e.answered_by and not answered_by_matches(store, e.answered_by, r.get("namespace"), r.get("responder")):
-            who = f"pod {r['namespace']}/{r['responder']}" if r.get("responder") else "no pod (no echo answer)"
-            wrong = f"answered by {who}, not by {e.answered_by}"
+            wrong = (f"that pod does not match answeredBy {e.answered_by}" if r.get("responder")
+                     else f"no pod's echo came back, expected one matching answeredBy {e.answered_by}")
     return Outcome(e, allowed, detail + (f": {wrong}" if wrong else ""), wrong=wrong)
 
 

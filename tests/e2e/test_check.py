@@ -118,8 +118,8 @@ def test_http_expectations_through_a_service_and_a_load_balancer(tmp_path, state
         text = run_netsim("check", "-c", name)
         assert text.returncode == 1 and "== HTTP: 2/3 as expected" in text.stdout, text.stdout
         assert "== HTTP/30099: 1/1 as expected" in text.stdout and "3/4 as expected" in text.stdout
-        assert ("MISMATCH pod/default/a -> svc/default/svc-b backend.aa.com/ /HTTP: expected allow, got "
-                "HTTP 200 from pod default/b: answered by pod default/b, not by app=a") in text.stdout, text.stdout
+        assert ("MISMATCH pod/default/a -> svc/default/svc-b backend.aa.com/ HTTP: expected allow, got "
+                "HTTP 200 from pod default/b: that pod does not match answeredBy app=a") in text.stdout, text.stdout
         # What the pod received, as the probe's answer shows it: the Host, path and headers sent.
         code, answer = k8s.probe("host/client", "lb/default/svc-lb")
         assert code == 0 and answer["responder"] == "b", answer

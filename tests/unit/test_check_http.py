@@ -80,11 +80,13 @@ def _answer(status, pod=None, result="allow"):
     (dict(host="backend.aa.com", answered_by="app=backend"), _answer(200, "backend-7d9-x2"), True, "HTTP 200"),
     (dict(host="backend.aa.com", answered_by="backend-"), _answer(200, "backend-7d9-x2"), True, "from pod"),
     (dict(host="backend.aa.com", answered_by="app=backend"), _answer(200, "frontend-5c-a1"), False,
-     "answered by pod default/frontend-5c-a1, not by app=backend"),
-    (dict(host="nobody.aa.com"), _answer(404), False, "HTTP 404 from nginx: status 404, not 200"),
+     "HTTP 200 from pod default/frontend-5c-a1: that pod does not match answeredBy app=backend"),
+    (dict(host="nobody.aa.com"), _answer(404), False, "HTTP 404 from nginx: expected status 200"),
     (dict(host="nobody.aa.com", status=404), _answer(404), True, "HTTP 404 from nginx"),
-    (dict(path="/", answered_by="app=backend"), _answer(200), False, "answered by no pod (no echo answer)"),
-    (dict(path="/gone", answered_by="app=backend"), _answer(200, "deleted-pod"), False, "not by app=backend"),
+    (dict(path="/", answered_by="app=backend"), _answer(200), False,
+     "no pod's echo came back, expected one matching answeredBy app=backend"),
+    (dict(path="/gone", answered_by="app=backend"), _answer(200, "deleted-pod"), False,
+     "does not match answeredBy app=backend"),
     (dict(path="/"), _answer(None, result="deny"), False, "no HTTP answer (timeout)"),
 ])
 def test_judging_an_http_answer(expect, answer, ok, words):
