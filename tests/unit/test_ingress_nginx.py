@@ -7,8 +7,17 @@ import subprocess
 import pytest
 
 from netsim.node.ingress import controller, nginx
-from netsim.node.ingress.routes import (TLS, Backend, Canary, Endpoint, HeaderModifier, Location, ProxyConfig,
-                                        Redirect, Server)
+from netsim.node.ingress.routes import (
+    TLS,
+    Backend,
+    Canary,
+    Endpoint,
+    HeaderModifier,
+    Location,
+    ProxyConfig,
+    Redirect,
+    Server,
+)
 
 EPS = (Endpoint("10.244.1.5", 8080), Endpoint("10.244.2.5", 8080))
 WEB = Backend("default-web-80", "default", "web", "80", EPS)

@@ -222,7 +222,8 @@ class Nginx:
         test = subprocess.run([nginx_binary() or NGINX, "-t", "-q", "-p", str(self.prefix), "-c", str(candidate),
                                "-e", "stderr"], capture_output=True, text=True, timeout=30)
         if test.returncode != 0:
-            message = test.stderr.strip().splitlines()[-1:] or ["nginx -t failed"]
+            lines = test.stderr.strip().splitlines()
+            message = [line for line in lines if "[emerg]" in line][:1] or lines[-1:] or ["nginx -t failed"]
             log.error("nginx %s: the new configuration is refused, keeping the old one: %s", self.prefix.name,
                       message[0])
             self.errors = message
@@ -232,9 +233,11 @@ class Nginx:
         self.errors = []
         started = time.monotonic()
         if self.alive():
+            old = self.workers()
             self.proc.send_signal(signal.SIGHUP)
             self.reloads += 1
-            ok = self._wait_loaded(want, RELOAD_TIMEOUT_S)
+            # Loaded once a new worker answers with it and no old worker still accepts.
+            ok = self._wait_loaded(want, RELOAD_TIMEOUT_S, old)
         else:
             self._start()
             ok = self._wait_loaded(want, START_TIMEOUT_S)
@@ -260,10 +263,23 @@ class Nginx:
             err.close()
         log.info("nginx %s started (pid %d)", self.prefix.name, self.proc.pid)
 
-    def _wait_loaded(self, want: str, timeout: float) -> bool:
+    def workers(self) -> list[int]:
+        """The master's workers that still accept connections."""
+        if not self.alive():
+            return []
+        out = []
+        for pid in nginx_pids_in(self.netns):
+            with contextlib.suppress(OSError, IndexError):
+                ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[1])
+                title = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").decode(errors="replace")
+                if ppid == self.proc.pid and title.endswith("worker process"):
+                    out.append(pid)
+        return out
+
+    def _wait_loaded(self, want: str, timeout: float, old: list[int] = ()) -> bool:
         deadline = time.monotonic() + timeout
         while True:
-            if _get(self.netns, "/configuration") == want:
+            if _get(self.netns, "/configuration") == want and not set(old) & set(self.workers()):
                 return True
             if time.monotonic() >= deadline or not self.alive():
                 return False
