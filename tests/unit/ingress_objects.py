@@ -66,7 +66,8 @@ def endpoint_slice(svc: str, ips: list[str], port: int = 8080, port_name: str = 
 
 
 def tls_secret(name: str, ns: str = "default", cert: str = "CERT", key: str = "KEY") -> dict:
-    return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls", "metadata": {"name": name, "namespace": ns},
+    return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"name": name, "namespace": ns},
             "data": {"tls.crt": base64.b64encode(cert.encode()).decode(),
                      "tls.key": base64.b64encode(key.encode()).decode()}}
 
