@@ -245,17 +245,17 @@ def select_location(server: Server, uri: str) -> tuple[Block | None, str, list[C
                 why += f", but {regex_hit.text} comes first"
         cands.append(Candidate(b.text, src, ok, why))
     if exact is not None:
-        return exact, f"{exact.text}: exact match wins over prefixes and regexes", cands, False
+        return exact, "the exact match wins over prefixes and regexes", cands, False
     if redirect is not None and not (longest is not None and len(longest.path) > len(redirect.path)):
-        return redirect, (f"{redirect.text} is {uri} plus a slash: nginx redirects (301) to add it "
+        return redirect, (f"{redirect.path} is {uri} plus a slash: nginx redirects (301) to add it "
                           "(no exact location takes it)"), cands, True
     if longest is not None and longest.modifier == "^~":
-        return longest, f"{longest.text}: the longest prefix, ^~ stops the regex search", cands, False
+        return longest, "the longest prefix, and ^~ stops the regex search", cands, False
     if regex_hit is not None:
         pre = f" (checked after the longest prefix {longest.path})" if longest else ""
-        return regex_hit, f"{regex_hit.text}: the first matching regex in config order{pre}", cands, False
+        return regex_hit, f"the first matching regex in config order{pre}", cands, False
     if longest is not None:
-        return longest, f"{longest.text}: the longest matching prefix", cands, False
+        return longest, "the longest matching prefix", cands, False
     return None, "no location matches", cands, False
 
 
