@@ -83,6 +83,8 @@ def explain(
     header: Annotated[list[str] | None, typer.Option("--header", "-H", help="A request header NAME:VALUE.")] = None,
     scheme: Annotated[str | None, typer.Option(help="http or https (default: the URL's, else http).")] = None,
     method: Annotated[str, typer.Option("--method", "-X", help="The request method.")] = "GET",
+    port: Annotated[int | None, typer.Option(help="The port the proxy receives it on (default: 80, 443 for https).")
+                    ] = None,
     controller: Annotated[str, typer.Option(help="The controller's NS/NAME.")] = DEFAULT_CONTROLLER,
     output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
     cluster: Annotated[str | None, typer.Option("--cluster", "-c", envvar="NETSIM_CLUSTER")] = None,
@@ -111,7 +113,7 @@ def explain(
         store.close()
     config = ingress.proxy_config(controller, objs["Ingress"], objs["IngressClass"], objs["Service"],
                                   objs["EndpointSlice"], objs["Secret"], **flags)
-    d = match.explain(config, host, path, headers, scheme, method)
+    d = match.explain(config, host, path, headers, scheme, method, port)
     related = []
     for ing in objs["Ingress"]:
         hosts = {r.get("host", "") for r in (ing.get("spec") or {}).get("rules") or []}

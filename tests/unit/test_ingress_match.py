@@ -81,16 +81,15 @@ def test_blocks_render_contract():
 
 
 @pytest.mark.parametrize("host,server", [
-    ("www.foo.com", "www.foo.com"), ("WWW.Foo.com.", "www.foo.com"), ("x.foo.com:8080", None),
+    ("www.foo.com", "www.foo.com"), ("WWW.Foo.com.", "www.foo.com"), ("x.foo.com:8080", "*.foo.com"),
     ("a.foo.com", "*.foo.com"), ("a.b.foo.com", "_"), ("a.b.bar.com", "*.bar.com"), ("", "_"),
 ])
 def test_server_choice(host, server):
     c = cfg(Server("www.foo.com", (loc("/", backend=A),)), Server("*.foo.com", (loc("/", backend=B),)),
             Server("*.bar.com", (loc("/", backend=C),), wildcard="many"), Server("_", (loc("/", status=404),)))
-    d = explain(c, host, "/")
-    assert d.server == server
-    if server is None:
-        assert "no server listens on port 8080" in d.server_why
+    assert explain(c, host, "/").server == server
+    d = explain(c, "www.foo.com", "/", port=8080)
+    assert d.server is None and "no server listens on port 8080" in d.server_why
 
 
 def test_one_label_hint_in_the_why():
@@ -102,6 +101,7 @@ def test_one_label_hint_in_the_why():
 def test_no_server_falls_back_to_the_default_backend_or_the_status():
     c = cfg(Server("h", (loc("/", backend=A),), listeners=(8080,)))
     assert explain(c, "h", "/").status == 404
+    assert explain(c, "h", "/", port=8080).status == 200
     c = cfg(Server("h", (loc("/x", backend=A),)), default_backend=B)
     assert svc(explain(c, "other", "/")) == "b"
     assert svc(explain(c, "h", "/y")) == "b"  # no location matched either

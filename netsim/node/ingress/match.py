@@ -238,7 +238,7 @@ def select_location(server: Server, uri: str) -> tuple[Block | None, str, list[C
                 ok = re.search(pcre(b.path).pattern, uri, re.IGNORECASE) is not None
                 why = "the regex matches (case-insensitive)" if ok else "the regex does not match"
             except re.error as exc:
-                ok, why = False, f"nginx would refuse this regex ({exc})"
+                ok, why = False, f"cannot evaluate this regex here ({exc})"
             if ok and regex_hit is None:
                 regex_hit = b
             elif ok:
@@ -323,10 +323,12 @@ def _canary(loc: Location, headers: dict[str, str]) -> tuple[bool | None, str]:
 
 
 def explain(config: ProxyConfig, host: str, path: str, headers: dict[str, str] | None = None,
-            scheme: str = "http", method: str = "GET") -> Decision:
-    """What nginx rendered from ``config`` does with ``scheme://host/path``."""
+            scheme: str = "http", method: str = "GET", port: int | None = None) -> Decision:
+    """What nginx rendered from ``config`` does with ``scheme://host/path`` arriving on ``port``
+    (default: the config's port for the scheme; a port in ``host`` is the Host header's, which
+    nginx ignores when it picks the server)."""
     hdrs = {k.lower(): v for k, v in (headers or {}).items()}
-    h, port = _norm_host(host)
+    h, _ = _norm_host(host)
     port = port or (config.https_port if scheme == "https" else config.http_port)
     d = Decision(host=h, path=path, scheme=scheme, port=port)
     uri_raw, _, args = path.partition("?")
