@@ -373,3 +373,11 @@ def test_prefix_and_exact_semantics_match_the_api(raw, request, trailing):
     cfg = w.config(ing("i", rule("h", *[path(p, f"s{i}", kind=kind) for i, (kind, p) in enumerate(rules)])))
     want = api_choice(rules, request)
     assert status_and_service(cfg, "http://h" + request) == ((200, f"s{want}") if want is not None else (404, None))
+
+
+def test_a_hostless_root_rule_does_not_replace_an_older_catch_all_backend():
+    w = World("catch", "rule")
+    cfg = w.config(ing("a", default="catch"), ing("b", rule(None, path("/", "rule"), path("/r", "rule")),
+                                                  ts="2026-01-02T00:00:00Z"))
+    assert status_and_service(cfg, "http://any/") == (200, "catch")
+    assert status_and_service(cfg, "http://any/r") == (200, "rule")

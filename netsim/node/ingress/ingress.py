@@ -353,13 +353,13 @@ def proxy_config(name: str, ingresses: list[dict], classes: list[dict], services
         if ref:
             dflt = backend_of(ing, ref)
             root = servers[CATCH_ALL].locs[0]
-            if root.is_default and root.backend is None and not _rules(ing):
+            if root.is_default and not _rules(ing):
                 # An Ingress with a backend and no rule: the catch-all's backend (without its
                 # rewrite/redirect annotations, as upstream).
                 servers[CATCH_ALL].locs[0] = _Loc("/", "Prefix", dflt, replace(a, rewrite_target="", use_regex=False,
                                                                              app_root=""),
-                                                  f"defaultBackend of Ingress {key(ing)}", ing, True)
-                default_backend = dflt
+                                                  f"defaultBackend of Ingress {key(ing)}", ing)
+                default_backend = dflt  # no longer the default location: a later "/" rule for "_" conflicts
         for rule in _rules(ing):
             host = rule.get("host") or CATCH_ALL
             if host in servers:
