@@ -107,7 +107,9 @@ def test_prefix_renders_like_ingress_nginx_plus_the_slashless_exact(path_rules):
     assert by_host["prefix-path-rules"] == ["location /aaa/bbb/", "location = /aaa/bbb", "location /foo/",
                                             "location = /foo", "location /aaa/", "location = /aaa", "location /"]
     # An Exact of the same path takes the "= /foo" block: nginx would refuse a duplicate.
-    assert by_host["mixed-path-rules"] == ["location /foo/", "location = /foo", "location /"]
+    assert by_host["mixed-path-rules"] == ["location = /foo", "location /foo/", "location /"]
+    mixed = next(s for s in path_rules.servers if s.hostname == "mixed-path-rules")
+    assert [loc.match for loc in mixed.locations] == ["Exact", "Prefix", "Prefix"]  # Exact first on a tie
     assert by_host["trailing-slash-path-rules"][:3] == ["location /aaa/bbb/", "location = /aaa/bbb",
                                                          "location = /foo/"]
 

@@ -475,8 +475,10 @@ def _needs_rewrite(loc: _Loc) -> bool:
 
 def _server(s: _Server, servers: dict[str, _Server], alternatives: dict[str, Canary],
             affinity: dict[str, str]) -> Server:
-    # getBackendServers' sort: path descending, then (stable) longest first.
-    locs = sorted(s.locs, key=lambda x: x.path, reverse=True)
+    # getBackendServers' sort: path descending, then (stable) longest first; an Exact before a
+    # Prefix of the same path, so that a renderer keeping the first of duplicate blocks gives the
+    # "= path" to the Exact, as updateServerLocations does.
+    locs = sorted(s.locs, key=lambda x: (x.path, x.kind == "Exact"), reverse=True)
     locs.sort(key=lambda x: len(x.path), reverse=True)
     regex = any(_needs_rewrite(x) or x.ann.use_regex for x in locs)
     cert = s.hostname != CATCH_ALL and _cert_for(servers, s.hostname)

@@ -9,7 +9,8 @@ The rendering contract (nginx.py renders exactly this, so that explain and the p
   nginx picks: the exact name, then the longest ``*.`` name, then the first matching regex name (in
   the config's server order), then the default server.  Host is compared lower-case, port and a
   trailing dot stripped.  HTTPS routes by Host like HTTP (the certificate is chosen by SNI).
-- Locations: :func:`blocks` is the list of nginx ``location`` blocks of a server, in order:
+- Locations: :func:`blocks` is the list of nginx ``location`` blocks of a server, the server's
+  Locations taken longest path first (stable), each becoming:
   Exact ``P`` → ``location = P``; Prefix ``P`` → ``location B/`` and ``location = B`` with ``B`` =
   ``P`` without trailing slashes (just ``location /`` for ``/``; no ``= B`` when the server has an
   Exact ``B``: it is that one), so ``/aaa/bbb/`` also matches ``/aaa/bbb``; Nginx ``P`` →
@@ -66,7 +67,8 @@ def blocks(server: Server) -> tuple[Block, ...]:
             members[(mod, path)] = []
         members[(mod, path)].append(loc)
 
-    for loc in server.locations:
+    # Longest Location path first, stable: the producers' order already is (nginx.py sorts the same way).
+    for loc in sorted(server.locations, key=lambda loc: -len(loc.path)):
         if loc.match == "Exact":
             add("=", loc.path, loc)
         elif loc.match == "Prefix":
