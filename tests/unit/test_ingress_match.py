@@ -79,7 +79,7 @@ def test_blocks_render_contract():
     # Longest Location path first (stable), as nginx.py sorts.
     assert [b.text for b in blocks(s)] == ['location ~* "^/r(.*)"', "location /a/b/", "location = /a/b",
                                            "location /n", "location /"]
-    assert blocks(s)[1].locations[0].backends == (B,)  # the Exact owns "= /a/b", not the Prefix clone
+    assert blocks(s)[2].locations[0].backends == (B,)  # the Exact owns "= /a/b", not the Prefix clone
 
 
 @pytest.mark.parametrize("host,server", [
