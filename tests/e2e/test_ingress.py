@@ -466,3 +466,31 @@ def test_no_nginx_left_after_the_controller_pod_goes(ing):
         time.sleep(0.3)
     assert code == 200
     assert len(_nginx_of(ing.k8s.name)) == 2  # the new pod's master and worker only
+
+
+def test_upstream_deploy_yaml_applies_unmodified_and_serves(ing):
+    """kubernetes/ingress-nginx's deploy/static/provider/cloud/deploy.yaml over the add-on: every
+    object accepted (RBAC, ConfigMap, admission Jobs and webhook stored), the controller
+    Deployment rolled to upstream's pod spec, whose args the agent reads, and traffic served."""
+    manifest = Path(__file__).resolve().parent.parent / "data" / "ingress-nginx" / "deploy.yaml"
+    ing.k8s("apply", "-f", str(manifest))
+    assert ing.kubectl("get", "validatingwebhookconfiguration", "ingress-nginx-admission", "-o", "name")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        pods = running(json.loads(ing.k8s("get", "pods", "-n", "ingress-nginx", "-o", "json").stdout)["items"])
+        controllers = [p for p in pods if controller.is_controller_pod(p)]
+        if len(controllers) == 1 and "v1.15.1" in controllers[0]["spec"]["containers"][0]["image"]:
+            break
+        time.sleep(0.3)
+    [pod] = controllers
+    assert controller.controller_args(pod) == controller.ControllerArgs(
+        ingress_class="nginx", controller_class="k8s.io/ingress-nginx",
+        publish_service="ingress-nginx/ingress-nginx-controller")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        code, echo = ing.get("a.example.com", "/")
+        if code == 200:
+            break
+        time.sleep(0.3)
+    assert code == 200 and echo["pod"] in pods_of(ing, "a")
+    assert len(_nginx_of(ing.k8s.name)) == 2  # the replaced pod's nginx is gone
