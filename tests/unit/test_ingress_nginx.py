@@ -212,3 +212,28 @@ def test_controller_args_from_the_pod_spec():
                                              publish_service="ingress-nginx/ingress-nginx-controller",
                                              watch_without_class=True)
     assert controller.controller_args({"metadata": {}, "spec": {"containers": []}}) == controller.ControllerArgs()
+
+
+def test_scenario_addons_and_the_ingress_nginx_objects(tmp_path):
+    from netsim.model.scenario import ScenarioError, load_scenario
+    from netsim.node.ingress import addon
+
+    base = "apiVersion: netsim/v1alpha1\nkind: Scenario\nnodes: [{name: cp, role: control-plane}]\n"
+    (tmp_path / "ok.yaml").write_text(base + "addons: [ingress-nginx]\n")
+    assert load_scenario(tmp_path / "ok.yaml").addons == ["ingress-nginx"]
+    (tmp_path / "bad.yaml").write_text(base + "addons: [traefik]\n")
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(tmp_path / "bad.yaml")
+    assert any("addons" in where and "ingress-nginx" in what for where, what in err.value.problems)
+    objs = {(o["kind"], o["metadata"]["name"]): o for o in addon.objects(["ingress-nginx"])}
+    assert addon.objects([]) == [] and addon.objects(["gateway"]) == []
+    svc = objs[("Service", "ingress-nginx-controller")]["spec"]
+    assert svc["type"] == "LoadBalancer" and svc["externalTrafficPolicy"] == "Local"
+    assert [(p["name"], p["port"]) for p in svc["ports"]] == [("http", 80), ("https", 443)]
+    cls = objs[("IngressClass", "nginx")]
+    assert cls["spec"]["controller"] == "k8s.io/ingress-nginx"
+    assert cls["metadata"]["annotations"]["ingressclass.kubernetes.io/is-default-class"] == "true"
+    pod = {"metadata": {"name": "p", "namespace": "ingress-nginx"},
+           "spec": objs[("Deployment", "ingress-nginx-controller")]["spec"]["template"]["spec"]}
+    assert controller.is_controller_pod(pod)
+    assert controller.controller_args(pod).publish_service == "ingress-nginx/ingress-nginx-controller"

@@ -239,6 +239,7 @@ class Nginx:
             # Loaded once a new worker answers with it and no old worker still accepts.
             ok = self._wait_loaded(want, RELOAD_TIMEOUT_S, old)
         else:
+            self.loaded = ""
             self._start()
             ok = self._wait_loaded(want, START_TIMEOUT_S)
         self.text = text
@@ -372,7 +373,8 @@ class Proxies:
         return entry.config
 
     def run(self, key: str, netns: str, log_path: Path | None) -> bool:
-        """nginx in ``netns`` serving the prepared config; True once it answers with it."""
+        """nginx in ``netns`` serving the prepared config (waiting a bounded time for a reload
+        to answer); True while it runs and answers (``settled``: with the current config)."""
         entry = self.pods.get(key)
         if entry is None or entry.config is None:
             return False
@@ -394,12 +396,18 @@ class Proxies:
         if entry.applied is entry.config and n.alive():
             return True  # nothing changed since it answered with this config: no render
         reloads = n.reloads
-        ok = n.apply(entry.config)
-        if ok:
+        if n.apply(entry.config):
             entry.applied = entry.config
             if n.reloads != reloads:
                 log.info("nginx of %s reloaded in %.1f ms", key, n.last_reload_ms or 0.0)
-        return ok
+        # Ready while nginx runs and has answered with a configuration: a reload still under
+        # way (or a refused configuration) does not take the pod out of its Service.
+        return n.alive() and bool(n.loaded)
+
+    def settled(self, key: str) -> bool:
+        """Whether the pod's nginx answers with its current configuration."""
+        entry = self.pods.get(key)
+        return entry is None or (entry.config is not None and entry.applied is entry.config)
 
     def nginx(self, key: str) -> Nginx | None:
         entry = self.pods.get(key)
