@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from netsim.cli.common import ClusterOpt, err, open_cluster_store, require_root, whole_cluster_here
-from netsim.observe import probe, trace
+from netsim.observe import l7trace, probe, trace
 
 
 def trace_cmd(
@@ -19,19 +19,35 @@ def trace_cmd(
     output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
     pcap: Annotated[str | None, typer.Option(help="Write every capture, merged, to this pcapng file.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to follow the packet at most.")] = 1.5,
+    host: Annotated[str | None, typer.Option(
+        help="Through an ingress controller or Gateway: the request's Host (default: the address sent to).")] = None,
+    path: Annotated[str, typer.Option(help="Through an ingress controller or Gateway: the request path.")] = "/",
+    header: Annotated[list[str] | None, typer.Option(
+        "--header", "-H", help="Through an ingress controller or Gateway: a request header NAME:VALUE.")] = None,
     cluster: ClusterOpt = None,
 ) -> None:
     """Send one packet and show every hop, rewrite, encapsulation and rule it met, and the reply.
-    Exit code 0 when it was delivered, 1 otherwise."""
+    When it is delivered to an ingress controller or a Gateway's proxy, show what the proxy
+    decides for the request (--host, --path, -H) and follow its new connection to the backend.
+    Exit code 0 when it was delivered (to the backend, through a proxy), 1 otherwise."""
     if proto not in ("tcp", "udp", "icmp"):
         raise err("error: --proto: use tcp, udp or icmp", 2)
     if output not in ("text", "json"):
         raise err("error: --output: use text or json", 2)
+    if not path.startswith("/"):
+        raise err(f"error: --path {path!r}: a path starts with /", 2)
+    headers = {}
+    for h in header or []:
+        name, colon, value = h.partition(":")
+        if not colon or not name.strip():
+            raise err(f"error: -H {h!r}: give a header as NAME:VALUE (e.g. -H 'X-Canary: always')", 2)
+        headers[name.strip()] = value.strip()
     require_root("trace")
     c, store = open_cluster_store(cluster)
     try:
         whole_cluster_here(c, "trace")
         result = trace.run(c, store, src, dst, port, proto, timeout)
+        leg = l7trace.follow(c, store, result, host, path, headers, timeout)
     except (probe.ProbeError, trace.TraceError) as exc:
         raise err(f"error: {exc}", 2) from None
     finally:
@@ -39,8 +55,12 @@ def trace_cmd(
     if pcap:
         trace.write_pcap(result, pcap)
     if output == "json":
-        typer.echo(json.dumps(result.as_dict(), indent=2))
+        doc = result.as_dict()
+        if leg is not None:
+            doc["proxy"] = leg.as_dict()
+        typer.echo(json.dumps(doc, indent=2))
     else:
-        for line in trace.render_text(result):
+        for line in trace.render_text(result) + (l7trace.render_text(leg) if leg is not None else []):
             typer.echo(line)
-    raise typer.Exit(0 if result.verdict["result"] == "DELIVERED" else 1)
+    delivered = result.verdict["result"] == "DELIVERED" and (leg is None or leg.delivered)
+    raise typer.Exit(0 if delivered else 1)

@@ -106,6 +106,12 @@ def parse_frame(frame: bytes) -> Frame | None:
     return Frame(packet)
 
 
+def is_redirect(p: IPv4) -> bool:
+    """An ICMP redirect: a router's advice to the sender (the underlay's router tells a host on
+    the same segment to go straight to a node), not an answer; the packet went on."""
+    return p.proto == 1 and p.icmp_type == 5
+
+
 @dataclass(frozen=True)
 class Flow:
     """The traced connection as it left its source."""
@@ -123,7 +129,7 @@ class Flow:
 
     def is_reply_home(self, p: IPv4) -> bool:
         """An answer as it reaches the source (every NAT undone)."""
-        if p.dst != self.src:
+        if p.dst != self.src or is_redirect(p):
             return False
         if p.proto == 1 and p.quoted is not None:
             return p.quoted.ident == self.ident
@@ -149,6 +155,8 @@ class Follower:
     def direction(self, p: IPv4) -> str | None:
         if self.flow.is_forward(p):
             return "fwd"
+        if is_redirect(p):
+            return None
         if p.proto == 1 and p.quoted is not None:
             return "rev" if p.quoted.ident == self.flow.ident else None
         if p.proto != self.flow.proto:

@@ -494,3 +494,34 @@ def test_upstream_deploy_yaml_applies_unmodified_and_serves(ing):
         time.sleep(0.3)
     assert code == 200 and echo["pod"] in pods_of(ing, "a")
     assert len(_nginx_of(ing.k8s.name)) == 2  # the replaced pod's nginx is gone
+
+
+def test_trace_through_the_controller_follows_the_new_connection(ing):
+    a = pods_of(ing, "a")
+    out = run_netsim("trace", "host/client", "lb/ingress-nginx/ingress-nginx-controller", "--port", "80",
+                     "--host", "a.example.com", "--path", "/x", "-o", "json", "-c", ing.k8s.name)
+    assert out.returncode == 0, out.stdout + out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["verdict"]["result"] == "DELIVERED" and doc["verdict"]["where"].startswith("pod ingress-nginx/")
+    assert doc["reply"][0]["summary"].endswith("TCP [SA]")  # nginx's SYN-ACK, not the underlay's ICMP redirect
+    proxy = doc["proxy"]
+    assert proxy["kind"] == "ingress-nginx" and proxy["decision"]["server"] == "a.example.com"
+    assert proxy["decision"]["status"] == 200 and proxy["request"]["status"] == 200
+    backend = proxy["backendPod"].rsplit("/", 1)[1]
+    assert backend in a
+    nxt = proxy["next"]
+    assert nxt["from"] == "pod/" + proxy["proxy"].split("/", 1)[1]
+    assert nxt["verdict"]["result"] == "DELIVERED" and nxt["verdict"]["where"] == f"pod default/{backend}"
+    # the new connection starts at the controller pod's own address
+    assert nxt["packet"]["src"] == proxy["request"]["clientIP"]
+
+    text = run_netsim("trace", "host/client", "lb/ingress-nginx/ingress-nginx-controller", "--port", "80",
+                      "--host", "unknown.example.com", "--path", "/", "-c", ing.k8s.name)
+    # no host matched: the default-backend Ingress sends it to b
+    assert text.returncode == 0, text.stdout + text.stderr
+    assert "catch-all server _" in text.stdout and "new connection from the proxy" in text.stdout
+
+    miss = run_netsim("trace", "host/client", "lb/ingress-nginx/ingress-nginx-controller", "--port", "80",
+                      "--host", "paths.example.com", "--path", "/none", "-c", ing.k8s.name)
+    assert miss.returncode == 1, miss.stdout + miss.stderr
+    assert "HTTP 503 from the proxy itself" in miss.stdout and "new connection" not in miss.stdout

@@ -1,0 +1,15 @@
+"""Every kind of L7 proxy pod netsim runs, in the order they claim a pod: the one list the agent
+runs nginx for and `netsim trace` follows requests through."""
+
+from __future__ import annotations
+
+from netsim.node.ingress.controller import INGRESS_NGINX, ProxyKind
+
+ALL: tuple[ProxyKind, ...] = (INGRESS_NGINX,)
+
+
+def proxy_kind(pod: dict) -> ProxyKind | None:
+    """The kind of proxy ``pod`` is, None for any other pod (or one on the host's network)."""
+    if (pod.get("spec") or {}).get("hostNetwork"):
+        return None
+    return next((k for k in ALL if k.claims(pod)), None)
