@@ -15,7 +15,7 @@ The addresses (runningAddresses): the --publish-service Service's (a LoadBalance
 IPs and hostnames plus its externalIPs; a ClusterIP or NodePort Service's clusterIP or
 externalIPs; an ExternalName's name); without the flag, the nodes of the Running and Ready
 controller pods (a node's ExternalIP, else its InternalIP: GetNodeIPOrName).  A controller
-started with no arguments at all is netsim's add-on, which publishes
+started with no flags at all is netsim's add-on, which publishes
 ``<namespace>/ingress-nginx-controller`` as upstream's deploy.yaml does.  When no controller pod
 is ready any more, or none is left, the addresses are taken back from the Ingresses of its
 classes (the last pod's shutdown does that upstream).  Writes only what changed; reads the
@@ -83,7 +83,7 @@ def flags(pod: dict) -> dict[str, str] | None:
                     value = "true"
                 out[name] = value
             i += 1
-        if not words:
+        if not out:  # no flags at all: netsim's add-on, which publishes its Service
             out["publish-service"] = f"{pod['metadata'].get('namespace', '')}/{ADDON_PUBLISH_SERVICE}"
         return out
     return None

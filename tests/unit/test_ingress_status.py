@@ -179,3 +179,73 @@ def test_a_put_keeps_the_status_the_controller_wrote(store):
     obj["metadata"]["namespace"] = "default"
     stored = registry.replace(store, obj)
     assert stored["status"] == before
+
+
+# -- netsim describe ingress (netsim.cli.describe_ingress) over what the controllers wrote ---------
+
+def web_pod(store, name, ip, ready=True, app="web"):
+    pod = registry.new_object({"apiVersion": "v1", "kind": "Pod",
+                               "metadata": {"name": name, "namespace": "default", "labels": {"app": app}},
+                               "spec": {"nodeName": "w1", "containers": [
+                                   {"name": "c", "ports": [{"name": "http", "containerPort": 8080}]}]}})
+    pod["status"] = {"phase": "Running", "podIP": ip,
+                     "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
+    store.create(k8s.key_of(pod), pod)
+
+
+def test_describe_lists_rules_with_backends_and_their_ready_endpoints(store):
+    from netsim.cli import describe_ingress
+
+    node(store, "w1", "192.168.50.2")
+    for i, ip in enumerate(("10.244.1.5", "10.244.2.3", "10.244.2.4", "10.244.3.9", "10.244.3.10")):
+        web_pod(store, f"web-{i}", ip, ready=i != 2)
+    web_pod(store, "api-0", "10.244.1.7", app="api")
+    registry.apply(store, [
+        lb_service(), ingress_class("nginx", default=True),
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+         "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "api"},
+         "spec": {"selector": {"app": "api"}, "ports": [{"port": 8080}]}},
+        {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+         "metadata": {"name": "two-hosts", "annotations": {"nginx.ingress.kubernetes.io/ssl-redirect": "false"}},
+         "spec": {"tls": [{"hosts": ["frontend.aa.com"], "secretName": "aa-tls"}, {"hosts": ["backend.aa.com"]}],
+                  "rules": [
+                      {"host": "frontend.aa.com", "http": {"paths": [
+                          {"path": "/", "pathType": "Prefix",
+                           "backend": {"service": {"name": "web", "port": {"number": 80}}}},
+                          {"path": "/api", "pathType": "Exact",
+                           "backend": {"service": {"name": "api", "port": {"number": 8080}}}}]}},
+                      {"http": {"paths": [
+                          {"path": "/gone", "pathType": "Prefix",
+                           "backend": {"service": {"name": "gone", "port": {"name": "http"}}}}]}}]}}])
+    controller_pod(store, "c1", "w1", args=[])
+    cache = settle(store)
+    fields, blocks = describe_ingress.describe(store, cache.get("Ingress", "default", "two-hosts"))
+    lb_ip = cache.get("Service", "ingress-nginx", "ingress-nginx-controller")["status"]["loadBalancer"]["ingress"]
+    assert fields == [("Address", lb_ip[0]["ip"]), ("Ingress Class", "nginx"), ("Default backend", "<default>")]
+    # four ready web endpoints (web-2 is not ready): the first three, then how many more
+    assert blocks == [
+        "TLS:",
+        "  aa-tls terminates frontend.aa.com",
+        "  SNI routes backend.aa.com",
+        "Rules:",
+        "  Host             Path   Backends",
+        "  ----             ----   --------",
+        "  frontend.aa.com",
+        "                   /      web:80 (10.244.1.5:8080,10.244.2.3:8080,10.244.3.9:8080 + 1 more...)",
+        "                   /api   api:8080 (10.244.1.7:8080)",
+        "  *",
+        '                   /gone  gone:http (<error: endpoints "gone" not found>)',
+        "Annotations:  nginx.ingress.kubernetes.io/ssl-redirect: false"]
+
+
+def test_describe_a_default_backend_only_ingress(store):
+    from netsim.cli import describe_ingress
+
+    registry.apply(store, [{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+                            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}, ingress("d")])
+    cache = settle(store)
+    fields, blocks = describe_ingress.describe(store, cache.get("Ingress", "default", "d"))
+    assert fields == [("Address", ""), ("Ingress Class", "<none>"), ("Default backend", "web:80 (<none>)")]
+    assert blocks[1:] == ["  Host  Path  Backends", "  ----  ----  --------", "  *     *     web:80 (<none>)",
+                          "Annotations:  <none>"]
