@@ -373,3 +373,28 @@ def test_kubectl_get_ing_wide_and_the_default_class(kubectl):
     code, out, err = kubectl("get", "ingressclass")
     assert code == 0 and out.split()[:8] == ["NAME", "CONTROLLER", "PARAMETERS", "AGE", "nginx",
                                              "k8s.io/ingress-nginx", "<none>", out.split()[7]]
+
+
+def test_kubectl_create_ingress_status_address_and_a_bad_status(kubectl):
+    code, out, err = kubectl("create", "ingress", "simple", "--rule=foo.com/bar*=svc1:8080,tls=my-cert",
+                             "--rule=bar.com/=svc2:http")
+    assert code == 0, err
+    status = {"status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.7"}, {"hostname": "lb.example.com"}]}}}
+    code, _, err = kubectl("patch", "ing", "simple", "--subresource=status", "--type=merge", "-p", json.dumps(status))
+    assert code == 0, err
+    code, out, err = kubectl("get", "ing", "simple", "-o", "wide", "--no-headers")
+    assert out.split() == ["simple", "<none>", "foo.com,bar.com", "198.51.100.7,lb.example.com", "80,", "443",
+                           out.split()[-1]]
+    bad = {"status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.300"}]}}}
+    code, _, err = kubectl("patch", "ing", "simple", "--subresource=status", "--type=merge", "-p", json.dumps(bad))
+    assert code == 1 and ('status.loadBalancer.ingress[0].ip: Invalid value: "198.51.100.300": must be a valid IP '
+                          "address") in err
+    # a PUT of the main resource keeps the status (the status subresource owns it)
+    code, out, _ = kubectl("get", "ing", "simple", "-o", "json")
+    obj = json.loads(out)
+    obj["metadata"]["labels"] = {"a": "b"}
+    obj.pop("status")
+    code, _, err = kubectl("replace", "-f", "-", stdin=obj)
+    assert code == 0, err
+    code, out, _ = kubectl("get", "ing", "simple", "-o", "json")
+    assert json.loads(out)["status"] == status["status"]
