@@ -2,9 +2,10 @@
 address, class, default backend, TLS, then the rules, one host with its paths and backends,
 each backend with the ready endpoints of its Service port ("web:80 (10.244.1.5:8080,...)").
 
-Endpoints come from the Service's EndpointSlices (netsim keeps no v1 Endpoints), with
-upstream's formatEndpoints rules: ready addresses of the Service port the backend names, the
-first three then "+ N more...", "<none>" when there are none.  Reads the store; prints nothing.
+Endpoints come from the Service's EndpointSlices, as kubectl's formatEndpointSlices lists them:
+the ready addresses of the Service port the backend names, the first three then "+ N more...",
+"<none>" when the Service has no slice (and nothing when its slices hold no ready address).
+Reads the store; prints nothing.
 """
 
 from __future__ import annotations
@@ -29,21 +30,25 @@ def _service_port_name(svc: dict, port: dict) -> str | None:
 def _endpoints(store: Store, namespace: str, svc: dict, port_name: str | None) -> str:
     slices = [s for s in store.list(k8s.prefix("EndpointSlice", namespace))[0]
               if (s["metadata"].get("labels") or {}).get("kubernetes.io/service-name") == svc["metadata"]["name"]]
+    if not slices:
+        return "<none>"
     listed: list[str] = []
-    count = 0
+    count, more = 0, False
     for s in slices:
-        ready = [e for e in s.get("endpoints") or [] if (e.get("conditions") or {}).get("ready", True)]
         for p in s.get("ports") or []:
             if (p.get("name") or "") != (port_name or ""):
                 continue
-            for e in ready:
-                for addr in e.get("addresses") or []:
-                    count += 1
-                    if len(listed) < MAX_ENDPOINTS:
-                        listed.append(f"[{addr}]:{p.get('port')}" if ":" in addr else f"{addr}:{p.get('port')}")
-    if not count:
-        return "<none>"
-    return ",".join(listed) + (f" + {count - MAX_ENDPOINTS} more..." if count > MAX_ENDPOINTS else "")
+            for e in s.get("endpoints") or []:
+                # as kubectl: "more" once the list is full and another endpoint follows, ready or
+                # not; the count is of ready ones (ready unset counts as ready)
+                more = more or len(listed) == MAX_ENDPOINTS
+                if not (e.get("conditions") or {}).get("ready", True) or not e.get("addresses"):
+                    continue
+                addr = e["addresses"][0]
+                if not more:
+                    listed.append(f"[{addr}]:{p.get('port')}" if ":" in addr else f"{addr}:{p.get('port')}")
+                count += 1
+    return ",".join(listed) + (f" + {count - MAX_ENDPOINTS} more..." if more else "")
 
 
 def backend(store: Store, namespace: str, b: dict) -> str:
@@ -55,8 +60,8 @@ def backend(store: Store, namespace: str, b: dict) -> str:
         try:
             svc = store.get(k8s.key("Service", namespace, service.get("name") or ""))
         except NotFound:
-            # upstream reads the Endpoints first, so that is the error it shows
-            return f'{shown} (<error: endpoints "{service.get("name")}" not found>)'
+            # kubectl (1.32) reads the Service before its EndpointSlices: that is the error it shows
+            return f'{shown} (<error: services "{service.get("name")}" not found>)'
         return f"{shown} ({_endpoints(store, namespace, svc, _service_port_name(svc, port))})"
     resource = b.get("resource")
     if isinstance(resource, dict):

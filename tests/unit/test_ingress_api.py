@@ -398,3 +398,45 @@ def test_kubectl_create_ingress_status_address_and_a_bad_status(kubectl):
     assert code == 0, err
     code, out, _ = kubectl("get", "ing", "simple", "-o", "json")
     assert json.loads(out)["status"] == status["status"]
+
+
+def test_describe_matches_kubectls_ingress_describer(kubectl, tmp_path):
+    """The real kubectl's describe ingress and netsim's (netsim.cli.describe_ingress) over the same
+    store show the same rules, backends and endpoints."""
+    from netsim.api.store.sqlite import SQLiteStore
+    from netsim.cli import describe_ingress
+
+    objs = [
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+         "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}},
+        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+         "metadata": {"name": "web-abc", "labels": {"kubernetes.io/service-name": "web"}},
+         "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+         "endpoints": [{"addresses": ["10.244.1.5"], "conditions": {"ready": True}},
+                       {"addresses": ["10.244.2.3"], "conditions": {"ready": True}},
+                       {"addresses": ["10.244.2.9"], "conditions": {"ready": False}}]},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "cold"}, "spec": {"ports": [{"port": 80}]}},
+        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+         "metadata": {"name": "cold-abc", "labels": {"kubernetes.io/service-name": "cold"}},
+         "ports": [{"name": "", "port": 80, "protocol": "TCP"}],
+         "endpoints": [{"addresses": ["10.244.3.3"], "conditions": {"ready": False}}]},
+        ing({"rules": [{"host": "frontend.aa.com", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": backend()},
+            {"path": "/cold", "pathType": "Prefix", "backend": backend("cold")},
+            {"path": "/gone", "pathType": "Exact", "backend": backend("gone", "http")}]}}],
+            "tls": [{"hosts": ["frontend.aa.com"], "secretName": "aa-tls"}]})]
+    code, _, err = kubectl("apply", "-f", "-", stdin={"apiVersion": "v1", "kind": "List", "items": objs})
+    assert code == 0, err
+    code, out, err = kubectl("describe", "ing", "web")
+    assert code == 0, err
+    theirs = [line.split() for line in out.splitlines()]
+    store = SQLiteStore(tmp_path / "store.db")
+    try:
+        _, blocks = describe_ingress.describe(store, store.get(k8s.key("Ingress", "default", "web")))
+    finally:
+        store.close()
+    ours = [line.split() for line in blocks]
+    assert ["/", "web:80", "(10.244.1.5:8080,10.244.2.3:8080)"] in theirs, out
+    assert ["/cold", "cold:80", "()"] in theirs, out
+    start = theirs.index(["TLS:"])
+    assert ours[:-1] == theirs[start:start + len(ours) - 1]

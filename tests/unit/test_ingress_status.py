@@ -235,7 +235,7 @@ def test_describe_lists_rules_with_backends_and_their_ready_endpoints(store):
         "                   /      web:80 (10.244.1.5:8080,10.244.2.3:8080,10.244.3.9:8080 + 1 more...)",
         "                   /api   api:8080 (10.244.1.7:8080)",
         "  *",
-        '                   /gone  gone:http (<error: endpoints "gone" not found>)',
+        '                   /gone  gone:http (<error: services "gone" not found>)',
         "Annotations:  nginx.ingress.kubernetes.io/ssl-redirect: false"]
 
 
@@ -246,6 +246,14 @@ def test_describe_a_default_backend_only_ingress(store):
                             "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}, ingress("d")])
     cache = settle(store)
     fields, blocks = describe_ingress.describe(store, cache.get("Ingress", "default", "d"))
-    assert fields == [("Address", ""), ("Ingress Class", "<none>"), ("Default backend", "web:80 (<none>)")]
-    assert blocks[1:] == ["  Host  Path  Backends", "  ----  ----  --------", "  *     *     web:80 (<none>)",
+    # the Service has a slice with no endpoint: kubectl prints nothing between the parentheses
+    assert fields == [("Address", ""), ("Ingress Class", "<none>"), ("Default backend", "web:80 ()")]
+    assert blocks[1:] == ["  Host  Path  Backends", "  ----  ----  --------", "  *     *     web:80 ()",
                           "Annotations:  <none>"]
+    store.delete(k8s.key("Service", "default", "web"))
+    settle(store)  # its slice goes with it: no slice at all is "<none>"
+    store.create(k8s.key("Service", "default", "web"), registry.new_object(
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+         "spec": {"ports": [{"port": 80}]}}))
+    fields, _ = describe_ingress.describe(store, cache.get("Ingress", "default", "d"))
+    assert fields[2] == ("Default backend", "web:80 (<none>)")
