@@ -146,7 +146,7 @@ def _list(value: object) -> list:
     return value if isinstance(value, list) else []
 
 
-def _shape(doc: dict, path: str, value: object, want: type) -> list[tuple[str, str]]:
+def _shape(path: str, value: object, want: type) -> list[tuple[str, str]]:
     """A field of the wrong JSON type, which upstream's decoder would refuse."""
     if value is None or isinstance(value, want):
         return []
@@ -187,7 +187,7 @@ def _backend(backend: object, path: str) -> list[tuple[str, str]]:
     if service is None:
         return [invalid(path, "", "resource or service backend is required")]
     if not isinstance(service, dict):
-        return _shape({}, f"{path}.service", service, dict)
+        return _shape(f"{path}.service", service, dict)
     errs = []
     name = service.get("name") or ""
     if not name:
@@ -195,7 +195,7 @@ def _backend(backend: object, path: str) -> list[tuple[str, str]]:
     else:  # ValidateServiceName: a DNS-1035 label (v1.32, RelaxedServiceNameValidation off)
         errs += [invalid(f"{path}.service.name", name, m) for m in dns1035_label(str(name))]
     port = _dict(service.get("port"))
-    errs += _shape({}, f"{path}.service.port", service.get("port"), dict)
+    errs += _shape(f"{path}.service.port", service.get("port"), dict)
     has_name, has_number = bool(port.get("name")), bool(port.get("number"))
     if has_name and has_number:
         errs.append(invalid(path, "", "cannot set both port name & port number"))
@@ -210,7 +210,7 @@ def _backend(backend: object, path: str) -> list[tuple[str, str]]:
 
 def _http_path(p: object, path: str) -> list[tuple[str, str]]:
     if not isinstance(p, dict):
-        return _shape({}, path, p, dict)
+        return _shape(path, p, dict)
     if p.get("pathType") is None:
         return [required(f"{path}.pathType", "pathType must be specified")]
     errs: list[tuple[str, str]] = []
@@ -235,7 +235,7 @@ def _rule_value(rule: dict, path: str) -> list[tuple[str, str]]:
     if http is None:
         return []
     if not isinstance(http, dict):
-        return _shape({}, f"{path}.http", http, dict)
+        return _shape(f"{path}.http", http, dict)
     paths = _list(http.get("paths"))
     errs = [required(f"{path}.http.paths")] if not paths else []
     return errs + [e for i, p in enumerate(paths) for e in _http_path(p, f"{path}.http.paths[{i}]")]
@@ -246,7 +246,7 @@ def _rules(rules: list, path: str, opts: IngressOptions) -> list[tuple[str, str]
     for i, rule in enumerate(rules):
         at = f"{path}[{i}]"
         if not isinstance(rule, dict):
-            errs += _shape({}, at, rule, dict)
+            errs += _shape(at, rule, dict)
             continue
         host = str(rule.get("host") or "")
         wildcard = "*" in host
@@ -264,7 +264,7 @@ def _tls(tls: list, path: str, opts: IngressOptions) -> list[tuple[str, str]]:
     errs: list[tuple[str, str]] = []
     for i, t in enumerate(tls):
         if not isinstance(t, dict):
-            errs += _shape({}, f"{path}[{i}]", t, dict)
+            errs += _shape(f"{path}[{i}]", t, dict)
             continue
         for j, host in enumerate(_list(t.get("hosts"))):
             check = wildcard_dns1123_subdomain if "*" in str(host) else dns1123_subdomain
@@ -278,12 +278,12 @@ def _tls(tls: list, path: str, opts: IngressOptions) -> list[tuple[str, str]]:
 def ingress(obj: dict, old: dict | None = None) -> list[tuple[str, str]]:
     """ValidateIngressCreate (``old`` None) or ValidateIngressUpdate."""
     spec = obj.get("spec")
-    errs = _shape(obj, "spec", spec, dict)
+    errs = _shape("spec", spec, dict)
     spec = _dict(spec)
     opts = IngressOptions(old)
     rules, default = spec.get("rules"), spec.get("defaultBackend")
     for name, want in (("rules", list), ("tls", list), ("ingressClassName", str)):
-        errs += _shape(spec, f"spec.{name}", spec.get(name), want)
+        errs += _shape(f"spec.{name}", spec.get(name), want)
     if not _list(rules) and default is None:
         # upstream prints the Go value of the rules it was given: a nil or an empty slice
         shown = "[]networking.IngressRule(nil)" if rules is None else "[]networking.IngressRule{}"
@@ -353,7 +353,7 @@ def _typed_reference(ref: object, path: str, scoped: bool) -> list[tuple[str, st
     """An Ingress backend's resource (TypedLocalObjectReference) or, ``scoped``, an
     IngressClass's parameters (IngressClassParametersReference, with scope and namespace)."""
     if not isinstance(ref, dict):
-        return _shape({}, path, ref, dict)
+        return _shape(path, ref, dict)
     errs: list[tuple[str, str]] = []
     if ref.get("apiGroup") is not None:
         errs += [invalid(f"{path}.apiGroup", ref["apiGroup"], m) for m in dns1123_subdomain(str(ref["apiGroup"]))]
@@ -382,7 +382,7 @@ def _typed_reference(ref: object, path: str, scoped: bool) -> list[tuple[str, st
 
 def ingress_class(obj: dict, old: dict | None = None) -> list[tuple[str, str]]:
     spec = obj.get("spec")
-    errs = _shape(obj, "spec", spec, dict)
+    errs = _shape("spec", spec, dict)
     spec = _dict(spec)
     controller = spec.get("controller") or ""
     if old is not None and controller != (_dict(old.get("spec")).get("controller") or ""):

@@ -440,3 +440,14 @@ def test_describe_matches_kubectls_ingress_describer(kubectl, tmp_path):
     assert ["/cold", "cold:80", "()"] in theirs, out
     start = theirs.index(["TLS:"])
     assert ours[:-1] == theirs[start:start + len(ours) - 1]
+
+
+def test_fields_of_the_wrong_type_are_named_not_crashed_on():
+    assert ("spec.rules", 'Invalid value: "x": must be a list') in causes(ing({"rules": "x"}))
+    assert causes(ing({"rules": ["x"]})) == [("spec.rules[0]", 'Invalid value: "x": must be an object')]
+    assert causes(ing({"defaultBackend": {"service": {"name": "web", "port": 80}}})) == [
+        ("spec.defaultBackend.service.port", "Invalid value: 80: must be an object"),
+        ("spec.defaultBackend", "Required value: port name or number is required")]
+    assert causes(ing({"defaultBackend": backend(), "ingressClassName": 5})) == [
+        ("spec.ingressClassName", "Invalid value: 5: must be a string")]
+    assert causes(klass(parameters="p")) == [("spec.parameters", 'Invalid value: "p": must be an object')]
