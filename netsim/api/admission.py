@@ -8,6 +8,8 @@ the same way everywhere.  Reads the store (the IngressClasses); writes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from netsim.api import validation
 from netsim.api.store import Store
 from netsim.model import k8s
@@ -15,7 +17,7 @@ from netsim.model import k8s
 DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
 
 
-def default_ingress_class(store: Store, pending: list[dict] = ()) -> dict | None:
+def default_ingress_class(store: Store, pending: Sequence[dict] = ()) -> dict | None:
     """The IngressClass a new Ingress without a class gets (plugin/pkg/admission/network/
     defaultingressclass getDefaultClass): of the classes annotated is-default-class "true"
     (exactly that string), the newest by creationTimestamp, the first by name on a tie (upstream
@@ -33,7 +35,7 @@ def default_ingress_class(store: Store, pending: list[dict] = ()) -> dict | None
     return classes[0]
 
 
-def default_class(store: Store, obj: dict, pending: list[dict] = ()) -> None:
+def default_class(store: Store, obj: dict, pending: Sequence[dict] = ()) -> None:
     """DefaultIngressClass's Admit, on a create of an Ingress (not a subresource), in place:
     - spec.ingressClassName set (even to ""): left alone;
     - the legacy kubernetes.io/ingress.class annotation set: left alone;
@@ -68,7 +70,7 @@ def keep_applied_class(obj: dict, old: dict) -> None:
 
 
 def admit(store: Store, obj: dict, old: dict | None, status_only: bool = False,
-          pending: list[dict] = ()) -> list[tuple[str, str]]:
+          pending: Sequence[dict] = ()) -> list[tuple[str, str]]:
     """Mutate ``obj`` as the admission plugins would (on a create only), then validate it:
     the (field path, message) causes of a refusal, empty when it may be stored.  ``obj`` is
     judged as it will be stored (netsim.api.validation reads a Secret's stringData as data)."""

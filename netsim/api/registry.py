@@ -500,11 +500,11 @@ def create(store: Store, obj: dict, dry_run: bool = False) -> dict:
     _live_namespace(store, obj)
     k = k8s.key_of(obj)
     held: list[tuple[str, str, str]] = []
+    if k8s.builtin(obj):  # admission and validation come before storage says the name is taken
+        refuse_invalid(obj, admission.admit(store, obj, None))
     try:
         if store_has(store, k):
             raise AlreadyExistsError(f'{k8s.kind_of(obj).plural} "{obj["metadata"]["name"]}" already exists')
-        if k8s.builtin(obj):
-            refuse_invalid(obj, admission.admit(store, obj, None))
         if obj["kind"] == "Service" and k8s.builtin(obj):
             _admit_service(store, obj, None, read_config(store), held)
         if dry_run:
