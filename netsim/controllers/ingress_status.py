@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import re
 
+from netsim.api import validation
 from netsim.api.informer import Cache
 
 log = logging.getLogger("netsim.controllers.ingress")
@@ -150,19 +151,16 @@ def _node_address(cache: Cache, node_name: str) -> str | None:
 
 def _addresses(cache: Cache, pods: list[dict], cfg: dict[str, str]) -> list[dict] | None:
     if cfg.get("publish-status-address"):
-        return [{"ip": a} if _is_ip(a) else {"hostname": a} for a in cfg["publish-status-address"].split(",") if a]
+        listed = [a.strip() for a in cfg["publish-status-address"].split(",") if a.strip()]
+        return [{"ip": a} if validation.is_ip(a) else {"hostname": a} for a in listed]
     if cfg.get("publish-service"):
         return _from_service(cache, cfg["publish-service"], pods[0]["metadata"].get("namespace", ""))
     out: list[dict] = []
     for p in pods:
         addr = _node_address(cache, p["spec"].get("nodeName") or "")
         if addr and all(addr not in (a.get("ip"), a.get("hostname")) for a in out):
-            out.append({"ip": addr} if _is_ip(addr) else {"hostname": addr})
+            out.append({"ip": addr} if validation.is_ip(addr) else {"hostname": addr})
     return out
-
-
-def _is_ip(text: str) -> bool:
-    return bool(re.fullmatch(r"[0-9.]+|[0-9a-fA-F:]+", text)) and any(c in text for c in ".:")
 
 
 def controllers(cache: Cache) -> list[tuple[dict[str, str], list[dict]]]:

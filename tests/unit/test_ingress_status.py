@@ -257,3 +257,13 @@ def test_describe_a_default_backend_only_ingress(store):
          "spec": {"ports": [{"port": 80}]}}))
     fields, _ = describe_ingress.describe(store, cache.get("Ingress", "default", "d"))
     assert fields[2] == ("Default backend", "web:80 (<none>)")
+
+
+def test_publish_status_address_overrides_the_service(store):
+    node(store, "w1", "192.168.50.2")
+    registry.apply(store, [lb_service(), ingress_class("nginx", default=True), ingress("web")])
+    controller_pod(store, "c1", "w1", args=["--publish-service=ingress-nginx/ingress-nginx-controller",
+                                            "--publish-status-address=lb.example.com,203.0.113.5"])
+    # sorted as lessLoadBalancerIngress: by hostname ("" first), then IP
+    assert status_of(settle(store), "web") == {"loadBalancer": {"ingress": [
+        {"ip": "203.0.113.5"}, {"hostname": "lb.example.com"}]}}
