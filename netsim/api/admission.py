@@ -8,9 +8,10 @@ the same way everywhere.  Reads the store (the IngressClasses); writes nothing.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
-from netsim.api import validation
+from netsim.api import defaults, validation
 from netsim.api.store import Store
 from netsim.model import k8s
 
@@ -73,11 +74,14 @@ def admit(store: Store, obj: dict, old: dict | None, status_only: bool = False,
           pending: Sequence[dict] = ()) -> list[tuple[str, str]]:
     """Mutate ``obj`` as the admission plugins would (on a create only), then validate it:
     the (field path, message) causes of a refusal, empty when it may be stored.  ``obj`` is
-    judged as it will be stored (netsim.api.validation reads a Secret's stringData as data)."""
+    judged with the API defaults it will be stored with, as upstream defaults on decoding,
+    before admission (netsim.api.validation reads a Secret's stringData as data)."""
     if status_only:
         if (obj.get("apiVersion"), obj.get("kind")) == ("networking.k8s.io/v1", "Ingress"):
             return validation.ingress_status(obj, old)
         return []
     if old is None:
         default_class(store, obj, pending)
-    return validation.errors(obj, old)
+    if (obj.get("apiVersion"), obj.get("kind")) not in validation.VALIDATORS:
+        return []
+    return validation.errors(defaults.apply_defaults(copy.deepcopy(obj)), old)

@@ -240,6 +240,14 @@ def test_ingress_class_parameters():
     assert causes(klass(parameters={"scope": "Cluster"})) == [
         ("spec.parameters.kind", "Required value"), ("spec.parameters.name", "Required value")]
     assert causes(klass(parameters={"kind": "P", "name": "p"})) == [("spec.parameters.scope", "Required value")]
+    # ... which never happens through the API: SetDefaults_IngressClass makes it Cluster first
+    store = MemoryStore()
+    registry.bootstrap(store, registry.ClusterConfig())
+    stored = registry.create(store, klass(parameters={"kind": "P", "name": "p"}))
+    assert stored["spec"]["parameters"] == {"kind": "P", "name": "p", "scope": "Cluster"}
+    with pytest.raises(registry.ApiError) as exc:  # defaulted before validation: Cluster forbids a namespace
+        registry.create(store, klass(name="n", parameters={"kind": "P", "name": "p", "namespace": "team"}))
+    assert exc.value.causes == [("spec.parameters.namespace", "Forbidden: `parameters.scope` is set to 'Cluster'")]
     assert causes(klass(parameters={"kind": "P", "name": "p", "scope": "Global"})) == [
         ("spec.parameters.scope", 'Unsupported value: "Global": supported values: "Cluster", "Namespace"')]
     assert causes(klass(parameters={"kind": "P", "name": "p", "scope": "Namespace"})) == [
