@@ -267,6 +267,13 @@ def volume_claim(obj: dict, spec: dict) -> None:
     _set(status, "phase", "Pending")
 
 
+def ingress_class(spec: dict) -> None:
+    """networking/v1 SetDefaults_IngressClass: parameters without a scope are cluster-scoped."""
+    params = spec.get("parameters")
+    if isinstance(params, dict) and params.get("scope") is None:
+        params["scope"] = "Cluster"
+
+
 def _spec(obj: dict) -> dict | None:
     spec = obj.get("spec")
     return spec if isinstance(spec, dict) else None
@@ -302,4 +309,6 @@ def apply_defaults(obj: dict) -> dict:
         cronjob(spec)
     elif kind in ("PersistentVolume", "PersistentVolumeClaim"):
         volume_claim(obj, spec)
+    elif kind == "IngressClass":
+        ingress_class(spec)
     return obj

@@ -17,7 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from netsim.api import crds, defaults
+from netsim.api import admission, crds, defaults
 from netsim.api.patch import record_update
 from netsim.api.store import AlreadyExists, Conflict, NotFound, Store
 from netsim.model import conversion, k8s
@@ -361,6 +361,10 @@ def _planned(store: Store, obj: dict, default_namespace: str, namespaces: set[st
         old = None
     if old and old["metadata"].get("deletionTimestamp"):
         raise ApiError(f"{k8s.ref(obj)} is being deleted; wait for it to go, then apply again")
+    if old is not None and k8s.builtin(obj):
+        admission.keep_applied_class(obj, old)
+    if k8s.builtin(obj):
+        refuse_invalid(obj, admission.admit(store, obj, old, pending=[p for p, _ in plan]))
     if obj["kind"] == "Pod" and old:
         _check_pod_update(old, obj)
     if obj["kind"] == "Service" and k8s.builtin(obj):
@@ -496,6 +500,8 @@ def create(store: Store, obj: dict, dry_run: bool = False) -> dict:
     _live_namespace(store, obj)
     k = k8s.key_of(obj)
     held: list[tuple[str, str, str]] = []
+    if k8s.builtin(obj):  # admission and validation come before storage says the name is taken
+        refuse_invalid(obj, admission.admit(store, obj, None))
     try:
         if store_has(store, k):
             raise AlreadyExistsError(f'{k8s.kind_of(obj).plural} "{obj["metadata"]["name"]}" already exists')
@@ -551,6 +557,8 @@ def replace(store: Store, obj: dict, subresource: str | None = None, dry_run: bo
         new["status"] = copy.deepcopy(obj.get("status") or {})
     else:
         new = updated(old, obj)
+    if k8s.builtin(new):
+        refuse_invalid(new, admission.admit(store, new, old, status_only=subresource == "status"))
     held: list[tuple[str, str, str]] = []
     try:
         if new["kind"] == "Service" and k8s.builtin(new) and subresource is None:
@@ -575,6 +583,17 @@ def replace(store: Store, obj: dict, subresource: str | None = None, dry_run: bo
         _release_dropped(store, old, stored)
     crds.after_write(stored)
     return stored
+
+
+def refuse_invalid(obj: dict, causes: list[tuple[str, str]]) -> None:
+    """422 Invalid with upstream's message (`Ingress.networking.k8s.io "web" is invalid: field:
+    message`, several in brackets) and the causes, when admission found any."""
+    if not causes:
+        return
+    k = k8s.kind_of(obj)
+    what = ", ".join(f"{f}: {m}" if f else m for f, m in causes)
+    raise ApiError(f'{k.kind}{"." + k.group if k.group else ""} "{obj["metadata"].get("name", "")}" is invalid: '
+                   + (f"[{what}]" if len(causes) > 1 else what), causes=causes)
 
 
 def _conflict_message(k: k8s.Kind, obj: dict) -> str:

@@ -60,12 +60,25 @@ def conflict(kind: k8s.Kind, name: str, why: str) -> StatusError:
                        _details(kind, name))
 
 
+# A cause's reason (field.ErrorType) from the start of its message, as field.Error words it.
+CAUSE_REASONS = (("Required value", "FieldValueRequired"), ("Unsupported value", "FieldValueNotSupported"),
+                 ("Forbidden", "FieldValueForbidden"), ("Too long", "FieldValueTooLong"),
+                 ("Duplicate value", "FieldValueDuplicate"))
+
+
+def _cause_reason(message: str) -> str:
+    return next((r for prefix, r in CAUSE_REASONS if message.startswith(prefix)), "FieldValueInvalid")
+
+
 def invalid(kind: k8s.Kind, name: str, causes: list[tuple[str, str]], why: str | None = None) -> StatusError:
-    """422 as the API server's field validation writes it: `Kind.group "name" is invalid: field: message`."""
+    """422 as the API server's field validation writes it: `Kind.group "name" is invalid: field: message`
+    (several causes in brackets, as an aggregate error prints them)."""
     title = f'{kind.kind}{"." + kind.group if kind.group else ""} "{name}" is invalid'
     body = why or ", ".join(f"{f}: {m}" if f else m for f, m in causes)
+    if not why and len(causes) > 1:
+        body = f"[{body}]"
     d = {**_details(kind, name), "kind": kind.kind,
-         "causes": [{"reason": "FieldValueInvalid", "message": m, "field": f} for f, m in causes]}
+         "causes": [{"reason": _cause_reason(m), "message": m, "field": f} for f, m in causes]}
     return StatusError(422, f"{title}: {body}", "Invalid", d)
 
 

@@ -15,7 +15,7 @@ import yaml
 from netsim import controllers
 from netsim.api import informer
 from netsim.apiserver import tables
-from netsim.cli import verbs
+from netsim.cli import describe_ingress, verbs
 from netsim.cli.common import (
     ClusterOpt,
     Output,
@@ -256,9 +256,15 @@ def describe(
                   ("TargetPort(s)", ", ".join(str(p.get("targetPort")) for p in spec.get("ports", []))),
                   ("Selector", ", ".join(f"{a}={b}" for a, b in (spec.get("selector") or {}).items()) or "<none>"),
                   ("Endpoints", ", ".join(eps) or "<none>")]
+    blocks: list[str] = []
+    if k.kind == "Ingress":
+        more, blocks = describe_ingress.describe(store, o)
+        lines += more
     width = max(len(a) for a, _ in lines) + 2
     for a, b in lines:
         typer.echo(f"{a + ':':<{width}}{b}")
+    for line in blocks:
+        typer.echo(line)
     typer.echo("---")
     typer.echo(yaml.safe_dump({"spec": spec, "status": st} if spec or st else o, sort_keys=False).rstrip())
 

@@ -20,6 +20,7 @@ from netsim.api.events import NORMAL, WARNING
 from netsim.api.informer import Cache
 from netsim.api.registry import now, read_config
 from netsim.controllers import status as workload_status
+from netsim.controllers.ingress_status import ingress_status
 from netsim.model import k8s
 
 log = logging.getLogger("netsim.controllers")
@@ -470,7 +471,7 @@ def load_balancers(cache: Cache) -> None:
 
 
 CONTROLLERS = [namespaces, garbage_collect, deployments, replicasets, daemonsets,
-               statefulsets, jobs, schedule, endpoint_slices, load_balancers]
+               statefulsets, jobs, schedule, endpoint_slices, load_balancers, ingress_status]
 
 
 def sync(cache: Cache) -> float | None:

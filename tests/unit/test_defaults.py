@@ -252,7 +252,8 @@ def test_nodeport_and_loadbalancer_service_defaults(store):
 def test_secret_and_namespace_defaults(store):
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "default"}}
     assert created(store, secret)["type"] == "Opaque"
-    tls = {**secret, "metadata": {"name": "t", "namespace": "default"}, "type": "kubernetes.io/tls"}
+    tls = {**secret, "metadata": {"name": "t", "namespace": "default"}, "type": "kubernetes.io/tls",
+           "data": {"tls.crt": "", "tls.key": ""}}  # a TLS Secret without both keys is refused
     assert created(store, tls)["type"] == "kubernetes.io/tls"
     ns = created(store, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}})
     assert ns["spec"] == {"finalizers": ["kubernetes"]} and ns["status"] == {"phase": "Active"}
