@@ -27,9 +27,11 @@ def trace_cmd(
     cluster: ClusterOpt = None,
 ) -> None:
     """Send one packet and show every hop, rewrite, encapsulation and rule it met, and the reply.
+    Exit code 0 when it was delivered, 1 otherwise.
+
     When it is delivered to an ingress controller or a Gateway's proxy, show what the proxy
-    decides for the request (--host, --path, -H) and follow its new connection to the backend.
-    Exit code 0 when it was delivered (to the backend, through a proxy), 1 otherwise."""
+    decides for the request (--host, --path, -H), send that request for real, and follow the
+    proxy's new connection to the backend that answered; delivered then means delivered there."""
     if proto not in ("tcp", "udp", "icmp"):
         raise err("error: --proto: use tcp, udp or icmp", 2)
     if output not in ("text", "json"):
