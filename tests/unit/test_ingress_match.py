@@ -73,6 +73,14 @@ def test_nginx_prefix_ending_in_slash_redirects_the_bare_path():
     assert svc(explain(c, "h", "/docsx")) == "a"
 
 
+def test_exact_ending_in_slash_is_a_case_sensitive_whole_path_regex():
+    c = cfg(Server("h", (loc("/", status=404), loc("/a.b/", "Exact", A), loc("/x", backend=B))))
+    assert [b.text for b in blocks(c.servers[0])][0] == 'location ~ "^/a\\.b/$"'
+    assert svc(explain(c, "h", "/a.b/")) == "a"
+    for miss in ("/a.b", "/A.B/", "/axb/", "/a.b/c"):
+        assert explain(c, "h", miss).status == 404, miss
+
+
 def test_blocks_render_contract():
     s = Server("h", (loc("/a/b/", backend=A), loc("/a/b", "Exact", B), loc("/r(.*)", "Regex", C),
                      loc("/n", "Nginx", A), loc("/", backend=A)))
