@@ -50,7 +50,7 @@ def pod_ns():
 
 def curl(ns: str, host: str, target: str, headers: dict[str, str]) -> tuple[int, str | None, str | None, str]:
     args = ["ip", "netns", "exec", ns, "curl", "-s", "--path-as-is", "-m", "5", "-H", f"Host: {host}",
-            "-w", "\n%{http_code} %{redirect_url}"]
+            "-w", "\n%{http_code} %header{location}"]
     for k, v in headers.items():
         args += ["-H", f"{k}: {v}"]
     out = subprocess.run([*args, f"http://127.0.0.1{target}"], capture_output=True, text=True, timeout=30).stdout
