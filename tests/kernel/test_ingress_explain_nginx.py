@@ -108,12 +108,15 @@ def generated(rnd: random.Random) -> list[dict]:
 
 
 # The conformance suite's trailing-slash host (Exact /foo/ must not answer /foo: "= /foo/" would
-# 301) and a TLS host with a missing secret (308, the trailing slash dropped as lua_ingress does).
+# 301); a TLS host with a missing secret (308, the trailing slash dropped as lua_ingress does);
+# force-ssl-redirect without TLS; an Exact /foo beside a Prefix /foo/ (the Exact owns "= /foo").
 FIXED = ([ing("fixed", rule("h", path("/aaa/bbb/", "s1"), path("/foo/", "s2", kind="Exact")),
               tls=[{"hosts": ["h"], "secretName": "missing"}], annotations={"ssl-redirect": "false"}),
-          ing("tls", rule("t", path("/", "s3")), tls=[{"hosts": ["t"], "secretName": "missing"}])],
+          ing("tls", rule("t", path("/", "s3")), tls=[{"hosts": ["t"], "secretName": "missing"}]),
+          ing("force", rule("f", path("/", "s4")), annotations={"force-ssl-redirect": "true"}),
+          ing("owner", rule("e", path("/foo/", "s4"), path("/foo", "s5", kind="Exact")))],
          [("h", "/foo"), ("h", "/foo/"), ("h", "/aaa/bbb"), ("h", "/aaa/bbb/c"), ("t", "/"), ("t", "/x/"),
-          ("t", "/x/?q=1")])
+          ("t", "/x/?q=1"), ("f", "/a"), ("e", "/foo"), ("e", "/foo/x")])
 
 
 def test_explain_agrees_with_nginx_on_generated_ingresses(pod_ns, tmp_path):
