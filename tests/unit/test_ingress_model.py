@@ -110,8 +110,9 @@ def test_prefix_renders_like_ingress_nginx_plus_the_slashless_exact(path_rules):
     assert by_host["mixed-path-rules"] == ["location = /foo", "location /foo/", "location /"]
     mixed = next(s for s in path_rules.servers if s.hostname == "mixed-path-rules")
     assert [loc.match for loc in mixed.locations] == ["Exact", "Prefix", "Prefix"]  # Exact first on a tie
+    # An Exact ending in / is a regex of the whole path: "= /foo/" would answer /foo with a 301.
     assert by_host["trailing-slash-path-rules"][:3] == ["location /aaa/bbb/", "location = /aaa/bbb",
-                                                         "location = /foo/"]
+                                                         'location ~ "^/foo/$"']
 
 
 def test_implementation_specific_is_prefix_as_in_ingress_nginx():

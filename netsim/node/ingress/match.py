@@ -11,14 +11,18 @@ The rendering contract (nginx.py renders exactly this, so that explain and the p
   trailing dot stripped.  HTTPS routes by Host like HTTP (the certificate is chosen by SNI).
 - Locations: :func:`blocks` is the list of nginx ``location`` blocks of a server, the server's
   Locations taken longest path first (stable), each becoming:
-  Exact ``P`` → ``location = P``; Prefix ``P`` → ``location B/`` and ``location = B`` with ``B`` =
-  ``P`` without trailing slashes (just ``location /`` for ``/``; no ``= B`` when the server has an
-  Exact ``B``: it is that one), so ``/aaa/bbb/`` also matches ``/aaa/bbb``; Nginx ``P`` →
-  ``location P``; Regex ``P`` → ``location ~* "^P"``.  Locations with the same block (Gateway
-  header/method variants) share it and are tried in order inside it (first match; none: 404).
-  nginx selects: an exact ``=`` block; else the longest prefix block (``^~`` stops there); else the
-  first regex block in order that matches; else that longest prefix.  A proxied prefix block
-  ``/x/`` answers a request for ``/x`` with 301 to ``/x/`` unless an exact block takes it.
+  Exact ``P`` → ``location = P``, or ``location ~ "^P$"`` (P escaped) when P ends in ``/``
+  (``= /foo/`` would make nginx answer ``/foo`` with a 301);
+  Prefix ``P`` → ``location B/`` and ``location = B``, ``B`` being ``P`` without trailing slashes
+  (just ``location /`` for ``/``), so ``/aaa/bbb/`` also matches ``/aaa/bbb``;
+  Nginx ``P`` → ``location P``;  Regex ``P`` → ``location ~* "^P"``.
+  A block made twice is made once (nginx refuses duplicates), and serves its Locations Exact
+  first, then in order: the first one alone, unless it matches on headers or the method
+  (HTTPRoute); then the first of :func:`candidates` that matches (none: ``no_match_status``).
+  nginx selects: an exact ``=`` block; else the longest prefix block (``^~`` stops there); else
+  the first regex block in order that matches; else that longest prefix.  A proxied prefix or
+  exact block ``/x/`` answers ``/x`` with a 301 to ``/x/`` unless an exact block takes it
+  (nginx's auto_redirect: only Nginx-type locations meet it, as rendered above).
 - In a location: plain HTTP with ``ssl_redirect`` → 308 to ``https://host`` + the request URI
   without a trailing slash (lua_ingress.lua); ``redirect`` → its status; ``status`` → that status;
   ``rewrite_target`` → ``rewrite "(?i)PATH" TARGET break;`` (unanchored, ``$1..`` from PATH's groups,
@@ -50,14 +54,13 @@ class Block:
 
     @property
     def text(self) -> str:
-        if self.modifier == "~*":
-            return 'location ~* "' + self.path.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if self.modifier in ("~", "~*"):
+            return f'location {self.modifier} "' + self.path.replace('"', '\\"') + '"'  # as nginx.py quotes
         return f"location {self.modifier + ' ' if self.modifier else ''}{self.path}"
 
 
 def blocks(server: Server) -> tuple[Block, ...]:
     """The nginx location blocks of a server, in config order (the rendering contract above)."""
-    exact = {loc.path for loc in server.locations if loc.match == "Exact"}
     order: list[tuple[str, str]] = []
     members: dict[tuple[str, str], list[Location]] = {}
 
@@ -69,7 +72,12 @@ def blocks(server: Server) -> tuple[Block, ...]:
 
     # Longest Location path first, stable: the producers' order already is (nginx.py sorts the same way).
     for loc in sorted(server.locations, key=lambda loc: -len(loc.path)):
-        if loc.match == "Exact":
+        if loc.match == "Exact" and loc.path.endswith("/") and loc.path != "/":
+            # "= /foo/" would answer /foo with nginx's 301 (auto_redirect); a case-sensitive regex
+            # of the whole path does not, and matches what "=" would (no other regex can: the
+            # server's other locations are Exact and Prefix ones, or all Regex).
+            add("~", "^" + pcre_escape(loc.path) + "$", loc)
+        elif loc.match == "Exact":
             add("=", loc.path, loc)
         elif loc.match == "Prefix":
             base = loc.path.rstrip("/")
@@ -77,13 +85,40 @@ def blocks(server: Server) -> tuple[Block, ...]:
                 add("", "/", loc)
                 continue
             add("", base + "/", loc)
-            if base not in exact:
-                add("=", base, loc)
+            add("=", base, loc)
         elif loc.match == "Nginx":
             add("", loc.path, loc)
         else:
             add("~*", "^" + loc.path, loc)
-    return tuple(Block(m, p, tuple(members[(m, p)])) for m, p in order)
+    # Exact first among the Locations of one block ("= /foo" of an Exact /foo and of a Prefix /foo/).
+    return tuple(Block(m, p, tuple(sorted(members[(m, p)], key=lambda loc: loc.match != "Exact")))
+                 for m, p in order)
+
+
+def conditional(loc: Location) -> bool:
+    """A Location that also matches on headers or the method (HTTPRoute matches)."""
+    return bool(loc.headers) or loc.method is not None
+
+
+def _covers(prefix: str, path: str) -> bool:
+    stem = prefix.rstrip("/")
+    return not stem or path == stem or path.startswith(stem + "/")
+
+
+def candidates(server: Server, block: Block) -> list[Location]:
+    """The Locations a block may hand a request to, in order: just its first, unless that one
+    matches on headers or the method; then the block's others and the shorter Prefix Locations
+    covering its path (HTTPRoute precedence falls through to them), up to the first that matches
+    on the path alone."""
+    if not conditional(block.locations[0]):
+        return [block.locations[0]]
+    out = list(block.locations)
+    if block.modifier not in ("~", "~*"):
+        request = block.path if block.modifier == "=" else (block.path.rstrip("/") or "/")
+        out += [loc for loc in sorted(server.locations, key=lambda loc: -len(loc.path))
+                if loc.match == "Prefix" and loc not in out and _covers(loc.path, request)]
+    cut = next((i for i, loc in enumerate(out) if not conditional(loc)), len(out) - 1)
+    return out[:cut + 1]
 
 
 @dataclass
@@ -163,6 +198,11 @@ def normalize(uri: str) -> str | None:
     return "/" + "/".join(out)
 
 
+def pcre_escape(text: str) -> str:
+    """``text`` as a PCRE literal."""
+    return re.sub(r"([\\.^$|?*+()\[\]{}])", r"\\\1", text)
+
+
 def pcre(pattern: str) -> re.Pattern:
     """A PCRE pattern as Python's re reads it (named groups ``(?<n>`` → ``(?P<n>``)."""
     return re.compile(re.sub(r"\(\?<(?=[A-Za-z_])", "(?P<", pattern))
@@ -215,6 +255,12 @@ def _headers_match(loc: Location, headers: dict[str, str], method: str) -> tuple
     return True, ""
 
 
+def _proxies(loc: Location) -> bool:
+    """Whether nginx.py gives the location a proxy_pass (which sets nginx's auto_redirect)."""
+    return loc.status is None and loc.redirect is None and any(
+        b.endpoints or b.cluster_ip for b in loc.backends if b.weight > 0)
+
+
 def select_location(server: Server, uri: str) -> tuple[Block | None, str, list[Candidate], bool]:
     """nginx's location search; the last value: the answer is the prefix block's 301 auto-redirect."""
     bl = blocks(server)
@@ -222,8 +268,9 @@ def select_location(server: Server, uri: str) -> tuple[Block | None, str, list[C
     exact = next((b for b in bl if b.modifier == "=" and b.path == uri), None)
     prefixes = [b for b in bl if b.modifier in ("", "^~") and uri.startswith(b.path)]
     longest = max(prefixes, key=lambda b: len(b.path), default=None)
-    redirect = next((b for b in bl if b.modifier in ("", "^~") and b.path.endswith("/") and b.path == uri + "/"
-                     and b.locations[0].backends), None)
+    # nginx's auto_redirect: a proxied prefix *or exact* location "P/" answers "P" with a 301.
+    redirect = next((b for b in bl if b.modifier in ("", "^~", "=") and b.path == uri + "/"
+                     and _proxies(b.locations[0])), None)
     regex_hit = None
     for b in bl:
         src = "; ".join(loc.source for loc in b.locations if loc.source)
@@ -236,9 +283,11 @@ def select_location(server: Server, uri: str) -> tuple[Block | None, str, list[C
             if ok and b is not longest:
                 why += f", but {longest.path} is longer" if longest else ""
         else:
+            flags = re.IGNORECASE if b.modifier == "~*" else 0
             try:
-                ok = re.search(pcre(b.path).pattern, uri, re.IGNORECASE) is not None
-                why = "the regex matches (case-insensitive)" if ok else "the regex does not match"
+                ok = re.search(pcre(b.path).pattern, uri, flags) is not None
+                why = ("the regex matches" + (" (case-insensitive)" if flags else "")) if ok else \
+                    "the regex does not match"
             except re.error as exc:
                 ok, why = False, f"cannot evaluate this regex here ({exc})"
             if ok and regex_hit is None:
@@ -358,7 +407,8 @@ def explain(config: ProxyConfig, host: str, path: str, headers: dict[str, str] |
         d.status_why = "nginx's auto-redirect of a prefix location ending in /"
         return d
     loc, misses = None, []
-    for variant in block.locations:
+    tried = candidates(server, block)
+    for variant in tried:
         ok, why = _headers_match(variant, hdrs, method)
         if ok:
             loc = variant
@@ -369,8 +419,8 @@ def explain(config: ProxyConfig, host: str, path: str, headers: dict[str, str] |
         d.status_why = f"{block.text}: no variant matches ({'; '.join(misses)})"
         return d
     d.location = loc
-    if len(block.locations) > 1:
-        d.location_why += f"; variant {block.locations.index(loc)} ({loc.source})"
+    if len(tried) > 1:
+        d.location_why += f"; variant {tried.index(loc)} ({loc.source})"
     return _answer(d, loc, hdrs, uri, uri_raw, args, h, scheme)
 
 
