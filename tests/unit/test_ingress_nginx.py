@@ -270,3 +270,14 @@ def test_header_and_method_matches_pick_a_rule_then_fall_through_to_shorter_pref
     exact = block(text, 'map "$http_version" $route_1')
     assert '"~^one$" 0;' in exact and "default 1;" in exact
     assert "return 500;" in block(text, "location @route_1_0")
+
+
+def test_a_weighted_share_whose_backend_does_not_resolve_answers_500(tmp_path):
+    gone = Backend("default-gone-80", "default", "gone", "80", missing="no Service default/gone")
+    cfg = config(Server("gw.example.com", (Location("/", "Prefix", (WEB, gone)),), wildcard="many"))
+    result = nginx_t(cfg, tmp_path)
+    assert result.returncode == 0, result.stderr
+    text = (tmp_path / "nginx.conf").read_text()
+    split = block(text, 'split_clients "${request_id}" $split_1')
+    assert '50.00% "default-web-80";' in split and '* "=500";' in split
+    assert 'if ($split_1 = "=500") {' in block(text, 'location "/"')

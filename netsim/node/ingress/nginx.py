@@ -26,6 +26,7 @@ from netsim.node.ingress.routes import Backend, Canary, Location, ProxyConfig, S
 
 DEFAULT_UPSTREAM = "upstream-default-backend"  # ingress-nginx's name for the built-in 404
 STATUS_PORT = 10246  # ingress-nginx's internal status server (nginx_status), loopback only
+UNRESOLVED = "=500"  # a weighted share whose backend does not resolve (no upstream has this name)
 FAKE_CERT = "default-fake-certificate.pem"  # ingress-nginx's name for its self-signed fallback
 
 LOG_FORMAT = ('$time_iso8601 stdout F $remote_addr "$request_method $request_uri" $status '
@@ -208,6 +209,8 @@ class _Renderer:
             return ""
         if len(live) == 1:
             return live[0][1]
+        # Among weighted backends (HTTPRoute), the share of one that does not resolve gets 500.
+        live = [(b, name or (UNRESOLVED if b.missing else "")) for b, name in live]
         total = sum(b.weight for b, _ in live)
         var = self.new_var("split")
         lines = [f'split_clients "${{request_id}}" {var} {{']
@@ -285,6 +288,8 @@ class _Renderer:
             return body
         if target.startswith("$"):
             body.append(f'if ({target} = "") {{\n    return 503;\n}}')
+            if len(loc.backends) > 1:
+                body.append(f'if ({target} = "{UNRESOLVED}") {{\n    return 500;\n}}')
         if loc.affinity_cookie:
             body.append(f"add_header Set-Cookie $affinity_set_{_var(loc.affinity_cookie)};")
         body += self.proxy_headers(loc)
