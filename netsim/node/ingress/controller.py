@@ -329,6 +329,7 @@ class Proxies:
         self.cluster = cluster
         self.kinds = list(kinds if kinds is not None else [INGRESS_NGINX])
         self.pods: dict[str, _Entry] = {}
+        self._of_kind: Callable[[str], list[dict]] = lambda _kind: []
         self._objects: dict[str, list[dict]] = {}
         self._fingerprints: dict[str, tuple] = {}
 
@@ -342,20 +343,28 @@ class Proxies:
         return next((k for k in self.kinds if k.claims(pod)), None)
 
     def begin(self, of_kind: Callable[[str], list[dict]]) -> None:
-        """Once per sync: the objects the kinds watch, and their fingerprint (keys and
-        resourceVersions) to tell whether anything a config depends on changed."""
-        wanted = {k for kind in self.kinds for k in kind.kinds}
-        self._objects = {k: of_kind(k) for k in wanted}
-        self._fingerprints = {kind.name: tuple((o["metadata"].get("namespace"), o["metadata"]["name"],
-                                                o["metadata"].get("resourceVersion"))
-                                               for k in kind.kinds for o in self._objects[k])
-                              for kind in self.kinds}
+        """Once per sync: where the objects come from.  They are listed (and fingerprinted, by
+        keys and resourceVersions, to tell whether anything a config depends on changed) only
+        when a proxy pod asks, so a cluster without one pays nothing."""
+        self._of_kind = of_kind
+        self._objects, self._fingerprints = {}, {}
+
+    def _objects_of(self, kind_name: str) -> None:
+        kind = next(k for k in self.kinds if k.name == kind_name)
+        for k in kind.kinds:
+            if k not in self._objects:
+                self._objects[k] = self._of_kind(k)
+        self._fingerprints[kind.name] = tuple(
+            (o["metadata"].get("namespace"), o["metadata"]["name"], o["metadata"].get("resourceVersion"))
+            for k in kind.kinds for o in self._objects[k])
 
     def prepare(self, key: str, pod: dict) -> ProxyConfig | None:
         """The pod's ProxyConfig (None if it is no proxy pod or its config cannot be made)."""
         kind = self.claims(pod)
         if kind is None:
             return None
+        if kind.name not in self._fingerprints:
+            self._objects_of(kind.name)
         spec = pod.get("spec") or {}
         fingerprint = (self._fingerprints.get(kind.name), repr(spec.get("containers")), pod["metadata"]["uid"])
         entry = self.pods.get(key)
