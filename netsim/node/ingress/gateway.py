@@ -1,0 +1,172 @@
+"""A Gateway and its HTTPRoutes as one proxy's ProxyConfig (netsim.node.ingress.routes), and
+their status, as the Gateway API spec defines them (gateway-api @4564255, apis/v1).
+
+Attachment, hostname intersection, backend resolution and the status conditions live in
+netsim.controllers.gatewayapi (the controller writes the status; the proxy needs the same
+answers).  Here: each (listener port, intersected hostname) becomes a Server with
+wildcard="many", each (rule, match) a Location, ordered by the spec's precedence (HTTPRouteRule
+doc): Exact path, then the longest path, then a method match, the most header matches, the most
+query matches, then the oldest route, then namespace/name, then rule and match order.  The
+locations are kept in that order; the first that matches answers (match.py, the renderer).
+
+A rule without backendRefs and without a redirect answers 500, as does one whose backends all
+fail to resolve or all weigh 0; a backend that does not resolve keeps its weight, with
+``missing`` set, so that share of the requests gets 500.  No match is 404.
+Pure.  May use: netsim.controllers.gatewayapi and netsim.node.ingress.routes."""
+
+from __future__ import annotations
+
+import base64
+
+from netsim.controllers import gatewayapi as gw
+from netsim.node.ingress.routes import (
+    TLS,
+    Backend,
+    Endpoint,
+    HeaderMatch,
+    HeaderModifier,
+    Location,
+    ProxyConfig,
+    Redirect,
+    Server,
+)
+
+DEFAULT_PATH = {"type": "PathPrefix", "value": "/"}
+WELL_KNOWN = {"http": 80, "https": 443}
+
+
+def _pairs(items: list[dict] | None) -> tuple[tuple[str, str], ...]:
+    return tuple((h["name"], h.get("value", "")) for h in items or [])
+
+
+def _filters(rule: dict) -> tuple[HeaderModifier | None, Redirect | None]:
+    mod = red = None
+    for f in rule.get("filters") or []:
+        if f.get("type") == "RequestHeaderModifier" and mod is None:
+            m = f.get("requestHeaderModifier") or {}
+            mod = HeaderModifier(set=_pairs(m.get("set")), add=_pairs(m.get("add")),
+                                 remove=tuple(m.get("remove") or ()))
+        elif f.get("type") == "RequestRedirect" and red is None:
+            r = f.get("requestRedirect") or {}
+            scheme = r.get("scheme")
+            # No port: the scheme's well-known port when the scheme changes, else the listener's
+            # (None: the port the request came to).
+            port = r.get("port") or (WELL_KNOWN.get(scheme) if scheme else None)
+            path = r.get("path") or {}
+            red = Redirect(scheme=scheme, hostname=r.get("hostname"), port=port,
+                           path=path.get("replaceFullPath") if path.get("type") == "ReplaceFullPath" else None,
+                           status=int(r.get("statusCode", 302)))
+    return mod, red
+
+
+def _backend(b: gw.ResolvedBackend) -> Backend:
+    return Backend(upstream=f"{b.namespace}-{b.service}-{b.port}", namespace=b.namespace, service=b.service,
+                   port=str(b.port), endpoints=tuple(Endpoint(ip, port) for ip, port in b.endpoints),
+                   weight=b.weight, missing=b.message or None)
+
+
+def _locations(route: dict, refs: list[list[gw.ResolvedBackend]]) -> list[tuple[tuple, Location]]:
+    """(precedence key, Location) for every match of every rule of a route."""
+    meta = route.get("metadata") or {}
+    ns, name = meta.get("namespace") or "default", meta.get("name", "")
+    out = []
+    for ri, rule in enumerate((route.get("spec") or {}).get("rules") or []):
+        mod, red = _filters(rule)
+        backends = tuple(_backend(b) for b in refs[ri])
+        live = any(b.weight > 0 and not b.reason for b in refs[ri])
+        status = None if red is not None or live else 500
+        for mi, m in enumerate(rule.get("matches") or [{}]):
+            path = m.get("path") or DEFAULT_PATH
+            ptype, value = path.get("type", "PathPrefix"), path.get("value", "/")
+            seen: set[str] = set()
+            headers = []
+            for h in m.get("headers") or []:  # only the first of equivalent names counts
+                if h["name"].lower() not in seen:
+                    seen.add(h["name"].lower())
+                    headers.append(HeaderMatch(h["name"], h.get("value", ""), h.get("type", "Exact")))
+            query = [q for q in m.get("queryParams") or []]
+            key = (0 if ptype == "Exact" else 1, -len(value), 0 if m.get("method") else 1, -len(headers), -len(query),
+                   meta.get("creationTimestamp") or "", f"{ns}/{name}", ri, mi)
+            loc = Location(path=value, match="Exact" if ptype == "Exact" else "Prefix",
+                           backends=() if red is not None else backends,
+                           source=f"HTTPRoute {ns}/{name} rule {ri} match {mi}", headers=tuple(headers),
+                           method=m.get("method"), request_headers=mod, redirect=red, status=status,
+                           query_params=tuple(HeaderMatch(q["name"], q.get("value", ""), q.get("type", "Exact"))
+                                              for q in query))
+            out.append((key, loc))
+    return out
+
+
+def _tls(secret: dict | None) -> TLS | None:
+    if secret is None:
+        return None
+    data = secret.get("data") or {}
+
+    def text(k: str) -> str:
+        try:
+            return base64.b64decode(data.get(k, "")).decode()
+        except (ValueError, UnicodeDecodeError):
+            return ""
+    meta = secret.get("metadata") or {}
+    return TLS(f"{meta.get('namespace', 'default')}/{meta.get('name', '')}", text("tls.crt"), text("tls.key"))
+
+
+def _proxy_config(gateway: dict, routes: list[dict], c: gw.Computed) -> ProxyConfig:
+    by_key = {((r.get("metadata") or {}).get("namespace") or "default", r["metadata"]["name"]): r for r in routes}
+    # (port, hostname) -> [(key, Location)], with the listener's certificate
+    found: dict[tuple[int, str], list[tuple[tuple, Location]]] = {}
+    certs: dict[tuple[int, str], TLS | None] = {}
+    for key, parents in c.parents.items():
+        locs = _locations(by_key[key], c.refs[key])
+        done: set[tuple[int, str]] = set()
+        for p in parents:
+            for lis, hosts in p.listeners:
+                for h in hosts:
+                    at = (lis.port, "_" if h == "*" else h)
+                    if at in done:
+                        continue  # a route attached twice to one port and host serves once
+                    done.add(at)
+                    found.setdefault(at, []).extend(locs)
+                    if lis.protocol == "HTTPS":
+                        certs.setdefault(at, _tls(lis.certificate))
+    servers: dict[tuple, Server] = {}
+    for (port, host), locs in found.items():
+        locations = tuple(loc for _, loc in sorted(locs, key=lambda kl: kl[0]))
+        tls = certs.get((port, host))
+        same = (host, locations, tls)
+        prev = servers.get(same)
+        servers[same] = Server(hostname=host, locations=locations, tls=tls, wildcard="many",
+                               listeners=tuple(sorted({*(prev.listeners if prev else ()), port})))
+    meta = gateway.get("metadata") or {}
+    ordered = sorted(servers.values(), key=_server_order)
+    return ProxyConfig(name=f"{meta.get('namespace', 'default')}/{meta.get('name', '')}", servers=tuple(ordered),
+                       default_backend=None, no_match_status=404)
+
+
+def _server_order(s: Server) -> tuple:
+    """Exact hostnames first, then wildcards by length (the most specific first), the catch-all last."""
+    if s.hostname == "_":
+        return (2, 0, "", s.listeners)
+    if s.hostname.startswith("*."):
+        return (1, -len(s.hostname), s.hostname, s.listeners)
+    return (0, 0, s.hostname, s.listeners)
+
+
+def proxy_config(gateway: dict, routes: list[dict], grants: list[dict], services: list[dict], slices: list[dict],
+                 secrets: list[dict], namespaces: list[dict]) -> ProxyConfig:
+    """What the Gateway's proxy serves: routes are every HTTPRoute (those not naming this
+    Gateway are ignored); grants the ReferenceGrants; the rest as the store has them."""
+    mine = gw.routes_of(gateway, routes)
+    return _proxy_config(gateway, mine, gw.compute(gateway, mine, grants, services, slices, secrets, namespaces))
+
+
+def statuses(gateway: dict, routes: list[dict], grants: list[dict], services: list[dict], slices: list[dict],
+             secrets: list[dict], namespaces: list[dict], addresses: list[str] = ()
+             ) -> tuple[dict, dict[tuple[str, str], list[dict]]]:
+    """(the Gateway's status, {(namespace, name): this Gateway's entries of the route's
+    status.parents}), without lastTransitionTime (gatewayapi.merge_conditions adds them)."""
+    mine = gw.routes_of(gateway, routes)
+    c = gw.compute(gateway, mine, grants, services, slices, secrets, namespaces)
+    return (gw.gateway_status(c, gateway, list(addresses)),
+            {k: gw.parent_statuses(c, gateway, r) for r in mine
+             for k in [((r.get("metadata") or {}).get("namespace") or "default", r["metadata"]["name"])]})
