@@ -430,3 +430,15 @@ def test_merge_conditions_keeps_transition_time():
     new = [{"type": "Accepted", "status": "True"}, {"type": "Programmed", "status": "False"}]
     assert [c["lastTransitionTime"] for c in gw.merge_conditions(old, new, "T1")] == ["T0", "T1"]
     assert gw.merge_conditions(old, [{"type": "Accepted", "status": "False"}], "T1")[0]["lastTransitionTime"] == "T1"
+
+
+def test_a_path_whose_conditions_fail_falls_to_the_next_rule():
+    rules = [{"matches": [{"path": {"type": "PathPrefix", "value": "/a"}, "headers": [{"name": "x", "value": "1"}]}],
+              "backendRefs": [{"name": "infra-backend-v2", "port": 8080}]},
+             {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+              "backendRefs": [{"name": "infra-backend-v1", "port": 8080}]}]
+    cfg = _config(_gateway(), [_route("fall", rules)])
+    assert _backend(cfg, "/a/b", headers={"x": "1"}) == "infra-backend-v2"
+    assert _backend(cfg, "/a/b") == "infra-backend-v1"
+    assert [(loc.path, loc.source.endswith("conditions)")) for loc in cfg.servers[0].locations] == [
+        ("/a", False), ("/a", True), ("/", False)]

@@ -17,6 +17,7 @@ Pure.  May use: netsim.controllers.gatewayapi and netsim.node.ingress.routes."""
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 
 from netsim.controllers import gatewayapi as gw
 from netsim.node.ingress.routes import (
@@ -131,7 +132,7 @@ def _proxy_config(gateway: dict, routes: list[dict], c: gw.Computed) -> ProxyCon
                         certs.setdefault(at, _tls(lis.certificate))
     servers: dict[tuple, Server] = {}
     for (port, host), locs in found.items():
-        locations = tuple(loc for _, loc in sorted(locs, key=lambda kl: kl[0]))
+        locations = _with_fallbacks([loc for _, loc in sorted(locs, key=lambda kl: kl[0])])
         tls = certs.get((port, host))
         same = (host, locations, tls)
         prev = servers.get(same)
@@ -141,6 +142,39 @@ def _proxy_config(gateway: dict, routes: list[dict], c: gw.Computed) -> ProxyCon
     ordered = sorted(servers.values(), key=_server_order)
     return ProxyConfig(name=f"{meta.get('namespace', 'default')}/{meta.get('name', '')}", servers=tuple(ordered),
                        default_backend=None, no_match_status=404)
+
+
+def _covers(outer: Location, inner: Location) -> bool:
+    """Every path ``inner`` matches, ``outer`` matches too (ignoring headers and method)."""
+    if outer.match == "Exact":
+        return inner.match == "Exact" and inner.path == outer.path
+    base = outer.path.rstrip("/")
+    p = inner.path.rstrip("/") if inner.match == "Prefix" else inner.path
+    return base == "" or p == base or p.startswith(base + "/")
+
+
+def _with_fallbacks(locations: list[Location]) -> tuple[Location, ...]:
+    """The locations in precedence order, each path's conditional variants (headers, method,
+    query) followed by the less specific locations that also match that path.  A proxy (and
+    match.py) picks the path's own block first and tries its variants in order; the spec wants a
+    request that fails them to go on to the next rule that matches (``/a`` with a header, else
+    ``/``), so those rules are repeated in the block, after the variants, with its path."""
+    out: list[Location] = []
+    groups: dict[tuple[str, str], list[Location]] = {}
+    for loc in locations:
+        groups.setdefault((loc.match, loc.path.rstrip("/") or "/" if loc.match == "Prefix" else loc.path),
+                          []).append(loc)
+    for (_match, path), variants in groups.items():
+        out += variants
+        if any(not (v.headers or v.method or v.query_params) for v in variants):
+            continue  # an unconditional variant: nothing after it is ever reached
+        for later in locations[locations.index(variants[-1]) + 1:]:
+            if later not in variants and _covers(later, variants[0]):
+                out.append(replace(later, path=variants[0].path, match=variants[0].match,
+                                   source=f"{later.source} (after {path}'s conditions)"))
+                if not (later.headers or later.method or later.query_params):
+                    break
+    return tuple(out)
 
 
 def _server_order(s: Server) -> tuple:
