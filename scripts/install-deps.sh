@@ -11,9 +11,11 @@ cd "$(dirname "$0")/.."
 # cluster DNS tests run in pods; graphviz: the `dot` program that renders `netsim graph -o x.svg|x.png`.
 # vagrant + shellcheck + debootstrap: tests/test_vagrant.py validates vagrant/'s Vagrantfiles, lints
 # the shell scripts and runs vagrant/provision.sh in a debootstrapped Debian 12 chroot.
+# nginx: the ingress-nginx add-on runs Debian's real nginx in each controller pod's namespace
+# (netsim/node/ingress/controller.py); the system service it brings must never run on the host.
 apt_packages=(iproute2 iptables nftables ipset conntrack tcpdump iperf3 iputils-ping procps python3 python3-venv make
               etcd-server containernetworking-plugins podman runc busybox-static gcc libc6-dev
-              ipvsadm kmod qemu-system-x86 dnsutils graphviz vagrant shellcheck debootstrap)
+              ipvsadm kmod qemu-system-x86 dnsutils graphviz vagrant shellcheck debootstrap nginx)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -21,8 +23,9 @@ done
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   apt-get update -qq
-  # etcd-server's postinst starts a system etcd on 2379 and enables it at boot.  netsim starts
-  # its own etcds on free ports when it needs one (netsim/api/store/etcd_server.py), so forbid service
+  # etcd-server's postinst starts a system etcd on 2379 and nginx's a web server on :80, and both
+  # enable themselves at boot.  netsim starts its own etcds on free ports when it needs one
+  # (netsim/api/store/etcd_server.py) and its nginx only inside pod namespaces, so forbid service
   # starts during the install (policy-rc.d exit 101; Docker images already have one) ...
   policy=/usr/sbin/policy-rc.d
   if [[ ! -e $policy ]]; then
@@ -31,15 +34,18 @@ if ((${#missing[@]})); then
     trap 'rm -f "$policy"' EXIT
   fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  # ... and keep it from starting at the next boot, and stop it should a policy have let it start.
-  if [[ " ${missing[*]} " == *" etcd-server "* ]]; then
+  # ... and keep them from starting at the next boot, and stop them should a policy have let them start.
+  for service in etcd nginx; do
+    pkg=$service; [[ $service == etcd ]] && pkg=etcd-server
+    [[ " ${missing[*]} " == *" $pkg "* ]] || continue
     if [[ -d /run/systemd/system ]]; then
-      systemctl disable --now etcd.service >/dev/null 2>&1 || true
+      systemctl disable --now "$service.service" >/dev/null 2>&1 || true
+      [[ $service == nginx ]] && { systemctl mask nginx.service >/dev/null 2>&1 || true; }
     else
-      update-rc.d etcd disable >/dev/null 2>&1 || true
-      /etc/init.d/etcd stop >/dev/null 2>&1 || true
+      update-rc.d "$service" disable >/dev/null 2>&1 || true
+      "/etc/init.d/$service" stop >/dev/null 2>&1 || true
     fi
-  fi
+  done
 fi
 
 python=${PYTHON:-python3}

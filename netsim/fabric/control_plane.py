@@ -16,6 +16,7 @@ from netsim.fabric import daemon, lifecycle
 from netsim.model import k8s, names
 from netsim.model.scenario import Scenario
 from netsim.node import dns, flanneld
+from netsim.node.ingress import addon as ingress_addon
 
 if TYPE_CHECKING:  # the API server's modules load only when a cluster starts one
     from netsim.apiserver.pki import Paths
@@ -51,7 +52,8 @@ def start(cluster: fabric.Cluster, scenario: Scenario | None, objects: list[dict
         finish_apiserver(cluster, launched, timeout)
         progress(f"control plane: store {_describe(cluster.store_url)}, agent and controllers running, "
                  f"{len(wanted)} nodes registered")
-        _apply_and_settle(store, config, objects, components, timeout, "the cluster", progress)
+        addons = list(scenario.addons) if scenario is not None else []
+        _apply_and_settle(store, config, objects, components, timeout, "the cluster", progress, addons)
         pods = store.list(k8s.prefix("Pod"))[0]
         if pods:
             running = sum(p.get("status", {}).get("phase") == "Running" for p in pods)
@@ -159,10 +161,13 @@ def join_node(cluster: fabric.Cluster, scenario: Scenario, objects: list[dict], 
 
 
 def _apply_and_settle(store: Store, config: registry.ClusterConfig, objects: list[dict], components: list[str],
-                      timeout: float, what: str, progress: Callable[[str], None]) -> None:
-    """The add-ons every cluster has (the cluster DNS, as kubeadm installs it), the scenario's
-    manifests, then a wait until ``components`` have acted on all of it."""
+                      timeout: float, what: str, progress: Callable[[str], None], addons: list[str] = ()) -> None:
+    """The add-ons every cluster has (the cluster DNS, as kubeadm installs it) and the scenario's
+    (``addons``: ingress-nginx), the scenario's manifests, then a wait until ``components`` have
+    acted on all of it."""
     registry.apply(store, dns.addon_objects(config.service_subnet))
+    if addons:
+        registry.apply(store, ingress_addon.objects(list(addons)))
     if objects:
         results = registry.apply(store, objects)
         changed = sum(1 for _, action in results if action != "unchanged")

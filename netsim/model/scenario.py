@@ -255,6 +255,9 @@ class Scenario(_Model):
     externalHosts: list[ExternalHostSpec] = Field(default_factory=list)
     networking: Networking = Field(default_factory=Networking)
     manifests: list[str | dict[str, Any]] = Field(default_factory=list)
+    # Cluster add-ons `up` installs besides the DNS: ingress-nginx (netsim.node.ingress.addon),
+    # the Gateway API's "gateway".
+    addons: list[Literal["ingress-nginx", "gateway"]] = Field(default_factory=list)
     expect: list[Expectation] = Field(default_factory=list)
 
     @model_validator(mode="after")

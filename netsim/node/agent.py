@@ -24,6 +24,7 @@ from netsim.cni.server import ServerPool
 from netsim.model import k8s, names, state
 from netsim.model.state import Member
 from netsim.node import dns, flanneld, podlog, policy
+from netsim.node.ingress.controller import Proxies, listen_ports
 from netsim.node.podnet import NodePods, port_mappings, server_socket
 from netsim.node.responder import Identity, Responders
 from proxy import kubeproxy
@@ -134,6 +135,8 @@ class Agent:
         self.underlay = st.underlay
         self.flannel: flanneld.Flanneld | None = None
         self.responders: Responders | None = None
+        # L7 proxy pods (ingress-nginx controllers, Gateway proxies): nginx in their namespaces.
+        self.proxies = Proxies(cluster)
         self.running_since: dict[str, float] = {}
         self.logs: dict[str, Path] = {}  # pod key -> its log (netsim.node.podlog), removed with the pod
         self.enforcers: dict[str, policy.Enforcer] = {}
@@ -182,6 +185,7 @@ class Agent:
             self.stop.set()
             for t in threads:
                 t.join(timeout=5)
+            self.proxies.close()
             self.responders.close()
             server.stop()
             for r in recorders:
@@ -216,6 +220,7 @@ class Agent:
     # -- the pod reconciler --------------------------------------------------------------
     def sync(self, cache: Cache) -> float | None:
         retry: float | None = None
+        self.proxies.begin(cache.of_kind)
         for node_name, pods_here in self.nodes.items():
             r = self._sync_node(cache, node_name, pods_here)
             if r is not None:
@@ -226,6 +231,8 @@ class Agent:
             del self.running_since[k]
         for k in set(self.logs) - here:
             podlog.remove(self.logs.pop(k))
+        for k in set(self.proxies.pods) - here:
+            self.proxies.remove(k)
         return retry
 
     def _sync_node(self, cache: Cache, node_name: str, node: NodePods) -> float | None:
@@ -252,6 +259,7 @@ class Agent:
                  if k not in want or want[k]["metadata"]["uid"] != sb.uid or not node.intact(sb, links)]
         for k in stale:
             self.responders.remove(k)
+            self.proxies.remove(k)
         node.remove(stale)
         node.collect_garbage()
         missing = [k for k in want if k not in node.sandboxes]
@@ -263,6 +271,7 @@ class Agent:
         for k, p in bound.items():
             if controllers.terminating(p):
                 self.responders.remove(k)
+                self.proxies.remove(k)
                 if cache.delete(p):
                     log.info("pod %s deleted", k)
                     for c in p["spec"].get("containers", []):
@@ -335,8 +344,15 @@ class Agent:
             if log is not None:
                 podlog.remove(log)  # the pod was replaced by one of the same name
             log = self.logs[k] = podlog.path(self.cluster, meta["namespace"], meta["name"], meta["uid"])
+        proxy = self.proxies.prepare(k, p)
+        if proxy is not None:
+            ports = [port for port in ports if port not in listen_ports(proxy)]  # nginx's
         failed = self.responders.ensure(k, netns, Identity(meta["name"], meta["namespace"], node_name), ports,
                                         dns_ports=[dns.DNS_PORT] if dns.is_dns_pod(p) else [], log=log)
+        proxy_ready = True
+        if self.proxies.claims(p) is not None:
+            # Ready only once nginx answers with the pod's current configuration.
+            proxy_ready = proxy is not None and self.proxies.run(k, netns, log)
         if not p["spec"].get("hostNetwork"):
             self._resolv_conf(cache, netns, p)
         retry = None
@@ -349,9 +365,12 @@ class Agent:
             phase, ready = "Succeeded", False
         else:
             phase = "Running"
-            ready = p["metadata"].get("annotations", {}).get(READY_ANNOTATION, "true") != "false" and not failed
+            ready = p["metadata"].get("annotations", {}).get(READY_ANNOTATION, "true") != "false" and not failed \
+                and proxy_ready
             if _is_job_pod(p):
                 retry = JOB_RUN_S
+            elif not proxy_ready:
+                retry = 0.5
         status = p.get("status", {})
         cond = "True" if ready else "False"
         want = {

@@ -1,0 +1,420 @@
+"""The agent as the controller process of L7 proxy pods: one Debian nginx per proxy pod, run in
+the pod's network namespace with a configuration rendered by nginx.py.
+
+Generic over what a proxy is: a ProxyKind says which pods are its proxies (ingress-nginx's
+controller image; the gateway helper registers Gateway proxies) and how to compute a pod's
+ProxyConfig from the cluster's objects.  ``Proxies`` keeps one ``Nginx`` per proxy pod:
+the configuration file is written atomically, checked with ``nginx -t`` and signalled (SIGHUP)
+only when its text changed; a dead nginx is started again; ``remove`` stops it and deletes its
+directory.  A config is recomputed only when an object of the kind's watched kinds (Ingress,
+Service, EndpointSlice, ...) or the pod itself changed.
+
+nginx is started from the agent's long-lived pod-sync thread with PR_SET_PDEATHSIG, so a dead
+agent takes the master with it; its worker (which outlives a SIGKILLed master) is found by its
+namespace and killed on the next start, and kernel.remove_netns (pod delete, `netsim down`)
+kills every process of the namespace anyway.
+
+Knows: netsim.kernel (namespaces, processes), netsim.model.state (where files go), nginx.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from netsim import kernel
+from netsim.model import state
+from netsim.node.ingress import nginx
+from netsim.node.ingress.routes import ProxyConfig
+
+log = logging.getLogger("netsim.node.ingress")
+
+NGINX = "/usr/sbin/nginx"
+START_TIMEOUT_S = 5.0
+RELOAD_TIMEOUT_S = 3.0
+CONTROLLER_IMAGE = "ingress-nginx/controller"
+INGRESS_KINDS = ("Ingress", "IngressClass", "Service", "EndpointSlice", "Secret")
+PR_SET_PDEATHSIG = 1
+
+
+def nginx_binary() -> str | None:
+    return shutil.which("nginx") or (NGINX if os.access(NGINX, os.X_OK) else None)
+
+
+# -- which pods are proxies -------------------------------------------------------------------
+def image_path(image: str) -> str:
+    """An image reference without registry, tag and digest: "ingress-nginx/controller"."""
+    ref = image.split("@", 1)[0]
+    head, _, last = ref.rpartition("/")
+    last = last.split(":", 1)[0]
+    parts = (head.split("/") if head else []) + [last]
+    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
+        parts = parts[1:]  # a registry host
+    return "/".join(parts)
+
+
+def controller_container(pod: dict) -> dict | None:
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        if image_path(c.get("image") or "").endswith(CONTROLLER_IMAGE):
+            return c
+    return None
+
+
+def is_controller_pod(pod: dict) -> bool:
+    """An ingress-nginx controller pod: a container of image */ingress-nginx/controller (any
+    registry, tag or digest), as dns.is_dns_pod knows CoreDNS by its image."""
+    return controller_container(pod) is not None
+
+
+@dataclass(frozen=True)
+class ControllerArgs:
+    """The controller flags that decide what it serves (ingress-nginx's cmd/nginx flags)."""
+    ingress_class: str = "nginx"
+    controller_class: str = "k8s.io/ingress-nginx"
+    publish_service: str | None = None
+    watch_without_class: bool = False
+
+
+def _expand(value: str, env: dict[str, str]) -> str:
+    """Kubernetes' $(VAR) expansion of container args ($$ escapes, unknown names stay)."""
+    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                  lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), value)
+
+
+def controller_args(pod: dict) -> ControllerArgs:
+    c = controller_container(pod) or {}
+    meta = pod.get("metadata") or {}
+    fields = {"metadata.namespace": meta.get("namespace", ""), "metadata.name": meta.get("name", "")}
+    env: dict[str, str] = {}
+    for e in c.get("env") or []:
+        ref = ((e.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
+        env[e["name"]] = fields.get(ref, "") if ref else _expand(str(e.get("value", "")), env)
+    argv = [_expand(str(a), env) for a in (c.get("command") or []) + (c.get("args") or [])]
+    flags: dict[str, str] = {}
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("-"):
+            name, eq, value = a.lstrip("-").partition("=")
+            if not eq and name != "watch-ingress-without-class" and i + 1 < len(argv) \
+                    and not argv[i + 1].startswith("-"):
+                value, i = argv[i + 1], i + 1
+            flags[name] = value if (eq or value) else "true"
+        i += 1
+    d = ControllerArgs()
+    return ControllerArgs(
+        ingress_class=flags.get("ingress-class", d.ingress_class),
+        controller_class=flags.get("controller-class", d.controller_class),
+        publish_service=flags.get("publish-service") or None,
+        watch_without_class=flags.get("watch-ingress-without-class", "false").lower() in ("true", "1"))
+
+
+def ingress_nginx_config(pod: dict, objects: Callable[[str], list[dict]]) -> ProxyConfig:
+    """The ProxyConfig of an ingress-nginx controller pod, as its flags parameterise it."""
+    from netsim.node.ingress import ingress  # the Ingress translator (netsim.node.ingress.ingress)
+
+    args = controller_args(pod)
+    meta = pod["metadata"]
+    name = args.publish_service or f"{meta['namespace']}/{meta['name']}"
+    return ingress.proxy_config(name, objects("Ingress"), objects("IngressClass"), objects("Service"),
+                                objects("EndpointSlice"), objects("Secret"),
+                                controller_class=args.controller_class, ingress_class=args.ingress_class,
+                                watch_without_class=args.watch_without_class)
+
+
+@dataclass(frozen=True)
+class ProxyKind:
+    """A kind of proxy pod: which pods, and their configuration from the cluster's objects
+    (``objects(kind)`` lists the cache's objects of a kind).  ``kinds``: the object kinds whose
+    change can change a config; no other change recomputes it."""
+    name: str
+    claims: Callable[[dict], bool]
+    config: Callable[[dict, Callable[[str], list[dict]]], ProxyConfig]
+    kinds: tuple[str, ...] = INGRESS_KINDS
+
+
+INGRESS_NGINX = ProxyKind("ingress-nginx", is_controller_pod, ingress_nginx_config)
+
+
+def listen_ports(config: ProxyConfig) -> set[int]:
+    """The ports nginx takes in the pod (the responders keep the pod's other ports)."""
+    ports = {config.http_port, config.https_port}
+    for s in config.servers:
+        ports.update(s.listeners)
+    return ports
+
+
+# -- one nginx -------------------------------------------------------------------------------
+def _die_with_parent() -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def nginx_pids_in(netns: str) -> list[int]:
+    """nginx processes in a namespace (a master's orphaned worker among them)."""
+    if not kernel.netns_exists(netns):
+        return []
+    out = []
+    for pid in kernel.pids_in_netns([netns]):
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "nginx":
+                out.append(pid)
+    return out
+
+
+def _get(netns: str, path: str, timeout: float = 0.5) -> str | None:
+    """GET from the status server inside the pod; None if it does not answer."""
+    try:
+        with kernel.socket_in(netns, socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(("127.0.0.1", nginx.STATUS_PORT))
+            s.sendall(f"GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
+            data = b""
+            while chunk := s.recv(4096):
+                data += chunk
+    except OSError:
+        return None
+    head, _, body = data.decode(errors="replace").partition("\r\n\r\n")
+    return body.strip() if head.startswith("HTTP/1.1 200") else None
+
+
+@dataclass
+class Nginx:
+    """nginx for one proxy pod: ``apply`` makes it run ``config``; True once it answers with it."""
+    netns: str
+    prefix: Path
+    access_log: Path | None = None
+    proc: subprocess.Popen | None = None
+    text: str = ""  # the configuration the running master was given
+    loaded: str = ""  # the config id the workers were seen answering with
+    reloads: int = 0
+    last_reload_ms: float | None = None
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def conf(self) -> Path:
+        return self.prefix / "nginx.conf"
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def apply(self, config: ProxyConfig) -> bool:
+        want = nginx.config_id(config)
+        text = nginx.render(config, str(self.prefix), str(self.access_log) if self.access_log else None)
+        if self.alive() and text == self.text:
+            if self.loaded != want:
+                self.loaded = want if self._wait_loaded(want, 0.0) else self.loaded
+            return self.loaded == want
+        self.prefix.mkdir(mode=0o700, parents=True, exist_ok=True)
+        nginx.write_files(config, str(self.prefix))
+        candidate = self.prefix / "nginx.conf.new"
+        nginx.write_atomic(candidate, text)
+        test = subprocess.run([nginx_binary() or NGINX, "-t", "-q", "-p", str(self.prefix), "-c", str(candidate),
+                               "-e", "stderr"], capture_output=True, text=True, timeout=30)
+        if test.returncode != 0:
+            lines = test.stderr.strip().splitlines()
+            message = [line for line in lines if "[emerg]" in line][:1] or lines[-1:] or ["nginx -t failed"]
+            log.error("nginx %s: the new configuration is refused, keeping the old one: %s", self.prefix.name,
+                      message[0])
+            self.errors = message
+            candidate.unlink(missing_ok=True)
+            return self.alive() and bool(self.loaded)
+        os.replace(candidate, self.conf)
+        self.errors = []
+        started = time.monotonic()
+        if self.alive():
+            old = self.workers()
+            self.proc.send_signal(signal.SIGHUP)
+            self.reloads += 1
+            # Loaded once a new worker answers with it and no old worker still accepts.
+            ok = self._wait_loaded(want, RELOAD_TIMEOUT_S, old)
+        else:
+            self._start()
+            ok = self._wait_loaded(want, START_TIMEOUT_S)
+        self.text = text
+        if ok:
+            self.loaded = want
+            self.last_reload_ms = (time.monotonic() - started) * 1000
+        return ok
+
+    def _start(self) -> None:
+        for pid in nginx_pids_in(self.netns):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)  # an earlier agent's (or master's) leftovers hold the ports
+        err = open(self.prefix / "error.log", "ab")  # noqa: SIM115 (handed to the child)
+        try:
+            with kernel.entered(kernel.netns_path(self.netns)):
+                self.proc = subprocess.Popen(
+                    [nginx_binary() or NGINX, "-p", str(self.prefix), "-c", str(self.conf), "-e", "stderr",
+                     "-g", "daemon off;"],
+                    stdin=subprocess.DEVNULL, stdout=err, stderr=err, env={"TZ": "UTC", "PATH": "/usr/sbin:/usr/bin"},
+                    preexec_fn=_die_with_parent, close_fds=True)  # noqa: PLW1509 (prctl only)
+        finally:
+            err.close()
+        log.info("nginx %s started (pid %d)", self.prefix.name, self.proc.pid)
+
+    def workers(self) -> list[int]:
+        """The master's workers that still accept connections."""
+        if not self.alive():
+            return []
+        out = []
+        for pid in nginx_pids_in(self.netns):
+            with contextlib.suppress(OSError, IndexError):
+                ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[1])
+                title = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").decode(errors="replace")
+                if ppid == self.proc.pid and title.endswith("worker process"):
+                    out.append(pid)
+        return out
+
+    def _wait_loaded(self, want: str, timeout: float, old: list[int] = ()) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            if _get(self.netns, "/configuration") == want and not set(old) & set(self.workers()):
+                return True
+            if time.monotonic() >= deadline or not self.alive():
+                return False
+            time.sleep(0.005)
+
+    def rotate_log(self, max_bytes: int) -> None:
+        """The access log past max_bytes moves to .1 and nginx reopens it (SIGUSR1)."""
+        if self.access_log is None or not self.alive():
+            return
+        with contextlib.suppress(FileNotFoundError):
+            if self.access_log.stat().st_size > max_bytes:
+                os.replace(self.access_log, self.access_log.with_name(self.access_log.name + ".1"))
+                self.proc.send_signal(signal.SIGUSR1)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)  # fast shutdown: the master ends its workers
+                try:
+                    self.proc.wait(timeout=3)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(timeout=3)
+            self.proc = None
+        kernel.terminate(nginx_pids_in(self.netns), 1.0)
+        shutil.rmtree(self.prefix, ignore_errors=True)
+
+
+# -- every proxy pod of this agent -----------------------------------------------------------
+@dataclass
+class _Entry:
+    kind: ProxyKind
+    uid: str
+    fingerprint: tuple = ()
+    config: ProxyConfig | None = None
+    applied: ProxyConfig | None = None  # the config nginx was last seen answering with
+    nginx: Nginx | None = None
+
+
+class Proxies:
+    """The proxy pods of one agent.  Per pod sync: ``prepare`` (its config, recomputed only when
+    a watched object or the pod changed), then ``run`` (nginx running it, True once it answers);
+    ``remove`` when the pod goes, ``close`` when the agent stops."""
+
+    def __init__(self, cluster: str, kinds: list[ProxyKind] | None = None):
+        self.cluster = cluster
+        self.kinds = list(kinds if kinds is not None else [INGRESS_NGINX])
+        self.pods: dict[str, _Entry] = {}
+        self._objects: dict[str, list[dict]] = {}
+        self._fingerprints: dict[str, tuple] = {}
+
+    def register(self, kind: ProxyKind) -> None:
+        """Another kind of proxy pod (Gateway proxies): first registered claims first."""
+        self.kinds.append(kind)
+
+    def claims(self, pod: dict) -> ProxyKind | None:
+        if (pod.get("spec") or {}).get("hostNetwork"):
+            return None  # nginx would take the node's own ports
+        return next((k for k in self.kinds if k.claims(pod)), None)
+
+    def begin(self, of_kind: Callable[[str], list[dict]]) -> None:
+        """Once per sync: the objects the kinds watch, and their fingerprint (keys and
+        resourceVersions) to tell whether anything a config depends on changed."""
+        wanted = {k for kind in self.kinds for k in kind.kinds}
+        self._objects = {k: of_kind(k) for k in wanted}
+        self._fingerprints = {kind.name: tuple((o["metadata"].get("namespace"), o["metadata"]["name"],
+                                                o["metadata"].get("resourceVersion"))
+                                               for k in kind.kinds for o in self._objects[k])
+                              for kind in self.kinds}
+
+    def prepare(self, key: str, pod: dict) -> ProxyConfig | None:
+        """The pod's ProxyConfig (None if it is no proxy pod or its config cannot be made)."""
+        kind = self.claims(pod)
+        if kind is None:
+            return None
+        spec = pod.get("spec") or {}
+        fingerprint = (self._fingerprints.get(kind.name), repr(spec.get("containers")), pod["metadata"]["uid"])
+        entry = self.pods.get(key)
+        if entry is not None and entry.uid != pod["metadata"]["uid"]:
+            self.remove(key)
+            entry = None
+        if entry is None:
+            entry = self.pods[key] = _Entry(kind, pod["metadata"]["uid"])
+        if entry.config is None or entry.fingerprint != fingerprint:
+            try:
+                entry.config = kind.config(pod, lambda k: self._objects.get(k, []))
+                entry.fingerprint = fingerprint
+            except Exception:
+                log.exception("%s: the configuration of %s could not be computed", kind.name, key)
+        return entry.config
+
+    def run(self, key: str, netns: str, log_path: Path | None) -> bool:
+        """nginx in ``netns`` serving the prepared config; True once it answers with it."""
+        entry = self.pods.get(key)
+        if entry is None or entry.config is None:
+            return False
+        if nginx_binary() is None:
+            log.error("no nginx on this machine (scripts/install-deps.sh installs Debian's)")
+            return False
+        n = entry.nginx
+        if n is None or n.netns != netns:
+            if n is not None:
+                n.stop()
+            ns, name = key.split("/", 1)
+            prefix = state.cluster_dir(self.cluster) / "proxies" / f"{ns}_{name}_{entry.uid}"
+            n = entry.nginx = Nginx(netns, prefix, log_path)
+        if n.proc is not None and not n.alive():
+            log.warning("nginx of %s exited (%s); starting it again", key, n.proc.returncode)
+            n.text = ""
+            entry.applied = None
+        n.rotate_log(1 << 20)
+        if entry.applied is entry.config and n.alive():
+            return True  # nothing changed since it answered with this config: no render
+        reloads = n.reloads
+        ok = n.apply(entry.config)
+        if ok:
+            entry.applied = entry.config
+            if n.reloads != reloads:
+                log.info("nginx of %s reloaded in %.1f ms", key, n.last_reload_ms or 0.0)
+        return ok
+
+    def nginx(self, key: str) -> Nginx | None:
+        entry = self.pods.get(key)
+        return entry.nginx if entry else None
+
+    def remove(self, key: str) -> None:
+        entry = self.pods.pop(key, None)
+        if entry is not None and entry.nginx is not None:
+            entry.nginx.stop()
+
+    def close(self) -> None:
+        for key in list(self.pods):
+            self.remove(key)
+
+
+__all__ = ["INGRESS_KINDS", "INGRESS_NGINX", "ControllerArgs", "Nginx", "ProxyKind", "Proxies",
+           "controller_args", "image_path", "ingress_nginx_config", "is_controller_pod", "listen_ports",
+           "nginx_pids_in"]
