@@ -442,3 +442,17 @@ def test_a_path_whose_conditions_fail_falls_to_the_next_rule():
     assert _backend(cfg, "/a/b") == "infra-backend-v1"
     assert [(loc.path, loc.source.endswith("conditions)")) for loc in cfg.servers[0].locations] == [
         ("/a", False), ("/a", True), ("/", False)]
+
+
+def test_proxy_pod_gets_its_gateways_config():
+    pod = {"metadata": {"name": "same-namespace-netsim-abc", "namespace": NS,
+                        "labels": {"gateway.networking.k8s.io/gateway-name": "same-namespace"}},
+           "spec": {"containers": [{"name": "proxy", "image": "netsim/gateway-proxy"}]}}
+    assert gateway.is_proxy_pod(pod)
+    assert not gateway.is_proxy_pod({**pod, "spec": {"containers": [{"name": "x", "image": "nginx"}]}})
+    services, slices = _infra()
+    objects = {"Gateway": [_gateway()], "HTTPRoute": [_route("r", [_rule("infra-backend-v1")])],
+               "Service": services, "EndpointSlice": slices, "Namespace": NAMESPACES}
+    cfg = gateway.pod_config(pod, lambda k: objects.get(k, []))
+    assert cfg.name == f"{NS}/same-namespace" and _backend(cfg, "/") == "infra-backend-v1"
+    assert gateway.pod_config(pod, lambda k: [] if k == "Gateway" else objects.get(k, [])).servers == ()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from netsim.api import crds, registry
+from netsim.api.registry import store_has
 from netsim.apiserver import tables
 from netsim.model import k8s
 from tests.unit.fakes import MemoryStore
@@ -115,3 +116,69 @@ def test_printer_columns():
     t = tables.table("Gateway", [gw], 0, {"additionalPrinterColumns": list(k.printer_columns)})
     assert [c["name"] for c in t["columnDefinitions"]] == ["Name", "Class", "Address", "Programmed", "Age"]
     assert t["rows"][0]["cells"][:4] == ["gw", "netsim", "192.168.50.200", "True"]
+
+
+# -- the controller (netsim.controllers.gateway) over the in-memory store -------------------------
+
+def _settle(store, rounds=12):
+    from netsim import controllers
+    from netsim.api.informer import Cache
+    for _ in range(rounds):
+        before = store.revision()
+        cache = Cache(store)
+        cache.relist()
+        assert controllers.sync(cache) is None
+        if store.revision() == before:
+            return
+    raise AssertionError("controllers did not settle")
+
+
+@pytest.fixture
+def lb_store():
+    s = MemoryStore()
+    registry.bootstrap(s, registry.ClusterConfig(load_balancer_pool="198.51.100.0/30"))
+    return s
+
+
+def test_controller(lb_store):
+    from netsim.controllers import gateway as gwc
+    store = lb_store
+    other_class = {"apiVersion": f"{G}/v1", "kind": "GatewayClass", "metadata": {"name": "other"},
+                   "spec": {"controllerName": "example.com/else"}}
+    registry.apply(store, gwc.addon_objects(["gateway"]) + [other_class, _gw([HTTP, {**HTTP, "name": "h2",
+                                                                                      "port": 8080}]),
+                                                             {**_gw([HTTP], name="theirs"),
+                                                              "spec": {"gatewayClassName": "other",
+                                                                       "listeners": [HTTP]}},
+                                                             {**ROUTE, "spec": {**ROUTE["spec"], "rules": [
+                                                                 {"backendRefs": [{"name": "web", "port": 8080}]}]}}])
+    _settle(store)
+    gc = store.get(k8s.key("GatewayClass", None, "netsim"))
+    assert [(c["type"], c["status"]) for c in gc["status"]["conditions"]] == [("Accepted", "True")]
+    assert store.get(k8s.key("GatewayClass", None, "other"))["status"]["conditions"][0]["reason"] == "Pending"
+    dep = store.get(k8s.key("Deployment", "default", "gw-netsim"))
+    svc = store.get(k8s.key("Service", "default", "gw-netsim"))
+    assert dep["metadata"]["ownerReferences"][0]["kind"] == "Gateway"
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "netsim/gateway-proxy"
+    assert dep["spec"]["template"]["metadata"]["labels"] == {"gateway.networking.k8s.io/gateway-name": "gw"}
+    assert svc["spec"]["type"] == "LoadBalancer" and [p["port"] for p in svc["spec"]["ports"]] == [80, 8080]
+    assert not store_has(store, k8s.key("Deployment", "default", "theirs-netsim"))
+    gw = store.get(k8s.key("Gateway", "default", "gw"))
+    ip = svc["status"]["loadBalancer"]["ingress"][0]["ip"]
+    assert gw["status"]["addresses"] == [{"type": "IPAddress", "value": ip}]
+    assert {c["type"]: c["status"] for c in gw["status"]["conditions"]} == {"Accepted": "True", "Programmed": "True"}
+    assert [x["attachedRoutes"] for x in gw["status"]["listeners"]] == [1, 1]
+    (parent,) = store.get(k8s.key("HTTPRoute", "default", "r"))["status"]["parents"]
+    assert {c["type"]: c["reason"] for c in parent["conditions"]} == {"Accepted": "Accepted",
+                                                                    "ResolvedRefs": "BackendNotFound"}
+    # Settled: nothing more is written; the pods are there.
+    rev = store.revision()
+    _settle(store)
+    assert store.revision() == rev
+    assert [p["metadata"]["name"].startswith("gw-netsim-") for p in store.list(k8s.prefix("Pod", "default"))[0]] \
+        == [True]
+    # The Gateway gone, its proxy goes with it.
+    registry.delete(store, "Gateway", "default", "gw")
+    _settle(store)
+    assert not store_has(store, k8s.key("Deployment", "default", "gw-netsim"))
+    assert not store_has(store, k8s.key("Service", "default", "gw-netsim"))

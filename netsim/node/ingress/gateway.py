@@ -12,14 +12,19 @@ locations are kept in that order; the first that matches answers (match.py, the 
 A rule without backendRefs and without a redirect answers 500, as does one whose backends all
 fail to resolve or all weigh 0; a backend that does not resolve keeps its weight, with
 ``missing`` set, so that share of the requests gets 500.  No match is 404.
-Pure.  May use: netsim.controllers.gatewayapi and netsim.node.ingress.routes."""
+Pure but for PROXY, which registers Gateway proxy pods with the agent's nginx runner
+(netsim.node.ingress.controller).  May use: netsim.controllers.{gateway,gatewayapi} and
+netsim.node.ingress.{routes,controller}."""
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import replace
 
+from netsim.controllers import gateway as gwc
 from netsim.controllers import gatewayapi as gw
+from netsim.node.ingress.controller import ProxyKind
 from netsim.node.ingress.routes import (
     TLS,
     Backend,
@@ -204,3 +209,33 @@ def statuses(gateway: dict, routes: list[dict], grants: list[dict], services: li
     return (gw.gateway_status(c, gateway, list(addresses)),
             {k: gw.parent_statuses(c, gateway, r) for r in mine
              for k in [((r.get("metadata") or {}).get("namespace") or "default", r["metadata"]["name"])]})
+
+
+# -- the agent's side: Gateway proxy pods -----------------------------------------------------
+
+PROXY_KINDS = ("Gateway", "HTTPRoute", "ReferenceGrant", "Service", "EndpointSlice", "Secret", "Namespace")
+
+
+def is_proxy_pod(pod: dict) -> bool:
+    """A Gateway's proxy pod (netsim.controllers.gateway makes them): image netsim/gateway-proxy
+    and the gateway-name label naming its Gateway."""
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return bool(labels.get(gwc.NAME_LABEL)) and any(
+        (c.get("image") or "").split("@")[0].rsplit(":", 1)[0].endswith(gwc.PROXY_IMAGE)
+        for c in (pod.get("spec") or {}).get("containers") or [])
+
+
+def pod_config(pod: dict, objects: Callable[[str], list[dict]]) -> ProxyConfig:
+    """The ProxyConfig of a Gateway proxy pod: its Gateway's (found by the pod's label in the
+    pod's namespace); nothing but 404s while the Gateway is gone."""
+    meta = pod["metadata"]
+    name, ns = meta["labels"][gwc.NAME_LABEL], meta.get("namespace") or "default"
+    g = next((o for o in objects("Gateway") if o["metadata"]["name"] == name
+              and (o["metadata"].get("namespace") or "default") == ns), None)
+    if g is None:
+        return ProxyConfig(name=f"{ns}/{name}")
+    return proxy_config(g, objects("HTTPRoute"), objects("ReferenceGrant"), objects("Service"),
+                        objects("EndpointSlice"), objects("Secret"), objects("Namespace"))
+
+
+PROXY = ProxyKind("gateway", is_proxy_pod, pod_config, kinds=PROXY_KINDS)
