@@ -1,8 +1,9 @@
 """The Gateway API's HTTP conformance cases (gateway-api conformance/tests, the GATEWAY-HTTP
 core) on netsim.node.ingress.gateway: the ProxyConfig a Gateway and its HTTPRoutes become, and
-the status the spec asks for.  Requests are answered by ``_answer``, a reading of the
-ProxyConfig contract (netsim.node.ingress.routes): the first location of the most specific
-server that matches; the e2e test sends the same requests through a real proxy."""
+the status the spec asks for.  Requests are answered by match.explain (what nginx rendered from
+the ProxyConfig does with them); ``_answer`` reads the contract directly where explain cannot
+say it (query parameters; a Host header with another port than the one connected to).  The e2e
+test sends the same requests through a real proxy."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import re
 import pytest
 
 from netsim.controllers import gatewayapi as gw
-from netsim.node.ingress import gateway
+from netsim.node.ingress import gateway, match
 from netsim.node.ingress.routes import Location, ProxyConfig
 
 NS = "gateway-conformance-infra"
@@ -107,15 +108,28 @@ def _answer(cfg: ProxyConfig, path: str, host: str = "example.com", headers=None
     return cfg.no_match_status
 
 
-def _backend(cfg, path, **kw) -> str | int:
-    a = _answer(cfg, path, **kw)
-    if isinstance(a, int):
-        return a
-    if a.status:
-        return a.status
-    live = [b for b in a.backends if b.weight > 0]
-    assert len(live) == 1, a
-    return 500 if live[0].missing else live[0].service
+def _backend(cfg, path, host="example.com", headers=None, method="GET", port=80, local=False) -> str | int:
+    """The Service a request goes to, or the status the proxy answers with: by match.explain
+    (what nginx rendered from cfg does), or by ``_answer`` (local=True) where explain cannot
+    say it: query parameters, and a Host header naming another port than the one connected to."""
+    if local:
+        a = _answer(cfg, path, host, headers, method, port)
+        if isinstance(a, int):
+            return a
+        if a.status:
+            return a.status
+        live = [b for b in a.backends if b.weight > 0]
+        assert len(live) == 1, a
+        return 500 if live[0].missing else live[0].service
+    d = match.explain(cfg, f"{host}:{port}", path, headers, method=method)
+    if d.status != 200:
+        return d.status
+    assert d.backend is not None, d
+    return d.backend.service
+
+
+def _loc(cfg, path, host="example.com") -> Location:
+    return match.explain(cfg, host, path).location
 
 
 def _cond(conds, type_):
@@ -129,7 +143,7 @@ def test_simple_same_namespace():
     route = _route("gateway-conformance-infra-test", [_rule("infra-backend-v1")])
     cfg = _config(gwo, [route])
     assert _backend(cfg, "/") == "infra-backend-v1"
-    loc = _answer(cfg, "/")
+    loc = _loc(cfg, "/")
     assert [(e.ip, e.port) for e in loc.backends[0].endpoints] == [("10.244.1.5", 3000)]
     g, parents = _statuses(gwo, [route])
     assert _cond(g["conditions"], "Accepted")["status"] == "True"
@@ -200,9 +214,9 @@ def test_precedence_method_headers_then_oldest_route():
     cfg = _config(_gateway(), routes)
     assert _backend(cfg, "/p", method="POST") == "infra-backend-v2"  # a method match beats none
     assert _backend(cfg, "/p", headers={"x": "1", "y": "2"}) == "infra-backend-v2"
-    assert _backend(cfg, "/p?q=1") == "infra-backend-v2"
+    assert _backend(cfg, "/p?q=1", local=True) == "infra-backend-v2"
     # Equal matches: the oldest route, and between routes as old, namespace/name order.
-    assert _backend(cfg, "/p") == "infra-backend-v3"
+    assert _backend(cfg, "/p", local=True) == "infra-backend-v3"
 
 
 HOSTNAME_GATEWAY = _gateway([
@@ -239,7 +253,8 @@ HOSTNAME_ROUTES = [
     ("foo.wildcard.io", "/s4", 404), ("specific.but.wrong.com", "/s5", 404), ("wildcard.io", "/s5", 404),
 ])
 def test_hostname_intersection(host, path, want):
-    assert _backend(_config(HOSTNAME_GATEWAY, HOSTNAME_ROUTES), path, host=host) == want
+    cfg = _config(HOSTNAME_GATEWAY, HOSTNAME_ROUTES)
+    assert _backend(cfg, path, host=host, local=":" in host) == want
 
 
 def test_hostname_intersection_status():
@@ -265,7 +280,7 @@ def test_weight():
         {"name": "infra-backend-v1", "port": 8080, "weight": 70},
         {"name": "infra-backend-v2", "port": 8080, "weight": 30},
         {"name": "infra-backend-v3", "port": 8080, "weight": 0}]}])
-    loc = _answer(_config(_gateway(), [route]), "/anything")
+    loc = _loc(_config(_gateway(), [route]), "/anything")
     assert [(b.service, b.weight) for b in loc.backends] == [("infra-backend-v1", 70), ("infra-backend-v2", 30),
                                                               ("infra-backend-v3", 0)]
     assert loc.status is None
@@ -283,7 +298,7 @@ def test_request_header_modifier():
                   "add": [{"name": "X-Header-Add-1", "value": "header-add-1"}],
                   "remove": ["X-Header-Remove-1", "X-Header-Remove-2"]}}],
               "backendRefs": [{"name": "infra-backend-v1", "port": 8080}]}]
-    loc = _answer(_config(_gateway(), [_route("request-header-modifier", rules)]), "/multiple")
+    loc = _loc(_config(_gateway(), [_route("request-header-modifier", rules)]), "/multiple")
     m = loc.request_headers
     assert m.set == (("X-Header-Set-1", "header-set-1"),)
     assert m.add == (("X-Header-Add-1", "header-add-1"),)
@@ -300,10 +315,10 @@ def test_redirect_host_and_status():
              {"matches": [{"path": {"type": "PathPrefix", "value": "/scheme"}}],
               "filters": [{"type": "RequestRedirect", "requestRedirect": {"scheme": "https"}}]}]
     cfg = _config(_gateway(), [_route("redirect-host-and-status", rules)])
-    a = _answer(cfg, "/hostname-redirect")
+    a = _loc(cfg, "/hostname-redirect")
     assert (a.redirect.hostname, a.redirect.status, a.redirect.port, a.status) == ("example.org", 302, None, None)
-    assert _answer(cfg, "/host-and-status").redirect.status == 301
-    assert (_answer(cfg, "/scheme").redirect.scheme, _answer(cfg, "/scheme").redirect.port) == ("https", 443)
+    assert _loc(cfg, "/host-and-status").redirect.status == 301
+    assert (_loc(cfg, "/scheme").redirect.scheme, _loc(cfg, "/scheme").redirect.port) == ("https", 443)
     _, parents = _statuses(_gateway(), [_route("redirect-host-and-status", rules)])
     assert _cond(parents[(NS, "redirect-host-and-status")][0]["conditions"], "ResolvedRefs")["status"] == "True"
 
@@ -326,7 +341,7 @@ def test_missing_backend_is_500_and_backend_not_found():
 def test_partly_missing_backend_keeps_its_share():
     route = _route("half", [{"backendRefs": [{"name": "infra-backend-v1", "port": 8080},
                                              {"name": "gone", "port": 8080}]}])
-    loc = _answer(_config(_gateway(), [route]), "/")
+    loc = _loc(_config(_gateway(), [route]), "/")
     assert loc.status is None and [b.missing is not None for b in loc.backends] == [False, True]
 
 
@@ -386,7 +401,7 @@ def test_section_name_and_no_matching_parent():
     cfg = _config(_gateway(lis), [only_b, nowhere])
     assert [(s.hostname, s.listeners) for s in cfg.servers] == [("b.com", (8080,))]
     assert _backend(cfg, "/", host="b.com", port=8080) == "infra-backend-v1"
-    assert _answer(cfg, "/", host="a.com") == 404
+    assert _backend(cfg, "/", host="a.com") == 404
     g, parents = _statuses(_gateway(lis), [only_b, nowhere])
     assert _cond(parents[(NS, "nowhere")][0]["conditions"], "Accepted")["reason"] == "NoMatchingParent"
     assert parents[(NS, "only-b")][0]["parentRef"]["sectionName"] == "b"
