@@ -4,6 +4,8 @@ upstream CRDs applied over them changing nothing."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from netsim.api import crds, registry
@@ -96,7 +98,10 @@ def test_upstream_crds_change_nothing(store):
     crd_objs = [_crd("Gateway", "gateways"), _crd("HTTPRoute", "httproutes"),
                 _crd("ReferenceGrant", "referencegrants", ("v1beta1", "v1")), _crd("GatewayClass", "gatewayclasses"),
                 _crd("TLSRoute", "tlsroutes", ("v1alpha2",))]
-    registry.apply(store, crd_objs)
+    # standard-install.yaml also brings its safe-upgrades ValidatingAdmissionPolicy and binding.
+    vap = [{"apiVersion": "admissionregistration.k8s.io/v1", "kind": k, "metadata": {"name": "safe-upgrades." + G},
+            "spec": {}} for k in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")]
+    registry.apply(store, k8s.parse_manifests(json.dumps({"kind": "List", "items": crd_objs + vap}), "install.yaml"))
     crds.load_crds(store)
     assert k8s.lookup(f"{G}/v1", "Gateway") is before[(f"{G}/v1", "Gateway")]
     assert k8s.lookup(f"{G}/v1alpha2", "TLSRoute") is not None  # the kinds netsim does not serve: CRDs
