@@ -12,7 +12,6 @@ May import: the standard library and netsim.model."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from netsim.model import k8s
@@ -403,4 +402,3 @@ def routes_of(gateway: dict, routes: list[dict]) -> list[dict]:
             if any(refers_to(p, _ns(r), gateway) for p in (r.get("spec") or {}).get("parentRefs") or [])]
 
 
-HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")

@@ -8,6 +8,7 @@ pod answered and the headers it received."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 
@@ -100,6 +101,7 @@ def gateway(tmp_path_factory):
     state = tmp / "state"
     mp = pytest.MonkeyPatch()
     mp.setenv("NETSIM_STATE_DIR", str(state))
+    mp.setenv("KUBECONFIG", str(tmp / "kubeconfig"))
     name = unique_name("gw")
     scenario = tmp / "scenario.yaml"
     scenario.write_text(SCENARIO + "addons: [gateway]\nnetworking:\n  loadBalancerPool: 198.51.100.0/28\n")
@@ -220,3 +222,27 @@ def test_weight(gateway):
     seen = {_who(curl(k8s, gw["status"]["addresses"][0]["value"], "filters.example", "/weighted")[1])
             for _ in range(16)}
     assert seen == {"infra-backend-v1", "infra-backend-v2"}  # weight 0 takes none
+
+
+def test_kubectl_apply_and_change_a_route(gateway):
+    """kubectl (client-side apply: its patch built from our OpenAPI) creates and then changes a
+    route; the proxy serves each version within a bounded wait."""
+    k8s, gw = gateway
+    address = gw["status"]["addresses"][0]["value"]
+    env = {**os.environ}
+
+    def apply(service: str) -> None:
+        doc = _route("late", ["late.example"], [_to(service)]).removesuffix("---\n")
+        out = subprocess.run(["kubectl", "apply", "-f", "-"], input=doc, capture_output=True, text=True, env=env,
+                             timeout=30)
+        assert out.returncode == 0, out.stderr
+
+    for service in ("infra-backend-v3", "infra-backend-v1"):
+        apply(service)
+        deadline = time.monotonic() + 10
+        while (got := curl(k8s, address, "late.example", "/")) and _who(got[1]) != service:
+            assert time.monotonic() < deadline, got
+            time.sleep(0.2)
+    table = subprocess.run(["kubectl", "get", "httproute", "-n", "gateway-conformance-infra", "late"],
+                           capture_output=True, text=True, env=env, timeout=30)
+    assert table.stdout.split()[:3] == ["NAME", "HOSTNAMES", "AGE"] and "late.example" in table.stdout, table
