@@ -371,7 +371,7 @@ class Agent:
                 and proxy_ready
             if _is_job_pod(p):
                 retry = JOB_RUN_S
-            elif not proxy_ready:
+            elif not proxy_ready or not self.proxies.settled(k):
                 retry = 0.5
         status = p.get("status", {})
         cond = "True" if ready else "False"

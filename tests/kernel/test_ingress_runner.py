@@ -118,3 +118,32 @@ def test_proxies_generic_over_kinds(pod_ns, tmp_path, monkeypatch):
     finally:
         proxies.close()
     assert controller.nginx_pids_in(pod_ns) == []
+
+
+def test_header_and_method_matches_route_real_requests(pod_ns, tmp_path):
+    """HTTPRoute-style rules sharing a path, told apart by a header and the method, falling
+    through to the shorter Prefix when none matches: real nginx, real requests."""
+    from netsim.node.ingress.routes import HeaderMatch, HeaderModifier
+
+    one = Backend("default-web-80", "default", "web", "80", (Endpoint("127.0.0.1", 9000),))
+    config = ProxyConfig(name="gw", servers=(Server("a.test", (
+        Location("/", "Prefix", status=418),
+        Location("/v2", "Prefix", (one,), headers=(HeaderMatch("Version", "two"),),
+                 request_headers=HeaderModifier(set=(("X-Rule", "version"),))),
+        Location("/v2", "Prefix", redirect=None, status=500, method="POST"),
+    ), wildcard="many"),))
+    n = controller.Nginx(pod_ns, tmp_path / "proxy")
+    try:
+        assert n.apply(config)
+        out = subprocess.run(
+            ["ip", "netns", "exec", pod_ns, "sh", "-c",
+             "for a in '-H Version:two' '-X POST' '-H Version:three' ''; do "
+             "curl -s -o /dev/null -m 5 -w '%{http_code} ' -H 'Host: a.test' $a http://127.0.0.1/v2/x; done; "
+             "curl -s -m 5 -H 'Host: a.test' -H 'Version: two' http://127.0.0.1/v2"],
+            capture_output=True, text=True).stdout
+        codes, _, body = out.partition("{")
+        assert codes.split() == ["200", "500", "418", "418"]
+        echo = json.loads("{" + body)
+        assert echo["path"] == "/v2" and echo["headers"]["X-Rule"] == ["version"]
+    finally:
+        n.stop()

@@ -212,3 +212,57 @@ def test_controller_args_from_the_pod_spec():
                                              publish_service="ingress-nginx/ingress-nginx-controller",
                                              watch_without_class=True)
     assert controller.controller_args({"metadata": {}, "spec": {"containers": []}}) == controller.ControllerArgs()
+
+
+def test_scenario_addons_and_the_ingress_nginx_objects(tmp_path):
+    from netsim.model.scenario import ScenarioError, load_scenario
+    from netsim.node.ingress import addon
+
+    base = "apiVersion: netsim/v1alpha1\nkind: Scenario\nnodes: [{name: cp, role: control-plane}]\n"
+    (tmp_path / "ok.yaml").write_text(base + "addons: [ingress-nginx]\n")
+    assert load_scenario(tmp_path / "ok.yaml").addons == ["ingress-nginx"]
+    (tmp_path / "bad.yaml").write_text(base + "addons: [traefik]\n")
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(tmp_path / "bad.yaml")
+    assert any("addons" in where and "ingress-nginx" in what for where, what in err.value.problems)
+    objs = {(o["kind"], o["metadata"]["name"]): o for o in addon.objects(["ingress-nginx"])}
+    assert addon.objects([]) == [] and addon.objects(["gateway"]) == []
+    svc = objs[("Service", "ingress-nginx-controller")]["spec"]
+    assert svc["type"] == "LoadBalancer" and svc["externalTrafficPolicy"] == "Local"
+    assert [(p["name"], p["port"]) for p in svc["ports"]] == [("http", 80), ("https", 443)]
+    cls = objs[("IngressClass", "nginx")]
+    assert cls["spec"]["controller"] == "k8s.io/ingress-nginx"
+    assert cls["metadata"]["annotations"]["ingressclass.kubernetes.io/is-default-class"] == "true"
+    pod = {"metadata": {"name": "p", "namespace": "ingress-nginx"},
+           "spec": objs[("Deployment", "ingress-nginx-controller")]["spec"]["template"]["spec"]}
+    assert controller.is_controller_pod(pod)
+    assert controller.controller_args(pod).publish_service == "ingress-nginx/ingress-nginx-controller"
+
+
+def test_header_and_method_matches_pick_a_rule_then_fall_through_to_shorter_prefixes(tmp_path):
+    from netsim.node.ingress.routes import HeaderMatch
+
+    cfg = config(Server("gw.example.com", (
+        Location("/", "Prefix", (WEB,)),
+        Location("/v2", "Prefix", (API,), headers=(HeaderMatch("Version", "two"),)),
+        Location("/v2", "Prefix", (NONE,), headers=(HeaderMatch("Color", "bl.*", "RegularExpression"),),
+                 method="POST"),
+        Location("/exact", "Exact", status=500, headers=(HeaderMatch("Version", "one"),)),
+        Location("/exact", "Prefix", (API,)),
+    ), wildcard="many", listeners=(80,)))
+    result = nginx_t(cfg, tmp_path)
+    assert result.returncode == 0, result.stderr
+    text = (tmp_path / "nginx.conf").read_text()
+    # one map over the headers and method: first rule that matches, else the shorter Prefix "/"
+    route = block(text, 'map "$http_version|$http_color|$request_method" $route_2')
+    assert '"~^two\\|.*\\|.*$" 0;' in route and '"~^.*\\|(?:bl.*)\\|POST$" 1;' in route
+    assert "default 2;" in route
+    v2 = block(text, 'location "/v2/"')
+    assert "error_page 460 = @route_2_0;" in v2 and 'if ($route_2 = "2") {' in v2
+    assert block(text, 'location = "/v2"') == v2.replace('"/v2/"', '= "/v2"')  # one map for both
+    assert text.count("location @route_2_0 {") == 1
+    assert "proxy_pass http://default-web-80;" in block(text, "location @route_2_2")
+    # Exact first on the shared "= /exact", then the Prefix of the same path
+    exact = block(text, 'map "$http_version" $route_1')
+    assert '"~^one$" 0;' in exact and "default 1;" in exact
+    assert "return 500;" in block(text, "location @route_1_0")

@@ -239,6 +239,7 @@ class Nginx:
             # Loaded once a new worker answers with it and no old worker still accepts.
             ok = self._wait_loaded(want, RELOAD_TIMEOUT_S, old)
         else:
+            self.loaded = ""
             self._start()
             ok = self._wait_loaded(want, START_TIMEOUT_S)
         self.text = text
@@ -328,6 +329,7 @@ class Proxies:
         self.cluster = cluster
         self.kinds = list(kinds if kinds is not None else [INGRESS_NGINX])
         self.pods: dict[str, _Entry] = {}
+        self._of_kind: Callable[[str], list[dict]] = lambda _kind: []
         self._objects: dict[str, list[dict]] = {}
         self._fingerprints: dict[str, tuple] = {}
 
@@ -341,20 +343,28 @@ class Proxies:
         return next((k for k in self.kinds if k.claims(pod)), None)
 
     def begin(self, of_kind: Callable[[str], list[dict]]) -> None:
-        """Once per sync: the objects the kinds watch, and their fingerprint (keys and
-        resourceVersions) to tell whether anything a config depends on changed."""
-        wanted = {k for kind in self.kinds for k in kind.kinds}
-        self._objects = {k: of_kind(k) for k in wanted}
-        self._fingerprints = {kind.name: tuple((o["metadata"].get("namespace"), o["metadata"]["name"],
-                                                o["metadata"].get("resourceVersion"))
-                                               for k in kind.kinds for o in self._objects[k])
-                              for kind in self.kinds}
+        """Once per sync: where the objects come from.  They are listed (and fingerprinted, by
+        keys and resourceVersions, to tell whether anything a config depends on changed) only
+        when a proxy pod asks, so a cluster without one pays nothing."""
+        self._of_kind = of_kind
+        self._objects, self._fingerprints = {}, {}
+
+    def _objects_of(self, kind_name: str) -> None:
+        kind = next(k for k in self.kinds if k.name == kind_name)
+        for k in kind.kinds:
+            if k not in self._objects:
+                self._objects[k] = self._of_kind(k)
+        self._fingerprints[kind.name] = tuple(
+            (o["metadata"].get("namespace"), o["metadata"]["name"], o["metadata"].get("resourceVersion"))
+            for k in kind.kinds for o in self._objects[k])
 
     def prepare(self, key: str, pod: dict) -> ProxyConfig | None:
         """The pod's ProxyConfig (None if it is no proxy pod or its config cannot be made)."""
         kind = self.claims(pod)
         if kind is None:
             return None
+        if kind.name not in self._fingerprints:
+            self._objects_of(kind.name)
         spec = pod.get("spec") or {}
         fingerprint = (self._fingerprints.get(kind.name), repr(spec.get("containers")), pod["metadata"]["uid"])
         entry = self.pods.get(key)
@@ -372,7 +382,8 @@ class Proxies:
         return entry.config
 
     def run(self, key: str, netns: str, log_path: Path | None) -> bool:
-        """nginx in ``netns`` serving the prepared config; True once it answers with it."""
+        """nginx in ``netns`` serving the prepared config (waiting a bounded time for a reload
+        to answer); True while it runs and answers (``settled``: with the current config)."""
         entry = self.pods.get(key)
         if entry is None or entry.config is None:
             return False
@@ -394,12 +405,18 @@ class Proxies:
         if entry.applied is entry.config and n.alive():
             return True  # nothing changed since it answered with this config: no render
         reloads = n.reloads
-        ok = n.apply(entry.config)
-        if ok:
+        if n.apply(entry.config):
             entry.applied = entry.config
             if n.reloads != reloads:
                 log.info("nginx of %s reloaded in %.1f ms", key, n.last_reload_ms or 0.0)
-        return ok
+        # Ready while nginx runs and has answered with a configuration: a reload still under
+        # way (or a refused configuration) does not take the pod out of its Service.
+        return n.alive() and bool(n.loaded)
+
+    def settled(self, key: str) -> bool:
+        """Whether the pod's nginx answers with its current configuration."""
+        entry = self.pods.get(key)
+        return entry is None or (entry.config is not None and entry.applied is entry.config)
 
     def nginx(self, key: str) -> Nginx | None:
         entry = self.pods.get(key)

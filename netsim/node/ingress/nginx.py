@@ -135,19 +135,34 @@ def location_blocks(loc: Location) -> list[tuple[str, str]]:
     return [("", stem + "/"), ("=", stem)]
 
 
-def sorted_locations(server: Server) -> list[tuple[str, str, Location]]:
+def sorted_locations(server: Server) -> list[tuple[str, str, list[Location]]]:
     """The server's nginx locations, longest path first as ingress-nginx orders them (regex
-    locations match in this order, first match wins; an exact or prefix duplicate of one already
-    rendered is dropped, as nginx refuses duplicates: the producer's first one wins)."""
-    out, seen = [], set()
+    locations match in this order, first match wins), each with the Locations it serves: more
+    than one when they share an nginx location (an Exact and a Prefix of one path, HTTPRoute
+    rules told apart by headers or method), Exact first, then the producer's order."""
+    groups: dict[tuple[str, str], list[Location]] = {}
     for loc in server.locations:
         for modifier, path in location_blocks(loc):
-            if (modifier, path) in seen:
-                continue
-            seen.add((modifier, path))
-            out.append((modifier, path, loc))
-    out.sort(key=lambda m: -len(m[2].path))  # stable: the producer's order among equals
+            groups.setdefault((modifier, path), []).append(loc)
+    out = [(m, p, sorted(locs, key=lambda loc: loc.match != "Exact")) for (m, p), locs in groups.items()]
+    out.sort(key=lambda m: -len(m[2][0].path))  # stable: the producer's order among equals
     return out
+
+
+def conditional(loc: Location) -> bool:
+    """A Location that also matches on headers or the method (HTTPRoute matches)."""
+    return bool(loc.headers) or loc.method is not None
+
+
+def covers(prefix: str, path: str) -> bool:
+    """Whether a Prefix location's path matches every request path ``path`` stands for."""
+    stem = prefix.rstrip("/")
+    return not stem or path == stem or path.startswith(stem + "/")
+
+
+FIRST_ROUTE_STATUS = 460  # error_page codes that hand a request to a rule's named location
+MAX_ROUTES = 40
+ROUTE_SEPARATOR = r"\|"  # between the header values (and method) the route map matches on
 
 
 class _Renderer:
@@ -159,6 +174,7 @@ class _Renderer:
         self.maps: list[str] = []
         self.nmaps = 0
         self.bodies: dict[tuple[Location, bool], list[str]] = {}
+        self.routes: dict[tuple, list[str]] = {}
 
     # upstream blocks -------------------------------------------------------------------
     def upstream(self, b: Backend, affinity: str | None = None) -> str | None:
@@ -318,11 +334,61 @@ class _Renderer:
             pem = cert_file(server.tls.secret if server.tls is not None and server.tls.cert_pem else "")
             lines += [f"ssl_certificate {self.prefix}/{pem};", f"ssl_certificate_key {self.prefix}/{pem};"]
         blocks = sorted_locations(server)
-        for modifier, path, loc in blocks:
-            lines += self.location(modifier, path, loc, server)
+        named: list[str] = []
+        for modifier, path, group in blocks:
+            lines += self.location_group(modifier, path, group, server, named)
         if not any(modifier in ("", "~*") and path in ("/", "^/") for modifier, path, _ in blocks):
             lines += self.fallback()
-        return ["server {", *_indent(lines), "}"]
+        return ["server {", *_indent(lines + named), "}"]
+
+    def location_group(self, modifier: str, path: str, group: list[Location], server: Server,
+                       named: list[str]) -> list[str]:
+        """One nginx location for the Locations that share it.  When the first matches on
+        headers or the method, a ``map`` over those picks the first Location that matches (then
+        the shorter Prefix Locations that also cover the path, as HTTPRoute precedence falls
+        through to them), whose body runs in a named location reached by error_page."""
+        if not conditional(group[0]):
+            return self.location(modifier, path, group[0], server)
+        candidates = list(group)
+        if modifier != "~*":
+            request = path if modifier == "=" else (path.rstrip("/") or "/")
+            candidates += [loc for loc in sorted(server.locations, key=lambda loc: -len(loc.path))
+                           if loc.match == "Prefix" and loc not in candidates and covers(loc.path, request)]
+        cut = next((i for i, loc in enumerate(candidates) if not conditional(loc)), len(candidates) - 1)
+        candidates = candidates[:min(cut + 1, MAX_ROUTES)]
+        head = f"location {modifier} {quote(path)}" if modifier else f"location {quote(path)}"
+        key = (id(server), server.tls is not None, tuple(candidates))
+        if key in self.routes:  # a Prefix's "/p/" and "= /p": one map, one set of named locations
+            return [head + " {", *_indent(self.routes[key]), "}"]
+        headers = list(dict.fromkeys(h.name.lower() for loc in candidates for h in loc.headers))
+        method = any(loc.method for loc in candidates)
+        source = "|".join([f"$http_{_var(h)}" for h in headers] + (["$request_method"] if method else []))
+        var = self.new_var("route")
+        rows, default = [], '""'
+        for i, loc in enumerate(candidates):
+            if not conditional(loc):
+                default = str(i)
+                break
+            parts = []
+            for h in headers:
+                m = next((x for x in loc.headers if x.name.lower() == h), None)
+                parts.append(".*" if m is None else re.escape(m.value) if m.type == "Exact" else f"(?:{m.value})")
+            if method:
+                parts.append(re.escape(loc.method) if loc.method else ".*")
+            rows.append(f"    {quote('~^' + ROUTE_SEPARATOR.join(parts) + '$')} {i};")
+        self.maps.append(f"map {quote(source)} {var} {{\n" + "\n".join(rows) + f"\n    default {default};\n}}")
+        body = [f"set $proxy_upstream_name {quote('-')};"]
+        for i, loc in enumerate(candidates):
+            where = f"@{var[1:]}_{i}"
+            body += [f"error_page {FIRST_ROUTE_STATUS + i} = {where};",
+                     f'if ({var} = "{i}") {{\n    return {FIRST_ROUTE_STATUS + i};\n}}']
+            body_key = (loc, server.tls is not None)
+            if body_key not in self.bodies:
+                self.bodies[body_key] = self.location_body(loc, server)
+            named += [f"location {where} {{", *_indent(self.bodies[body_key]), "}"]
+        body.append(f"return {self.config.no_match_status};")
+        self.routes[key] = body
+        return [head + " {", *_indent(body), "}"]
 
     def fallback(self) -> list[str]:
         """``location /`` of a server whose paths do not cover everything: the default backend,
