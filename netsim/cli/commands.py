@@ -66,6 +66,8 @@ COMMANDS: tuple[Entry, ...] = (
           "What kube-proxy rendered on a node."),
     Entry("policy", "netsim.cli.policy_cmd", "policy_app",
           "NetworkPolicy: why a connection is allowed or denied."),
+    Entry("ingress", "netsim.cli.ingress_cmd", "ingress_app",
+          "Ingress: which server and location take a request, and where it goes."),
 )
 
 BY_NAME: dict[str, Entry] = {e.name: e for e in COMMANDS}

@@ -51,7 +51,8 @@ def test_exact_beats_longest_prefix_beats_shorter():
     assert svc(explain(c, "h", "/xy")) == "a"
     d = explain(c, "h", "/x/y/z")
     assert d.block == "location /x/" and "longest" in d.location_why
-    assert [cand.matched for cand in d.candidates] == [True, True, False, False]
+    assert [(c.block, c.matched) for c in d.candidates] == [
+        ("location = /x/y", False), ("location /x/", True), ("location = /x", False), ("location /", True)]
 
 
 def test_regexes_in_order_after_the_prefix_unless_caret_tilde():
@@ -72,25 +73,33 @@ def test_nginx_prefix_ending_in_slash_redirects_the_bare_path():
     assert svc(explain(c, "h", "/docsx")) == "a"
 
 
+def test_exact_ending_in_slash_is_a_case_sensitive_whole_path_regex():
+    c = cfg(Server("h", (loc("/", status=404), loc("/a.b/", "Exact", A), loc("/x", backend=B))))
+    assert [b.text for b in blocks(c.servers[0])][0] == 'location ~ "^/a\\.b/$"'
+    assert svc(explain(c, "h", "/a.b/")) == "a"
+    for miss in ("/a.b", "/A.B/", "/axb/", "/a.b/c"):
+        assert explain(c, "h", miss).status == 404, miss
+
+
 def test_blocks_render_contract():
     s = Server("h", (loc("/a/b/", backend=A), loc("/a/b", "Exact", B), loc("/r(.*)", "Regex", C),
                      loc("/n", "Nginx", A), loc("/", backend=A)))
-    assert [b.text for b in blocks(s)] == ["location /a/b/", "location = /a/b", 'location ~* "^/r(.*)"',
+    # Longest Location path first (stable), as nginx.py sorts.
+    assert [b.text for b in blocks(s)] == ['location ~* "^/r(.*)"', "location /a/b/", "location = /a/b",
                                            "location /n", "location /"]
-    assert blocks(s)[1].locations[0].backends == (B,)  # the Exact owns "= /a/b", not the Prefix clone
+    assert blocks(s)[2].locations[0].backends == (B,)  # the Exact owns "= /a/b", not the Prefix clone
 
 
 @pytest.mark.parametrize("host,server", [
-    ("www.foo.com", "www.foo.com"), ("WWW.Foo.com.", "www.foo.com"), ("x.foo.com:8080", None),
+    ("www.foo.com", "www.foo.com"), ("WWW.Foo.com.", "www.foo.com"), ("x.foo.com:8080", "*.foo.com"),
     ("a.foo.com", "*.foo.com"), ("a.b.foo.com", "_"), ("a.b.bar.com", "*.bar.com"), ("", "_"),
 ])
 def test_server_choice(host, server):
     c = cfg(Server("www.foo.com", (loc("/", backend=A),)), Server("*.foo.com", (loc("/", backend=B),)),
             Server("*.bar.com", (loc("/", backend=C),), wildcard="many"), Server("_", (loc("/", status=404),)))
-    d = explain(c, host, "/")
-    assert d.server == server
-    if server is None:
-        assert "no server listens on port 8080" in d.server_why
+    assert explain(c, host, "/").server == server
+    d = explain(c, "www.foo.com", "/", port=8080)
+    assert d.server is None and "no server listens on port 8080" in d.server_why
 
 
 def test_one_label_hint_in_the_why():
@@ -102,6 +111,7 @@ def test_one_label_hint_in_the_why():
 def test_no_server_falls_back_to_the_default_backend_or_the_status():
     c = cfg(Server("h", (loc("/", backend=A),), listeners=(8080,)))
     assert explain(c, "h", "/").status == 404
+    assert explain(c, "h", "/", port=8080).status == 200
     c = cfg(Server("h", (loc("/x", backend=A),)), default_backend=B)
     assert svc(explain(c, "other", "/")) == "b"
     assert svc(explain(c, "h", "/y")) == "b"  # no location matched either

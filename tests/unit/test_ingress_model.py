@@ -7,6 +7,8 @@ implements.  tests/e2e sends the same requests through the real nginx."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from netsim.node.ingress import ingress
 from netsim.node.ingress.match import blocks
@@ -105,9 +107,12 @@ def test_prefix_renders_like_ingress_nginx_plus_the_slashless_exact(path_rules):
     assert by_host["prefix-path-rules"] == ["location /aaa/bbb/", "location = /aaa/bbb", "location /foo/",
                                             "location = /foo", "location /aaa/", "location = /aaa", "location /"]
     # An Exact of the same path takes the "= /foo" block: nginx would refuse a duplicate.
-    assert by_host["mixed-path-rules"] == ["location /foo/", "location = /foo", "location /"]
+    assert by_host["mixed-path-rules"] == ["location = /foo", "location /foo/", "location /"]
+    mixed = next(s for s in path_rules.servers if s.hostname == "mixed-path-rules")
+    assert [loc.match for loc in mixed.locations] == ["Exact", "Prefix", "Prefix"]  # Exact first on a tie
+    # An Exact ending in / is a regex of the whole path: "= /foo/" would answer /foo with a 301.
     assert by_host["trailing-slash-path-rules"][:3] == ["location /aaa/bbb/", "location = /aaa/bbb",
-                                                         "location = /foo/"]
+                                                         'location ~ "^/foo/$"']
 
 
 def test_implementation_specific_is_prefix_as_in_ingress_nginx():
@@ -330,3 +335,52 @@ def test_canary_without_a_main_ingress_is_dropped():
     cfg = w.config(ing("canary", rule("h", path("/", "canary")), annotations={"canary": "true"}))
     assert all(s.hostname != "h" for s in cfg.servers)
     assert status_and_service(cfg, "http://h/") == (404, None)
+
+
+# --- the API's path semantics, on generated rules -------------------------------------------------
+
+SEGMENTS = st.sampled_from(["a", "b", "aa", "A"])
+PATHS = st.lists(SEGMENTS, max_size=3).map(lambda s: "/" + "/".join(s))
+
+
+def api_choice(rules: list[tuple[str, str]], request: str) -> int | None:
+    """networking/v1 types.go: Exact is equality; Prefix is element-wise, trailing slashes ignored;
+    the longest path wins, Exact before Prefix on a tie."""
+    req = [e for e in request.split("/") if e]
+    best = None
+    for i, (kind, p) in enumerate(rules):
+        elems = [e for e in p.split("/") if e]
+        ok = p == request if kind == "Exact" else req[:len(elems)] == elems
+        if ok:
+            rank = (len("/".join(elems)), kind == "Exact")
+            if best is None or rank > best[0]:
+                best = (rank, i)
+    return None if best is None else best[1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["Exact", "Prefix"]), PATHS, st.booleans()), min_size=1, max_size=5),
+       PATHS, st.booleans())
+def test_prefix_and_exact_semantics_match_the_api(raw, request, trailing):
+    rules, seen = [], set()
+    for kind, p, slash in raw:
+        if slash and p != "/":
+            p += "/"
+        # One rule per (kind, path as the API compares it): a second is a conflict the oldest wins.
+        norm = p if kind == "Exact" else p.rstrip("/") or "/"
+        if (kind, norm) not in seen:
+            seen.add((kind, norm))
+            rules.append((kind, p))
+    request += "/" if trailing and request != "/" else ""
+    w = World(*[f"s{i}" for i in range(len(rules))])
+    cfg = w.config(ing("i", rule("h", *[path(p, f"s{i}", kind=kind) for i, (kind, p) in enumerate(rules)])))
+    want = api_choice(rules, request)
+    assert status_and_service(cfg, "http://h" + request) == ((200, f"s{want}") if want is not None else (404, None))
+
+
+def test_a_hostless_root_rule_does_not_replace_an_older_catch_all_backend():
+    w = World("catch", "rule")
+    cfg = w.config(ing("a", default="catch"), ing("b", rule(None, path("/", "rule"), path("/r", "rule")),
+                                                  ts="2026-01-02T00:00:00Z"))
+    assert status_and_service(cfg, "http://any/") == (200, "catch")
+    assert status_and_service(cfg, "http://any/r") == (200, "rule")

@@ -97,11 +97,12 @@ def controller_flags(args: list[str]) -> dict:
 
 def ordered(ingresses: list[dict]) -> list[dict]:
     """Oldest first; on equal creationTimestamp ``namespace/name`` descending (store.go sortIngressSlice)."""
-    by_name = sorted(ingresses, key=_key, reverse=True)
+    by_name = sorted(ingresses, key=key, reverse=True)
     return sorted(by_name, key=lambda i: i["metadata"].get("creationTimestamp") or "")
 
 
-def _key(obj: dict) -> str:
+def key(obj: dict) -> str:
+    """``namespace/name``, as ingress-nginx names an Ingress."""
     return f"{obj['metadata'].get('namespace', 'default')}/{obj['metadata']['name']}"
 
 
@@ -332,13 +333,13 @@ def proxy_config(name: str, ingresses: list[dict], classes: list[dict], services
         if ok:
             ings.append(ing)
         else:
-            extra[f"ignored Ingress {_key(ing)}"] = why
-    anns = {_key(i): annotations(i) for i in ings}
-    mains = [i for i in ings if not anns[_key(i)].canary]
-    canaries = [i for i in ings if anns[_key(i)].canary]
+            extra[f"ignored Ingress {key(ing)}"] = why
+    anns = {key(i): annotations(i) for i in ings}
+    mains = [i for i in ings if not anns[key(i)].canary]
+    canaries = [i for i in ings if anns[key(i)].canary]
 
     def backend_of(ing: dict, ref: dict) -> Backend:
-        return _backend(cluster, ing["metadata"].get("namespace", "default"), ref, anns[_key(ing)])
+        return _backend(cluster, ing["metadata"].get("namespace", "default"), ref, anns[key(ing)])
 
     servers: dict[str, _Server] = {
         CATCH_ALL: _Server(CATCH_ALL, [_Loc("/", "Prefix", None, Annotations(), "the controller's default backend",
@@ -346,25 +347,25 @@ def proxy_config(name: str, ingresses: list[dict], classes: list[dict], services
     default_backend: Backend | None = None
     # createServers: a server per host, its root location from the Ingress that first names it.
     for ing in mains:
-        a = anns[_key(ing)]
+        a = anns[key(ing)]
         dflt = None
         ref = ((ing.get("spec") or {}).get("defaultBackend") or {}).get("service")
         if ref:
             dflt = backend_of(ing, ref)
             root = servers[CATCH_ALL].locs[0]
-            if root.is_default and root.backend is None and not _rules(ing):
+            if root.is_default and not _rules(ing):
                 # An Ingress with a backend and no rule: the catch-all's backend (without its
                 # rewrite/redirect annotations, as upstream).
                 servers[CATCH_ALL].locs[0] = _Loc("/", "Prefix", dflt, replace(a, rewrite_target="", use_regex=False,
                                                                              app_root=""),
-                                                  f"defaultBackend of Ingress {_key(ing)}", ing, True)
-                default_backend = dflt
+                                                  f"defaultBackend of Ingress {key(ing)}", ing)
+                default_backend = dflt  # no longer the default location: a later "/" rule for "_" conflicts
         for rule in _rules(ing):
             host = rule.get("host") or CATCH_ALL
             if host in servers:
                 continue
-            src = f"defaultBackend of Ingress {_key(ing)}" if dflt else \
-                f"no path matched: the controller's default backend (server created by Ingress {_key(ing)})"
+            src = f"defaultBackend of Ingress {key(ing)}" if dflt else \
+                f"no path matched: the controller's default backend (server created by Ingress {key(ing)})"
             servers[host] = _Server(host, [_Loc("/", "Prefix", dflt, a, src, ing, True)])
     # TLS: the oldest Ingress that has a TLS section for the host.
     for ing in mains:
@@ -375,7 +376,7 @@ def proxy_config(name: str, ingresses: list[dict], classes: list[dict], services
     # getBackendServers: the paths.
     affinity: dict[str, str] = {}
     for ing in mains:
-        a = anns[_key(ing)]
+        a = anns[key(ing)]
         for ri, rule in enumerate(_rules(ing)):
             host = rule.get("host") or CATCH_ALL
             server = servers.get(host) or servers[CATCH_ALL]
@@ -383,7 +384,7 @@ def proxy_config(name: str, ingresses: list[dict], classes: list[dict], services
                 ref = (p.get("backend") or {}).get("service")
                 path = p.get("path") or "/"
                 kind = "Exact" if p.get("pathType") == "Exact" else "Prefix"
-                where = f"Ingress {_key(ing)} rule {ri} path {pi} ({p.get('pathType') or 'Prefix'} {path})"
+                where = f"Ingress {key(ing)} rule {ri} path {pi} ({p.get('pathType') or 'Prefix'} {path})"
                 if not ref:
                     server.notes.append(f"{where}: not a Service backend, ignored")
                     continue
@@ -403,7 +404,7 @@ def proxy_config(name: str, ingresses: list[dict], classes: list[dict], services
     # Canaries: attached to the primary upstream of the same host and path.
     alternatives: dict[str, Canary] = {}
     for ing in canaries:
-        a = anns[_key(ing)]
+        a = anns[key(ing)]
         pairs: list[tuple[str, str, str, dict]] = []
         ref = ((ing.get("spec") or {}).get("defaultBackend") or {}).get("service")
         if ref:
@@ -417,7 +418,7 @@ def proxy_config(name: str, ingresses: list[dict], classes: list[dict], services
             alt = backend_of(ing, ref)
             server = servers.get(host)
             if server is None:
-                extra[f"canary Ingress {_key(ing)}"] = f"host {host}: no main Ingress serves it, canary dropped"
+                extra[f"canary Ingress {key(ing)}"] = f"host {host}: no main Ingress serves it, canary dropped"
                 continue
             merged = False
             for loc in server.locs:
@@ -432,7 +433,7 @@ def proxy_config(name: str, ingresses: list[dict], classes: list[dict], services
                         weight=a.canary_weight, weight_total=max(a.canary_weight_total, 100)))
                     merged = True
             if not merged:
-                extra[f"canary Ingress {_key(ing)} {host}{path}"] = "no main location with the same host and path"
+                extra[f"canary Ingress {key(ing)} {host}{path}"] = "no main location with the same host and path"
     # default-backend annotation: a location whose Service has no endpoint uses it instead.
     for server in servers.values():
         for loc in server.locs:
@@ -474,8 +475,10 @@ def _needs_rewrite(loc: _Loc) -> bool:
 
 def _server(s: _Server, servers: dict[str, _Server], alternatives: dict[str, Canary],
             affinity: dict[str, str]) -> Server:
-    # getBackendServers' sort: path descending, then (stable) longest first.
-    locs = sorted(s.locs, key=lambda x: x.path, reverse=True)
+    # getBackendServers' sort: path descending, then (stable) longest first; an Exact before a
+    # Prefix of the same path, so that a renderer keeping the first of duplicate blocks gives the
+    # "= path" to the Exact, as updateServerLocations does.
+    locs = sorted(s.locs, key=lambda x: (x.path, x.kind == "Exact"), reverse=True)
     locs.sort(key=lambda x: len(x.path), reverse=True)
     regex = any(_needs_rewrite(x) or x.ann.use_regex for x in locs)
     cert = s.hostname != CATCH_ALL and _cert_for(servers, s.hostname)
@@ -483,7 +486,7 @@ def _server(s: _Server, servers: dict[str, _Server], alternatives: dict[str, Can
     app_root = next((x for x in locs if x.ann.app_root), None)
     if app_root is not None:
         out.append(Location(path="/", match="Exact", redirect=Redirect(path=app_root.ann.app_root, status=302),
-                            source=f"app-root of Ingress {_key(app_root.ing)}" if app_root.ing else "app-root"))
+                            source=f"app-root of Ingress {key(app_root.ing)}" if app_root.ing else "app-root"))
     exact_paths = {x.path for x in locs if x.kind == "Exact"}
     for x in locs:
         backends = (x.backend,) if x.backend is not None else ()

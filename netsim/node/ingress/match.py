@@ -9,15 +9,20 @@ The rendering contract (nginx.py renders exactly this, so that explain and the p
   nginx picks: the exact name, then the longest ``*.`` name, then the first matching regex name (in
   the config's server order), then the default server.  Host is compared lower-case, port and a
   trailing dot stripped.  HTTPS routes by Host like HTTP (the certificate is chosen by SNI).
-- Locations: :func:`blocks` is the list of nginx ``location`` blocks of a server, in order:
-  Exact ``P`` → ``location = P``; Prefix ``P`` → ``location B/`` and ``location = B`` with ``B`` =
-  ``P`` without trailing slashes (just ``location /`` for ``/``; no ``= B`` when the server has an
-  Exact ``B``: it is that one), so ``/aaa/bbb/`` also matches ``/aaa/bbb``; Nginx ``P`` →
-  ``location P``; Regex ``P`` → ``location ~* "^P"``.  Locations with the same block (Gateway
-  header/method variants) share it and are tried in order inside it (first match; none: 404).
-  nginx selects: an exact ``=`` block; else the longest prefix block (``^~`` stops there); else the
-  first regex block in order that matches; else that longest prefix.  A proxied prefix block
-  ``/x/`` answers a request for ``/x`` with 301 to ``/x/`` unless an exact block takes it.
+- Locations: :func:`blocks` is the list of nginx ``location`` blocks of a server, the server's
+  Locations taken longest path first (stable), each becoming:
+  Exact ``P`` → ``location = P``, or ``location ~ "^P$"`` (P escaped) when P ends in ``/``
+  (``= /foo/`` would make nginx answer ``/foo`` with a 301);
+  Prefix ``P`` → ``location B/`` and ``location = B``, ``B`` being ``P`` without trailing slashes
+  (just ``location /`` for ``/``; no ``= B`` when the server has an Exact ``B``: that one owns it),
+  so ``/aaa/bbb/`` also matches ``/aaa/bbb``;
+  Nginx ``P`` → ``location P``;  Regex ``P`` → ``location ~* "^P"``.
+  A block made twice is made once, by the first Location (nginx refuses duplicates); Locations
+  with the same block (Gateway header/method variants) are tried in order inside it (first
+  match; none: 404).  nginx selects: an exact ``=`` block; else the longest prefix block (``^~``
+  stops there); else the first regex block in order that matches; else that longest prefix.  A
+  proxied prefix or exact block ``/x/`` answers ``/x`` with a 301 to ``/x/`` unless an exact
+  block takes it (nginx's auto_redirect: only Nginx-type locations meet it, as rendered above).
 - In a location: plain HTTP with ``ssl_redirect`` → 308 to ``https://host`` + the request URI
   without a trailing slash (lua_ingress.lua); ``redirect`` → its status; ``status`` → that status;
   ``rewrite_target`` → ``rewrite "(?i)PATH" TARGET break;`` (unanchored, ``$1..`` from PATH's groups,
@@ -49,8 +54,8 @@ class Block:
 
     @property
     def text(self) -> str:
-        if self.modifier == "~*":
-            return 'location ~* "' + self.path.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if self.modifier in ("~", "~*"):
+            return f'location {self.modifier} "' + self.path.replace('"', '\\"') + '"'  # as nginx.py quotes
         return f"location {self.modifier + ' ' if self.modifier else ''}{self.path}"
 
 
@@ -66,8 +71,14 @@ def blocks(server: Server) -> tuple[Block, ...]:
             members[(mod, path)] = []
         members[(mod, path)].append(loc)
 
-    for loc in server.locations:
-        if loc.match == "Exact":
+    # Longest Location path first, stable: the producers' order already is (nginx.py sorts the same way).
+    for loc in sorted(server.locations, key=lambda loc: -len(loc.path)):
+        if loc.match == "Exact" and loc.path.endswith("/") and loc.path != "/":
+            # "= /foo/" would answer /foo with nginx's 301 (auto_redirect); a case-sensitive regex
+            # of the whole path does not, and matches what "=" would (no other regex can: the
+            # server's other locations are Exact and Prefix ones, or all Regex).
+            add("~", "^" + pcre_escape(loc.path) + "$", loc)
+        elif loc.match == "Exact":
             add("=", loc.path, loc)
         elif loc.match == "Prefix":
             base = loc.path.rstrip("/")
@@ -161,6 +172,11 @@ def normalize(uri: str) -> str | None:
     return "/" + "/".join(out)
 
 
+def pcre_escape(text: str) -> str:
+    """``text`` as a PCRE literal."""
+    return re.sub(r"([\\.^$|?*+()\[\]{}])", r"\\\1", text)
+
+
 def pcre(pattern: str) -> re.Pattern:
     """A PCRE pattern as Python's re reads it (named groups ``(?<n>`` → ``(?P<n>``)."""
     return re.compile(re.sub(r"\(\?<(?=[A-Za-z_])", "(?P<", pattern))
@@ -213,6 +229,12 @@ def _headers_match(loc: Location, headers: dict[str, str], method: str) -> tuple
     return True, ""
 
 
+def _proxies(loc: Location) -> bool:
+    """Whether nginx.py gives the location a proxy_pass (which sets nginx's auto_redirect)."""
+    return loc.status is None and loc.redirect is None and any(
+        b.endpoints or b.cluster_ip for b in loc.backends if b.weight > 0)
+
+
 def select_location(server: Server, uri: str) -> tuple[Block | None, str, list[Candidate], bool]:
     """nginx's location search; the last value: the answer is the prefix block's 301 auto-redirect."""
     bl = blocks(server)
@@ -220,8 +242,9 @@ def select_location(server: Server, uri: str) -> tuple[Block | None, str, list[C
     exact = next((b for b in bl if b.modifier == "=" and b.path == uri), None)
     prefixes = [b for b in bl if b.modifier in ("", "^~") and uri.startswith(b.path)]
     longest = max(prefixes, key=lambda b: len(b.path), default=None)
-    redirect = next((b for b in bl if b.modifier in ("", "^~") and b.path.endswith("/") and b.path == uri + "/"
-                     and b.locations[0].backends), None)
+    # nginx's auto_redirect: a proxied prefix *or exact* location "P/" answers "P" with a 301.
+    redirect = next((b for b in bl if b.modifier in ("", "^~", "=") and b.path == uri + "/"
+                     and _proxies(b.locations[0])), None)
     regex_hit = None
     for b in bl:
         src = "; ".join(loc.source for loc in b.locations if loc.source)
@@ -234,28 +257,30 @@ def select_location(server: Server, uri: str) -> tuple[Block | None, str, list[C
             if ok and b is not longest:
                 why += f", but {longest.path} is longer" if longest else ""
         else:
+            flags = re.IGNORECASE if b.modifier == "~*" else 0
             try:
-                ok = re.search(pcre(b.path).pattern, uri, re.IGNORECASE) is not None
-                why = "the regex matches (case-insensitive)" if ok else "the regex does not match"
+                ok = re.search(pcre(b.path).pattern, uri, flags) is not None
+                why = ("the regex matches" + (" (case-insensitive)" if flags else "")) if ok else \
+                    "the regex does not match"
             except re.error as exc:
-                ok, why = False, f"nginx would refuse this regex ({exc})"
+                ok, why = False, f"cannot evaluate this regex here ({exc})"
             if ok and regex_hit is None:
                 regex_hit = b
             elif ok:
                 why += f", but {regex_hit.text} comes first"
         cands.append(Candidate(b.text, src, ok, why))
     if exact is not None:
-        return exact, f"{exact.text}: exact match wins over prefixes and regexes", cands, False
+        return exact, "the exact match wins over prefixes and regexes", cands, False
     if redirect is not None and not (longest is not None and len(longest.path) > len(redirect.path)):
-        return redirect, (f"{redirect.text} is {uri} plus a slash: nginx redirects (301) to add it "
+        return redirect, (f"{redirect.path} is {uri} plus a slash: nginx redirects (301) to add it "
                           "(no exact location takes it)"), cands, True
     if longest is not None and longest.modifier == "^~":
-        return longest, f"{longest.text}: the longest prefix, ^~ stops the regex search", cands, False
+        return longest, "the longest prefix, and ^~ stops the regex search", cands, False
     if regex_hit is not None:
         pre = f" (checked after the longest prefix {longest.path})" if longest else ""
-        return regex_hit, f"{regex_hit.text}: the first matching regex in config order{pre}", cands, False
+        return regex_hit, f"the first matching regex in config order{pre}", cands, False
     if longest is not None:
-        return longest, f"{longest.text}: the longest matching prefix", cands, False
+        return longest, "the longest matching prefix", cands, False
     return None, "no location matches", cands, False
 
 
@@ -323,10 +348,12 @@ def _canary(loc: Location, headers: dict[str, str]) -> tuple[bool | None, str]:
 
 
 def explain(config: ProxyConfig, host: str, path: str, headers: dict[str, str] | None = None,
-            scheme: str = "http", method: str = "GET") -> Decision:
-    """What nginx rendered from ``config`` does with ``scheme://host/path``."""
+            scheme: str = "http", method: str = "GET", port: int | None = None) -> Decision:
+    """What nginx rendered from ``config`` does with ``scheme://host/path`` arriving on ``port``
+    (default: the config's port for the scheme; a port in ``host`` is the Host header's, which
+    nginx ignores when it picks the server)."""
     hdrs = {k.lower(): v for k, v in (headers or {}).items()}
-    h, port = _norm_host(host)
+    h, _ = _norm_host(host)
     port = port or (config.https_port if scheme == "https" else config.http_port)
     d = Decision(host=h, path=path, scheme=scheme, port=port)
     uri_raw, _, args = path.partition("?")
