@@ -77,6 +77,9 @@ MANIFESTS = ("apiVersion: v1\nkind: Namespace\nmetadata: {name: gateway-conforma
                  _to("infra-backend-v1", matches=_prefix("/match/prefix/")),
                  _to("infra-backend-v2", matches=_prefix("/match/prefix/one"))])
              + _route("wildcard", ["*.wildcard.io"], [_to("infra-backend-v2")])
+             + _route("fall", ["fall.example"], [
+                 _to("infra-backend-v2", matches=[{**_prefix("/a")[0], "headers": [{"name": "x", "value": "1"}]}]),
+                 _to("infra-backend-v1")])
              + _route("filters", ["filters.example"], [
                  _to("infra-backend-v1", matches=_prefix("/set"), filters=[
                      {"type": "RequestHeaderModifier", "requestHeaderModifier": {
@@ -157,7 +160,7 @@ def test_gateway_status(gateway):
     conds = {c["type"]: c["status"] for c in gw["status"]["conditions"]}
     assert conds == {"Accepted": "True", "Programmed": "True"}
     assert gw["status"]["addresses"][0]["value"].startswith("198.51.100.")
-    assert gw["status"]["listeners"][0]["attachedRoutes"] == 5
+    assert gw["status"]["listeners"][0]["attachedRoutes"] == 6
     route = json.loads(k8s("get", "httproute", "filters", "-n", "gateway-conformance-infra", "-o", "json").stdout)
     (parent,) = route["status"]["parents"]
     assert {c["type"]: c["reason"] for c in parent["conditions"]} == {"Accepted": "Accepted",
@@ -171,9 +174,8 @@ def test_gateway_status(gateway):
 @pytest.mark.parametrize("host,path,headers,want", [
     ("simple.example", "/", None, "infra-backend-v1"),
     ("matching.example", "/", None, "infra-backend-v1"),
-    pytest.param("matching.example", "/", {"version": "two"}, "infra-backend-v2", marks=pytest.mark.xfail(
-        strict=True, reason="nginx.py renders one location per path: header/method variants (match.py's "
-                            "contract) are not rendered yet")),
+    ("matching.example", "/", {"version": "two"}, "infra-backend-v2"),
+    ("matching.example", "/v2", {"version": "one"}, "infra-backend-v2"),  # the longer path wins
     ("matching.example", "/v2/example", None, "infra-backend-v2"),
     ("matching.example", "/v2example", None, "infra-backend-v1"),
     ("order.example", "/match/exact/one", None, "infra-backend-v3"),
@@ -182,6 +184,8 @@ def test_gateway_status(gateway):
     ("order.example", "/match/prefix/one/any", None, "infra-backend-v2"),
     ("order.example", "/match/prefix/any", None, "infra-backend-v1"),
     ("order.example", "/match/any", None, "infra-backend-v3"),
+    ("fall.example", "/a/b", {"x": "1"}, "infra-backend-v2"),
+    ("fall.example", "/a/b", None, "infra-backend-v1"),  # the header fails: on to the next rule that matches
     ("foo.bar.wildcard.io", "/", None, "infra-backend-v2"),  # a Gateway wildcard: one or more labels
     ("wildcard.io", "/", None, 404),
     ("nobody.example", "/", None, 404),

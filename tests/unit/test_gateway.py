@@ -2,7 +2,7 @@
 core) on netsim.node.ingress.gateway: the ProxyConfig a Gateway and its HTTPRoutes become, and
 the status the spec asks for.  Requests are answered by match.explain (what nginx rendered from
 the ProxyConfig does with them); ``_answer`` reads the contract directly where explain cannot
-say it (query parameters; a Host header with another port than the one connected to).  The e2e
+say it (query parameters).  The e2e
 test sends the same requests through a real proxy."""
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def _answer(cfg: ProxyConfig, path: str, host: str = "example.com", headers=None
 def _backend(cfg, path, host="example.com", headers=None, method="GET", port=80, local=False) -> str | int:
     """The Service a request goes to, or the status the proxy answers with: by match.explain
     (what nginx rendered from cfg does), or by ``_answer`` (local=True) where explain cannot
-    say it: query parameters, and a Host header naming another port than the one connected to."""
+    say it: query parameters."""
     if local:
         a = _answer(cfg, path, host, headers, method, port)
         if isinstance(a, int):
@@ -121,7 +121,7 @@ def _backend(cfg, path, host="example.com", headers=None, method="GET", port=80,
         live = [b for b in a.backends if b.weight > 0]
         assert len(live) == 1, a
         return 500 if live[0].missing else live[0].service
-    d = match.explain(cfg, f"{host}:{port}", path, headers, method=method)
+    d = match.explain(cfg, host, path, headers, method=method, port=port)
     if d.status != 200:
         return d.status
     assert d.backend is not None, d
@@ -254,7 +254,7 @@ HOSTNAME_ROUTES = [
 ])
 def test_hostname_intersection(host, path, want):
     cfg = _config(HOSTNAME_GATEWAY, HOSTNAME_ROUTES)
-    assert _backend(cfg, path, host=host, local=":" in host) == want
+    assert _backend(cfg, path, host=host) == want
 
 
 def test_hostname_intersection_status():
