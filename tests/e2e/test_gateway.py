@@ -7,6 +7,7 @@ pod answered and the headers it received."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -63,7 +64,13 @@ MANIFESTS = ("apiVersion: v1\nkind: Namespace\nmetadata: {name: gateway-conforma
              + json.dumps({"apiVersion": G, "kind": "Gateway",
                            "metadata": {"name": "same-namespace", "namespace": "gateway-conformance-infra"},
                            "spec": {"gatewayClassName": "netsim", "listeners": [
-                               {"name": "http", "port": 80, "protocol": "HTTP"}]}}) + "\n---\n"
+                               {"name": "http", "port": 80, "protocol": "HTTP"},
+                               {"name": "https", "port": 443, "protocol": "HTTPS", "hostname": "secure.example",
+                                "tls": {"certificateRefs": [{"name": "secure-cert"}]}}]}}) + "\n---\n"
+             + json.dumps({"apiVersion": G, "kind": "HTTPRoute",
+                           "metadata": {"name": "secure", "namespace": "gateway-conformance-infra"},
+                           "spec": {"parentRefs": [{"name": "same-namespace", "sectionName": "https"}],
+                                    "rules": [_to("infra-backend-v3")]}}) + "\n---\n"
              + _route("simple", ["simple.example"], [_to("infra-backend-v1")])
              + _route("matching", ["matching.example"], [
                  _to("infra-backend-v1", matches=[*_prefix("/"), {"headers": [{"name": "version", "value": "one"}]}]),
@@ -98,6 +105,17 @@ MANIFESTS = ("apiVersion: v1\nkind: Namespace\nmetadata: {name: gateway-conforma
                      {"name": "infra-backend-v3", "port": 8080, "weight": 0}]}]))
 
 
+def _tls_secret(tmp) -> str:
+    """A kubernetes.io/tls Secret for secure.example, self-signed (cert.pem stays for curl)."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=secure.example", "-addext", "subjectAltName=DNS:secure.example",
+                    "-keyout", str(tmp / "key.pem"), "-out", str(tmp / "cert.pem")], check=True, capture_output=True)
+    data = {k: base64.b64encode((tmp / f).read_bytes()).decode() for k, f in (("tls.crt", "cert.pem"),
+                                                                               ("tls.key", "key.pem"))}
+    return json.dumps({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls", "data": data,
+                       "metadata": {"name": "secure-cert", "namespace": "gateway-conformance-infra"}})
+
+
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gw")
@@ -112,7 +130,7 @@ def gateway(tmp_path_factory):
     try:
         assert up.returncode == 0, up.stderr
         k8s = K8s(name, tmp)
-        k8s.apply(MANIFESTS)
+        k8s.apply(MANIFESTS + _tls_secret(tmp))
         deadline = time.monotonic() + 30
         while True:
             gw = json.loads(k8s("get", "gateway", "same-namespace", "-n", "gateway-conformance-infra",
@@ -126,7 +144,7 @@ def gateway(tmp_path_factory):
             assert time.monotonic() < deadline, (json.dumps(gw.get("status")), [p.get("status") for p in proxies],
                                                  k8s("get", "pods", "-A", "-o", "wide").stdout, k8s.log_tail())
             time.sleep(0.3)
-        yield k8s, gw
+        yield k8s, gw, tmp
     finally:
         assert run_netsim("down", name).returncode == 0
         assert kernel.list_netns(names.cluster_prefix(name)) == []
@@ -156,7 +174,7 @@ def _who(echo: dict) -> str:
 
 
 def test_gateway_status(gateway):
-    k8s, gw = gateway
+    k8s, gw, _ = gateway
     conds = {c["type"]: c["status"] for c in gw["status"]["conditions"]}
     assert conds == {"Accepted": "True", "Programmed": "True"}
     assert gw["status"]["addresses"][0]["value"].startswith("198.51.100.")
@@ -193,7 +211,7 @@ def test_gateway_status(gateway):
     ("filters.example", "/missing", None, 500),
 ])
 def test_routing(gateway, host, path, headers, want):
-    k8s, gw = gateway
+    k8s, gw, _ = gateway
     status, echo, _ = curl(k8s, gw["status"]["addresses"][0]["value"], host, path, headers)
     if isinstance(want, int):
         assert status == want, (status, echo)
@@ -203,7 +221,7 @@ def test_routing(gateway, host, path, headers, want):
 
 
 def test_request_header_modifier(gateway):
-    k8s, gw = gateway
+    k8s, gw, _ = gateway
     status, echo, _ = curl(k8s, gw["status"]["addresses"][0]["value"], "filters.example", "/set",
                            {"X-Header-Set": "some-other-value", "X-Header-Add": "before", "X-Header-Remove": "x"})
     headers = {k.lower(): v for k, v in echo["headers"].items()}
@@ -214,7 +232,7 @@ def test_request_header_modifier(gateway):
 
 
 def test_redirect_host_and_status(gateway):
-    k8s, gw = gateway
+    k8s, gw, _ = gateway
     address = gw["status"]["addresses"][0]["value"]
     assert curl(k8s, address, "filters.example", "/hostname-redirect")[::2] == (
         302, "http://example.org/hostname-redirect")
@@ -222,7 +240,7 @@ def test_redirect_host_and_status(gateway):
 
 
 def test_weight(gateway):
-    k8s, gw = gateway
+    k8s, gw, _ = gateway
     seen = {_who(curl(k8s, gw["status"]["addresses"][0]["value"], "filters.example", "/weighted")[1])
             for _ in range(16)}
     assert seen == {"infra-backend-v1", "infra-backend-v2"}  # weight 0 takes none
@@ -231,7 +249,7 @@ def test_weight(gateway):
 def test_kubectl_apply_and_change_a_route(gateway):
     """kubectl (client-side apply: its patch built from our OpenAPI) creates and then changes a
     route; the proxy serves each version within a bounded wait."""
-    k8s, gw = gateway
+    k8s, gw, _ = gateway
     address = gw["status"]["addresses"][0]["value"]
     env = {**os.environ}
 
@@ -250,3 +268,20 @@ def test_kubectl_apply_and_change_a_route(gateway):
     table = subprocess.run(["kubectl", "get", "httproute", "-n", "gateway-conformance-infra", "late"],
                            capture_output=True, text=True, env=env, timeout=30)
     assert table.stdout.split()[:3] == ["NAME", "HOSTNAMES", "AGE"] and "late.example" in table.stdout, table
+
+
+def test_https_listener(gateway):
+    """TLS terminated with the listener's certificateRefs Secret; the route attached to that
+    listener only (sectionName) is not served on the plain one."""
+    k8s, gw, tmp = gateway
+    address = gw["status"]["addresses"][0]["value"]
+    https = next(x for x in gw["status"]["listeners"] if x["name"] == "https")
+    assert {c["type"]: c["status"] for c in https["conditions"]}["ResolvedRefs"] == "True"
+    assert https["attachedRoutes"] == 1
+    out = subprocess.run(["ip", "netns", "exec", names.netns_name(k8s.name, "client"), "curl", "-s", "-m", "5",
+                          "--cacert", str(tmp / "cert.pem"), "--resolve", f"secure.example:443:{address}",
+                          "https://secure.example/tls"], capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0, out.stderr
+    echo = json.loads(out.stdout)
+    assert _who(echo) == "infra-backend-v3" and echo["path"] == "/tls"
+    assert curl(k8s, address, "secure.example", "/tls")[0] == 404

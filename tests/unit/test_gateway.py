@@ -438,6 +438,9 @@ def test_https_listener_serves_its_certificate():
     (server,) = cfg.servers
     assert (server.hostname, server.listeners, server.tls.secret, server.tls.cert_pem, server.tls.key_pem) == \
         ("s.example.com", (443,), f"{NS}/cert", "CERT", "KEY")
+    on_8443 = [{**lis[0], "port": 8443}, {"name": "h", "port": 8080, "protocol": "HTTP"}]
+    cfg = gateway.proxy_config(_gateway(on_8443), [], [], s, sl, [secret], NAMESPACES)
+    assert (cfg.http_port, cfg.https_port) == (8080, 8443)
 
 
 def test_merge_conditions_keeps_transition_time():

@@ -145,8 +145,12 @@ def _proxy_config(gateway: dict, routes: list[dict], c: gw.Computed) -> ProxyCon
                                listeners=tuple(sorted({*(prev.listeners if prev else ()), port})))
     meta = gateway.get("metadata") or {}
     ordered = sorted(servers.values(), key=_server_order)
+    # The proxy's own plain and TLS ports: the first HTTP and HTTPS listeners' (nginx terminates
+    # TLS on https_port), else the defaults.
+    ports = {p: next((s.port for s in c.listeners if s.protocol == p and s.usable), None) for p in gw.PROTOCOLS}
     return ProxyConfig(name=f"{meta.get('namespace', 'default')}/{meta.get('name', '')}", servers=tuple(ordered),
-                       default_backend=None, no_match_status=404)
+                       default_backend=None, no_match_status=404, http_port=ports["HTTP"] or 80,
+                       https_port=ports["HTTPS"] or 443)
 
 
 def _covers(outer: Location, inner: Location) -> bool:
