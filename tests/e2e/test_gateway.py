@@ -285,3 +285,16 @@ def test_https_listener(gateway):
     echo = json.loads(out.stdout)
     assert _who(echo) == "infra-backend-v3" and echo["path"] == "/tls"
     assert curl(k8s, address, "secure.example", "/tls")[0] == 404
+
+
+def test_explain(gateway):
+    k8s, _, _ = gateway
+    gw_ref = ("--gateway", "gateway-conformance-infra/same-namespace", "-c", k8s.name)
+    r = run_netsim("ingress", "explain", *gw_ref, "--host", "matching.example", "/", "-H", "version:two", "-o", "json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["status"] == 200 and d["backend"]["service"] == "infra-backend-v2", d
+    assert any("HTTPRoute gateway-conformance-infra/filters: ResolvedRefs False (BackendNotFound)" in n
+               for n in d["related"]), d["related"]
+    missing = run_netsim("ingress", "explain", *gw_ref, "--host", "filters.example", "/no-backends")
+    assert missing.returncode == 1 and "500" in missing.stdout, missing.stdout
