@@ -150,6 +150,8 @@ def gateways(cache: Cache) -> None:
     services, slices = cache.of_kind("Service"), cache.of_kind("EndpointSlice")
     secrets, namespaces = cache.of_kind("Secret"), cache.of_kind("Namespace")
     parents: dict[tuple[str, str], list[dict]] = {}
+    waiting = "the LoadBalancer Service has no address yet" if registry.read_config(cache.store).load_balancer_pool \
+        else "no address: the scenario has no networking.loadBalancerPool for LoadBalancer Services"
     for g in cache.of_kind("Gateway"):
         if (g.get("spec") or {}).get("gatewayClassName") not in classes or _terminating(g):
             continue
@@ -160,7 +162,7 @@ def gateways(cache: Cache) -> None:
         addresses = [i["ip"] for i in ingress if i.get("ip")]
         mine = gw.routes_of(g, routes)
         c = gw.compute(g, mine, grants, services, slices, secrets, namespaces)
-        _set_status(cache, g, _timed(g.get("status"), gw.gateway_status(c, g, addresses), stamp))
+        _set_status(cache, g, _timed(g.get("status"), gw.gateway_status(c, g, addresses, waiting), stamp))
         for r in mine:
             key = (r["metadata"]["namespace"], r["metadata"]["name"])
             parents.setdefault(key, []).extend(gw.parent_statuses(c, g, r))

@@ -333,8 +333,10 @@ _LISTENER_MESSAGES = {
 }
 
 
-def gateway_status(c: Computed, gateway: dict, addresses: list[str]) -> dict:
-    """Gateway status (without timestamps): addresses, Accepted, Programmed, listeners."""
+def gateway_status(c: Computed, gateway: dict, addresses: list[str],
+                   waiting: str = "the LoadBalancer Service has no address yet") -> dict:
+    """Gateway status (without timestamps): addresses, Accepted, Programmed, listeners;
+    ``waiting`` says why there is no address yet."""
     gen = _meta(gateway).get("generation")
     usable = [s for s in c.listeners if s.usable]
     listeners_out = []
@@ -362,7 +364,7 @@ def gateway_status(c: Computed, gateway: dict, addresses: list[str]) -> dict:
         _cond("Programmed", accepted and bool(addresses),
               "Programmed" if accepted and addresses else ("Invalid" if not accepted else "AddressNotAssigned"),
               "proxy and LoadBalancer address ready" if accepted and addresses else
-              ("no listener is valid" if not accepted else "the LoadBalancer Service has no address yet"), gen),
+              ("no listener is valid" if not accepted else waiting), gen),
     ]
     status = {"conditions": conds, "listeners": listeners_out}
     if addresses:

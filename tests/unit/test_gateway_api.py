@@ -187,3 +187,13 @@ def test_controller(lb_store):
     _settle(store)
     assert not store_has(store, k8s.key("Deployment", "default", "gw-netsim"))
     assert not store_has(store, k8s.key("Service", "default", "gw-netsim"))
+
+
+def test_without_a_pool_the_gateway_says_why_it_has_no_address(store):
+    from netsim.controllers import gateway as gwc
+    registry.apply(store, gwc.addon_objects() + [_gw([HTTP])])
+    _settle(store)
+    gw = store.get(k8s.key("Gateway", "default", "gw"))
+    programmed = next(c for c in gw["status"]["conditions"] if c["type"] == "Programmed")
+    assert (programmed["status"], programmed["reason"]) == ("False", "AddressNotAssigned")
+    assert "loadBalancerPool" in programmed["message"] and "addresses" not in gw["status"]
