@@ -84,6 +84,7 @@ MANIFESTS = ("apiVersion: v1\nkind: Namespace\nmetadata: {name: gateway-conforma
                  _to("infra-backend-v1", matches=_prefix("/match/prefix/")),
                  _to("infra-backend-v2", matches=_prefix("/match/prefix/one"))])
              + _route("wildcard", ["*.wildcard.io"], [_to("infra-backend-v2")])
+             + _route("anyhost", [], [_to("infra-backend-v3", matches=_prefix("/anyhost"))])
              + _route("fall", ["fall.example"], [
                  _to("infra-backend-v2", matches=[{**_prefix("/a")[0], "headers": [{"name": "x", "value": "1"}]}]),
                  _to("infra-backend-v1")])
@@ -178,7 +179,7 @@ def test_gateway_status(gateway):
     conds = {c["type"]: c["status"] for c in gw["status"]["conditions"]}
     assert conds == {"Accepted": "True", "Programmed": "True"}
     assert gw["status"]["addresses"][0]["value"].startswith("198.51.100.")
-    assert gw["status"]["listeners"][0]["attachedRoutes"] == 6
+    assert gw["status"]["listeners"][0]["attachedRoutes"] == 7
     route = json.loads(k8s("get", "httproute", "filters", "-n", "gateway-conformance-infra", "-o", "json").stdout)
     (parent,) = route["status"]["parents"]
     assert {c["type"]: c["reason"] for c in parent["conditions"]} == {"Accepted": "Accepted",
@@ -207,6 +208,8 @@ def test_gateway_status(gateway):
     ("foo.bar.wildcard.io", "/", None, "infra-backend-v2"),  # a Gateway wildcard: one or more labels
     ("wildcard.io", "/", None, 404),
     ("nobody.example", "/", None, 404),
+    ("nobody.example", "/anyhost", None, "infra-backend-v3"),  # a route without hostnames: any host
+    ("simple.example", "/anyhost", None, "infra-backend-v1"),  # but a host's own rules come first
     ("filters.example", "/no-backends", None, 500),
     ("filters.example", "/missing", None, 500),
 ])
@@ -277,7 +280,7 @@ def test_https_listener(gateway):
     address = gw["status"]["addresses"][0]["value"]
     https = next(x for x in gw["status"]["listeners"] if x["name"] == "https")
     assert {c["type"]: c["status"] for c in https["conditions"]}["ResolvedRefs"] == "True"
-    assert https["attachedRoutes"] == 1
+    assert https["attachedRoutes"] == 2  # "secure", and "anyhost" (no sectionName, no hostnames)
     out = subprocess.run(["ip", "netns", "exec", names.netns_name(k8s.name, "client"), "curl", "-s", "-m", "5",
                           "--cacert", str(tmp / "cert.pem"), "--resolve", f"secure.example:443:{address}",
                           "https://secure.example/tls"], capture_output=True, text=True, timeout=10)

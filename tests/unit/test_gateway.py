@@ -474,3 +474,21 @@ def test_proxy_pod_gets_its_gateways_config():
     cfg = gateway.pod_config(pod, lambda k: objects.get(k, []))
     assert cfg.name == f"{NS}/same-namespace" and _backend(cfg, "/") == "infra-backend-v1"
     assert gateway.pod_config(pod, lambda k: [] if k == "Gateway" else objects.get(k, [])).servers == ()
+
+
+def test_a_hosts_rules_come_first_then_the_wider_hosts():
+    lis = [{"name": "http", "port": 80, "protocol": "HTTP"}]
+    specific = _route("specific", [_rule("infra-backend-v1", "/x")], ["a.example.com"])
+    wildcard = _route("wildcard", [_rule("infra-backend-v3", "/w")], ["*.example.com"])
+    anyhost = _route("any", [_rule("infra-backend-v2", "/")])
+    cfg = _config(_gateway(lis), [specific, wildcard, anyhost])
+    assert _backend(cfg, "/x", host="a.example.com") == "infra-backend-v1"
+    assert _backend(cfg, "/w", host="a.example.com") == "infra-backend-v3"  # its own rules leave /w open
+    assert _backend(cfg, "/y", host="a.example.com") == "infra-backend-v2"
+    assert _backend(cfg, "/x", host="b.example.com") == "infra-backend-v2"
+    assert _backend(cfg, "/x", host="other.org") == "infra-backend-v2"
+    # A host whose own rule covers a path keeps it, however long the wider host's path.
+    everything = _route("everything", [_rule("infra-backend-v3", "/")], ["a.example.com"])
+    cfg = _config(_gateway(lis), [specific, everything, _route("any", [_rule("infra-backend-v2", "/x/y")])])
+    assert _backend(cfg, "/x/y", host="a.example.com") == "infra-backend-v1"
+    assert _backend(cfg, "/z", host="a.example.com") == "infra-backend-v3"

@@ -135,9 +135,10 @@ def _proxy_config(gateway: dict, routes: list[dict], c: gw.Computed) -> ProxyCon
                     found.setdefault(at, []).extend(locs)
                     if lis.protocol == "HTTPS":
                         certs.setdefault(at, _tls(lis.certificate))
+    own = {at: [loc for _, loc in sorted(locs, key=lambda kl: kl[0])] for at, locs in found.items()}
     servers: dict[tuple, Server] = {}
-    for (port, host), locs in found.items():
-        locations = _with_fallbacks([loc for _, loc in sorted(locs, key=lambda kl: kl[0])])
+    for (port, host) in found:
+        locations = _with_fallbacks(own[(port, host)] + _from_wider_hosts(port, host, own))
         tls = certs.get((port, host))
         same = (host, locations, tls)
         prev = servers.get(same)
@@ -151,6 +152,33 @@ def _proxy_config(gateway: dict, routes: list[dict], c: gw.Computed) -> ProxyCon
     return ProxyConfig(name=f"{meta.get('namespace', 'default')}/{meta.get('name', '')}", servers=tuple(ordered),
                        default_backend=None, no_match_status=404, http_port=ports["HTTP"] or 80,
                        https_port=ports["HTTPS"] or 443)
+
+
+def _wider(host: str, other: str) -> bool:
+    """Every request for ``host`` is also one for ``other`` (a wildcard or the catch-all)."""
+    if other == "_":
+        return host != "_"
+    if not other.startswith("*.") or other == host:
+        return False
+    return gw._wild_match(other, host[2:] if host.startswith("*.") else host)
+
+
+def _from_wider_hosts(port: int, host: str, own: dict[tuple[int, str], list[Location]]) -> list[Location]:
+    """The rules of the wildcard and catch-all hosts a request for ``host`` also matches, for
+    the paths ``host``'s own rules leave open.  The spec gives a route's hostname precedence
+    (the most characters of an exact name, then of any) before the matches, so a request the
+    host's rules do not take goes on to the wider hosts' rules; the proxy picks one server per
+    Host, so they are repeated in it, after its own, unless one of its own unconditional rules
+    already covers their path."""
+    wider = sorted((h for p, h in own if p == port and _wider(host, h)), key=lambda h: (h == "_", -len(h)))
+    taken = [loc for loc in own[(port, host)] if not (loc.headers or loc.method or loc.query_params)]
+    out: list[Location] = []
+    for h in wider:
+        for loc in own[(port, h)]:
+            if not any(_covers(t, loc) for t in taken):
+                out.append(replace(loc, source=f"{loc.source} (host {h})"))
+        taken += [loc for loc in own[(port, h)] if not (loc.headers or loc.method or loc.query_params)]
+    return out
 
 
 def _covers(outer: Location, inner: Location) -> bool:
