@@ -164,6 +164,8 @@ def _allows(st: ListenerState, gateway: dict, route: dict, ns_labels: dict[str, 
     rns = _ns(route)
     if st.allowed_from == "All":
         return True
+    if st.allowed_from == "None":
+        return False
     if st.allowed_from == "Selector":
         return k8s.selector_matches(st.selector or {}, ns_labels.get(rns) or {})
     return rns == _ns(gateway)

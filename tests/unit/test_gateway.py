@@ -375,6 +375,7 @@ def test_cross_namespace_backend(grants, want, reason):
 
 @pytest.mark.parametrize("frm,route_ns,reason", [
     ("Same", "other", "NotAllowedByListeners"), ("All", "other", "Accepted"), ("Same", NS, "Accepted"),
+    ("None", NS, "NotAllowedByListeners"),
 ])
 def test_allowed_routes(frm, route_ns, reason):
     route = _route("r", [_rule("infra-backend-v1")], ns=route_ns, namespace=NS)
