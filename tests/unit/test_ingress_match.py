@@ -222,3 +222,20 @@ def test_decision_is_json():
     c = canary_cfg(header="X", weight=10)
     out = json.loads(json.dumps(explain(c, "h", "/").to_dict()))
     assert out["status"] == 200 and out["server"] == "h" and out["location"]["canaries"][0]["weight"] == 10
+
+
+def test_conditional_variants_fall_through_to_shorter_prefixes():
+    """HTTPRoute precedence: /foo with a header, else the rule for / (nginx.py renders the same)."""
+    c = cfg(Server("h", (
+        Location(path="/foo", match="Prefix", backends=(A,), headers=(HeaderMatch("env", "a"),)),
+        Location(path="/foo", match="Exact", backends=(B,), method="POST"),
+        Location(path="/", match="Prefix", backends=(C,)))))
+    assert svc(explain(c, "h", "/foo/x", {"env": "a"})) == "a"
+    d = explain(c, "h", "/foo/x")
+    assert svc(d) == "c" and "variant 1" in d.location_why  # the /foo/ block falls through to /
+    assert svc(explain(c, "h", "/foo", method="POST")) == "b"  # "= /foo": the Exact first
+    assert svc(explain(c, "h", "/foo", {"env": "a"})) == "a"
+    assert svc(explain(c, "h", "/foo")) == "c"
+    c = cfg(Server("h", (Location(path="/foo", match="Prefix", backends=(A,), headers=(HeaderMatch("env", "a"),)),)))
+    d = explain(c, "h", "/foo/x")
+    assert d.status == 404 and "no variant matches" in d.status_why

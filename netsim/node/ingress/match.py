@@ -14,15 +14,15 @@ The rendering contract (nginx.py renders exactly this, so that explain and the p
   Exact ``P`` → ``location = P``, or ``location ~ "^P$"`` (P escaped) when P ends in ``/``
   (``= /foo/`` would make nginx answer ``/foo`` with a 301);
   Prefix ``P`` → ``location B/`` and ``location = B``, ``B`` being ``P`` without trailing slashes
-  (just ``location /`` for ``/``; no ``= B`` when the server has an Exact ``B``: that one owns it),
-  so ``/aaa/bbb/`` also matches ``/aaa/bbb``;
+  (just ``location /`` for ``/``), so ``/aaa/bbb/`` also matches ``/aaa/bbb``;
   Nginx ``P`` → ``location P``;  Regex ``P`` → ``location ~* "^P"``.
-  A block made twice is made once, by the first Location (nginx refuses duplicates); Locations
-  with the same block (Gateway header/method variants) are tried in order inside it (first
-  match; none: 404).  nginx selects: an exact ``=`` block; else the longest prefix block (``^~``
-  stops there); else the first regex block in order that matches; else that longest prefix.  A
-  proxied prefix or exact block ``/x/`` answers ``/x`` with a 301 to ``/x/`` unless an exact
-  block takes it (nginx's auto_redirect: only Nginx-type locations meet it, as rendered above).
+  A block made twice is made once (nginx refuses duplicates), and serves its Locations Exact
+  first, then in order: the first one alone, unless it matches on headers or the method
+  (HTTPRoute); then the first of :func:`candidates` that matches (none: ``no_match_status``).
+  nginx selects: an exact ``=`` block; else the longest prefix block (``^~`` stops there); else
+  the first regex block in order that matches; else that longest prefix.  A proxied prefix or
+  exact block ``/x/`` answers ``/x`` with a 301 to ``/x/`` unless an exact block takes it
+  (nginx's auto_redirect: only Nginx-type locations meet it, as rendered above).
 - In a location: plain HTTP with ``ssl_redirect`` → 308 to ``https://host`` + the request URI
   without a trailing slash (lua_ingress.lua); ``redirect`` → its status; ``status`` → that status;
   ``rewrite_target`` → ``rewrite "(?i)PATH" TARGET break;`` (unanchored, ``$1..`` from PATH's groups,
@@ -61,7 +61,6 @@ class Block:
 
 def blocks(server: Server) -> tuple[Block, ...]:
     """The nginx location blocks of a server, in config order (the rendering contract above)."""
-    exact = {loc.path for loc in server.locations if loc.match == "Exact"}
     order: list[tuple[str, str]] = []
     members: dict[tuple[str, str], list[Location]] = {}
 
@@ -86,13 +85,40 @@ def blocks(server: Server) -> tuple[Block, ...]:
                 add("", "/", loc)
                 continue
             add("", base + "/", loc)
-            if base not in exact:
-                add("=", base, loc)
+            add("=", base, loc)
         elif loc.match == "Nginx":
             add("", loc.path, loc)
         else:
             add("~*", "^" + loc.path, loc)
-    return tuple(Block(m, p, tuple(members[(m, p)])) for m, p in order)
+    # Exact first among the Locations of one block ("= /foo" of an Exact /foo and of a Prefix /foo/).
+    return tuple(Block(m, p, tuple(sorted(members[(m, p)], key=lambda loc: loc.match != "Exact")))
+                 for m, p in order)
+
+
+def conditional(loc: Location) -> bool:
+    """A Location that also matches on headers or the method (HTTPRoute matches)."""
+    return bool(loc.headers) or loc.method is not None
+
+
+def _covers(prefix: str, path: str) -> bool:
+    stem = prefix.rstrip("/")
+    return not stem or path == stem or path.startswith(stem + "/")
+
+
+def candidates(server: Server, block: Block) -> list[Location]:
+    """The Locations a block may hand a request to, in order: just its first, unless that one
+    matches on headers or the method; then the block's others and the shorter Prefix Locations
+    covering its path (HTTPRoute precedence falls through to them), up to the first that matches
+    on the path alone."""
+    if not conditional(block.locations[0]):
+        return [block.locations[0]]
+    out = list(block.locations)
+    if block.modifier not in ("~", "~*"):
+        request = block.path if block.modifier == "=" else (block.path.rstrip("/") or "/")
+        out += [loc for loc in sorted(server.locations, key=lambda loc: -len(loc.path))
+                if loc.match == "Prefix" and loc not in out and _covers(loc.path, request)]
+    cut = next((i for i, loc in enumerate(out) if not conditional(loc)), len(out) - 1)
+    return out[:cut + 1]
 
 
 @dataclass
@@ -381,7 +407,8 @@ def explain(config: ProxyConfig, host: str, path: str, headers: dict[str, str] |
         d.status_why = "nginx's auto-redirect of a prefix location ending in /"
         return d
     loc, misses = None, []
-    for variant in block.locations:
+    tried = candidates(server, block)
+    for variant in tried:
         ok, why = _headers_match(variant, hdrs, method)
         if ok:
             loc = variant
@@ -392,8 +419,8 @@ def explain(config: ProxyConfig, host: str, path: str, headers: dict[str, str] |
         d.status_why = f"{block.text}: no variant matches ({'; '.join(misses)})"
         return d
     d.location = loc
-    if len(block.locations) > 1:
-        d.location_why += f"; variant {block.locations.index(loc)} ({loc.source})"
+    if len(tried) > 1:
+        d.location_why += f"; variant {tried.index(loc)} ({loc.source})"
     return _answer(d, loc, hdrs, uri, uri_raw, args, h, scheme)
 
 
