@@ -171,14 +171,25 @@ def _from_wider_hosts(port: int, host: str, own: dict[tuple[int, str], list[Loca
     Host, so they are repeated in it, after its own, unless one of its own unconditional rules
     already covers their path."""
     wider = sorted((h for p, h in own if p == port and _wider(host, h)), key=lambda h: (h == "_", -len(h)))
-    taken = [loc for loc in own[(port, host)] if not (loc.headers or loc.method or loc.query_params)]
+    taken = [loc for loc in own[(port, host)] if not _conditional(loc)]
+    conditional = [loc for loc in own[(port, host)] if _conditional(loc)]
     out: list[Location] = []
     for h in wider:
         for loc in own[(port, h)]:
-            if not any(_covers(t, loc) for t in taken):
-                out.append(replace(loc, source=f"{loc.source} (host {h})"))
-        taken += [loc for loc in own[(port, h)] if not (loc.headers or loc.method or loc.query_params)]
+            if any(_covers(t, loc) for t in taken):
+                continue
+            # The narrower hosts' conditional rules that cover this path are tried before it
+            # in its block (the proxy would pick an Exact block of a wider host first).
+            out += [replace(c, path=loc.path, match=loc.match, source=f"{c.source} (at {loc.path})")
+                    for c in conditional if _covers(c, loc)]
+            out.append(replace(loc, source=f"{loc.source} (host {h})"))
+        taken += [loc for loc in own[(port, h)] if not _conditional(loc)]
+        conditional += [loc for loc in own[(port, h)] if _conditional(loc)]
     return out
+
+
+def _conditional(loc: Location) -> bool:
+    return bool(loc.headers or loc.method or loc.query_params)
 
 
 def _covers(outer: Location, inner: Location) -> bool:
