@@ -59,6 +59,7 @@ EVERYTHING = config(
         Location("/", "Prefix", (WEB,), source="Ingress default/a rule 0 path 0"),
         Location("/api", "Prefix", (API,), canaries=(Canary(WEB, header="X-Canary", cookie="canary", weight=20),)),
         Location("/exact", "Exact", (NONE,)),
+        Location("/slash/", "Exact", (WEB,)),
         Location("/aaa/bbb/", "Prefix", (WEB,)),
         Location("/aff", "Prefix", (WEB,), affinity_cookie="INGRESSCOOKIE"),
         Location("/w", "Prefix", (WEB, API)),
@@ -109,6 +110,8 @@ def test_prefix_paths_as_location_go_plus_the_trailing_slash_fix(text):
     # ingress-nginx renders only /aaa/bbb/ (and = /aaa/bbb/); the API table says /aaa/bbb matches
     assert 'location "/aaa/bbb/" {' in text and 'location = "/aaa/bbb" {' in text
     assert 'location = "/exact" {' in text
+    # "= /slash/" would answer /slash with nginx's 301: a whole-path regex instead
+    assert 'location ~ "^/slash/$" {' in text and 'location = "/slash/"' not in text
     assert 'location "/" {' in text
 
 
@@ -116,11 +119,11 @@ def test_regex_locations_longest_first_and_rewrite(text):
     assert 'location ~* "^/something(/|$)(.*)" {' in text
     assert text.index('"^/something(/|$)(.*)"') < text.index('location ~* "^/s" {')
     body = block(text, 'location ~* "^/something(/|$)(.*)"')
-    assert 'rewrite "(?i)^/something(/|$)(.*)" "/$2" break;' in body
+    assert 'rewrite "(?i)/something(/|$)(.*)" "/$2" break;' in body  # unanchored, as ingress-nginx
 
 
 def test_wildcards_one_label_for_ingress_many_for_gateway(text):
-    assert 'server_name "~^[^.]+\\.bar\\.com$";' in text
+    assert 'server_name "~^(?<subdomain>[\\w-]+)\\.bar\\.com$";' in text
     assert "server_name *.gw.com;" in text
     assert "listen 8080;" in text
 
@@ -157,7 +160,8 @@ def test_tls_server_with_the_secrets_pem_and_fallback(text, tmp_path_factory):
     assert nginx.FAKE_CERT in foo
     assert "ssl/default-foo-tls.pem" in text
     body = block(text, 'location "/tls-only/"')
-    assert "return 308 https://$host$request_uri;" in body
+    assert "return 308 https://$host$ssl_redirect_uri;" in body  # without a trailing slash
+    assert '"~^(?<netsim_stem>.*)/$" $netsim_stem;' in block(text, "map $request_uri $ssl_redirect_uri")
 
 
 def test_pem_files_are_private(tmp_path):
@@ -266,3 +270,14 @@ def test_header_and_method_matches_pick_a_rule_then_fall_through_to_shorter_pref
     exact = block(text, 'map "$http_version" $route_1')
     assert '"~^one$" 0;' in exact and "default 1;" in exact
     assert "return 500;" in block(text, "location @route_1_0")
+
+
+def test_a_weighted_share_whose_backend_does_not_resolve_answers_500(tmp_path):
+    gone = Backend("default-gone-80", "default", "gone", "80", missing="no Service default/gone")
+    cfg = config(Server("gw.example.com", (Location("/", "Prefix", (WEB, gone)),), wildcard="many"))
+    result = nginx_t(cfg, tmp_path)
+    assert result.returncode == 0, result.stderr
+    text = (tmp_path / "nginx.conf").read_text()
+    split = block(text, 'split_clients "${request_id}" $split_1')
+    assert '50.00% "default-web-80";' in split and '* "=500";' in split
+    assert 'if ($split_1 = "=500") {' in block(text, 'location "/"')

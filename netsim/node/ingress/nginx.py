@@ -21,10 +21,12 @@ import os
 import re
 from pathlib import Path
 
+from netsim.node.ingress.match import pcre_escape
 from netsim.node.ingress.routes import Backend, Canary, Location, ProxyConfig, Server
 
 DEFAULT_UPSTREAM = "upstream-default-backend"  # ingress-nginx's name for the built-in 404
 STATUS_PORT = 10246  # ingress-nginx's internal status server (nginx_status), loopback only
+UNRESOLVED = "=500"  # a weighted share whose backend does not resolve (no upstream has this name)
 FAKE_CERT = "default-fake-certificate.pem"  # ingress-nginx's name for its self-signed fallback
 
 LOG_FORMAT = ('$time_iso8601 stdout F $remote_addr "$request_method $request_uri" $status '
@@ -123,6 +125,10 @@ def location_blocks(loc: Location) -> list[tuple[str, str]]:
     """(modifier, path) of the nginx locations one Location becomes.  Prefix follows
     location.go (``/foo`` → ``location /foo/`` and ``location = /foo``) and also renders
     ``= /foo`` for ``/foo/``, which ingress-nginx misses (the API's table says /foo matches)."""
+    if loc.match == "Exact" and loc.path.endswith("/") and loc.path != "/":
+        # "= /foo/" with proxy_pass answers /foo with nginx's 301 (auto_redirect); a
+        # case-sensitive regex of the whole path matches what "=" would, and nothing else.
+        return [("~", "^" + pcre_escape(loc.path) + "$")]
     if loc.match == "Exact":
         return [("=", loc.path)]
     if loc.match == "Regex":
@@ -203,6 +209,8 @@ class _Renderer:
             return ""
         if len(live) == 1:
             return live[0][1]
+        # Among weighted backends (HTTPRoute), the share of one that does not resolve gets 500.
+        live = [(b, name or (UNRESOLVED if b.missing else "")) for b, name in live]
         total = sum(b.weight for b, _ in live)
         var = self.new_var("split")
         lines = [f'split_clients "${{request_id}}" {var} {{']
@@ -255,9 +263,10 @@ class _Renderer:
     def location_body(self, loc: Location, server: Server) -> list[str]:
         body = [f"# {loc.source}"] if loc.source else []
         https = self.config.https_port
-        if loc.ssl_redirect and server.tls is not None:
+        if loc.ssl_redirect:
+            # lua_ingress.lua's redirect: the request URI without its trailing slash
             port = "" if https == 443 else f":{https}"
-            body.append(f"if ($scheme = http) {{\n    return 308 https://$host{port}$request_uri;\n}}")
+            body.append(f"if ($scheme = http) {{\n    return 308 https://$host{port}$ssl_redirect_uri;\n}}")
         if loc.redirect is not None:
             body.append(f"set $proxy_upstream_name {quote('-')};")
             body.append(f"return {loc.redirect.status} {self.redirect_url(loc)};")
@@ -272,13 +281,15 @@ class _Renderer:
         label = loc.backends[0].upstream if len(loc.backends) == 1 and not loc.canaries else target
         body.append(f"set $proxy_upstream_name {quote(label or _first_upstream(loc))};")
         if loc.rewrite_target is not None:
-            pattern = "(?i)^" + loc.path if loc.match == "Regex" else "(?i)^" + re.escape(loc.path)
+            pattern = "(?i)" + loc.path  # as ingress-nginx: unanchored, the location's own path
             body.append(f"rewrite {quote(pattern)} {quote(loc.rewrite_target)} break;")
         if not target:
             body.append("return 503;")
             return body
         if target.startswith("$"):
             body.append(f'if ({target} = "") {{\n    return 503;\n}}')
+            if len(loc.backends) > 1:
+                body.append(f'if ({target} = "{UNRESOLVED}") {{\n    return 500;\n}}')
         if loc.affinity_cookie:
             body.append(f"add_header Set-Cookie $affinity_set_{_var(loc.affinity_cookie)};")
         body += self.proxy_headers(loc)
@@ -350,7 +361,7 @@ class _Renderer:
         if not conditional(group[0]):
             return self.location(modifier, path, group[0], server)
         candidates = list(group)
-        if modifier != "~*":
+        if modifier not in ("~", "~*"):
             request = path if modifier == "=" else (path.rstrip("/") or "/")
             candidates += [loc for loc in sorted(server.locations, key=lambda loc: -len(loc.path))
                            if loc.match == "Prefix" and loc not in candidates and covers(loc.path, request)]
@@ -430,6 +441,8 @@ class _Renderer:
             f"scgi_temp_path {p}/tmp/scgi;",
             # ingress-nginx keeps a client's X-Request-ID and makes one up otherwise.
             'map $http_x_request_id $req_id {\n    default $http_x_request_id;\n    "" $request_id;\n}',
+            'map $request_uri $ssl_redirect_uri {\n    "~^(?<netsim_stem>.*)/$" $netsim_stem;\n'
+            '    default $request_uri;\n}',
             'map "$scheme:$server_port" $redirect_port {\n    "http:80" "";\n    "https:443" "";\n'
             '    default ":$server_port";\n}',
             *self.affinity_maps(),
@@ -473,7 +486,7 @@ def server_name(server: Server) -> str:
     ``*.foo.com`` also matches ``a.b.foo.com``; a Gateway wildcard ("many") as nginx's."""
     h = server.hostname.lower()
     if h.startswith("*.") and server.wildcard == "one":
-        return quote("~^[^.]+" + re.escape(h[1:]) + "$")
+        return quote("~^(?<subdomain>[\\w-]+)" + pcre_escape(h[1:]) + "$")  # ingress-nginx's
     return h
 
 
