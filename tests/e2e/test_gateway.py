@@ -100,6 +100,8 @@ MANIFESTS = ("apiVersion: v1\nkind: Namespace\nmetadata: {name: gateway-conforma
                      {"type": "RequestRedirect", "requestRedirect": {"hostname": "example.org", "statusCode": 301}}]},
                  {"matches": _prefix("/no-backends")},
                  {"matches": _prefix("/missing"), "backendRefs": [{"name": "no-such-service", "port": 8080}]},
+                 {"matches": _prefix("/half"), "backendRefs": [
+                     {"name": "infra-backend-v1", "port": 8080}, {"name": "no-such-service", "port": 8080}]},
                  {"matches": _prefix("/weighted"), "backendRefs": [
                      {"name": "infra-backend-v1", "port": 8080, "weight": 1},
                      {"name": "infra-backend-v2", "port": 8080, "weight": 1},
@@ -301,3 +303,9 @@ def test_explain(gateway):
                for n in d["related"]), d["related"]
     missing = run_netsim("ingress", "explain", *gw_ref, "--host", "filters.example", "/no-backends")
     assert missing.returncode == 1 and "500" in missing.stdout, missing.stdout
+
+
+def test_a_missing_backend_keeps_its_share_as_500(gateway):
+    k8s, gw, _ = gateway
+    seen = {curl(k8s, gw["status"]["addresses"][0]["value"], "filters.example", "/half")[0] for _ in range(16)}
+    assert seen == {200, 500}
