@@ -10,6 +10,8 @@ hashing a pod template (the Deployment's pod-template-hash) always sees it defau
 
 from __future__ import annotations
 
+from netsim.model import gatewayapi
+
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 DEFAULT_MODE = 420  # 0644, the mode of files in secret, configMap, downwardAPI and projected volumes
 CLIENT_IP_AFFINITY_SECONDS = 10800
@@ -282,6 +284,8 @@ def _spec(obj: dict) -> dict | None:
 def apply_defaults(obj: dict) -> dict:
     """``obj`` (a built-in kind's document) with upstream's defaults filled in, in place."""
     kind, spec = obj.get("kind"), _spec(obj)
+    if str(obj.get("apiVersion", "")).startswith(gatewayapi.GROUP + "/"):
+        return gatewayapi.defaults(obj)
     if kind == "Pod":
         pod(obj)
     elif kind == "PodTemplate":

@@ -106,6 +106,7 @@ def bootstrap(store: Store, config: ClusterConfig) -> None:
 # Pods (in 1.32) and the like never do.
 GENERATION_KINDS = frozenset({
     "Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "ReplicationController", "Job", "CronJob",
+    "GatewayClass", "Gateway", "HTTPRoute", "ReferenceGrant",  # custom resources upstream: all keep one
     "PodDisruptionBudget", "Ingress", "NetworkPolicy", "EndpointSlice", "CustomResourceDefinition",
     "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration", "ValidatingAdmissionPolicy",
     "ValidatingAdmissionPolicyBinding", "FlowSchema", "PriorityLevelConfiguration"})
@@ -659,6 +660,8 @@ def _delete_custom_resources(store: Store, crd: dict) -> None:
     """A CRD that goes takes its custom resources with it (upstream's customresourcecleanup
     finalizer), then its kinds are forgotten."""
     for k in k8s.crd_kinds(crd)[:1]:  # every version is stored under the one <group>/<plural>
+        if k8s.builtin({"apiVersion": k.api_version, "kind": k.kind}):
+            continue  # a CRD for a kind served as a built-in (the Gateway API's): its objects stay
         for o in store.list(k8s.prefix(k))[0]:
             with contextlib.suppress(NotFound, Conflict):
                 store.delete(k8s.key(k, o["metadata"].get("namespace"), o["metadata"]["name"]),

@@ -49,6 +49,23 @@ def _crd_versions(crd: dict) -> list[tuple[Resource, dict, str]]:
     return out
 
 
+def _schemaless(resources, crds: list[dict]) -> list[dict]:
+    """A CRD-shaped stand-in (a schema that keeps every field) for each built-in kind that the
+    kubernetes client has no model of (the Gateway API's) and no stored CRD describes, so kubectl
+    finds its kind and applies it with a merge patch, as for a custom resource."""
+    covered = {(r.group, r.version, r.kind) for crd in crds for r, _, _ in _crd_versions(crd)}
+    by_kind: dict[tuple, list[str]] = {}
+    for r in (as_resource(x) for x in resources):
+        if (r.group, r.version, r.kind) not in covered and schemas.model_for(r.group, r.version, r.kind) is None:
+            by_kind.setdefault((r.group, r.kind, r.plural, r.namespaced, r.short_names), []).append(r.version)
+    keep = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    return [{"spec": {"group": g, "scope": "Namespaced" if namespaced else "Cluster",
+                      "names": {"kind": kind, "plural": plural, "shortNames": list(short)},
+                      "versions": [{"name": v, "served": True, "schema": {"openAPIV3Schema": keep}}
+                                   for v in sorted(versions)]}}
+            for (g, kind, plural, namespaced, short), versions in sorted(by_kind.items())]
+
+
 def _crd_schema(r: Resource, schema: dict, ref_prefix: str, v3: bool) -> dict:
     gvk = [{"group": r.group, "kind": r.kind, "version": r.version}]
     if not v3 and schema.get("x-kubernetes-preserve-unknown-fields"):
@@ -218,6 +235,7 @@ def _key(resources: list[Resource]) -> tuple:
 
 def openapi_v2(resources, crds: list[dict]) -> dict:
     """The Swagger 2.0 document of every served built-in resource and CRD (/openapi/v2, JSON)."""
+    crds = list(crds) + _schemaless(resources, crds)
     return copy.deepcopy(_v2_cached(_key(_builtin(resources)), _crds_key(crds), _frozen(crds)))
 
 
@@ -229,6 +247,7 @@ def _v2_cached(rkey: tuple, _ckey: tuple, crds: _Frozen) -> dict:
 
 def openapi_v2_protobuf(resources, crds: list[dict]) -> bytes:
     """openapi_v2's document as gnostic's openapi.v2.Document, serialized (cached as that is)."""
+    crds = list(crds) + _schemaless(resources, crds)
     return _v2_pb_cached(_key(_builtin(resources)), _crds_key(crds), _frozen(crds))
 
 
@@ -276,6 +295,7 @@ def _gv_path(group_version: str) -> str:
 def openapi_v3(group_version: str, resources, crds: list[dict]) -> dict | None:
     """The OpenAPI 3.0 document of one group-version ("api/v1", "apis/apps/v1" or "apps/v1"),
     or None when nothing is served there."""
+    crds = list(crds) + _schemaless(resources, crds)
     gvs = _group_versions(_builtin(resources), crds)
     entry = gvs.get(_gv_path(group_version))
     if entry is None:
@@ -295,6 +315,7 @@ def _v3_cached(rkey: tuple, _ckey: tuple, crds: _Frozen) -> tuple[dict, str]:
 def openapi_v3_index(resources, crds: list[dict]) -> dict:
     """/openapi/v3: each group-version's document URL, with a hash of its content (kubectl
     caches documents by that URL)."""
+    crds = list(crds) + _schemaless(resources, crds)
     paths = {}
     for gv, (rs, cs) in sorted(_group_versions(_builtin(resources), crds).items()):
         _, digest = _v3_cached(_key(rs), _crds_key(cs), _frozen(cs))

@@ -576,8 +576,8 @@ DEFAULT_COLS = [NAME, _col("Created At", "date", desc="CreationTimestamp is a ti
 # -- custom resources: the CRD's additionalPrinterColumns -----------------------------------------
 
 def _jsonpath_steps(path: str) -> list:
-    """The steps of the JSONPath subset CRDs use: .a.b, .a[0].b, .a[*].b, ['a.b'] (str: a field,
-    int: an index, None: every item)."""
+    """The steps of the JSONPath subset CRDs use: .a.b, .a[0].b, .a[*].b, ['a.b'], [?(@.a=="x")]
+    (str: a field, int: an index, None: every item, a tuple: the items whose field equals)."""
     steps, i, p = [], 0, path.strip().removeprefix("{").removesuffix("}").removeprefix("$")
     while i < len(p):
         if p[i] == ".":
@@ -594,6 +594,11 @@ def _jsonpath_steps(path: str) -> list:
             inner = p[i + 1:j].strip()
             if inner == "*":
                 steps.append(None)
+            elif inner.startswith("?(@.") and inner.endswith(")") and "==" in inner:
+                # A filter on a field of each item, as gateway-api's columns use:
+                # [?(@.type=="Accepted")] (a step: (field path, value)).
+                field, _, value = inner[4:-1].partition("==")
+                steps.append((tuple(field.strip().split(".")), value.strip().strip("'\"")))
             elif inner[:1] in "'\"":
                 steps.append(inner[1:-1])
             else:
@@ -604,13 +609,21 @@ def _jsonpath_steps(path: str) -> list:
     return steps
 
 
+def _at(obj, fields: tuple[str, ...]):
+    for f in fields:
+        obj = obj.get(f) if isinstance(obj, dict) else None
+    return None if obj is None else _go_text(obj)
+
+
 def jsonpath_first(obj, path: str):
     """The first value JSONPath path finds in obj, or None (missing keys allowed)."""
     found = [obj]
     for step in _jsonpath_steps(path):
         nxt = []
         for v in found:
-            if step is None and isinstance(v, list):
+            if isinstance(step, tuple) and isinstance(v, list):
+                nxt += [x for x in v if _at(x, step[0]) == step[1]]
+            elif step is None and isinstance(v, list):
                 nxt += v
             elif step is None and isinstance(v, dict):
                 nxt += list(v.values())

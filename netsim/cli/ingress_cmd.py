@@ -11,7 +11,7 @@ import typer
 
 from netsim.cli.common import err, open_cluster_store
 from netsim.model import k8s
-from netsim.node.ingress import ingress, match
+from netsim.node.ingress import gateway, ingress, match
 
 ingress_app = typer.Typer(help="Ingress: which server and location take a request, and where it goes.",
                           no_args_is_help=True)
@@ -86,6 +86,8 @@ def explain(
     port: Annotated[int | None, typer.Option(help="The port the proxy receives it on (default: 80, 443 for https).")
                     ] = None,
     controller: Annotated[str, typer.Option(help="The controller's NS/NAME.")] = DEFAULT_CONTROLLER,
+    gateway_ref: Annotated[str | None, typer.Option("--gateway", help="A Gateway's NS/NAME: explain its proxy "
+                                                    "(its HTTPRoutes) instead of the ingress controller.")] = None,
     output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
     cluster: Annotated[str | None, typer.Option("--cluster", "-c", envvar="NETSIM_CLUSTER")] = None,
 ) -> None:
@@ -104,6 +106,9 @@ def explain(
     if "/" not in controller:
         raise err(f"error: --controller {controller!r}: give NAMESPACE/NAME", 2)
     host = host if host is not None else headers.get("Host", headers.get("host", ""))
+    if gateway_ref is not None:
+        _explain_gateway(cluster, gateway_ref, host, path, headers, scheme, method, port, output)
+        return
     _, store = open_cluster_store(cluster)
     try:
         flags, source = controller_kwargs(store, controller)
@@ -126,5 +131,39 @@ def explain(
     else:
         url = f"{scheme}://{host or '(no Host)'}{path}"
         for line in text(d, method.upper(), url, source, related):
+            typer.echo(line)
+    raise typer.Exit(0 if d.status < 400 else 1)
+
+
+def _explain_gateway(cluster: str | None, ref: str, host: str, path: str, headers: dict[str, str], scheme: str,
+                     method: str, port: int | None, output: str) -> None:
+    """explain for a Gateway's proxy: its ProxyConfig (netsim.node.ingress.gateway), and why its
+    routes that do not answer were not accepted or do not resolve."""
+    ns, _, name = ref.partition("/")
+    if not ns or not name:
+        raise err(f"error: --gateway {ref!r}: give NAMESPACE/NAME", 2)
+    _, store = open_cluster_store(cluster)
+    try:
+        objs = {kind: store.list(k8s.prefix(kind))[0] for kind in gateway.PROXY_KINDS}
+    finally:
+        store.close()
+    gw = next((g for g in objs["Gateway"] if g["metadata"]["name"] == name and g["metadata"].get("namespace") == ns),
+              None)
+    if gw is None:
+        raise err(f"error: no Gateway {ref}", 1)
+    args = [objs[k] for k in ("HTTPRoute", "ReferenceGrant", "Service", "EndpointSlice", "Secret", "Namespace")]
+    config = gateway.proxy_config(gw, *args)
+    d = match.explain(config, host, path, headers, scheme, method, port)
+    related = []
+    for (rns, rname), parents in gateway.statuses(gw, *args)[1].items():
+        for p in parents:
+            for c in p["conditions"]:
+                if c["status"] != "True":
+                    related.append(f"HTTPRoute {rns}/{rname}: {c['type']} False ({c['reason']}): {c['message']}")
+    if output == "json":
+        typer.echo(json.dumps({"gateway": ref, **d.to_dict(), "related": related}))
+    else:
+        url = f"{scheme}://{host or '(no Host)'}{path}"
+        for line in text(d, method.upper(), url, f"Gateway {ref}", related):
             typer.echo(line)
     raise typer.Exit(0 if d.status < 400 else 1)

@@ -19,6 +19,7 @@ import uuid
 from netsim.api.events import NORMAL, WARNING
 from netsim.api.informer import Cache
 from netsim.api.registry import now, read_config
+from netsim.controllers import gateway
 from netsim.controllers import status as workload_status
 from netsim.controllers.ingress_status import ingress_status
 from netsim.model import k8s
@@ -470,7 +471,7 @@ def load_balancers(cache: Cache) -> None:
         cache.update({**svc, "status": {**status, "loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]}}})
 
 
-CONTROLLERS = [namespaces, garbage_collect, deployments, replicasets, daemonsets,
+CONTROLLERS = [namespaces, garbage_collect, gateway.gateways, deployments, replicasets, daemonsets,
                statefulsets, jobs, schedule, endpoint_slices, load_balancers, ingress_status]
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from netsim import fabric
 from netsim.api import informer, registry
 from netsim.api.store import NotFound, Store, open_store
+from netsim.controllers import gateway
 from netsim.fabric import daemon, lifecycle
 from netsim.model import k8s, names
 from netsim.model.scenario import Scenario
@@ -163,11 +164,11 @@ def join_node(cluster: fabric.Cluster, scenario: Scenario, objects: list[dict], 
 def _apply_and_settle(store: Store, config: registry.ClusterConfig, objects: list[dict], components: list[str],
                       timeout: float, what: str, progress: Callable[[str], None], addons: list[str] = ()) -> None:
     """The add-ons every cluster has (the cluster DNS, as kubeadm installs it) and the scenario's
-    (``addons``: ingress-nginx), the scenario's manifests, then a wait until ``components`` have
+    (``addons``: ingress-nginx, gateway), the scenario's manifests, then a wait until ``components`` have
     acted on all of it."""
     registry.apply(store, dns.addon_objects(config.service_subnet))
     if addons:
-        registry.apply(store, ingress_addon.objects(list(addons)))
+        registry.apply(store, ingress_addon.objects(list(addons)) + gateway.addon_objects(list(addons)))
     if objects:
         results = registry.apply(store, objects)
         changed = sum(1 for _, action in results if action != "unchanged")

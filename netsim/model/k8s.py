@@ -19,6 +19,8 @@ from typing import Annotated, Any, Literal, NamedTuple
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
+from netsim.model import gatewayapi
+
 REGISTRY = "/registry/"
 
 
@@ -71,6 +73,21 @@ def _acted(*args, **kw) -> Kind:
 
 _ALL_CATEGORY = {"Pod", "Service", "Deployment", "ReplicaSet", "DaemonSet", "StatefulSet", "Job"}
 
+GATEWAY_API = "gateway.networking.k8s.io"
+
+
+def _column(name: str, path: str, type_: str = "string", priority: int = 0) -> dict:
+    return {"name": name, "type": type_, "jsonPath": path, **({"priority": priority} if priority else {})}
+
+
+_AGE_COLUMN = _column("Age", ".metadata.creationTimestamp", "date")
+_GATEWAY_CLASS_COLUMNS = (_column("Controller", ".spec.controllerName"),
+                          _column("Accepted", '.status.conditions[?(@.type=="Accepted")].status'), _AGE_COLUMN,
+                          _column("Description", ".spec.description", priority=1))
+_GATEWAY_COLUMNS = (_column("Class", ".spec.gatewayClassName"), _column("Address", ".status.addresses[*].value"),
+                    _column("Programmed", '.status.conditions[?(@.type=="Programmed")].status'), _AGE_COLUMN)
+_HTTPROUTE_COLUMNS = (_column("Hostnames", ".spec.hostnames"), _AGE_COLUMN)
+
 # The kinds netsim acts on, then the built-in kinds it only stores (so that real-world manifests
 # with a ServiceAccount, a Role or an Ingress apply whole, and kubectl finds them).
 BUILTIN: tuple[Kind, ...] = (
@@ -119,10 +136,25 @@ BUILTIN: tuple[Kind, ...] = (
     Kind("MutatingWebhookConfiguration", "admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations", False),
     Kind("ValidatingWebhookConfiguration", "admissionregistration.k8s.io/v1",
          "validatingwebhookconfigurations", False),
+    Kind("ValidatingAdmissionPolicy", "admissionregistration.k8s.io/v1", "validatingadmissionpolicies", False),
+    Kind("ValidatingAdmissionPolicyBinding", "admissionregistration.k8s.io/v1",
+         "validatingadmissionpolicybindings", False),
     Kind("APIService", "apiregistration.k8s.io/v1", "apiservices", False),
     Kind("FlowSchema", "flowcontrol.apiserver.k8s.io/v1", "flowschemas", False),
     Kind("PriorityLevelConfiguration", "flowcontrol.apiserver.k8s.io/v1", "prioritylevelconfigurations", False),
     Kind("CertificateSigningRequest", "certificates.k8s.io/v1", "certificatesigningrequests", False, ("csr",)),
+    # The Gateway API's core (GATEWAY-HTTP), served as built-ins with the columns and versions of
+    # gateway-api's standard CRDs (config/crd/standard), stored where those CRDs would store them.
+    _acted("GatewayClass", f"{GATEWAY_API}/v1", "gatewayclasses", False, ("gc",),
+           storage=f"{GATEWAY_API}/gatewayclasses", also_served=(f"{GATEWAY_API}/v1beta1",),
+           printer_columns=_GATEWAY_CLASS_COLUMNS),
+    _acted("Gateway", f"{GATEWAY_API}/v1", "gateways", True, ("gtw",), storage=f"{GATEWAY_API}/gateways",
+           also_served=(f"{GATEWAY_API}/v1beta1",), printer_columns=_GATEWAY_COLUMNS),
+    _acted("HTTPRoute", f"{GATEWAY_API}/v1", "httproutes", True, (), storage=f"{GATEWAY_API}/httproutes",
+           also_served=(f"{GATEWAY_API}/v1beta1",), printer_columns=_HTTPROUTE_COLUMNS),
+    _acted("ReferenceGrant", f"{GATEWAY_API}/v1beta1", "referencegrants", True, ("refgrant",),
+           storage=f"{GATEWAY_API}/referencegrants", also_served=(f"{GATEWAY_API}/v1",),
+           printer_columns=(_AGE_COLUMN,)),
 )
 
 # The other versions the built-in kinds are served at (their also_served), each stored as its kind's.
@@ -151,12 +183,18 @@ def kind_of(obj: dict) -> Kind:
 
 
 def register(k: Kind) -> None:
-    """A custom resource's kind (from its CRD), stored under "<group>/<plural>"."""
+    """A custom resource's kind (from its CRD), stored under "<group>/<plural>".  A CRD for a
+    kind netsim serves as a built-in (gateway-api's standard-install.yaml) is stored and
+    changes nothing: the built-in stays."""
+    if (k.api_version, k.kind) in _BUILTIN_GVK:
+        return
     ALL[(k.api_version, k.kind)] = k
     BY_PLURAL[k.resource] = k
 
 
 def unregister(api_version: str, kind: str) -> None:
+    if (api_version, kind) in _BUILTIN_GVK:
+        return
     k = ALL.pop((api_version, kind), None)
     if k is not None and BY_PLURAL.get(k.resource) is k:
         del BY_PLURAL[k.resource]
@@ -635,6 +673,8 @@ def validate(doc: Any, where: str) -> dict:
         errors = exc.errors()
         raise InvalidObject("; ".join(f"{where}: {_problem(e)}" for e in errors),
                             [(_field(e), _problem(e).partition(": ")[2] or _problem(e)) for e in errors]) from None
+    if k.group == gatewayapi.GROUP and (causes := gatewayapi.problems(doc)):
+        raise InvalidObject("; ".join(f"{where}: {f}: {m}" for f, m in causes), causes)
     if not k.namespaced and doc["metadata"].get("namespace"):
         raise InvalidObject(f"{where}: metadata.namespace: {kind} is not namespaced; remove the field",
                             [("metadata.namespace", f"{kind} is not namespaced")])

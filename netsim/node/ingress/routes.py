@@ -98,6 +98,7 @@ class Location:
     request_headers: HeaderModifier | None = None
     redirect: Redirect | None = None
     status: int | None = None  # a fixed answer instead of proxying (Gateway: 500 for unresolved refs)
+    query_params: tuple[HeaderMatch, ...] = ()  # all must match (HTTPRoute queryParams; name is case-sensitive)
 
 
 @dataclass(frozen=True)
