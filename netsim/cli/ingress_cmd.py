@@ -4,13 +4,14 @@ controller take a request and why, the rewritten path, and the endpoints it woul
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Annotated
 
 import typer
 
 from netsim.cli.common import err, open_cluster_store
-from netsim.model import k8s
+from netsim.model import ingress_nginx, k8s
 from netsim.node.ingress import gateway, ingress, match
 
 ingress_app = typer.Typer(help="Ingress: which server and location take a request, and where it goes.",
@@ -19,18 +20,20 @@ ingress_app = typer.Typer(help="Ingress: which server and location take a reques
 DEFAULT_CONTROLLER = "ingress-nginx/ingress-nginx-controller"
 
 
-def controller_kwargs(store, controller: str) -> tuple[dict, str]:
-    """proxy_config's class flags from the controller's Deployment (or DaemonSet) args, and a note."""
+def controller_args(store, controller: str) -> tuple[ingress_nginx.ControllerArgs, str]:
+    """The controller's flags, read as the agent reads them: from its Deployment's (or
+    DaemonSet's) pod template, in the namespace its pods run in; and a note saying where from."""
     ns, _, name = controller.partition("/")
     for kind in ("Deployment", "DaemonSet"):
         try:
             obj = store.get(k8s.key(kind, ns, name))
         except Exception:  # noqa: BLE001 - NotFound from any backend: try the next kind
             continue
-        containers = (((obj.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
-        args = [a for c in containers for a in (c.get("args") or []) + (c.get("command") or [])]
-        return ingress.controller_flags(args), f"{kind} {controller}"
-    return {}, f"no Deployment {controller}: the controller's default flags"
+        template = (obj.get("spec") or {}).get("template") or {}
+        pod = {"metadata": {**(template.get("metadata") or {}), "namespace": ns, "name": name},
+               "spec": template.get("spec") or {}}
+        return ingress_nginx.controller_args(pod), f"{kind} {controller}"
+    return ingress_nginx.ControllerArgs(), f"no Deployment {controller}: the controller's default flags"
 
 
 def _headers(values: list[str]) -> dict[str, str]:
@@ -111,13 +114,13 @@ def explain(
         return
     _, store = open_cluster_store(cluster)
     try:
-        flags, source = controller_kwargs(store, controller)
+        args, source = controller_args(store, controller)
         objs = {kind: store.list(k8s.prefix(kind))[0]
                 for kind in ("Ingress", "IngressClass", "Service", "EndpointSlice", "Secret")}
     finally:
         store.close()
     config = ingress.proxy_config(controller, objs["Ingress"], objs["IngressClass"], objs["Service"],
-                                  objs["EndpointSlice"], objs["Secret"], **flags)
+                                  objs["EndpointSlice"], objs["Secret"], args=args)
     d = match.explain(config, host, path, headers, scheme, method, port)
     related = []
     for ing in objs["Ingress"]:
@@ -127,7 +130,8 @@ def explain(
             related.append(f"Ingress {ingress.key(ing)} is not served by this controller: {why}")
     related += [v for k, v in config.extra.items() if k.startswith(f"server {d.server} note")]
     if output == "json":
-        typer.echo(json.dumps({"controller": controller, "flags": flags, **d.to_dict(), "related": related}))
+        typer.echo(json.dumps({"controller": controller, "flags": dataclasses.asdict(args), **d.to_dict(),
+                               "related": related}))
     else:
         url = f"{scheme}://{host or '(no Host)'}{path}"
         for line in text(d, method.upper(), url, source, related):

@@ -24,7 +24,7 @@ from netsim.cni.server import ServerPool
 from netsim.model import k8s, names, state
 from netsim.model.state import Member
 from netsim.node import dns, flanneld, podlog, policy
-from netsim.node.ingress import gateway
+from netsim.node.ingress import kinds
 from netsim.node.ingress.controller import Proxies, listen_ports
 from netsim.node.podnet import NodePods, port_mappings, server_socket
 from netsim.node.responder import Identity, Responders
@@ -137,8 +137,7 @@ class Agent:
         self.flannel: flanneld.Flanneld | None = None
         self.responders: Responders | None = None
         # L7 proxy pods (ingress-nginx controllers, Gateway proxies): nginx in their namespaces.
-        self.proxies = Proxies(cluster)
-        self.proxies.register(gateway.PROXY)
+        self.proxies = Proxies(cluster, list(kinds.ALL))
         self.running_since: dict[str, float] = {}
         self.logs: dict[str, Path] = {}  # pod key -> its log (netsim.node.podlog), removed with the pod
         self.enforcers: dict[str, policy.Enforcer] = {}

@@ -19,7 +19,7 @@ import pytest
 
 from netsim import kernel
 from netsim.fabric import daemon
-from netsim.model import names, state
+from netsim.model import ingress_nginx, names, state
 from netsim.node.ingress import controller
 from tests.conftest import SCENARIO, K8s, run_netsim, running, unique_name
 
@@ -478,12 +478,12 @@ def test_upstream_deploy_yaml_applies_unmodified_and_serves(ing):
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         pods = running(json.loads(ing.k8s("get", "pods", "-n", "ingress-nginx", "-o", "json").stdout)["items"])
-        controllers = [p for p in pods if controller.is_controller_pod(p)]
+        controllers = [p for p in pods if ingress_nginx.is_controller_pod(p)]
         if len(controllers) == 1 and "v1.15.1" in controllers[0]["spec"]["containers"][0]["image"]:
             break
         time.sleep(0.3)
     [pod] = controllers
-    assert controller.controller_args(pod) == controller.ControllerArgs(
+    assert ingress_nginx.controller_args(pod) == ingress_nginx.ControllerArgs(
         ingress_class="nginx", controller_class="k8s.io/ingress-nginx",
         publish_service="ingress-nginx/ingress-nginx-controller")
     deadline = time.monotonic() + 30

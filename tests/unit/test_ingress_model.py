@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netsim.node.ingress import ingress
+from netsim.model import ingress_nginx
 from netsim.node.ingress.match import blocks
 from tests.unit.ingress_objects import World, ing, path, rule, served_by, service, tls_secret
 
@@ -175,15 +175,9 @@ def test_ingress_class():
     assert status_and_service(cfg, "http://classless/") == (404, None)
     assert "no such IngressClass" in cfg.extra["ignored Ingress default/test-ingress-class"]
     assert "example.com/other" in cfg.extra["ignored Ingress default/theirs"]
-    cfg = w.config(ing("classless", rule("classless", path("/", "classless")), cls=None), watch_without_class=True)
+    cfg = w.config(ing("classless", rule("classless", path("/", "classless")), cls=None),
+                   args=ingress_nginx.ControllerArgs(watch_without_class=True))
     assert status_and_service(cfg, "http://classless/") == (200, "classless")
-
-
-def test_controller_flags_from_container_args():
-    assert ingress.controller_flags(["/nginx-ingress-controller", "--controller-class=example.com/x",
-                                     "--ingress-class", "x", "--watch-ingress-without-class"]) == {
-        "controller_class": "example.com/x", "ingress_class": "x", "watch_without_class": True}
-    assert ingress.controller_flags(["--watch-ingress-without-class=false"]) == {"watch_without_class": False}
 
 
 # --- merging, conflicts, backends ------------------------------------------------------------------

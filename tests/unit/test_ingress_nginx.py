@@ -6,7 +6,8 @@ import subprocess
 
 import pytest
 
-from netsim.node.ingress import controller, nginx
+from netsim.model import ingress_nginx
+from netsim.node.ingress import nginx
 from netsim.node.ingress.routes import (
     TLS,
     Backend,
@@ -200,7 +201,7 @@ def test_equal_configs_render_equal_text(tmp_path):
     ("ingress-nginx/controller", True), ("localhost:5000/ingress-nginx/controller:dev", True),
     ("nginx", False), ("registry.k8s.io/ingress-nginx/kube-webhook-certgen:v1.5.2", False)])
 def test_controller_pod_by_image(image, yes):
-    assert controller.is_controller_pod({"spec": {"containers": [{"name": "c", "image": image}]}}) is yes
+    assert ingress_nginx.is_controller_pod({"spec": {"containers": [{"name": "c", "image": image}]}}) is yes
 
 
 def test_controller_args_from_the_pod_spec():
@@ -211,11 +212,11 @@ def test_controller_args_from_the_pod_spec():
                "args": ["/nginx-ingress-controller", "--publish-service=$(POD_NAMESPACE)/ingress-nginx-controller",
                         "--controller-class", "example.com/other", "--ingress-class=other",
                         "--watch-ingress-without-class=true"]}]}}
-    args = controller.controller_args(pod)
-    assert args == controller.ControllerArgs(ingress_class="other", controller_class="example.com/other",
-                                             publish_service="ingress-nginx/ingress-nginx-controller",
-                                             watch_without_class=True)
-    assert controller.controller_args({"metadata": {}, "spec": {"containers": []}}) == controller.ControllerArgs()
+    args = ingress_nginx.controller_args(pod)
+    assert args == ingress_nginx.ControllerArgs(ingress_class="other", controller_class="example.com/other",
+                                                publish_service="ingress-nginx/ingress-nginx-controller",
+                                                watch_without_class=True)
+    assert ingress_nginx.controller_args({"metadata": {}, "spec": {"containers": []}}) == ingress_nginx.ControllerArgs()
 
 
 def test_scenario_addons_and_the_ingress_nginx_objects(tmp_path):
@@ -239,8 +240,8 @@ def test_scenario_addons_and_the_ingress_nginx_objects(tmp_path):
     assert cls["metadata"]["annotations"]["ingressclass.kubernetes.io/is-default-class"] == "true"
     pod = {"metadata": {"name": "p", "namespace": "ingress-nginx"},
            "spec": objs[("Deployment", "ingress-nginx-controller")]["spec"]["template"]["spec"]}
-    assert controller.is_controller_pod(pod)
-    assert controller.controller_args(pod).publish_service == "ingress-nginx/ingress-nginx-controller"
+    assert ingress_nginx.is_controller_pod(pod)
+    assert ingress_nginx.controller_args(pod).publish_service == "ingress-nginx/ingress-nginx-controller"
 
 
 def test_header_and_method_matches_pick_a_rule_then_fall_through_to_shorter_prefixes(tmp_path):

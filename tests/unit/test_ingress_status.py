@@ -14,6 +14,7 @@ from netsim.model import k8s
 from tests.unit.fakes import MemoryStore
 
 IMAGE = "registry.k8s.io/ingress-nginx/controller:v1.12.0@sha256:" + "ab" * 32
+ADDON_ARGS = ["--publish-service=$(POD_NAMESPACE)/ingress-nginx-controller"]  # as netsim's add-on runs it
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -85,28 +86,6 @@ def status_of(cache, name, ns="default"):
     return (cache.get("Ingress", ns, name) or {}).get("status")
 
 
-def test_the_controller_image_is_recognised_with_any_tag_or_digest():
-    assert ingress_status.is_controller_image(IMAGE)
-    assert ingress_status.is_controller_image("ingress-nginx/controller")
-    assert ingress_status.is_controller_image("localhost:5000/ingress-nginx/controller:dev")
-    assert not ingress_status.is_controller_image("registry.k8s.io/ingress-nginx/kube-webhook-certgen:v1.5")
-    assert not ingress_status.is_controller_image("nginx:1.27")
-
-
-def test_flags_expand_pod_env_and_the_addon_default_publishes_its_service():
-    pod = {"metadata": {"name": "c", "namespace": "ingress-nginx"},
-           "spec": {"containers": [{"image": IMAGE, "args": [
-               "/nginx-ingress-controller", "--publish-service=$(POD_NAMESPACE)/lb", "--ingress-class", "x",
-               "--watch-ingress-without-class"],
-               "env": [{"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}]}]}}
-    assert ingress_status.flags(pod) == {"publish-service": "ingress-nginx/lb", "ingress-class": "x",
-                                         "watch-ingress-without-class": "true"}
-    pod["spec"]["containers"][0].pop("args")
-    assert ingress_status.flags(pod) == {"publish-service": "ingress-nginx/ingress-nginx-controller"}
-    pod["spec"]["containers"][0]["image"] = "nginx"
-    assert ingress_status.flags(pod) is None
-
-
 def test_status_comes_from_the_publish_service_for_served_classes_only(store):
     node(store, "w1", "192.168.50.2")
     registry.apply(store, [lb_service(), ingress_class("nginx", default=True), ingress_class("other", "acme.io/lb")])
@@ -126,7 +105,7 @@ def test_status_comes_from_the_publish_service_for_served_classes_only(store):
 def test_only_changes_are_written(store):
     node(store, "w1", "192.168.50.2")
     registry.apply(store, [lb_service(), ingress_class("nginx", default=True), ingress("web")])
-    controller_pod(store, "c1", "w1", args=[])
+    controller_pod(store, "c1", "w1", args=ADDON_ARGS)
     cache = settle(store)
     assert status_of(cache, "web")["loadBalancer"]["ingress"]
     rev = store.revision()
@@ -151,7 +130,7 @@ def test_no_controller_pods_no_status_and_the_last_pod_takes_it_back(store):
     registry.apply(store, [lb_service(), ingress_class("nginx", default=True), ingress("web")])
     cache = settle(store)
     assert status_of(cache, "web") is None  # a class but no controller running it
-    pod = controller_pod(store, "c1", "w1", args=[])
+    pod = controller_pod(store, "c1", "w1", args=ADDON_ARGS)
     assert status_of(settle(store), "web")["loadBalancer"]["ingress"]
     store.delete(k8s.key_of(pod))
     assert status_of(settle(store), "web") == {"loadBalancer": {}}
@@ -172,7 +151,7 @@ def test_a_pending_load_balancer_publishes_nothing_and_watch_without_class(store
 def test_a_put_keeps_the_status_the_controller_wrote(store):
     node(store, "w1", "192.168.50.2")
     registry.apply(store, [lb_service(), ingress_class("nginx", default=True), ingress("web")])
-    controller_pod(store, "c1", "w1", args=[])
+    controller_pod(store, "c1", "w1", args=ADDON_ARGS)
     cache = settle(store)
     before = status_of(cache, "web")
     obj = ingress("web", "nginx")
@@ -218,7 +197,7 @@ def test_describe_lists_rules_with_backends_and_their_ready_endpoints(store):
                       {"http": {"paths": [
                           {"path": "/gone", "pathType": "Prefix",
                            "backend": {"service": {"name": "gone", "port": {"name": "http"}}}}]}}]}}])
-    controller_pod(store, "c1", "w1", args=[])
+    controller_pod(store, "c1", "w1", args=ADDON_ARGS)
     cache = settle(store)
     fields, blocks = describe_ingress.describe(store, cache.get("Ingress", "default", "two-hosts"))
     lb_ip = cache.get("Service", "ingress-nginx", "ingress-nginx-controller")["status"]["loadBalancer"]["ingress"]

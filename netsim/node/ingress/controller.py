@@ -14,7 +14,7 @@ agent takes the master with it; its worker (which outlives a SIGKILLed master) i
 namespace and killed on the next start, and kernel.remove_netns (pod delete, `netsim down`)
 kills every process of the namespace anyway.
 
-Knows: netsim.kernel (namespaces, processes), netsim.model.state (where files go), nginx.py.
+Knows: netsim.kernel (namespaces, processes), netsim.model (where files go; what a controller pod is), nginx.py.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import contextlib
 import ctypes
 import logging
 import os
-import re
 import shutil
 import signal
 import socket
@@ -34,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from netsim import kernel
-from netsim.model import state
+from netsim.model import ingress_nginx, state
 from netsim.node.ingress import nginx
 from netsim.node.ingress.routes import ProxyConfig
 
@@ -43,7 +42,6 @@ log = logging.getLogger("netsim.node.ingress")
 NGINX = "/usr/sbin/nginx"
 START_TIMEOUT_S = 5.0
 RELOAD_TIMEOUT_S = 3.0
-CONTROLLER_IMAGE = "ingress-nginx/controller"
 INGRESS_KINDS = ("Ingress", "IngressClass", "Service", "EndpointSlice", "Secret")
 PR_SET_PDEATHSIG = 1
 
@@ -52,85 +50,16 @@ def nginx_binary() -> str | None:
     return shutil.which("nginx") or (NGINX if os.access(NGINX, os.X_OK) else None)
 
 
-# -- which pods are proxies -------------------------------------------------------------------
-def image_path(image: str) -> str:
-    """An image reference without registry, tag and digest: "ingress-nginx/controller"."""
-    ref = image.split("@", 1)[0]
-    head, _, last = ref.rpartition("/")
-    last = last.split(":", 1)[0]
-    parts = (head.split("/") if head else []) + [last]
-    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
-        parts = parts[1:]  # a registry host
-    return "/".join(parts)
-
-
-def controller_container(pod: dict) -> dict | None:
-    for c in (pod.get("spec") or {}).get("containers") or []:
-        if image_path(c.get("image") or "").endswith(CONTROLLER_IMAGE):
-            return c
-    return None
-
-
-def is_controller_pod(pod: dict) -> bool:
-    """An ingress-nginx controller pod: a container of image */ingress-nginx/controller (any
-    registry, tag or digest), as dns.is_dns_pod knows CoreDNS by its image."""
-    return controller_container(pod) is not None
-
-
-@dataclass(frozen=True)
-class ControllerArgs:
-    """The controller flags that decide what it serves (ingress-nginx's cmd/nginx flags)."""
-    ingress_class: str = "nginx"
-    controller_class: str = "k8s.io/ingress-nginx"
-    publish_service: str | None = None
-    watch_without_class: bool = False
-
-
-def _expand(value: str, env: dict[str, str]) -> str:
-    """Kubernetes' $(VAR) expansion of container args ($$ escapes, unknown names stay)."""
-    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
-                  lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), value)
-
-
-def controller_args(pod: dict) -> ControllerArgs:
-    c = controller_container(pod) or {}
-    meta = pod.get("metadata") or {}
-    fields = {"metadata.namespace": meta.get("namespace", ""), "metadata.name": meta.get("name", "")}
-    env: dict[str, str] = {}
-    for e in c.get("env") or []:
-        ref = ((e.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
-        env[e["name"]] = fields.get(ref, "") if ref else _expand(str(e.get("value", "")), env)
-    argv = [_expand(str(a), env) for a in (c.get("command") or []) + (c.get("args") or [])]
-    flags: dict[str, str] = {}
-    i = 0
-    while i < len(argv):
-        a = argv[i]
-        if a.startswith("-"):
-            name, eq, value = a.lstrip("-").partition("=")
-            if not eq and name != "watch-ingress-without-class" and i + 1 < len(argv) \
-                    and not argv[i + 1].startswith("-"):
-                value, i = argv[i + 1], i + 1
-            flags[name] = value if (eq or value) else "true"
-        i += 1
-    d = ControllerArgs()
-    return ControllerArgs(
-        ingress_class=flags.get("ingress-class", d.ingress_class),
-        controller_class=flags.get("controller-class", d.controller_class),
-        publish_service=flags.get("publish-service") or None,
-        watch_without_class=flags.get("watch-ingress-without-class", "false").lower() in ("true", "1"))
-
-
+# -- ingress-nginx's controller pods (what they are and their flags: netsim.model.ingress_nginx) --
 def ingress_nginx_config(pod: dict, objects: Callable[[str], list[dict]]) -> ProxyConfig:
     """The ProxyConfig of an ingress-nginx controller pod, as its flags parameterise it."""
     from netsim.node.ingress import ingress  # the Ingress translator (netsim.node.ingress.ingress)
 
-    args = controller_args(pod)
+    args = ingress_nginx.controller_args(pod)
     meta = pod["metadata"]
     name = args.publish_service or f"{meta['namespace']}/{meta['name']}"
     return ingress.proxy_config(name, objects("Ingress"), objects("IngressClass"), objects("Service"),
-                                objects("EndpointSlice"), objects("Secret"),
-                                controller_class=args.controller_class, ingress_class=args.ingress_class,
-                                watch_without_class=args.watch_without_class)
+                                objects("EndpointSlice"), objects("Secret"), args=args)
 
 
 @dataclass(frozen=True)
@@ -144,7 +73,7 @@ class ProxyKind:
     kinds: tuple[str, ...] = INGRESS_KINDS
 
 
-INGRESS_NGINX = ProxyKind("ingress-nginx", is_controller_pod, ingress_nginx_config)
+INGRESS_NGINX = ProxyKind("ingress-nginx", ingress_nginx.is_controller_pod, ingress_nginx_config)
 
 
 def listen_ports(config: ProxyConfig) -> set[int]:
@@ -333,10 +262,6 @@ class Proxies:
         self._objects: dict[str, list[dict]] = {}
         self._fingerprints: dict[str, tuple] = {}
 
-    def register(self, kind: ProxyKind) -> None:
-        """Another kind of proxy pod (Gateway proxies): first registered claims first."""
-        self.kinds.append(kind)
-
     def claims(self, pod: dict) -> ProxyKind | None:
         if (pod.get("spec") or {}).get("hostNetwork"):
             return None  # nginx would take the node's own ports
@@ -432,6 +357,5 @@ class Proxies:
             self.remove(key)
 
 
-__all__ = ["INGRESS_KINDS", "INGRESS_NGINX", "ControllerArgs", "Nginx", "ProxyKind", "Proxies",
-           "controller_args", "image_path", "ingress_nginx_config", "is_controller_pod", "listen_ports",
-           "nginx_pids_in"]
+__all__ = ["INGRESS_KINDS", "INGRESS_NGINX", "Nginx", "ProxyKind", "Proxies", "ingress_nginx_config",
+           "listen_ports", "nginx_pids_in"]

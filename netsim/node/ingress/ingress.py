@@ -32,11 +32,10 @@ import binascii
 import re
 from dataclasses import dataclass, field, replace
 
+from netsim.model.ingress_nginx import ControllerArgs, served
 from netsim.node.ingress.routes import TLS, Backend, Canary, Endpoint, Location, ProxyConfig, Redirect, Server
 
-CONTROLLER_CLASS = "k8s.io/ingress-nginx"
-INGRESS_CLASS = "nginx"
-CLASS_ANNOTATION = "kubernetes.io/ingress.class"
+DEFAULT_ARGS = ControllerArgs()
 PREFIX = "nginx.ingress.kubernetes.io/"
 CATCH_ALL = "_"
 DEFAULT_UPSTREAM = "upstream-default-backend"
@@ -47,52 +46,7 @@ _FALSE = {"0", "f", "F", "FALSE", "false", "False"}
 
 
 # ---------------------------------------------------------------------------------------------
-# Which Ingresses this controller serves
-
-
-def served(ing: dict, classes: list[dict], *, controller_class: str = CONTROLLER_CLASS,
-           ingress_class: str = INGRESS_CLASS, watch_without_class: bool = False) -> tuple[bool, str]:
-    """Whether the controller serves this Ingress, and why (store.go GetIngressClass)."""
-    spec = ing.get("spec") or {}
-    name = spec.get("ingressClassName")
-    if name:
-        cls = next((c for c in classes if c["metadata"]["name"] == name), None)
-        if cls is None:
-            return False, f"ingressClassName {name!r}: no such IngressClass"
-        ctl = (cls.get("spec") or {}).get("controller", "")
-        if ctl != controller_class:
-            return False, f"IngressClass {name!r} belongs to controller {ctl!r}, not {controller_class!r}"
-        return True, f"IngressClass {name!r} (controller {ctl})"
-    legacy = (ing["metadata"].get("annotations") or {}).get(CLASS_ANNOTATION)
-    if legacy is not None:
-        if legacy != ingress_class:
-            return False, f"annotation {CLASS_ANNOTATION}={legacy!r}, this controller's class is {ingress_class!r}"
-        return True, f"annotation {CLASS_ANNOTATION}={legacy!r}"
-    if watch_without_class:
-        return True, "no class, and the controller watches Ingresses without class"
-    return False, ("no ingressClassName and no class annotation (the controller runs without "
-                   "--watch-ingress-without-class)")
-
-
-def controller_flags(args: list[str]) -> dict:
-    """proxy_config's keyword arguments from a controller container's args (upstream deploy.yaml:
-    ``/nginx-ingress-controller --controller-class=k8s.io/ingress-nginx --ingress-class=nginx ...``)."""
-    out: dict = {}
-    keys = {"--controller-class": "controller_class", "--ingress-class": "ingress_class",
-            "--watch-ingress-without-class": "watch_without_class"}
-    i = 0
-    while i < len(args):
-        flag, eq, value = args[i].partition("=")
-        if flag in keys:
-            if not eq:
-                if flag == "--watch-ingress-without-class" and (i + 1 >= len(args) or args[i + 1].startswith("-")):
-                    value = "true"
-                elif i + 1 < len(args):
-                    i += 1
-                    value = args[i]
-            out[keys[flag]] = value in _TRUE if flag == "--watch-ingress-without-class" else value
-        i += 1
-    return out
+# Ingresses in the order ingress-nginx takes them (which ones it serves: netsim.model.ingress_nginx)
 
 
 def ordered(ingresses: list[dict]) -> list[dict]:
@@ -321,15 +275,13 @@ def _paths(rule: dict) -> list[dict]:
 
 
 def proxy_config(name: str, ingresses: list[dict], classes: list[dict], services: list[dict],
-                 slices: list[dict], secrets: list[dict], *, controller_class: str = CONTROLLER_CLASS,
-                 ingress_class: str = INGRESS_CLASS, watch_without_class: bool = False) -> ProxyConfig:
-    """What the ingress-nginx controller ``name`` serves, from the store's objects."""
+                 slices: list[dict], secrets: list[dict], *, args: ControllerArgs = DEFAULT_ARGS) -> ProxyConfig:
+    """What the ingress-nginx controller ``name`` running with ``args`` serves, from the store's objects."""
     cluster = _Cluster(services, slices, secrets)
     extra: dict[str, str] = {}
     ings = []
     for ing in ordered(ingresses):
-        ok, why = served(ing, classes, controller_class=controller_class, ingress_class=ingress_class,
-                         watch_without_class=watch_without_class)
+        ok, why = served(ing, classes, args)
         if ok:
             ings.append(ing)
         else:

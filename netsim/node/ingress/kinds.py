@@ -3,9 +3,10 @@ runs nginx for and `netsim trace` follows requests through."""
 
 from __future__ import annotations
 
+from netsim.node.ingress import gateway
 from netsim.node.ingress.controller import INGRESS_NGINX, ProxyKind
 
-ALL: tuple[ProxyKind, ...] = (INGRESS_NGINX,)
+ALL: tuple[ProxyKind, ...] = (INGRESS_NGINX, gateway.PROXY)
 
 
 def proxy_kind(pod: dict) -> ProxyKind | None:
