@@ -290,11 +290,31 @@ PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
                "application/apply-patch+cbor")
 
 
+# kube-apiserver's patcher (maxRetryWhenPatchConflicts): a patch that does not name a
+# resourceVersion is applied again to the fresh object when another writer (a controller
+# updating status) got in between its read and its write.
+PATCH_CONFLICT_RETRIES = 5
+
+
 def patch(store: Store, t: Target, body: bytes, content_type: str, query, now: str, manager: str = "") -> dict:
     ctype = content_type.split(";")[0].strip()
     if ctype not in PATCH_TYPES:
         raise StatusError(415, f"the body of the request was in an unknown format - accepted media types "
                           f"include: {', '.join(PATCH_TYPES[:4])}", "UnsupportedMediaType")
+    pinned = "resourceVersion" in _patched_meta(body, ctype)
+    for attempt in range(PATCH_CONFLICT_RETRIES + 1):
+        try:
+            return _patch_once(store, t, body, ctype, query, now, manager, pinned)
+        except StatusError as exc:
+            field_conflict = "causes" in (exc.details or {})  # server-side apply's, not a race
+            if pinned or exc.code != 409 or exc.reason != "Conflict" or field_conflict or \
+                    attempt == PATCH_CONFLICT_RETRIES:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _patch_once(store: Store, t: Target, body: bytes, ctype: str, query, now: str, manager: str,
+                pinned: bool) -> dict:
     apply = ctype.startswith("application/apply-patch")
     try:
         live = get(store, t) if t.subresource != "scale" else scale_of(store, t)
@@ -327,8 +347,7 @@ def patch(store: Store, t: Target, body: bytes, content_type: str, query, now: s
     if isinstance(new, dict):
         new.setdefault("metadata", {})
         # A patch that does not name the resourceVersion applies to the object as it is now.
-        if isinstance(new["metadata"], dict) and live is not None and \
-                "resourceVersion" not in _patched_meta(body, ctype):
+        if isinstance(new["metadata"], dict) and live is not None and not pinned:
             new["metadata"]["resourceVersion"] = (live.get("metadata") or {}).get("resourceVersion")
     return replace(store, t, new, query, None if apply else manager)
 
