@@ -15,13 +15,10 @@ import subprocess
 
 import pytest
 
-from netsim import kernel
 from netsim.controllers import gatewayapi as gw
-from netsim.model import names
 from netsim.node.ingress import controller, gateway
 from netsim.node.ingress.match import explain
-from netsim.node.responder import Identity, Responders
-from tests.conftest import unique_name
+from tests.kernel.proxypod import responder_namespace
 from tests.unit.ingress_objects import endpoint_slice, service
 
 pytestmark = pytest.mark.skipif(controller.nginx_binary() is None, reason="no nginx (scripts/install-deps.sh)")
@@ -36,19 +33,8 @@ GATEWAY = {"apiVersion": f"{gw.GROUP}/v1", "kind": "Gateway", "metadata": {"name
 
 @pytest.fixture
 def pod_ns():
-    ns = names.netns_name(unique_name("gwx"), "pod")
-    responders = None
-    try:
-        with kernel.Namespace.create(ns) as n, n.batch() as b:
-            b.set_link("lo", index=1, up=True)
-        responders = Responders()
-        for i in range(N):
-            assert responders.ensure(f"default/s{i}-0", ns, Identity(f"s{i}-0", "default", "n1"), [9000 + i]) == []
+    with responder_namespace("gwx", N) as ns:
         yield ns
-    finally:
-        if responders is not None:
-            responders.close()
-        kernel.remove_netns([ns])
 
 
 def generated(rnd: random.Random) -> list[dict]:

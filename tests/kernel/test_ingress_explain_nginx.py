@@ -15,12 +15,9 @@ import pytest
 
 controller = pytest.importorskip("netsim.node.ingress.controller", reason="needs the nginx runner")
 
-from netsim import kernel  # noqa: E402
-from netsim.model import names  # noqa: E402
 from netsim.node.ingress import ingress  # noqa: E402
 from netsim.node.ingress.match import explain  # noqa: E402
-from netsim.node.responder import Identity, Responders  # noqa: E402
-from tests.conftest import unique_name  # noqa: E402
+from tests.kernel.proxypod import responder_namespace  # noqa: E402
 from tests.unit.ingress_objects import NGINX_CLASS, endpoint_slice, ing, path, rule, service  # noqa: E402
 
 pytestmark = pytest.mark.skipif(controller.nginx_binary() is None, reason="no nginx (scripts/install-deps.sh)")
@@ -33,19 +30,8 @@ HEADERS = [{}, {"X-C": "always"}, {"X-C": "never"}, {"X-C": "yes"}, {"X-C": "yas
 
 @pytest.fixture
 def pod_ns():
-    ns = names.netns_name(unique_name("ngxe"), "pod")
-    responders = None
-    try:
-        with kernel.Namespace.create(ns) as n, n.batch() as b:
-            b.set_link("lo", index=1, up=True)
-        responders = Responders()
-        for i in range(N):
-            assert responders.ensure(f"default/s{i}-0", ns, Identity(f"s{i}-0", "default", "n1"), [9000 + i]) == []
+    with responder_namespace("ngxe", N) as ns:
         yield ns
-    finally:
-        if responders is not None:
-            responders.close()
-        kernel.remove_netns([ns])
 
 
 def curl(ns: str, host: str, target: str, headers: dict[str, str]) -> tuple[int, str | None, str | None, str]:

@@ -10,30 +10,17 @@ import subprocess
 
 import pytest
 
-from netsim import kernel
-from netsim.model import names
 from netsim.node.ingress import controller
 from netsim.node.ingress.routes import Backend, Endpoint, Location, ProxyConfig, Server
-from netsim.node.responder import Identity, Responders
-from tests.conftest import unique_name
+from tests.kernel.proxypod import responder_namespace
 
 pytestmark = pytest.mark.skipif(controller.nginx_binary() is None, reason="no nginx (scripts/install-deps.sh)")
 
 
 @pytest.fixture
 def pod_ns():
-    ns = names.netns_name(unique_name("ngx"), "pod")
-    responders = None
-    try:
-        with kernel.Namespace.create(ns) as n, n.batch() as b:
-            b.set_link("lo", index=1, up=True)
-        responders = Responders()
-        assert responders.ensure("default/web", ns, Identity("web-0", "default", "n1"), [9000]) == []
+    with responder_namespace("ngx", 1) as ns:
         yield ns
-    finally:
-        if responders is not None:
-            responders.close()
-        kernel.remove_netns([ns])
 
 
 def cfg(path: str, name: str = "test") -> ProxyConfig:
@@ -54,7 +41,7 @@ def test_start_reload_on_change_only_restart_and_stop(pod_ns, tmp_path):
     try:
         assert n.apply(cfg("/a"))
         code, body = curl(pod_ns, "/a/x")
-        assert code == 200 and json.loads(body)["pod"] == "web-0"
+        assert code == 200 and json.loads(body)["pod"] == "s0-0"
         assert curl(pod_ns, "/b")[0] == 404
         assert curl(pod_ns, "/a", host="other.test")[0] == 404  # no such host: the catch-all
         line = log.read_text().splitlines()[0]
