@@ -34,6 +34,17 @@ def err(msg: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def parse_headers(values: list[str]) -> dict[str, str]:
+    """``-H NAME:VALUE`` options as a header map (exit code 2 naming the bad one)."""
+    out = {}
+    for v in values:
+        k, colon, val = v.partition(":")
+        if not colon or not k.strip():
+            raise err(f"error: -H {v!r}: give a header as NAME:VALUE (e.g. -H 'X-Canary: always')", 2)
+        out[k.strip()] = val.strip()
+    return out
+
+
 def require_root(action: str) -> None:
     if os.geteuid() != 0:
         raise err(f"netsim {action} needs root: it creates and inspects network namespaces. "

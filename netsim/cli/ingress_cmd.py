@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from netsim.cli.common import err, open_cluster_store
+from netsim.cli.common import err, open_cluster_store, parse_headers
 from netsim.model import ingress_nginx, k8s
 from netsim.node.ingress import gateway, ingress, match
 
@@ -34,16 +34,6 @@ def controller_args(store, controller: str) -> tuple[ingress_nginx.ControllerArg
                "spec": template.get("spec") or {}}
         return ingress_nginx.controller_args(pod), f"{kind} {controller}"
     return ingress_nginx.ControllerArgs(), f"no Deployment {controller}: the controller's default flags"
-
-
-def _headers(values: list[str]) -> dict[str, str]:
-    out = {}
-    for v in values:
-        k, colon, val = v.partition(":")
-        if not colon or not k.strip():
-            raise err(f"error: -H {v!r}: give a header as NAME:VALUE (e.g. -H 'X-Canary: always')", 2)
-        out[k.strip()] = val.strip()
-    return out
 
 
 def text(d: match.Decision, method: str, url: str, source: str, related: list[str]) -> list[str]:
@@ -96,7 +86,7 @@ def explain(
 ) -> None:
     """Say which server and location answer a request, why, and where it goes; exit 1 unless it is
     proxied or redirected."""
-    headers = _headers(header or [])
+    headers = parse_headers(header or [])
     if "://" in path:
         url_scheme, _, rest = path.partition("://")
         url_host, slash, rest = rest.partition("/")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from netsim.cli.common import ClusterOpt, err, open_cluster_store, require_root, whole_cluster_here
+from netsim.cli.common import ClusterOpt, err, open_cluster_store, parse_headers, require_root, whole_cluster_here
 from netsim.observe import l7trace, probe, trace
 
 
@@ -38,12 +38,7 @@ def trace_cmd(
         raise err("error: --output: use text or json", 2)
     if not path.startswith("/"):
         raise err(f"error: --path {path!r}: a path starts with /", 2)
-    headers = {}
-    for h in header or []:
-        name, colon, value = h.partition(":")
-        if not colon or not name.strip():
-            raise err(f"error: -H {h!r}: give a header as NAME:VALUE (e.g. -H 'X-Canary: always')", 2)
-        headers[name.strip()] = value.strip()
+    headers = parse_headers(header or [])
     require_root("trace")
     c, store = open_cluster_store(cluster)
     try:
