@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from netsim.model import names
+
 CONTROLLER_IMAGE = "ingress-nginx/controller"
 CONTROLLER_CLASS = "k8s.io/ingress-nginx"  # --controller-class's default
 INGRESS_CLASS = "nginx"                    # --ingress-class's default
@@ -18,20 +20,9 @@ CLASS_ANNOTATION = "kubernetes.io/ingress.class"
 _TRUE = {"1", "t", "T", "TRUE", "true", "True"}  # Go's strconv.ParseBool, as pflag reads a bool
 
 
-def image_path(image: str) -> str:
-    """An image reference without registry, tag and digest: "ingress-nginx/controller"."""
-    ref = image.split("@", 1)[0]
-    head, _, last = ref.rpartition("/")
-    last = last.split(":", 1)[0]
-    parts = (head.split("/") if head else []) + [last]
-    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
-        parts = parts[1:]  # a registry host
-    return "/".join(parts)
-
-
 def controller_container(pod: dict) -> dict | None:
     for c in (pod.get("spec") or {}).get("containers") or []:
-        if image_path(str(c.get("image") or "")).endswith(CONTROLLER_IMAGE):
+        if names.image_path(str(c.get("image") or "")).endswith(CONTROLLER_IMAGE):
             return c
     return None
 

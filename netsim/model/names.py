@@ -70,3 +70,15 @@ def components(nodes: Iterable[str], controllers: bool) -> list[str]:
     nodes = list(nodes)
     out = [component_name(kind, nodes) for kind in (AGENT, KUBE_PROXY, DNS)]
     return out + ([CONTROLLER_MANAGER] if controllers else [])
+
+
+def image_path(image: str) -> str:
+    """An image reference without registry, tag and digest: "ingress-nginx/controller" for
+    registry.k8s.io/ingress-nginx/controller:v1.12.1@sha256:..."""
+    ref = image.split("@", 1)[0]
+    head, _, last = ref.rpartition("/")
+    last = last.split(":", 1)[0]
+    parts = (head.split("/") if head else []) + [last]
+    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
+        parts = parts[1:]  # a registry host
+    return "/".join(parts)

@@ -84,6 +84,14 @@ def listen_ports(config: ProxyConfig) -> set[int]:
     return ports
 
 
+def claiming(kinds: list[ProxyKind] | tuple[ProxyKind, ...], pod: dict) -> ProxyKind | None:
+    """The first of ``kinds`` whose proxy ``pod`` is; None for any other pod and for one on the
+    host's network (nginx would take the node's own ports)."""
+    if (pod.get("spec") or {}).get("hostNetwork"):
+        return None
+    return next((k for k in kinds if k.claims(pod)), None)
+
+
 # -- one nginx -------------------------------------------------------------------------------
 def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -263,9 +271,7 @@ class Proxies:
         self._fingerprints: dict[str, tuple] = {}
 
     def claims(self, pod: dict) -> ProxyKind | None:
-        if (pod.get("spec") or {}).get("hostNetwork"):
-            return None  # nginx would take the node's own ports
-        return next((k for k in self.kinds if k.claims(pod)), None)
+        return claiming(self.kinds, pod)
 
     def begin(self, of_kind: Callable[[str], list[dict]]) -> None:
         """Once per sync: where the objects come from.  They are listed (and fingerprinted, by

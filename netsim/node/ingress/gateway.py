@@ -24,6 +24,7 @@ from dataclasses import replace
 
 from netsim.controllers import gateway as gwc
 from netsim.controllers import gatewayapi as gw
+from netsim.model import names
 from netsim.node.ingress.controller import ProxyKind
 from netsim.node.ingress.routes import (
     TLS,
@@ -264,7 +265,7 @@ def is_proxy_pod(pod: dict) -> bool:
     and the gateway-name label naming its Gateway."""
     labels = (pod.get("metadata") or {}).get("labels") or {}
     return bool(labels.get(gwc.NAME_LABEL)) and any(
-        (c.get("image") or "").split("@")[0].rsplit(":", 1)[0].endswith(gwc.PROXY_IMAGE)
+        names.image_path(c.get("image") or "").endswith(gwc.PROXY_IMAGE)
         for c in (pod.get("spec") or {}).get("containers") or [])
 
 

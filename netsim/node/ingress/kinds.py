@@ -4,13 +4,11 @@ runs nginx for and `netsim trace` follows requests through."""
 from __future__ import annotations
 
 from netsim.node.ingress import gateway
-from netsim.node.ingress.controller import INGRESS_NGINX, ProxyKind
+from netsim.node.ingress.controller import INGRESS_NGINX, ProxyKind, claiming
 
 ALL: tuple[ProxyKind, ...] = (INGRESS_NGINX, gateway.PROXY)
 
 
 def proxy_kind(pod: dict) -> ProxyKind | None:
     """The kind of proxy ``pod`` is, None for any other pod (or one on the host's network)."""
-    if (pod.get("spec") or {}).get("hostNetwork"):
-        return None
-    return next((k for k in ALL if k.claims(pod)), None)
+    return claiming(ALL, pod)
