@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from netsim.model import k8s
+from netsim.model import endpoints, k8s
 
 GROUP = "gateway.networking.k8s.io"
 CONTROLLER_NAME = "netsim.io/gateway-controller"
@@ -240,20 +240,7 @@ def _ready_endpoints(svc: dict, port: int, slices: list[dict]) -> tuple[tuple[st
     sp = next((p for p in (svc.get("spec") or {}).get("ports") or [] if p.get("port") == port), None)
     if sp is None:
         return ()
-    out = []
-    for sl in slices:
-        if _ns(sl) != _ns(svc) or (_meta(sl).get("labels") or {}).get("kubernetes.io/service-name") != _name(svc):
-            continue
-        slice_port = next((p.get("port") for p in sl.get("ports") or []
-                           if (p.get("name") or "") == (sp.get("name") or "") and p.get("protocol", "TCP") == "TCP"),
-                          None)
-        if slice_port is None:
-            continue
-        for ep in sl.get("endpoints") or []:
-            if (ep.get("conditions") or {}).get("ready") is False:
-                continue
-            out.extend((a, int(slice_port)) for a in ep.get("addresses") or [])
-    return tuple(sorted(set(out)))
+    return tuple(sorted(set(endpoints.ready(sp, endpoints.of_service(svc, slices)))))
 
 
 def resolve(route: dict, backend_ref: dict, services: list[dict], slices: list[dict],

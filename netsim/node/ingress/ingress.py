@@ -32,6 +32,7 @@ import binascii
 import re
 from dataclasses import dataclass, field, replace
 
+from netsim.model import endpoints
 from netsim.model.ingress_nginx import ControllerArgs, served
 from netsim.node.ingress.routes import TLS, Backend, Canary, Endpoint, Location, ProxyConfig, Redirect, Server
 
@@ -156,37 +157,13 @@ def upstream_name(namespace: str, ref: dict) -> str:
 
 
 def _endpoints(cluster: _Cluster, ns: str, svc: dict, sport: dict) -> tuple[Endpoint, ...]:
-    """getEndpointsFromSlices: ready (or unknown) addresses, the slice port named as the Service
-    port (any, when the Service port has no name), else a numeric targetPort."""
+    """The ready endpoints (netsim.model.endpoints); an ExternalName Service's name as its one."""
     spec = svc.get("spec") or {}
-    target = sport.get("targetPort", sport.get("port"))
     if spec.get("type") == "ExternalName":
+        target = sport.get("targetPort", sport.get("port"))
         return (Endpoint(spec.get("externalName", ""), int(target) if isinstance(target, int) else 0),)
-    out: list[Endpoint] = []
-    seen: set[tuple[str, int]] = set()
-    for sl in sorted(cluster.slices.get((ns, svc["metadata"]["name"]), []), key=lambda s: s["metadata"]["name"]):
-        ports: list[int] = []
-        if not sl.get("ports") and isinstance(target, int):
-            ports = [target]
-        for p in sl.get("ports") or []:
-            if p.get("protocol", "TCP") != "TCP":
-                continue
-            port = 0
-            if not sport.get("name") or sport.get("name") == p.get("name"):
-                port = p.get("port") or 0
-            if not port and isinstance(target, int):
-                port = target
-            if port:
-                ports.append(port)
-        for ep in sl.get("endpoints") or []:
-            if (ep.get("conditions") or {}).get("ready") is False:
-                continue
-            for port in ports:
-                for ip in ep.get("addresses") or []:
-                    if (ip, port) not in seen:
-                        seen.add((ip, port))
-                        out.append(Endpoint(ip, int(port)))
-    return tuple(out)
+    slices = cluster.slices.get((ns, svc["metadata"]["name"]), [])
+    return tuple(Endpoint(ip, port) for ip, port in endpoints.ready(sport, slices))
 
 
 def _service_port(svc: dict, port: str) -> dict | None:
