@@ -37,18 +37,19 @@ class ClusterConfig:
     load_balancer_pool: str | None = None
     proxy_mode: str = "iptables"
     ipvs_scheduler: str = "rr"
+    cni: str = "canal"  # canal | flannel | calico (netsim.model.scenario.Networking.cni)
 
     def to_json(self) -> dict:
         return {"podSubnet": self.pod_subnet, "serviceSubnet": self.service_subnet,
                 "nodeCIDRMaskSize": self.node_cidr_mask, "clusterDomain": self.cluster_domain,
                 "loadBalancerPool": self.load_balancer_pool, "proxyMode": self.proxy_mode,
-                "ipvsScheduler": self.ipvs_scheduler}
+                "ipvsScheduler": self.ipvs_scheduler, "cni": self.cni}
 
     @classmethod
     def from_json(cls, d: dict) -> ClusterConfig:
         return cls(d["podSubnet"], d["serviceSubnet"], d.get("nodeCIDRMaskSize", 24),
                    d.get("clusterDomain", "cluster.local"), d.get("loadBalancerPool"), d.get("proxyMode", "iptables"),
-                   d.get("ipvsScheduler", "rr"))
+                   d.get("ipvsScheduler", "rr"), d.get("cni", "canal"))
 
 
 class ApiError(Exception):

@@ -107,7 +107,7 @@ def cluster_config(scenario: Scenario) -> registry.ClusterConfig:
     return registry.ClusterConfig(
         str(net.podSubnet), str(net.serviceSubnet),
         load_balancer_pool=str(net.loadBalancerPool) if net.loadBalancerPool else None,
-        proxy_mode=net.kubeProxyMode, ipvs_scheduler=net.ipvsScheduler)
+        proxy_mode=net.kubeProxyMode, ipvs_scheduler=net.ipvsScheduler, cni=net.cni)
 
 
 def flannel_config(config: registry.ClusterConfig, scenario: Scenario | None) -> flanneld.NetworkConfig:
@@ -181,7 +181,7 @@ def _apply_and_settle(store: Store, config: registry.ClusterConfig, objects: lis
 
 def _config_differences(have: registry.ClusterConfig, want: registry.ClusterConfig) -> list[str]:
     fields = {"pod_subnet": "podSubnet", "service_subnet": "serviceSubnet", "proxy_mode": "kubeProxyMode",
-              "load_balancer_pool": "loadBalancerPool", "ipvs_scheduler": "ipvsScheduler"}
+              "load_balancer_pool": "loadBalancerPool", "ipvs_scheduler": "ipvsScheduler", "cni": "cni"}
     return [f"networking.{label}" for f, label in fields.items() if getattr(have, f) != getattr(want, f)]
 
 

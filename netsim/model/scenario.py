@@ -40,7 +40,13 @@ FIX_HINTS = {
     "ipvsScheduler": "use one of the kernel's IPVS schedulers: rr, wrr, lc, wlc, lblc, lblcr, dh, sh, fo, ovf, nq, "
     "sed, mh, twos",
     "underlayMTU": "use a whole number from 1280 to 9000",
-    "ip": "use an IPv4 address inside networking.underlaySubnet",
+    "ip": "use an IPv4 address inside networking.underlaySubnet (or one of networking.underlaySubnets)",
+    "subnet": "use one of networking.underlaySubnets",
+    "underlaySubnets": "use a list of disjoint IPv4 CIDRs such as [192.168.56.0/24, 192.168.57.0/24]",
+    "cni": "use 'canal' (flannel + NetworkPolicy, the default), 'flannel' (no NetworkPolicy) or 'calico'",
+    "ipipMode": "use 'Always', 'CrossSubnet' or 'Never'",
+    "vxlanMode": "use 'Always', 'CrossSubnet' or 'Never'",
+    "blockSize": "use a prefix length from 20 to 32 (Calico's IPv4 block size; 26 by default)",
     "protocol": "use TCP, UDP, SCTP or ICMP",
     "expect": "use 'allow' or 'deny'",
     "port": "use a port number from 1 to 65535",
@@ -57,16 +63,40 @@ class NodeSpec(_Model):
     name: DnsLabel
     role: Literal["control-plane", "worker"] = "worker"
     ip: ipaddress.IPv4Address | None = None
+    # The underlay segment ("rack") the member sits on; default: the one holding `ip`, else the first.
+    subnet: ipaddress.IPv4Network | None = None
     labels: dict[str, str] = Field(default_factory=dict)
 
 
 class ExternalHostSpec(_Model):
     name: DnsLabel
     ip: ipaddress.IPv4Address | None = None
+    subnet: ipaddress.IPv4Network | None = None
+
+
+EncapMode = Literal["Always", "CrossSubnet", "Never"]
+
+
+class CalicoSpec(_Model):
+    """The default IPPool's settings (projectcalico.org/v3 IPPool spec)."""
+
+    ipipMode: EncapMode = "Always"
+    vxlanMode: EncapMode = "Never"
+    natOutgoing: bool = True
+    blockSize: int = Field(26, ge=20, le=32)
+
+    @model_validator(mode="after")
+    def _one_encapsulation(self) -> CalicoSpec:
+        if self.ipipMode != "Never" and self.vxlanMode != "Never":
+            raise ValueError(f"ipipMode {self.ipipMode} and vxlanMode {self.vxlanMode} are both enabled; an IPPool "
+                             "uses at most one encapsulation: set the other to Never")
+        return self
 
 
 class Networking(_Model):
     underlaySubnet: ipaddress.IPv4Network = ipaddress.IPv4Network("192.168.56.0/24")
+    # Several L2 segments behind the underlay's router; the first is the default segment.
+    underlaySubnets: list[ipaddress.IPv4Network] | None = Field(None, min_length=1)
     underlayMTU: int = Field(1500, ge=1280, le=9000)
     podSubnet: ipaddress.IPv4Network = ipaddress.IPv4Network("10.244.0.0/16")
     serviceSubnet: ipaddress.IPv4Network = ipaddress.IPv4Network("10.96.0.0/12")
@@ -77,11 +107,43 @@ class Networking(_Model):
     ipvsScheduler: Literal["rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "fo", "ovf", "nq", "sed", "mh",
                            "twos"] = "rr"
     loadBalancerPool: ipaddress.IPv4Network | None = None
+    # canal: flannel's network with netsim's NetworkPolicy plugin (the default); flannel: the same
+    # network, NetworkPolicy stored but not enforced; calico: Calico's CNI, IPAM, BGP and policy.
+    cni: Literal["canal", "flannel", "calico"] = "canal"
+    calico: CalicoSpec = Field(default_factory=CalicoSpec)
+
+    @property
+    def segments(self) -> list[ipaddress.IPv4Network]:
+        """The underlay's L2 segments, the default one first."""
+        return list(self.underlaySubnets) if self.underlaySubnets else [self.underlaySubnet]
+
+    @model_validator(mode="after")
+    def _modes(self) -> Networking:
+        given = self.model_fields_set
+        if self.underlaySubnets and "underlaySubnet" in given and self.underlaySubnet != self.underlaySubnets[0]:
+            raise ValueError(f"underlaySubnet {self.underlaySubnet} and underlaySubnets {self.underlaySubnets[0]}, ... "
+                             "disagree; give only underlaySubnets (its first entry is the default segment)")
+        if self.underlaySubnets:
+            self.underlaySubnet = self.underlaySubnets[0]
+        if self.cni == "calico":
+            for flannel_field in ("backend", "directRouting"):
+                if flannel_field in given:
+                    raise ValueError(f"{flannel_field} configures flannel, and cni is calico; fix: remove it and "
+                                     "set networking.calico.ipipMode/vxlanMode instead")
+            if self.calico.blockSize < self.podSubnet.prefixlen:
+                raise ValueError(f"calico.blockSize {self.calico.blockSize} is larger than podSubnet {self.podSubnet}; "
+                                 f"fix: use a block size of at least {self.podSubnet.prefixlen}")
+        elif "calico" in given:
+            raise ValueError(f"calico settings apply to cni: calico, and cni is {self.cni}; "
+                             "fix: set networking.cni: calico or remove networking.calico")
+        return self
 
     @model_validator(mode="after")
     def _no_overlaps(self) -> Networking:
-        named = [("underlaySubnet", self.underlaySubnet), ("podSubnet", self.podSubnet),
-                 ("serviceSubnet", self.serviceSubnet), ("loadBalancerPool", self.loadBalancerPool)]
+        named = [(f"underlaySubnets[{i}]" if self.underlaySubnets else "underlaySubnet", seg)
+                 for i, seg in enumerate(self.segments)]
+        named += [("podSubnet", self.podSubnet),
+                  ("serviceSubnet", self.serviceSubnet), ("loadBalancerPool", self.loadBalancerPool)]
         named = [(n, net) for n, net in named if net is not None]
         for i, (a_name, a) in enumerate(named):
             for b_name, b in named[i + 1:]:
@@ -340,23 +402,43 @@ class Scenario(_Model):
                 seen.add(m.name)
         if not any(n.role == "control-plane" for n in self.nodes):
             raise ValueError("nodes: no node has role 'control-plane'; mark one with `role: control-plane`")
-        subnet = self.networking.underlaySubnet
+        segments = self.networking.segments
         ips: dict[ipaddress.IPv4Address, str] = {}
+        members: dict[ipaddress.IPv4Network, int] = dict.fromkeys(segments, 0)
         for m in [*self.nodes, *self.externalHosts]:
+            subnet = segment_of(m, segments)
+            members[subnet] += 1
             if m.ip is None:
                 continue
             if m.ip not in subnet or m.ip in (subnet.network_address, subnet.broadcast_address):
-                raise ValueError(f"{m.name}: ip {m.ip} is not a host address of underlaySubnet {subnet}")
+                where = "underlay segment" if self.networking.underlaySubnets else "underlaySubnet"
+                raise ValueError(f"{m.name}: ip {m.ip} is not a host address of {where} {subnet}")
             if m.ip == gateway_of(subnet):
                 raise ValueError(f"{m.name}: ip {m.ip} is the underlay gateway; pick another address")
             if m.ip in ips:
                 raise ValueError(f"{m.name}: ip {m.ip} is already used by {ips[m.ip]}")
             ips[m.ip] = m.name
-        room = subnet.num_addresses - 3  # network, broadcast, gateway
-        if len(self.nodes) + len(self.externalHosts) > room:
-            raise ValueError(f"underlaySubnet {subnet} has room for {room} members, "
-                             f"not {len(self.nodes) + len(self.externalHosts)}; use a larger subnet")
+        for subnet, count in members.items():
+            room = subnet.num_addresses - 3  # network, broadcast, gateway
+            if count > room:
+                raise ValueError(f"underlay segment {subnet} has room for {room} members, not {count}; "
+                                 "use a larger subnet or put members on another segment")
         return self
+
+
+def segment_of(member: NodeSpec | ExternalHostSpec,
+               segments: list[ipaddress.IPv4Network]) -> ipaddress.IPv4Network:
+    """The underlay segment a member sits on: its `subnet`, else the one holding its `ip`, else the first."""
+    if member.subnet is not None:
+        if member.subnet not in segments:
+            raise ValueError(f"{member.name}: subnet {member.subnet} is not one of the underlay's segments "
+                             f"({', '.join(map(str, segments))}); add it to networking.underlaySubnets")
+        return member.subnet
+    if member.ip is not None:
+        for seg in segments:
+            if member.ip in seg:
+                return seg
+    return segments[0]
 
 
 def gateway_of(subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Address:
