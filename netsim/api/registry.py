@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from netsim.api import admission, crds, defaults
 from netsim.api.patch import record_update
 from netsim.api.store import AlreadyExists, Conflict, NotFound, Store
-from netsim.model import conversion, k8s
+from netsim.model import calico, conversion, k8s
 
 CONFIG_KEY = "/netsim/config"
 ALLOC = "/netsim/alloc/"
@@ -110,7 +110,8 @@ GENERATION_KINDS = frozenset({
     "GatewayClass", "Gateway", "HTTPRoute", "ReferenceGrant",  # custom resources upstream: all keep one
     "PodDisruptionBudget", "Ingress", "NetworkPolicy", "EndpointSlice", "CustomResourceDefinition",
     "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration", "ValidatingAdmissionPolicy",
-    "ValidatingAdmissionPolicyBinding", "FlowSchema", "PriorityLevelConfiguration"})
+    "ValidatingAdmissionPolicyBinding", "FlowSchema", "PriorityLevelConfiguration",
+    *(kind for kind, _plural, _aliases in calico.KINDS)})
 
 
 def has_generation(obj: dict) -> bool:

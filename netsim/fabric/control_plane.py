@@ -14,7 +14,7 @@ from netsim.api import informer, registry
 from netsim.api.store import NotFound, Store, open_store
 from netsim.controllers import gateway
 from netsim.fabric import daemon, lifecycle
-from netsim.model import k8s, names
+from netsim.model import calico, k8s, names
 from netsim.model.scenario import Scenario
 from netsim.node import dns, flanneld
 from netsim.node.ingress import addon as ingress_addon
@@ -32,6 +32,9 @@ def start(cluster: fabric.Cluster, scenario: Scenario | None, objects: list[dict
         registry.bootstrap(store, config)
         if scenario is not None or not _has_flannel_config(store):
             flanneld.write_config(store, flannel_config(config, scenario))
+        if scenario is not None and config.cni == "calico":
+            registry.apply(store, calico.initial_objects(config.pod_subnet,
+                                                         scenario.networking.calico.model_dump()))
         wanted = {m.name for m in cluster.nodes()}
         registered = {n["metadata"]["name"] for n in store.list(k8s.prefix("Node"))[0]}
         for gone in registered - wanted:
@@ -139,6 +142,8 @@ def join_node(cluster: fabric.Cluster, scenario: Scenario, objects: list[dict], 
                                    f"({', '.join(differ)} differ); join with the scenario the other machines used")
         registry.bootstrap(store, config)
         flanneld.write_config(store, flannel)
+        if config.cni == "calico":
+            registry.apply(store, calico.initial_objects(config.pod_subnet, scenario.networking.calico.model_dump()))
         components = names.components([node], controllers)
         if not daemon.agent_pids(cluster.name):
             for name in components:  # the wait below is for the new agent's reports

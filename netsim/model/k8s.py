@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
-from netsim.model import gatewayapi
+from netsim.model import calico, gatewayapi
 
 REGISTRY = "/registry/"
 
@@ -155,6 +155,9 @@ BUILTIN: tuple[Kind, ...] = (
     _acted("ReferenceGrant", f"{GATEWAY_API}/v1beta1", "referencegrants", True, ("refgrant",),
            storage=f"{GATEWAY_API}/referencegrants", also_served=(f"{GATEWAY_API}/v1",),
            printer_columns=(_AGE_COLUMN,)),
+    # Calico's datastore (Kubernetes datastore mode): upstream's CRDs, served as built-ins.
+    *(_acted(kind, calico.API_VERSION, plural, False, aliases, storage=f"{calico.GROUP}/{plural}",
+             printer_columns=(_AGE_COLUMN,)) for kind, plural, aliases in calico.KINDS),
 )
 
 # The other versions the built-in kinds are served at (their also_served), each stored as its kind's.
