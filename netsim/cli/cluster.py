@@ -64,6 +64,15 @@ def _load_for_creation(scenario: Path, name: str | None):
     return scn, objects
 
 
+def _check_requirements(scenario: Path, scn, cluster: str) -> None:
+    """What the scenario's networking needs of this machine (netsim.fabric.requirements), or exit 2."""
+    from netsim.fabric import requirements
+
+    missing = requirements.unmet(scn, cluster)
+    if missing:
+        raise err("".join(f"error: {scenario}: {m}\n" for m in missing) + "nothing was created.", 2)
+
+
 def _check_kubeconfig() -> None:
     """`up` merges the cluster's entries into the user's kubeconfig at its end: a file it could
     not merge into is refused now, before anything is built."""
@@ -91,6 +100,7 @@ def up(
                   "\nnothing was created.", 2)
     require_root("up")
     _check_kubeconfig()
+    _check_requirements(scenario, scn, name or scn.name)
     existing = fabric.load_cluster(name or scn.name)
     if existing is not None:
         whole_cluster_here(existing, "up")
@@ -155,6 +165,7 @@ def join(
         raise err(f"error: {scenario}: nodes: no node {node!r} (the scenario has "
                   f"{', '.join(n.name for n in scn.nodes)}); pass one of them with --node\nnothing was created.", 2)
     require_root("join")
+    _check_requirements(scenario, scn, cluster_name)
     if wanted.role == "control-plane":
         _check_kubeconfig()
     existing = fabric.load_cluster(cluster_name)

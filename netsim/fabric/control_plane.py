@@ -52,7 +52,7 @@ def start(cluster: fabric.Cluster, scenario: Scenario | None, objects: list[dict
                     store.delete(informer.COMPONENTS + c["metadata"]["name"])
             daemon.start_agent(cluster.name, cluster.store_url)
         launched = launch_apiserver(cluster, store, config)
-        _wait_nodes(store, wanted, timeout)
+        _wait_nodes(store, wanted, timeout, config.cni)
         finish_apiserver(cluster, launched, timeout)
         progress(f"control plane: store {_describe(cluster.store_url)}, agent and controllers running, "
                  f"{len(wanted)} nodes registered")
@@ -81,6 +81,8 @@ def launch_apiserver(cluster: fabric.Cluster, store: Store,
         p = pki.ensure(where, pki.server_sans([cp.ip], service_ip, config.cluster_domain))
     except (OSError, ValueError) as exc:
         raise RuntimeError(f"the API server's certificates: cannot make them in {where.dir} ({exc})") from None
+    if config.cni == "calico":
+        _write_calico_kubeconfig(cluster.name, f"https://{cp.ip}:{process.SECURE_PORT}", p)
     proc = process.launch(cluster.name, cluster.store_url, cp.netns, cp.ip)
     registry.apply(store, [
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kubernetes", "namespace": "default",
@@ -94,6 +96,22 @@ def launch_apiserver(cluster: fabric.Cluster, store: Store,
          "endpoints": [{"addresses": [cp.ip], "conditions": {"ready": True, "serving": True, "terminating": False}}],
          "ports": [{"name": "https", "port": process.SECURE_PORT, "protocol": "TCP"}]}])
     return proc, p
+
+
+def _write_calico_kubeconfig(cluster: str, server: str, p: Paths) -> None:
+    """calico/node's install-cni writes the plugins' kubeconfig before pods are wired; the server is
+    the control-plane node's address, which every node namespace reaches over the underlay."""
+    import json
+    import os
+
+    from netsim.apiserver import kubeconfig
+
+    path = calico.kubeconfig_path(cluster)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(kubeconfig.standalone(cluster, server, p), f)
+    os.replace(path.with_suffix(".tmp"), path)
 
 
 def finish_apiserver(cluster: fabric.Cluster, launched: tuple[subprocess.Popen, Paths], timeout: float) -> None:
@@ -152,7 +170,7 @@ def join_node(cluster: fabric.Cluster, scenario: Scenario, objects: list[dict], 
             daemon.start_agent(cluster.name, cluster.store_url, controllers, nodes=[node])
         api = cluster.members[node].role == "control-plane"
         launched = launch_apiserver(cluster, store, config) if api else None
-        _wait_nodes(store, {node}, timeout)
+        _wait_nodes(store, {node}, timeout, config.cni)
         if launched is not None:
             finish_apiserver(cluster, launched, timeout)
         nodes = len(store.list(k8s.prefix("Node"))[0])
@@ -202,12 +220,14 @@ def _describe(url: str) -> str:
     return url if url.startswith("etcd://") else "SQLite"
 
 
-def _wait_nodes(store: Store, wanted: set[str], timeout: float) -> None:
-    """Until every node is registered, Ready, and has its pod range."""
+def _wait_nodes(store: Store, wanted: set[str], timeout: float, cni: str = "canal") -> None:
+    """Until every node is registered, Ready, and has its pod range (flannel's lease shows as
+    spec.podCIDR; Calico's IPAM gives nodes blocks on demand instead, so registration is enough)."""
     deadline = time.monotonic() + timeout
     while True:
         nodes = {n["metadata"]["name"]: n for n in store.list(k8s.prefix("Node"))[0]}
-        missing = sorted(n for n in wanted if not (nodes.get(n, {}).get("spec", {}).get("podCIDR")))
+        missing = sorted(n for n in wanted if n not in nodes
+                         or (cni != "calico" and not nodes[n].get("spec", {}).get("podCIDR")))
         if not missing:
             return
         if time.monotonic() > deadline:

@@ -9,6 +9,9 @@ Knows the scenario model; uses nothing above netsim.model.
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
+
+from netsim.model import state
 
 GROUP = "crd.projectcalico.org"
 API_VERSION = f"{GROUP}/v1"
@@ -26,6 +29,12 @@ KINDS = (("IPPool", "ippools", ()), ("IPAMBlock", "ipamblocks", ()), ("BlockAffi
          ("IPAMHandle", "ipamhandles", ()), ("IPAMConfig", "ipamconfigs", ()),
          ("BGPConfiguration", "bgpconfigurations", ()), ("BGPPeer", "bgppeers", ()),
          ("FelixConfiguration", "felixconfigurations", ()), ("ClusterInformation", "clusterinformations", ()))
+
+
+def kubeconfig_path(cluster: str) -> Path:
+    """The kubeconfig the calico and calico-ipam plugins reach the API with (upstream's
+    /etc/cni/net.d/calico-kubeconfig, written by calico/node's install-cni)."""
+    return state.cluster_dir(cluster) / "calico" / "calico-kubeconfig"
 
 
 def pod_mtu(pool_spec: dict, underlay_mtu: int) -> int:

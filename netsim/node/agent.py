@@ -9,6 +9,7 @@ difference, so a restart (also after kill -9) converges to the same kernel state
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import signal
 import threading
@@ -21,7 +22,7 @@ from netsim.api.informer import Cache, Loop
 from netsim.api.registry import new_object, now, read_config
 from netsim.api.store import AlreadyExists, Conflict, NotFound, Store, open_store
 from netsim.cni.server import ServerPool
-from netsim.model import k8s, names, state
+from netsim.model import calico, k8s, names, state
 from netsim.model.state import Member
 from netsim.node import dns, flanneld, podlog, policy
 from netsim.node.ingress import kinds
@@ -135,6 +136,8 @@ class Agent:
         self.node_ip = {m.name: m.ip for m in self.members}
         self.underlay = st.underlay
         self.flannel: flanneld.Flanneld | None = None
+        self.felix = None  # netsim.node.calico.felix.Felix in a calico cluster
+        self.birds = None  # netsim.node.calico.bird.Birds when the cluster's Calico runs BGP
         self.responders: Responders | None = None
         # L7 proxy pods (ingress-nginx controllers, Gateway proxies): nginx in their namespaces.
         self.proxies = Proxies(cluster, list(kinds.ALL))
@@ -151,7 +154,11 @@ class Agent:
         register_nodes(store, self.members, self.has_workers)
         self.config = read_config(store)
         self.cluster_cidr = self.config.pod_subnet
-        self._start_flannel(store)
+        self.calico = self.config.cni == "calico"
+        if self.calico:
+            self._start_calico(store)
+        else:
+            self._start_flannel(store)
         self.responders = Responders()
         server = ServerPool(self.socket_path).start()
         threads = []
@@ -164,7 +171,14 @@ class Agent:
             threads.append(threading.Thread(target=loop.run, name="controllers", daemon=True))
         loop = Loop(store, self.name, self.sync, self.stop, recorder=recorders[0])
         threads.append(threading.Thread(target=loop.run, name="pods", daemon=True))
-        threads.append(threading.Thread(target=self.flannel.run, name="flannel", daemon=True))
+        if self.calico:
+            threads.append(threading.Thread(target=self.felix.run, name="felix", daemon=True))
+            if self.birds is not None:
+                loop = Loop(open_store(self.store_url), names.component_name("bird", self.nodes), self.birds.sync,
+                            self.stop)
+                threads.append(threading.Thread(target=loop.run, name="bird", daemon=True))
+        else:
+            threads.append(threading.Thread(target=self.flannel.run, name="flannel", daemon=True))
         loop = Loop(open_store(self.store_url), names.component_name(names.DNS, self.nodes), self.dns_sync, self.stop)
         threads.append(threading.Thread(target=loop.run, name="dns", daemon=True))
         proxy = self._kube_proxy(store)
@@ -179,6 +193,8 @@ class Agent:
             while not self.stop.wait(0.5):
                 if server.check():
                     log.error("a CNI plugin server process died; started a new one")
+                if self.birds is not None:
+                    self.birds.check()
                 if not all(t.is_alive() for t in threads):
                     log.error("a reconciler thread died; exiting so the agent is restarted")
                     break
@@ -188,6 +204,8 @@ class Agent:
                 t.join(timeout=5)
             self.proxies.close()
             self.responders.close()
+            if self.birds is not None:
+                self.birds.stop_all()
             server.stop()
             for r in recorders:
                 r.close()
@@ -206,6 +224,35 @@ class Agent:
             self.flannel.converge()
         except Exception:
             log.exception("flannel: first converge failed; its loop retries")
+
+    # -- calico ---------------------------------------------------------------------------
+    def _start_calico(self, store: Store) -> None:
+        """calico/node's part: its startup (the Node's BGP address, tunnel addresses), Felix's
+        first converge before pods are wired, and one BIRD per node unless the pool is VXLAN-only."""
+        from netsim.node.calico import bird, felix
+
+        prefixlen = ipaddress.IPv4Network(self.underlay.subnet).prefixlen
+        local = [felix.LocalNode(m.name, m.netns, m.ip, getattr(m, "prefixlen", None) or prefixlen)
+                 for m in self.members]
+        felix.startup(store, local)
+        self.felix = felix.Felix(open_store(self.store_url), local, self.underlay.mtu, self.stop)
+        try:
+            self.felix.converge()
+        except Exception:
+            log.exception("felix: first converge failed; its loop retries")
+        try:
+            pool = store.get(k8s.key("IPPool", None, calico.DEFAULT_POOL))
+        except NotFound:
+            pool = {}
+        if (pool.get("spec") or {}).get("vxlanMode", "Never") == "Never":
+            self.birds = bird.Birds(self.cluster, self.stop)
+
+    def pod_mtu(self, cache: Cache, node: NodePods) -> int:
+        """What new pods get: flannel's subnet.env MTU, or Felix's (the pool's encapsulation)."""
+        if self.calico:
+            pool = cache.get("IPPool", None, calico.DEFAULT_POOL) or {}
+            return calico.pod_mtu(pool.get("spec") or {}, self.underlay.mtu)
+        return self.flannel.mtu() if self.flannel and self.flannel.config else node.mtu
 
     def _kube_proxy(self, store: Store) -> kubeproxy.KubeProxy:
         config = read_config(store)
@@ -237,14 +284,19 @@ class Agent:
         return retry
 
     def _sync_node(self, cache: Cache, node_name: str, node: NodePods) -> float | None:
-        node_obj = cache.get("Node", None, node_name)
-        cidr = (node_obj or {}).get("spec", {}).get("podCIDR")
-        if not cidr:
-            return 0.2  # the node IPAM controller has not given this node a range yet
-        mtu = self.flannel.mtu() if self.flannel and self.flannel.config else node.mtu
-        if node.pod_cidr is None or str(node.pod_cidr) != cidr or node.mtu != mtu:
-            node.mtu = mtu  # subnet.env's FLANNEL_MTU: what new pods get
-            node.ensure_network(cidr, self.cluster_cidr)
+        mtu = self.pod_mtu(cache, node)
+        if self.calico:
+            if node.netlist is None or node.mtu != mtu:
+                node.mtu = mtu
+                node.ensure_calico_network(str(calico.kubeconfig_path(self.cluster)))
+        else:
+            node_obj = cache.get("Node", None, node_name)
+            cidr = (node_obj or {}).get("spec", {}).get("podCIDR")
+            if not cidr:
+                return 0.2  # the node IPAM controller has not given this node a range yet
+            if node.pod_cidr is None or str(node.pod_cidr) != cidr or node.mtu != mtu:
+                node.mtu = mtu  # subnet.env's FLANNEL_MTU: what new pods get
+                node.ensure_network(cidr, self.cluster_cidr)
         bound = {f"{p['metadata']['namespace']}/{p['metadata']['name']}": p for p in cache.of_kind("Pod")
                  if p["spec"].get("nodeName") == node_name}
         retry = None
@@ -297,7 +349,10 @@ class Agent:
                 if info is not None:
                     local.append(info)
         pods += local
-        node_ips = [self.node_ip[node_name], str(node.pod_cidr.network_address + 1)]
+        # The node's own addresses (kubelet probes, hostNetwork pods): with flannel also cni0's.
+        node_ips = [self.node_ip[node_name]]
+        if node.pod_cidr is not None:
+            node_ips.append(str(node.pod_cidr.network_address + 1))
         table = policy.render(cache.of_kind("NetworkPolicy"), pods, namespaces, local, node_ips)
         enforcer = self.enforcers.get(node_name)
         if enforcer is None:

@@ -34,6 +34,8 @@ BRIDGE = "cni0"
 POD_IF = "eth0"
 NETWORK = "cbr0"  # kube-flannel's network name
 CONFLIST = "10-flannel.conflist"
+CALICO_NETWORK = "k8s-pod-network"  # calico/node's install-cni network name
+CALICO_CONFLIST = "10-calico.conflist"
 CNI_VERSION = "1.1.0"
 PARALLEL_ADDS = 8
 
@@ -98,6 +100,7 @@ class NodePods:
         extra_env = {shim.SOCKET_ENV: socket_path} if socket_path else {}
         self.runtime = runtime.Runtime([runtime.plugin_dir()], kernel.netns_path(node_netns), extra_env)
         self.netlist: runtime.NetworkList | None = None
+        self.cni = "canal"  # which network the conflist wires pods into (ensure_network / ensure_calico_network)
         self.collected = False
         # Pods whose gate may be closed: all of them after a restart (opening is idempotent).
         self.gated: set[str] = set(self.sandboxes)
@@ -141,6 +144,28 @@ class NodePods:
         raw = json.dumps(self.conflist(), indent=2).encode()
         _write(self.conf_dir / CONFLIST, raw.decode())
         self.netlist = runtime.parse_conflist(raw, str(self.conf_dir / CONFLIST))
+
+    def calico_conflist(self, kubeconfig: str) -> dict:
+        return {
+            "name": CALICO_NETWORK, "cniVersion": CNI_VERSION,
+            "plugins": [
+                {"type": "calico", "datastore_type": "kubernetes", "nodename": self.node, "mtu": self.mtu,
+                 "ipam": {"type": "calico-ipam"}, "policy": {"type": "k8s"},
+                 "kubernetes": {"kubeconfig": kubeconfig}},
+                {"type": "portmap", "snat": True, "capabilities": {"portMappings": True}},
+                {"type": "netsim-policy"},
+            ],
+        }
+
+    def ensure_calico_network(self, kubeconfig: str) -> None:
+        """Write the node's Calico conflist (as calico/node's install-cni does); pods get /32s
+        from calico-ipam and no bridge, so the node needs no pod range of its own."""
+        self.cni = "calico"
+        raw = json.dumps(self.calico_conflist(kubeconfig), indent=2).encode()
+        _write(self.conf_dir / CALICO_CONFLIST, raw.decode())
+        with contextlib.suppress(FileNotFoundError):
+            (self.conf_dir / CONFLIST).unlink()
+        self.netlist = runtime.parse_conflist(raw, str(self.conf_dir / CALICO_CONFLIST))
 
     def _rt(self, sb: Sandbox) -> runtime.RuntimeConf:
         namespace, name = sb.key.split("/", 1)
@@ -240,7 +265,7 @@ class NodePods:
             return
         self.collected = True
         valid = [{"containerID": sb.uid, "ifname": POD_IF} for sb in self.sandboxes.values()]
-        valid += other_runtimes_attachments(NETWORK)
+        valid += other_runtimes_attachments(self.netlist.name)
         try:
             removed = self.runtime.gc(self.netlist, valid, str(self.cache_dir))
         except runtime.PluginError as exc:
@@ -250,11 +275,15 @@ class NodePods:
             log.info("node %s: CNI GC removed %d stale attachments", self.node, len(removed))
 
     def intact(self, sb: Sandbox, node_links: dict[str, dict]) -> bool:
-        """The sandbox is whole: its namespace is mounted and its veth is on the bridge."""
+        """The sandbox is whole: its namespace is mounted and its veth is up (on the bridge, but for
+        Calico's, which are routed)."""
         link = node_links.get(sb.veth)
+        if not (sb.ip and kernel.netns_exists(sb.netns) and link is not None and link["up"]):
+            return False
+        if self.cni == "calico":
+            return True
         bridge = node_links.get(BRIDGE)
-        return (bool(sb.ip) and kernel.netns_exists(sb.netns) and link is not None and bridge is not None
-                and link["master"] == bridge["index"] and link["up"])
+        return bridge is not None and link["master"] == bridge["index"]
 
     def node_links(self) -> dict[str, dict]:
         with kernel.Namespace.open(self.node_netns) as ns:
