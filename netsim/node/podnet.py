@@ -2,10 +2,10 @@
 
 The agent plays containerd's part: it makes the pod's network namespace (with ``lo`` up, as
 CRI-O does itself, and the pod's gate closed: netsim.cni.gate), then runs the node's network list
-(flannel delegating to bridge + host-local, then portmap, then netsim-policy) through netsim's
-CNI runtime, and DEL in reverse with the cached result when the pod goes.  Plugins are exec'd
-from CNI_PATH like anyone's; they hand their work to this agent's plugin server over
-NETSIM_CNI_SOCKET.
+(flannel delegating to bridge + host-local, then portmap, then netsim-policy where the cluster's
+CNI enforces NetworkPolicy: netsim.model.cnimode) through netsim's CNI runtime, and DEL in
+reverse with the cached result when the pod goes.  Plugins are exec'd from CNI_PATH like
+anyone's; they hand their work to this agent's plugin server over NETSIM_CNI_SOCKET.
 
 What a node holds is written ahead to a checkpoint before the kernel is touched, so an agent
 killed half-way finds every namespace it made; DEL is idempotent, so a half-made sandbox is
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from netsim import kernel
 from netsim.cni import gate, runtime, shim
-from netsim.model import names
+from netsim.model import cnimode, names
 
 log = logging.getLogger("netsim.node.podnet")
 
@@ -81,8 +81,9 @@ def port_mappings(pod: dict) -> list[dict]:
 
 class NodePods:
     def __init__(self, cluster: str, node: str, node_netns: str, node_dir: Path, mtu: int = 1500,
-                 socket_path: str | None = None):
+                 socket_path: str | None = None, cni: str = cnimode.DEFAULT):
         self.cluster = cluster
+        self.cni = cni  # netsim.model.cnimode: which plugins the conflist chains
         self.node = node
         self.node_netns = node_netns
         self.mtu = mtu
@@ -119,17 +120,19 @@ class NodePods:
     # -- the node's network config ------------------------------------------------------------
     def conflist(self) -> dict:
         cni = self.dir / "cni"
-        return {
-            "name": NETWORK, "cniVersion": CNI_VERSION,
-            "plugins": [
-                {"type": "flannel", "subnetFile": str(self.subnet_env), "dataDir": str(cni / "flannel"),
-                 "ipam": {"dataDir": str(cni / "networks")},
-                 "delegate": {"hairpinMode": True, "isDefaultGateway": True}},
-                {"type": "portmap", "capabilities": {"portMappings": True}},
-                # NetworkPolicy: a new pod stays isolated until the agent has rendered its rules.
-                {"type": "netsim-policy"},
-            ],
+        configs = {
+            "flannel": {"type": "flannel", "subnetFile": str(self.subnet_env), "dataDir": str(cni / "flannel"),
+                        "ipam": {"dataDir": str(cni / "networks")},
+                        "delegate": {"hairpinMode": True, "isDefaultGateway": True}},
+            "portmap": {"type": "portmap", "capabilities": {"portMappings": True}},
+            # NetworkPolicy: a new pod stays isolated until the agent has rendered its rules.
+            cnimode.POLICY_PLUGIN: {"type": cnimode.POLICY_PLUGIN},
         }
+        chain = cnimode.mode(self.cni).plugins
+        unknown = [t for t in chain if t not in configs]
+        if unknown:
+            raise RuntimeError(f"cni {self.cni}: no network config for plugin(s) {', '.join(unknown)} on this node")
+        return {"name": NETWORK, "cniVersion": CNI_VERSION, "plugins": [configs[t] for t in chain]}
 
     def ensure_network(self, pod_cidr: str, cluster_cidr: str) -> None:
         """Write the node's subnet.env (as flanneld does) and its conflist (as kube-flannel's
