@@ -1,5 +1,6 @@
 """Admission as kube-apiserver runs it between decoding a write and storing it: the mutating
-plugins netsim has (DefaultIngressClass), then validation (netsim.api.validation).
+plugins netsim has (DefaultIngressClass), then validation (netsim.api.validation), and the
+warnings a stored write carries back to its client (:func:`warnings`).
 
 :func:`admit` is called by the registry on every create and update, whoever the writer
 (kubectl through the API server, `netsim apply`, the add-ons), so an invalid object is refused
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 
 from netsim.api import defaults, validation
 from netsim.api.store import Store
-from netsim.model import k8s
+from netsim.model import cnimode, k8s
 
 DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
 
@@ -85,3 +86,18 @@ def admit(store: Store, obj: dict, old: dict | None, status_only: bool = False,
     if (obj.get("apiVersion"), obj.get("kind")) not in validation.VALIDATORS:
         return []
     return validation.errors(defaults.apply_defaults(copy.deepcopy(obj)), old)
+
+
+# The (apiVersion, kind)s a write of may warn: a caller that writes none of them skips the warnings.
+WARNED = frozenset({("networking.k8s.io/v1", "NetworkPolicy")})
+
+
+def warnings(cni: str, obj: dict) -> list[str]:
+    """What a create or update of ``obj`` warns its client, as an admission plugin's
+    warning.AddWarning does (kube-apiserver sends them as ``Warning: 299 - "..."`` headers, which
+    kubectl prints on stderr): a NetworkPolicy in a cluster whose CNI does not enforce it."""
+    if (obj.get("apiVersion"), obj.get("kind")) == ("networking.k8s.io/v1", "NetworkPolicy"):
+        text = cnimode.policy_warning(cni)
+        if text:
+            return [text]
+    return []

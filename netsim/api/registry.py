@@ -93,6 +93,16 @@ def read_config(store: Store) -> ClusterConfig:
         return ClusterConfig()
 
 
+def warnings(store: Store, written: list[dict]) -> list[str]:
+    """The admission warnings (netsim.api.admission.warnings) of objects just created or
+    updated, each once and in order, as kubectl prints them; the cluster's config is read only
+    when one of them is of a kind that may warn."""
+    if not any((o.get("apiVersion"), o.get("kind")) in admission.WARNED for o in written):
+        return []
+    cni = read_config(store).cni
+    return list(dict.fromkeys(w for o in written for w in admission.warnings(cni, o)))
+
+
 def bootstrap(store: Store, config: ClusterConfig) -> None:
     """Cluster configuration and the namespaces every cluster starts with."""
     store.put(CONFIG_KEY, {"metadata": {"name": "config"}, **config.to_json()})

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from netsim.api import crds, registry
+from netsim.api import admission, crds, registry
 from netsim.api.store import Event, Store
 from netsim.apiserver import discovery, openapi, openapi_pb, pki, resources, streams, tables, tokens
 from netsim.apiserver.status import StatusError, bad_request, status
@@ -39,6 +39,21 @@ PKI = web.AppKey("pki", pki.Paths)  # the cluster's certificates and token signi
 def _json(obj: dict, code: int = 200, content_type: str = JSON) -> web.Response:
     return web.Response(body=json.dumps(obj, separators=(",", ":")).encode(), status=code,
                         headers={"Content-Type": content_type})
+
+
+def warning_header(text: str) -> str:
+    """A warning as kube-apiserver sends it (RFC 7234 warn-code 299, agent "-", quoted text),
+    which client-go hands to kubectl's warning handler ("Warning: <text>" on stderr)."""
+    return '299 - "' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+async def _written(request: web.Request, obj: dict, code: int = 200) -> web.Response:
+    """A create's or update's answer, with the admission warnings of what was written."""
+    response = _json(obj, code)
+    if (obj.get("apiVersion"), obj.get("kind")) in admission.WARNED:  # else no config to read
+        for text in await _run(request, registry.warnings, request.app[STORE], [obj]):
+            response.headers.add("Warning", warning_header(text))
+    return response
 
 
 def error_response(exc: StatusError) -> web.Response:
@@ -240,20 +255,22 @@ async def _dispatch(request: web.Request, group: str, version: str, rest: str) -
     if method == "POST":
         doc = resources.decode(await _body(request), request.content_type)
         created = await _run(request, resources.create, store, t, doc, q, _manager(request))
-        return _json(created, 201)
+        return await _written(request, created, 201)
     if method == "PUT":
         if t.name is None:
             raise StatusError(405, "the server does not allow this method on the requested resource",
                               "MethodNotAllowed")
         doc = resources.decode(await _body(request), request.content_type)
-        return _json(await _run(request, resources.replace, store, t, doc, q, _manager(request)))
+        replaced = await _run(request, resources.replace, store, t, doc, q, _manager(request))
+        return await _written(request, replaced) if t.subresource is None else _json(replaced)
     if method == "PATCH":
         if t.name is None:
             raise StatusError(405, "the server does not allow this method on the requested resource",
                               "MethodNotAllowed")
         body = await _body(request)
-        return _json(await _run(request, resources.patch, store, t, body, request.headers.get("Content-Type", ""),
-                                q, registry.now(), _manager(request)))
+        patched = await _run(request, resources.patch, store, t, body, request.headers.get("Content-Type", ""),
+                             q, registry.now(), _manager(request))
+        return await _written(request, patched) if t.subresource is None else _json(patched)
     if method == "DELETE":
         options = await _options(request)
         if t.name is None:

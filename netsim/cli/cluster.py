@@ -26,7 +26,7 @@ from netsim.cli.common import (
     running_cluster,
     whole_cluster_here,
 )
-from netsim.model import names, state
+from netsim.model import cnimode, names, state
 from netsim.model.scenario import ScenarioError, load_scenario, manifest_objects
 from netsim.node import podexec, podnet
 
@@ -130,6 +130,8 @@ def up(
             fabric.teardown(cluster.name)
         raise err(f"error: {exc}\n" + ("everything this run created was removed" if fresh else
                                         "the cluster is left as it was; fix the cause and run up again"), 1) from None
+    cni = cnimode.mode(scn.networking.cni)
+    typer.echo(f" · CNI {cni.name}: {cni.summary}", err=True)
     for note in _not_built_yet(scn):
         typer.echo(f" · {note}", err=True)
     typer.echo(f"Cluster {cluster.name!r} is up in {time.perf_counter() - start:.2f}s.", err=True)
@@ -243,16 +245,21 @@ def _every_cluster() -> list[str]:
     return sorted(set(state.known_clusters()) | set(process.clusters()) | set(daemon.agent_clusters()))
 
 
+def _cni(st: state.ClusterState) -> str:
+    """The scenario's networking.cni (a state written before it existed: canal, what it ran)."""
+    return ((st.scenario or {}).get("networking") or {}).get("cni") or cnimode.DEFAULT
+
+
 def status() -> None:
     """List the clusters on this host."""
     require_root("status")
-    rows = [("NAME", "PHASE", "NODES", "HOSTS", "UNDERLAY", "AGE")]
+    rows = [("NAME", "PHASE", "CNI", "NODES", "HOSTS", "UNDERLAY", "AGE")]
     for name in state.known_clusters():
         st = state.read_state(name)
         if st is None:
-            rows.append((name, "broken (no state; run netsim down)", "-", "-", "-", "-"))
+            rows.append((name, "broken (no state; run netsim down)", "-", "-", "-", "-", "-"))
             continue
-        rows.append((name, st.phase, str(len(st.nodes())), str(len(st.hosts())), st.underlay.subnet,
+        rows.append((name, st.phase, _cni(st), str(len(st.nodes())), str(len(st.hosts())), st.underlay.subnet,
                      age(st.updated)))
     if len(rows) == 1:
         typer.echo("no netsim clusters on this host", err=True)

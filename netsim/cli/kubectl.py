@@ -53,9 +53,12 @@ def apply(
     require_root("apply")
     _, store = open_cluster_store(cluster)
     try:
-        results = verbs.apply(store, verbs.read(filename, store), namespace)
+        docs = verbs.read(filename, store)
+        results = verbs.apply(store, docs, namespace)
     except verbs.VerbError as exc:
         raise err(f"{exc.message}\nnothing was applied.", exc.code) from None
+    for warning in verbs.apply_warnings(store, docs, results):
+        typer.echo(f"Warning: {warning}", err=True)  # as kubectl prints the API server's warnings
     for ref, action in results:
         typer.echo(f"{ref} {action}")
     if want_wait:

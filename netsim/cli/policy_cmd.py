@@ -1,6 +1,8 @@
 """`netsim policy explain FROM TO --port P`: which NetworkPolicies select the two ends, and the
 rule that admits the connection or why it is denied (netsim.node.policy.evaluate, the same
-semantics the node tables are rendered from)."""
+semantics the node tables are rendered from).  In a cluster whose CNI enforces no policy
+(cni: flannel, netsim.model.cnimode) the policies are still judged, and the verdict says that
+nothing blocks the connection."""
 
 from __future__ import annotations
 
@@ -9,8 +11,9 @@ from typing import Annotated
 
 import typer
 
+from netsim.api import registry
 from netsim.cli.common import err, open_cluster_store
-from netsim.model import k8s
+from netsim.model import cnimode, k8s
 from netsim.node import policy
 from netsim.observe import probe
 
@@ -18,7 +21,8 @@ policy_app = typer.Typer(help="NetworkPolicy: why a connection is allowed or den
 
 
 def explain_text(src_label: str, dst_label: str, src_ip: str, dst_ip: str, port: int, protocol: str,
-                 verdict: policy.Verdict) -> list[str]:
+                 verdict: policy.Verdict, not_enforced: str | None = None) -> list[str]:
+    """``not_enforced``: why the cluster's CNI ignores the policies (cnimode.not_enforced), or None."""
     out = [f"from {src_label} ({src_ip}) to {dst_label} ({dst_ip}) port {port}/{protocol}"]
     if verdict.egress_policies:
         how = f"allowed by {verdict.egress_rule}" if verdict.egress_rule else "no egress rule admits it: DENIED"
@@ -30,7 +34,12 @@ def explain_text(src_label: str, dst_label: str, src_ip: str, dst_ip: str, port:
         out.append(f"  ingress: isolated by {', '.join(verdict.ingress_policies)}; {how}")
     else:
         out.append("  ingress: not isolated (no policy with Ingress selects the destination)")
-    out.append(f"  verdict: {'allowed' if verdict.allowed else 'denied'}")
+    if not_enforced is None:
+        out.append(f"  verdict: {'allowed' if verdict.allowed else 'denied'}")
+    else:
+        out.append(f"  enforced: no: {not_enforced}")
+        would = "" if verdict.allowed else " (the policies would deny it under a CNI that enforces them)"
+        out.append(f"  verdict: allowed, NetworkPolicy not enforced{would}")
     return out
 
 
@@ -55,6 +64,7 @@ def explain(
         except probe.ProbeError as exc:
             raise err(f"error: {exc}", 2) from None
         policies, pods, namespaces = policy.inputs(store)
+        not_enforced = cnimode.not_enforced(registry.read_config(store).cni)
         node_ips = [m.ip for m in c.members.values() if m.kind == "node"]
         # A Service is judged after DNAT: against each backend, on the port its endpoint has.
         pairs = [(dst, target.ip, target.port)]
@@ -83,14 +93,16 @@ def explain(
             raise err(f"error: {label} declares no port; give one with --port", 2)
         v = policy.evaluate(policies, pods, namespaces, source.ip, ip, protocol, p, node_ips)
         results.append((label, ip, p, v))
+    enforced = not_enforced is None
     if output == "json":
         typer.echo(json.dumps([{"from": src, "to": label, "ip": ip, "port": p, "protocol": protocol,
-                                "allowed": v.allowed, "egressPolicies": v.egress_policies,
+                                "allowed": v.allowed or not enforced, "enforced": enforced,
+                                "policyAllows": v.allowed, "egressPolicies": v.egress_policies,
                                 "ingressPolicies": v.ingress_policies, "egressRule": v.egress_rule,
                                 "ingressRule": v.ingress_rule, "reason": v.reason}
                                for label, ip, p, v in results]))
     else:
         for label, ip, p, v in results:
-            for line in explain_text(src, label, source.ip, ip, p, protocol, v):
+            for line in explain_text(src, label, source.ip, ip, p, protocol, v, not_enforced):
                 typer.echo(line)
-    raise typer.Exit(0 if all(v.allowed for *_, v in results) else 1)
+    raise typer.Exit(0 if not enforced or all(v.allowed for *_, v in results) else 1)

@@ -76,6 +76,13 @@ def apply(store: Store, docs: list[k8s.Document], namespace: str | None) -> list
         raise VerbError(f"error: {at}{exc}", 1) from None
 
 
+def apply_warnings(store: Store, docs: list[k8s.Document], results: list[tuple[str, str]]) -> list[str]:
+    """The warnings the API server sends kubectl for the objects :func:`apply` created or
+    updated (an unchanged object is not written, so it warns nothing, as kubectl's apply)."""
+    written = [d.obj for d, (_ref, action) in zip(docs, results, strict=True) if action != "unchanged"]
+    return registry.warnings(store, written)
+
+
 # -- reads -------------------------------------------------------------------------------------
 
 def get(store: Store, t: resources.Target, label_selector: str | None = None,

@@ -8,7 +8,8 @@ agent, playing containerd) closes the gate in the same netlink batch that makes 
 namespace, before any CNI plugin runs, so no plugin's order can open a window; the chained
 plugin ``netsim-policy`` closes it too for a runtime that did not.  The agent opens it once
 the node's policy table (netsim.node.policy) that covers the pod has been written, before the pod
-reports Running.
+reports Running; in a cluster whose CNI enforces no policy (cni: flannel, netsim.model.cnimode)
+there is no table, and the agent opens it as soon as the pod has its address.
 
 Closed, for IPv4 and IPv6 (``ip rule``)::
 

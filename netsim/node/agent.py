@@ -22,7 +22,7 @@ from netsim.api.informer import Cache, Loop
 from netsim.api.registry import new_object, now, read_config
 from netsim.api.store import AlreadyExists, Conflict, NotFound, Store, open_store
 from netsim.cni.server import ServerPool
-from netsim.model import calico, k8s, names, state
+from netsim.model import calico, cnimode, k8s, names, state
 from netsim.model.state import Member
 from netsim.node import dns, flanneld, podlog, policy
 from netsim.node.ingress import kinds
@@ -144,6 +144,7 @@ class Agent:
         self.running_since: dict[str, float] = {}
         self.logs: dict[str, Path] = {}  # pod key -> its log (netsim.node.podlog), removed with the pod
         self.enforcers: dict[str, policy.Enforcer] = {}
+        self.enforce_policy = True  # NetworkPolicy: set from the cluster's CNI in run() (netsim.model.cnimode)
 
     @property
     def name(self) -> str:
@@ -154,6 +155,9 @@ class Agent:
         register_nodes(store, self.members, self.has_workers)
         self.config = read_config(store)
         self.cluster_cidr = self.config.pod_subnet
+        self.enforce_policy = cnimode.enforces_policy(self.config.cni)
+        for node in self.nodes.values():
+            node.cni = self.config.cni
         self.calico = self.config.cni == "calico"
         if self.calico:
             self._start_calico(store)
@@ -337,7 +341,16 @@ class Agent:
         return retry
 
     def _enforce_policy(self, cache: Cache, node_name: str, node: NodePods, bound: dict[str, dict]) -> None:
-        """The node's NetworkPolicy table (netsim.node.policy), rendered for the pods it runs."""
+        """The node's NetworkPolicy table (netsim.node.policy), rendered for the pods it runs;
+        with a CNI that enforces none (cni: flannel), no table, and the gates open as the pods
+        come up."""
+        if not self.enforce_policy:
+            if node_name not in self.enforcers:
+                # A node that ran with policy before the cluster's CNI changed keeps no table.
+                self.enforcers[node_name] = policy.Enforcer(kernel.netns_path(node.node_netns))
+                self.enforcers[node_name].remove()
+            node.open_gates({k for k, sb in node.sandboxes.items() if sb.ip and k in bound})
+            return
         namespaces = {n["metadata"]["name"]: n["metadata"].get("labels") or {} for n in cache.of_kind("Namespace")}
         pods = [info for p in cache.of_kind("Pod") if p["spec"].get("nodeName") != node_name
                 and (info := policy.pod_info(p)) is not None]

@@ -2,10 +2,10 @@
 
 The agent plays containerd's part: it makes the pod's network namespace (with ``lo`` up, as
 CRI-O does itself, and the pod's gate closed: netsim.cni.gate), then runs the node's network list
-(flannel delegating to bridge + host-local, then portmap, then netsim-policy) through netsim's
-CNI runtime, and DEL in reverse with the cached result when the pod goes.  Plugins are exec'd
-from CNI_PATH like anyone's; they hand their work to this agent's plugin server over
-NETSIM_CNI_SOCKET.
+(flannel delegating to bridge + host-local, then portmap, then netsim-policy where the cluster's
+CNI enforces NetworkPolicy: netsim.model.cnimode) through netsim's CNI runtime, and DEL in
+reverse with the cached result when the pod goes.  Plugins are exec'd from CNI_PATH like
+anyone's; they hand their work to this agent's plugin server over NETSIM_CNI_SOCKET.
 
 What a node holds is written ahead to a checkpoint before the kernel is touched, so an agent
 killed half-way finds every namespace it made; DEL is idempotent, so a half-made sandbox is
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from netsim import kernel
 from netsim.cni import gate, runtime, shim
-from netsim.model import names
+from netsim.model import cnimode, names
 
 log = logging.getLogger("netsim.node.podnet")
 
@@ -83,8 +83,9 @@ def port_mappings(pod: dict) -> list[dict]:
 
 class NodePods:
     def __init__(self, cluster: str, node: str, node_netns: str, node_dir: Path, mtu: int = 1500,
-                 socket_path: str | None = None):
+                 socket_path: str | None = None, cni: str = cnimode.DEFAULT):
         self.cluster = cluster
+        self.cni = cni  # netsim.model.cnimode: which plugins the conflist chains
         self.node = node
         self.node_netns = node_netns
         self.mtu = mtu
@@ -100,7 +101,6 @@ class NodePods:
         extra_env = {shim.SOCKET_ENV: socket_path} if socket_path else {}
         self.runtime = runtime.Runtime([runtime.plugin_dir()], kernel.netns_path(node_netns), extra_env)
         self.netlist: runtime.NetworkList | None = None
-        self.cni = "canal"  # which network the conflist wires pods into (ensure_network / ensure_calico_network)
         self.collected = False
         # Pods whose gate may be closed: all of them after a restart (opening is idempotent).
         self.gated: set[str] = set(self.sandboxes)
@@ -120,19 +120,30 @@ class NodePods:
         os.replace(tmp, self.checkpoint)
 
     # -- the node's network config ------------------------------------------------------------
-    def conflist(self) -> dict:
+    def conflist(self, kubeconfig: str = "") -> dict:
+        """The network list the node's CNI mode chains (netsim.model.cnimode): flannel's
+        (kube-flannel's cbr0) or Calico's (calico/node's k8s-pod-network, whose plugins reach
+        the API with ``kubeconfig``)."""
         cni = self.dir / "cni"
-        return {
-            "name": NETWORK, "cniVersion": CNI_VERSION,
-            "plugins": [
-                {"type": "flannel", "subnetFile": str(self.subnet_env), "dataDir": str(cni / "flannel"),
-                 "ipam": {"dataDir": str(cni / "networks")},
-                 "delegate": {"hairpinMode": True, "isDefaultGateway": True}},
-                {"type": "portmap", "capabilities": {"portMappings": True}},
-                # NetworkPolicy: a new pod stays isolated until the agent has rendered its rules.
-                {"type": "netsim-policy"},
-            ],
+        configs = {
+            "flannel": {"type": "flannel", "subnetFile": str(self.subnet_env), "dataDir": str(cni / "flannel"),
+                        "ipam": {"dataDir": str(cni / "networks")},
+                        "delegate": {"hairpinMode": True, "isDefaultGateway": True}},
+            "calico": {"type": "calico", "datastore_type": "kubernetes", "nodename": self.node, "mtu": self.mtu,
+                       "ipam": {"type": "calico-ipam"}, "policy": {"type": "k8s"},
+                       "kubernetes": {"kubeconfig": kubeconfig}},
+            "portmap": {"type": "portmap", "capabilities": {"portMappings": True}},
+            # NetworkPolicy: a new pod stays isolated until the agent has rendered its rules.
+            cnimode.POLICY_PLUGIN: {"type": cnimode.POLICY_PLUGIN},
         }
+        if self.cni == "calico":
+            configs["portmap"]["snat"] = True  # as calico/node's install-cni writes it
+        chain = cnimode.mode(self.cni).plugins
+        unknown = [t for t in chain if t not in configs]
+        if unknown:
+            raise RuntimeError(f"cni {self.cni}: no network config for plugin(s) {', '.join(unknown)} on this node")
+        name = CALICO_NETWORK if self.cni == "calico" else NETWORK
+        return {"name": name, "cniVersion": CNI_VERSION, "plugins": [configs[t] for t in chain]}
 
     def ensure_network(self, pod_cidr: str, cluster_cidr: str) -> None:
         """Write the node's subnet.env (as flanneld does) and its conflist (as kube-flannel's
@@ -145,23 +156,11 @@ class NodePods:
         _write(self.conf_dir / CONFLIST, raw.decode())
         self.netlist = runtime.parse_conflist(raw, str(self.conf_dir / CONFLIST))
 
-    def calico_conflist(self, kubeconfig: str) -> dict:
-        return {
-            "name": CALICO_NETWORK, "cniVersion": CNI_VERSION,
-            "plugins": [
-                {"type": "calico", "datastore_type": "kubernetes", "nodename": self.node, "mtu": self.mtu,
-                 "ipam": {"type": "calico-ipam"}, "policy": {"type": "k8s"},
-                 "kubernetes": {"kubeconfig": kubeconfig}},
-                {"type": "portmap", "snat": True, "capabilities": {"portMappings": True}},
-                {"type": "netsim-policy"},
-            ],
-        }
-
     def ensure_calico_network(self, kubeconfig: str) -> None:
         """Write the node's Calico conflist (as calico/node's install-cni does); pods get /32s
         from calico-ipam and no bridge, so the node needs no pod range of its own."""
         self.cni = "calico"
-        raw = json.dumps(self.calico_conflist(kubeconfig), indent=2).encode()
+        raw = json.dumps(self.conflist(kubeconfig), indent=2).encode()
         _write(self.conf_dir / CALICO_CONFLIST, raw.decode())
         with contextlib.suppress(FileNotFoundError):
             (self.conf_dir / CONFLIST).unlink()
