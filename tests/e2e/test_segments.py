@@ -99,6 +99,7 @@ def test_every_member_is_on_its_segment_with_its_own_gateway(cluster):
     assert {tuple(line.split()[::2]) for line in lan.splitlines()} >= {
         ("br-underlay", "192.168.56.1/24"), ("br-underlay1", "192.168.57.1/24")}, lan
     assert "192.168.56.0/24,192.168.57.0/24" in run_netsim("status", env=cluster.env).stdout
+    assert "routed to 192.168.57.0/24 · bridge br-underlay1 · gateway 192.168.57.1" in cluster("graph").stdout
 
 
 def test_packets_cross_segments_through_the_router(cluster):

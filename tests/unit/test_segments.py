@@ -133,3 +133,16 @@ def test_direct_routing_uses_each_nodes_own_segment():
                                        remotes)
     assert routes == {"10.244.2.0/24": ("10.244.2.0", 7, True), "10.244.3.0/24": ("192.168.57.2", 2, False)}
     assert set(neigh) == {"10.244.2.0"} and fdb == {(overlay.vtep_mac("n2"), "192.168.56.3")}
+
+
+def test_up_says_so_before_building_anything(tmp_path):
+    from tests.conftest import run_netsim
+
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text("nodes: [{name: cp, role: control-plane}, {name: w3, subnet: 192.168.57.0/24}]\n"
+                        "networking: {underlaySubnets: [192.168.56.0/24, 192.168.57.0/24], backend: host-gw}\n")
+    # A refused --store stops `up` right after the scenario is read: nothing is built, as root or not.
+    r = run_netsim("up", str(scenario), "--store", "nowhere", env={"NETSIM_STATE_DIR": str(tmp_path / "state")})
+    assert r.returncode == 2 and "nothing was created" in r.stderr
+    assert "warning: networking.backend host-gw: the nodes are on 2 underlay segments (cp on 192.168.56.0/24; " \
+           "w3 on 192.168.57.0/24)" in r.stderr, r.stderr
