@@ -12,6 +12,7 @@ import ipaddress
 import json
 import socket
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
@@ -23,7 +24,10 @@ from netsim.apiserver import kubeconfig, pki
 from netsim.apiserver.app import make_app
 from netsim.apiserver.server import ssl_context
 from netsim.cni import calico_ipam as ipam
+from netsim.cni import runtime
+from netsim.cni.server import PluginServer
 from netsim.model import calico as model
+from tests.cni_util import OURS
 
 NODE = "worker1"
 POOL = "10.77.0.0/16"
@@ -277,3 +281,41 @@ def test_bad_netconf_and_exhaustion_give_the_specs_error_json(cni_sandbox, api):
     assert taken.rc == 1 and "already exists" in taken.out["msg"], taken.raw
     with api.client() as c:
         assert c.get("IPAMHandle", "k8s-pod-network.ctr-y") is None
+
+
+@pytest.mark.parametrize("api", [29], indirect=True)
+def test_a_conflist_through_netsims_runtime_and_plugin_server(cni_sandbox, api):
+    """The node agent's path: netsim's CNI runtime execs the launchers in the node namespace
+    with a conflist (calico, then portmap), the launchers hand the calls to a plugin server,
+    which runs them on threads in the caller's namespace; eight pods at once on /29 blocks
+    (eight addresses each) still get eight different addresses."""
+    box = cni_sandbox
+    raw = json.dumps({"cniVersion": "1.0.0", "name": "k8s-pod-network", "plugins": [
+        {k: v for k, v in conf(api).items() if k not in ("cniVersion", "name")},
+        {"type": "portmap", "snat": True, "capabilities": {"portMappings": True}}]}).encode()
+    netlist = runtime.parse_conflist(raw)
+    server = PluginServer(str(box.tmp / "cni.sock")).start()
+    try:
+        rt = runtime.Runtime([str(OURS)], kernel.netns_path(box.runtime), {"NETSIM_CNI_SOCKET": server.path})
+        pods = {f"r{i}": box.container(f"r{i}") for i in range(8)}
+        confs = {pod: runtime.RuntimeConf(f"ctr-{pod}", netns, args=[("K8S_POD_NAMESPACE", "default"),
+                                                                      ("K8S_POD_NAME", pod)],
+                                          cache_dir=str(box.tmp / "cache")) for pod, netns in pods.items()}
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            results = dict(zip(confs, pool.map(lambda c: rt.add(netlist, c), confs.values()), strict=True))
+        assert server.calls >= 16  # calico and portmap per pod (calico-ipam runs inside calico's call)
+        ips = {pod: r["ips"][0]["address"] for pod, r in results.items()}
+        assert len(set(ips.values())) == 8 and all(ip.endswith("/32") for ip in ips.values())
+        blocks = api.blocks()
+        assert sum(a is not None for b in blocks.values() for a in b["allocations"]) == 8
+        assert {b["affinity"] for b in blocks.values()} == {f"host:{NODE}"}
+        rt.check(netlist, confs["r0"])
+        r1 = ips["r1"].split("/")[0]
+        ping = box.in_netns(pods["r0"], "ping", "-c1", "-W2", r1, check=False)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        for c in confs.values():
+            rt.delete(netlist, c)
+        assert not [line for line in box.in_runtime("ip", "-o", "link").splitlines() if " cali" in line]
+        assert all(a is None for b in api.blocks().values() for a in b["allocations"])
+    finally:
+        server.stop()
