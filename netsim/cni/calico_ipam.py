@@ -25,7 +25,8 @@ The plugin: ADD allocates one IPv4 address per call from the enabled IPv4 IPPool
 ``nodename_file``); a second ADD for the same handle returns the address it holds.  DEL
 releases the handle (a handle that is not there is no error).  CHECK fails with code 3 when
 the handle holds nothing.  Errors: 7 bad netconf or kubeconfig, 11 the pool is exhausted or
-the API is unreachable (both clear up), 999 the API refused.
+the API is unreachable (both clear up), 7 also when the API refuses the kubeconfig's
+credentials (401/403), 999 any other refusal.
 
 May import: the standard library and netsim.cni (plugins run on every pod's critical path).
 """
