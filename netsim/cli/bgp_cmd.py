@@ -28,8 +28,12 @@ def boxed_table(headings: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headings)]
     rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
 
+    def centred(text: str, width: int) -> str:
+        left = (width - len(text)) // 2
+        return " " * left + text + " " * (width - len(text) - left)
+
     def line(cells, center=False) -> str:
-        return "| " + " | ".join(c.upper().center(w) if center else c.ljust(w)
+        return "| " + " | ".join(centred(c.upper(), w) if center else c.ljust(w)
                                  for c, w in zip(cells, widths, strict=True)) + " |"
 
     return "\n".join([rule, line(headings, center=True), rule, *(line(r) for r in rows), rule])

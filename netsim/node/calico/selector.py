@@ -28,7 +28,8 @@ def _tokens(text: str) -> list[str]:
             break
         m = _TOKEN.match(text, pos)
         if m is None or m.end() == pos:
-            raise SelectorError(f"selector {text!r}: unexpected {text[pos:].strip()[:10]!r} at {pos}")
+            raise SelectorError(f"selector {text!r}: unexpected {text[pos:].strip()[:10]!r} at {pos}; "
+                                "fix: write it as Calico does, e.g. has(routeReflector) or rack == 'a'")
         out.append(m.group("op") or m.group("str") or m.group("word"))
         pos = m.end()
     return out
