@@ -7,6 +7,7 @@ while its kernel keeps the routes; check() starts it again and the sessions come
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -135,6 +136,10 @@ def test_full_mesh_learns_blocks_survives_a_killed_bird_and_stops_clean(birds, t
                             timeout=10).stdout
         assert len(ss.splitlines()) == len(NODES) - 1, ss
         wait_for(f"{node} learns the other blocks", lambda node=node: learned(node) == wanted(node))
+    # What the help of `netsim bgp status` tells users to run: birdc inside the node's namespace.
+    shown = subprocess.run(["ip", "netns", "exec", netns("n2"), "birdc", "-s", str(birds.ctl("n2")),
+                            "show", "protocols"], capture_output=True, text=True, check=True, timeout=10).stdout
+    assert re.search(r"^Mesh_192_168_77_11\s+BGP\s+master\s+up\s+\S+\s+Established", shown, re.M), shown
     rows = bird.protocols(birds.ctl("n2"))
     assert {(r["name"], r["peerType"], r["state"]) for r in rows} == {
         ("Mesh_192_168_77_11", "node-to-node mesh", "up"), ("Mesh_192_168_77_13", "node-to-node mesh", "up")}
@@ -171,3 +176,23 @@ def test_full_mesh_learns_blocks_survives_a_killed_bird_and_stops_clean(birds, t
     assert bird.bird_pids(tmp_path / "bird") == []
     left = sorted(p.name for p in (tmp_path / "bird").glob("*") if p.suffix in (".ctl", ".pid", ".cfg"))
     assert left == []
+
+
+def test_a_new_agent_adopts_running_birds_and_down_kills_orphans(birds, tmp_path):
+    """BIRD daemonises: a restarted agent's Birds takes the running daemons over (no session
+    flap), and after an agent that was SIGKILLed, kill_leftovers (`netsim down`) finds them by
+    their files' directory and removes sockets and pid files."""
+    birds.sync(objects())
+    for node in NODES:
+        wait_for(f"{node}'s sessions Established", lambda node=node: established(birds, node))
+    pids = {n: birds.birds[n].pid() for n in NODES}
+    again = bird.Birds(CLUSTER, threading.Event(), nodes={n: netns(n) for n in NODES}, directory=tmp_path / "bird")
+    again.sync(objects())
+    assert {n: again.birds[n].pid() for n in NODES} == pids
+    assert again.check() == []
+    assert all(established(again, n) for n in NODES)
+    killed = bird.kill_leftovers(CLUSTER, tmp_path / "bird")
+    assert sorted(killed) == sorted(pids.values())
+    assert bird.bird_pids(tmp_path / "bird") == []
+    assert not (tmp_path / "bird").exists()
+    assert all(not kernel.process_alive(p) for p in pids.values())
