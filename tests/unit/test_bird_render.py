@@ -319,3 +319,52 @@ def test_status_table_is_calicoctls():
         "+--------------+-------------------+-------+----------+-------------+",
         "| 192.168.56.4 | node-to-node mesh | up    | 02:41:32 | Established |",
         "+--------------+-------------------+-------+----------+-------------+"]
+
+
+def test_bgp_status_prints_calicoctls_output_per_node(fake_bird, tmp_path, monkeypatch):
+    """`netsim bgp status` on a calico cluster (faked around the CLI: state, store, agent) reads
+    each node's socket; a node whose BIRD is not running says so, as calicoctl does."""
+    import json
+    from types import SimpleNamespace
+
+    from typer.testing import CliRunner
+
+    from netsim.api.registry import CONFIG_KEY, ClusterConfig
+    from netsim.cli import bgp_cmd, common
+    from netsim.cli.app import app
+    from netsim.fabric import daemon
+
+    (tmp_path / "bird").mkdir()
+    (tmp_path / "bird" / "worker1.ctl").symlink_to(fake_bird)
+    members = {n: SimpleNamespace(name=n, kind="node", ip=ip) for n, ip in
+               (("worker1", "192.168.56.3"), ("worker2", "192.168.56.4"))}
+    cni = {"value": "calico"}
+
+    class Store:
+        def get(self, key):
+            assert key == CONFIG_KEY
+            return {**ClusterConfig(cni=cni["value"]).to_json()}
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(common.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(bgp_cmd, "open_cluster_store",
+                        lambda c: (SimpleNamespace(name="c1", members=members, joined=None), Store()))
+    monkeypatch.setattr(daemon, "agent_pids", lambda c: [4242])
+    monkeypatch.setattr(bird, "bird_dir", lambda c: tmp_path / "bird")
+    runner = CliRunner()
+    one = runner.invoke(app, ["bgp", "status", "worker1"])
+    assert one.exit_code == 0, one.output
+    assert one.output.splitlines()[:3] == ["Calico process is running.", "", "IPv4 BGP status"]
+    assert "| 192.168.56.4 | node-to-node mesh | up    | 02:41:32 | Established" in one.output
+    both = runner.invoke(app, ["bgp", "status"])
+    assert "# node/worker2 (192.168.56.4)\nCalico process is running.\n\nThe BGP backend process (BIRD) is " \
+           "not running." in both.output
+    report = json.loads(runner.invoke(app, ["bgp", "status", "-o", "json"]).output)
+    assert [(r["node"], r["birdRunning"], len(r["peers"])) for r in report] == [("worker1", True, 3),
+                                                                              ("worker2", False, 0)]
+    assert runner.invoke(app, ["bgp", "status", "nope"]).exit_code == 1
+    cni["value"] = "flannel"
+    refused = runner.invoke(app, ["bgp", "status"])
+    assert refused.exit_code == 1 and "no BGP there" in refused.output

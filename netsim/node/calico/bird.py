@@ -309,8 +309,12 @@ class Birds:
                     self.errors[name] = str(exc)
                     continue
                 try:
-                    if not b.text and b.alive() and b.cfg.exists() and b.cfg.read_text() == text:
+                    alive = b.alive()
+                    if not b.text and alive and b.cfg.exists() and b.cfg.read_text() == text:
                         b.text = text  # an earlier agent's BIRD, already on this config: adopt it
+                    elif b.text and not alive:
+                        log.warning("bird %s died; starting it again (graceful restart recovery)", name)
+                        b.restarts += 1
                     b.apply(text)
                     self.errors.pop(name, None)
                 except (BirdError, OSError, subprocess.SubprocessError) as exc:
