@@ -13,9 +13,11 @@ cd "$(dirname "$0")/.."
 # the shell scripts and runs vagrant/provision.sh in a debootstrapped Debian 12 chroot.
 # nginx: the ingress-nginx add-on runs Debian's real nginx in each controller pod's namespace
 # (netsim/node/ingress/controller.py); the system service it brings must never run on the host.
+# bird: Calico mode runs Debian's BIRD 1.6.8 (Calico's confd configs are BIRD 1 syntax; bird2 rejects
+# them) in each node's namespace (netsim/node/calico/bird.py); its system service must never run either.
 apt_packages=(iproute2 iptables nftables ipset conntrack tcpdump iperf3 iputils-ping procps python3 python3-venv make
               etcd-server containernetworking-plugins podman runc busybox-static gcc libc6-dev
-              ipvsadm kmod qemu-system-x86 dnsutils graphviz vagrant shellcheck debootstrap nginx)
+              ipvsadm kmod qemu-system-x86 dnsutils graphviz vagrant shellcheck debootstrap nginx bird)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -23,10 +25,11 @@ done
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   apt-get update -qq
-  # etcd-server's postinst starts a system etcd on 2379 and nginx's a web server on :80, and both
-  # enable themselves at boot.  netsim starts its own etcds on free ports when it needs one
-  # (netsim/api/store/etcd_server.py) and its nginx only inside pod namespaces, so forbid service
-  # starts during the install (policy-rc.d exit 101; Docker images already have one) ...
+  # etcd-server's postinst starts a system etcd on 2379, nginx's a web server on :80 and bird's a
+  # BGP daemon on 179, and all enable themselves at boot.  netsim starts its own etcds on free ports
+  # when it needs one (netsim/api/store/etcd_server.py), its nginx only inside pod namespaces and its
+  # BIRDs only inside node namespaces, so forbid service starts during the install (policy-rc.d
+  # exit 101; Docker images already have one) ...
   policy=/usr/sbin/policy-rc.d
   if [[ ! -e $policy ]]; then
     printf '#!/bin/sh\nexit 101\n' >"$policy"
@@ -35,12 +38,12 @@ if ((${#missing[@]})); then
   fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # ... and keep them from starting at the next boot, and stop them should a policy have let them start.
-  for service in etcd nginx; do
-    pkg=$service; [[ $service == etcd ]] && pkg=etcd-server
+  for service in etcd nginx bird bird6; do
+    pkg=$service; [[ $service == etcd ]] && pkg=etcd-server; [[ $service == bird6 ]] && pkg=bird
     [[ " ${missing[*]} " == *" $pkg "* ]] || continue
     if [[ -d /run/systemd/system ]]; then
       systemctl disable --now "$service.service" >/dev/null 2>&1 || true
-      [[ $service == nginx ]] && { systemctl mask nginx.service >/dev/null 2>&1 || true; }
+      [[ $service == etcd ]] || { systemctl mask "$service.service" >/dev/null 2>&1 || true; }
     else
       update-rc.d "$service" disable >/dev/null 2>&1 || true
       "/etc/init.d/$service" stop >/dev/null 2>&1 || true

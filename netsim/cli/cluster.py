@@ -27,7 +27,7 @@ from netsim.cli.common import (
     whole_cluster_here,
 )
 from netsim.model import cnimode, names, state
-from netsim.model.scenario import ScenarioError, load_scenario, manifest_objects
+from netsim.model.scenario import ScenarioError, host_gw_problem, load_scenario, manifest_objects, scenario_warnings
 from netsim.node import podexec, podnet
 
 DEFAULT_SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "basic.yaml"
@@ -95,6 +95,8 @@ def up(
     from netsim.fabric import control_plane
 
     scn, objects = _load_for_creation(scenario, name)
+    for warning in scenario_warnings(scn):
+        typer.echo(f"warning: {warning}", err=True)
     if store is not None and not store.startswith("etcd://"):
         raise err(f"error: --store {store!r}: use etcd://HOST:PORT[/PREFIX], or leave it out for SQLite"
                   "\nnothing was created.", 2)
@@ -259,7 +261,8 @@ def status() -> None:
         if st is None:
             rows.append((name, "broken (no state; run netsim down)", "-", "-", "-", "-", "-"))
             continue
-        rows.append((name, st.phase, _cni(st), str(len(st.nodes())), str(len(st.hosts())), st.underlay.subnet,
+        rows.append((name, st.phase, _cni(st), str(len(st.nodes())), str(len(st.hosts())),
+                     ",".join(seg.subnet for seg in st.underlay.segments),
                      age(st.updated)))
     if len(rows) == 1:
         typer.echo("no netsim clusters on this host", err=True)
@@ -338,6 +341,9 @@ def _change_nodes(cluster: str | None, change, timeout: float) -> fabric.Cluster
 def node_add(
     name: Annotated[str, typer.Argument(help="Node name (a DNS label).")],
     ip: Annotated[str | None, typer.Option(help="Underlay address (default: the next free one).")] = None,
+    subnet: Annotated[str | None, typer.Option(
+        help="The underlay segment to join (one of networking.underlaySubnets; default: the one holding --ip, "
+             "else the first).")] = None,
     label: Annotated[list[str] | None, typer.Option("--label", "-l", help="key=value, repeatable.")] = None,
     cluster: ClusterOpt = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the node to register.")] = 60.0,
@@ -352,8 +358,13 @@ def node_add(
         if not sep:
             raise err(f"error: --label {pair!r}: use key=value", 2)
         labels[key] = value
-    c = _change_nodes(cluster, lambda c: c.add_node(name, role="worker", ip=ip, labels=labels), timeout)
+    c = _change_nodes(cluster, lambda c: c.add_node(name, role="worker", ip=ip, labels=labels, subnet=subnet),
+                      timeout)
     typer.echo(f"node/{name} joined cluster {c.name!r} at {c.members[name].ip}", err=True)
+    st = state.read_state(c.name)
+    backend = ((st.scenario if st else None) or {}).get("networking", {}).get("backend", "vxlan")
+    if problem := host_gw_problem(backend, {m.name: m.subnet for m in c.nodes()}):
+        typer.echo(f"warning: {problem}", err=True)
 
 
 @node_app.command("delete")

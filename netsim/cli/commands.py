@@ -68,6 +68,8 @@ COMMANDS: tuple[Entry, ...] = (
           "NetworkPolicy: why a connection is allowed or denied."),
     Entry("ingress", "netsim.cli.ingress_cmd", "ingress_app",
           "Ingress: which server and location take a request, and where it goes."),
+    Entry("bgp", "netsim.cli.bgp_cmd", "bgp_app",
+          "BGP in calico mode: each node's BIRD sessions, as calicoctl node status shows them."),
 )
 
 BY_NAME: dict[str, Entry] = {e.name: e for e in COMMANDS}

@@ -48,6 +48,8 @@ MODULES = {
     "portmap": "netsim.cni.portmap",
     "flannel": "netsim.cni.flannel",
     "netsim-policy": "netsim.cni.netpolicy",
+    "calico": "netsim.cni.calico",
+    "calico-ipam": "netsim.cni.calico_ipam",
 }
 SHIM_MARKER = b"netsim-cni-plugin"
 

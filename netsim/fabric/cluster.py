@@ -10,9 +10,11 @@ Reads like the picture::
     c.ping_all()          # {(src, dst): rtt_ms or None}
     c.down()
 
-The underlay is a bridge in a namespace of its own (it plays the physical LAN and its
-router); each node or host is a namespace whose ``eth0`` is a veth into that bridge.
-Nothing is created in the host's own namespace.
+The underlay is a namespace of its own that plays the physical LAN and its router: one
+bridge per L2 segment (``br-underlay`` for the first, ``br-underlay<i>`` for the others),
+each holding the router's address on that segment, with forwarding on between them.  Each
+node or host is a namespace whose ``eth0`` is a veth into its segment's bridge, with the
+segment's gateway as its default route.  Nothing is created in the host's own namespace.
 
 This module is the kernel's side of a cluster and the state file that records it; what else
 ends with a cluster (its agents, its objects in the store) is netsim.fabric.lifecycle's
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import re
 import time
 from collections.abc import Callable
 
@@ -32,7 +35,7 @@ from netsim.fabric.lifecycle import teardown
 from netsim.kernel.ping import ping
 from netsim.model import names, state
 from netsim.model.scenario import Scenario, gateway_of
-from netsim.model.state import ClusterState, Joined, Member, Underlay, Uplink
+from netsim.model.state import ClusterState, Joined, Member, Segment, Underlay, Uplink
 
 Progress = Callable[[str], None]
 
@@ -49,6 +52,37 @@ def store_url_for(cluster: str, store: str | None) -> str:
     if store.startswith("etcd://") and "/" not in store.removeprefix("etcd://").rstrip("/"):
         return f"{store.rstrip('/')}/netsim/{cluster}"
     return store
+
+
+def plan_members(segments: list[ipaddress.IPv4Network],
+                 wanted: list[tuple[str, str, str | None, str | None]]) -> dict[str, tuple[str, ipaddress.IPv4Network]]:
+    """Segment and underlay address of every member of ``wanted`` (name, "node"|"host", ip,
+    subnet): its ``subnet``, else the segment holding its ``ip``, else the first segment; then
+    each segment's addresses as :func:`plan_addresses` gives them."""
+    listed = ", ".join(map(str, segments))
+    placed: dict[str, ipaddress.IPv4Network] = {}
+    for name, _kind, ip, subnet in wanted:
+        addr = ipaddress.IPv4Address(ip) if ip else None
+        if subnet is not None:
+            seg = ipaddress.IPv4Network(subnet)
+            if seg not in segments:
+                raise ValueError(f"{name}: subnet {seg} is not one of the underlay's segments ({listed}); "
+                                 "fix: use one of them, or add it to networking.underlaySubnets")
+        else:
+            seg = next((s for s in segments if addr is not None and addr in s), segments[0])
+        if addr is not None and (addr not in seg or addr in (seg.network_address, seg.broadcast_address)):
+            raise ValueError(f"{name}: ip {addr} is not a host address of underlay segment {seg}; "
+                             f"fix: use an address inside one of {listed}")
+        if addr is not None and addr == gateway_of(seg):
+            raise ValueError(f"{name}: ip {addr} is the underlay gateway of {seg}; fix: pick another address")
+        placed[name] = seg
+    out: dict[str, tuple[str, ipaddress.IPv4Network]] = {}
+    for seg in segments:
+        here = [w for w in wanted if placed[w[0]] == seg]
+        ips = plan_addresses(seg, [(w[0], w[2]) for w in here if w[1] == "node"],
+                             [(w[0], w[2]) for w in here if w[1] == "host"])
+        out.update({n: (ip, seg) for n, ip in ips.items()})
+    return out
 
 
 def plan_addresses(subnet: ipaddress.IPv4Network, nodes: list[tuple[str, str | None]],
@@ -72,18 +106,22 @@ def plan_addresses(subnet: ipaddress.IPv4Network, nodes: list[tuple[str, str | N
 
 class Cluster:
     def __init__(self, name: str = "netsim", underlay: str = "192.168.56.0/24", mtu: int = 1500,
-                 scenario: Scenario | None = None, source: str | None = None, store: str | None = None):
+                 scenario: Scenario | None = None, source: str | None = None, store: str | None = None,
+                 segments: list[str] | None = None):
         if not names.DNS_LABEL.match(name) or len(name) > names.CLUSTER_NAME_MAX:
             raise ValueError(f"cluster name {name!r} must be a DNS label of at most "
                              f"{names.CLUSTER_NAME_MAX} characters")
         self.name = name
-        self.subnet = ipaddress.IPv4Network(underlay)
+        # The underlay's L2 segments, the default one first; ``underlay`` alone is one segment.
+        self.segments = [ipaddress.IPv4Network(s) for s in segments] if segments else [ipaddress.IPv4Network(underlay)]
+        self.subnet = self.segments[0]
         self.mtu = mtu
         self.scenario = scenario
         self.source = source
         # The control-plane store: SQLite in the state directory unless an etcd URL is given.
         self.store_url = store_url_for(name, store)
-        self._wanted: list[tuple[str, str, str | None, str | None, dict]] = []  # name, kind, ip, role, labels
+        self._wanted: list[tuple[str, str, str | None, str | None, dict, str | None]] = []  # name, kind, ip, role,
+        # labels, subnet
         self.members: dict[str, Member] = {}
         self._handles: dict[str, kernel.Namespace] = {}
         self.phase: str | None = None
@@ -96,16 +134,19 @@ class Cluster:
     def from_scenario(cls, scenario: Scenario, name: str | None = None, source: str | None = None,
                       store: str | None = None) -> Cluster:
         net = scenario.networking
-        c = cls(name or scenario.name, str(net.underlaySubnet), net.underlayMTU, scenario, source, store)
+        c = cls(name or scenario.name, str(net.underlaySubnet), net.underlayMTU, scenario, source, store,
+                segments=[str(s) for s in net.segments])
         for n in scenario.nodes:
-            c.add_node(n.name, role=n.role, ip=str(n.ip) if n.ip else None, labels=n.labels)
+            c.add_node(n.name, role=n.role, ip=str(n.ip) if n.ip else None, labels=n.labels,
+                       subnet=str(n.subnet) if n.subnet else None)
         for h in scenario.externalHosts:
-            c.add_host(h.name, ip=str(h.ip) if h.ip else None)
+            c.add_host(h.name, ip=str(h.ip) if h.ip else None, subnet=str(h.subnet) if h.subnet else None)
         return c
 
     def add_node(self, name: str, role: str = "worker", ip: str | None = None,
-                 labels: dict | None = None) -> Member:
-        self._wanted.append((name, "node", ip, role, labels or {}))
+                 labels: dict | None = None, subnet: str | None = None) -> Member:
+        """A node on segment ``subnet`` (default: the one holding ``ip``, else the first)."""
+        self._wanted.append((name, "node", ip, role, labels or {}, subnet))
         return self._replan()[name]
 
     def remove_member(self, name: str) -> None:
@@ -113,26 +154,37 @@ class Cluster:
         self._wanted = [w for w in self._wanted if w[0] != name]
         self._replan()
 
-    def add_host(self, name: str, ip: str | None = None) -> Member:
-        self._wanted.append((name, "host", ip, None, {}))
+    def add_host(self, name: str, ip: str | None = None, subnet: str | None = None) -> Member:
+        self._wanted.append((name, "host", ip, None, {}, subnet))
         return self._replan()[name]
 
     def _replan(self) -> dict[str, Member]:
         if len({w[0] for w in self._wanted}) != len(self._wanted):
             dup = self._wanted.pop()[0]
             raise ValueError(f"{dup!r} is already a member of cluster {self.name}")
-        ips = plan_addresses(self.subnet, [(w[0], w[2]) for w in self._wanted if w[1] == "node"],
-                             [(w[0], w[2]) for w in self._wanted if w[1] == "host"])
+        try:
+            plan = plan_members(self.segments, [(w[0], w[1], w[2], w[5]) for w in self._wanted])
+        except ValueError:
+            self._wanted.pop()  # the member just asked for; the others stand as planned
+            raise
         self.members = {
-            n: Member(name=n, kind=kind, ip=ips[n], netns=names.netns_name(self.name, n),
-                      uplink=names.ifname(n), role=role, labels=labels)
-            for n, kind, _ip, role, labels in self._wanted
+            n: Member(name=n, kind=kind, ip=plan[n][0], netns=names.netns_name(self.name, n),
+                      uplink=names.ifname(n), role=role, labels=labels, subnet=str(plan[n][1]))
+            for n, kind, _ip, role, labels, _subnet in self._wanted
         }
         return self.members
 
     @property
     def gateway(self) -> str:
+        """The router's address on the first segment."""
         return str(gateway_of(self.subnet))
+
+    def gateway_for(self, m: Member) -> str:
+        """The router's address on ``m``'s segment: its default route."""
+        return str(gateway_of(ipaddress.IPv4Network(m.subnet)))
+
+    def bridge_of(self, m: Member) -> str:
+        return names.underlay_bridge(self.segments.index(ipaddress.IPv4Network(m.subnet)))
 
     @property
     def underlay_netns(self) -> str:
@@ -173,18 +225,24 @@ class Cluster:
         t0 = time.perf_counter()
         kernel.ensure_netns_dir()
         lan = self._namespace(self.underlay_netns, created)
-        bridge = self._ensure_underlay(lan)
-        progress(f"underlay {self.subnet} ready (bridge {names.UNDERLAY_BRIDGE}, gateway {self.gateway})")
+        bridges = self._ensure_underlay(lan)
+        if len(self.segments) == 1:
+            progress(f"underlay {self.subnet} ready (bridge {names.UNDERLAY_BRIDGE}, gateway {self.gateway})")
+        else:
+            progress(f"underlay ready: {len(self.segments)} segments routed by the underlay's router ("
+                     + ", ".join(f"{seg} on {names.underlay_bridge(i)} via {gateway_of(seg)}"
+                                 for i, seg in enumerate(self.segments)) + ")")
         t1 = time.perf_counter()
         uplinks = lan.links()
         with lan.batch() as attach:
             for m in self.members.values():
                 self._ensure_member(self._namespace(m.netns, created), m, lan, uplinks, created)
+                bridge = bridges[self.bridge_of(m)]
                 link = uplinks.get(m.uplink)
                 if not link or link["master"] != bridge or not link["up"]:
                     attach.set_link(m.uplink, master=bridge, up=True)
         self._wait_operational(lan)
-        self._bridge_up(lan, bridge)
+        self._bridges_up(lan, bridges)
         progress(f"{_count(self.nodes(), 'node')} and {_count(self.hosts(), 'external host')} on the underlay")
         t2 = time.perf_counter()
         # Pod namespaces (nsim.<cluster>.<namespace>.<pod>) belong to the agent, not the fabric.
@@ -210,14 +268,18 @@ class Cluster:
         pending.update({self._handles[m.netns]: {names.NODE_UPLINK} for m in self.members.values()})
         _wait_links(pending, lambda link: link["operstate"] == "UP", timeout)
 
-    def _bridge_up(self, lan: kernel.Namespace, bridge: int) -> None:
-        """Set the underlay bridge up once its ports are operational: opening it then finds a
-        forwarding port, turns its carrier on and activates its qdisc at once.  Opened empty,
-        its carrier would come on only at linkwatch's next non-urgent run, up to a second
-        later, and until then the gateway address could not answer."""
+    def _bridges_up(self, lan: kernel.Namespace, bridges: dict[str, int]) -> None:
+        """Set the segments' bridges up once their ports are operational: opening one then
+        finds a forwarding port, turns its carrier on and activates its qdisc at once.  Opened
+        empty, its carrier would come on only at linkwatch's next non-urgent run, up to a
+        second later, and until then the gateway address could not answer.  A segment with
+        no member has no port and so no carrier: nothing to wait for there."""
         with lan.batch() as b:
-            b.set_link(names.UNDERLAY_BRIDGE, index=bridge, up=True)
-        _wait_links({lan: {names.UNDERLAY_BRIDGE}}, lambda link: link["carrier"], 3.0)
+            for name, index in bridges.items():
+                b.set_link(name, index=index, up=True)
+        populated = {self.bridge_of(m) for m in self.members.values()}
+        if populated:
+            _wait_links({lan: populated}, lambda link: link["carrier"], 3.0)
 
     def _namespace(self, netns: str, created: list[str]) -> kernel.Namespace:
         if netns not in self._handles:
@@ -230,20 +292,28 @@ class Cluster:
                 created.append(netns)
         return self._handles[netns]
 
-    def _ensure_underlay(self, lan: kernel.Namespace) -> int:
-        """Bridge, gateway address and forwarding of the underlay; returns the bridge's index."""
-        bridge = lan.links().get(names.UNDERLAY_BRIDGE, {}).get("index")
-        if bridge is None:
+    def _ensure_underlay(self, lan: kernel.Namespace) -> dict[str, int]:
+        """A bridge per segment with the router's address on it, and forwarding; returns
+        {bridge name: index}.  Bridges of segments no longer wanted go."""
+        wanted = {names.underlay_bridge(i): seg for i, seg in enumerate(self.segments)}
+        links = lan.links()
+        stale = [n for n in links if re.fullmatch(rf"{names.UNDERLAY_BRIDGE}\d+", n) and n not in wanted]
+        missing = [n for n in wanted if n not in links]
+        if stale or missing:
             with lan.batch() as b:
-                b.add_bridge(names.UNDERLAY_BRIDGE, self.mtu)
-            bridge = lan.index(names.UNDERLAY_BRIDGE)
+                for name in stale:
+                    b.delete_link(name)
+                for name in missing:
+                    b.add_bridge(name, self.mtu)
+        bridges = {name: lan.index(name) if name in missing else links[name]["index"] for name in wanted}
         with lan.batch() as b:
             b.set_link("lo", index=LOOPBACK_INDEX, up=True)
-            b.add_address(bridge, f"{self.gateway}/{self.subnet.prefixlen}")
-        # The underlay's router forwards between the LAN and the load-balancer routes later
-        # issues add; it is a namespace of its own, so this never touches the host.
+            for name, seg in wanted.items():
+                b.add_address(bridges[name], f"{gateway_of(seg)}/{seg.prefixlen}")
+        # The underlay's router forwards between its segments and to the load-balancer routes;
+        # it is a namespace of its own, so this never touches the host.
         lan.sysctl("net.ipv4.ip_forward", 1)
-        return bridge
+        return bridges
 
     def _ensure_member(self, ns: kernel.Namespace, m: Member, lan: kernel.Namespace,
                        uplinks: dict[str, dict], created: list[str]) -> None:
@@ -266,8 +336,8 @@ class Cluster:
                 eth0 = {"index": FIRST_FREE_INDEX}
             b.set_link("lo", index=LOOPBACK_INDEX, up=True)
             b.set_link(names.NODE_UPLINK, index=eth0["index"], up=True)
-            b.add_address(eth0["index"], f"{m.ip}/{self.subnet.prefixlen}")
-            b.replace_route("default", gateway=self.gateway)
+            b.add_address(eth0["index"], m.cidr)
+            b.replace_route("default", gateway=self.gateway_for(m))
         if m.kind == "node":
             ns.sysctl("net.ipv4.ip_forward", 1)
 
@@ -286,7 +356,10 @@ class Cluster:
             # A joined machine's underlay is the real LAN its NIC is on.
             underlay=Underlay(str(self.subnet), self.gateway, self.mtu,
                               netns=None if self.joined else self.underlay_netns,
-                              bridge=None if self.joined else names.UNDERLAY_BRIDGE),
+                              bridge=None if self.joined else names.UNDERLAY_BRIDGE,
+                              segments=[Segment(str(seg), str(gateway_of(seg)),
+                                                None if self.joined else names.underlay_bridge(i))
+                                        for i, seg in enumerate(self.segments)]),
             join=self.joined,
             members=list(self.members.values()),
             scenario=self.scenario.model_dump(mode="json", by_alias=True) if self.scenario else None,
@@ -303,7 +376,7 @@ class Cluster:
             self._save_state("creating")
             created: list[str] = []
             try:
-                join.attach(member.netns, uplink, member.ip, self.gateway, created)
+                join.attach(member.netns, uplink, member.ip, self.gateway_for(member), created)
             except BaseException:
                 teardown(self.name)
                 raise
@@ -352,12 +425,13 @@ def load_cluster(cluster: str) -> Cluster | None:
     st = state.read_state(cluster)
     if st is None:
         return None
-    c = Cluster(st.name, st.underlay.subnet, st.underlay.mtu, source=st.source, store=st.store)
+    c = Cluster(st.name, st.underlay.subnet, st.underlay.mtu, source=st.source, store=st.store,
+                segments=[s.subnet for s in st.underlay.segments])
     for m in st.members:
         if m.kind == "node":
-            c.add_node(m.name, role=m.role or "worker", ip=m.ip, labels=m.labels)
+            c.add_node(m.name, role=m.role or "worker", ip=m.ip, labels=m.labels, subnet=m.subnet)
         else:
-            c.add_host(m.name, ip=m.ip)
+            c.add_host(m.name, ip=m.ip, subnet=m.subnet)
     c.phase = st.phase
     c.joined = st.join
     return c

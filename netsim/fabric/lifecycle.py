@@ -19,6 +19,7 @@ from netsim.fabric import daemon, join
 from netsim.model import k8s, names, state
 from netsim.model.state import ClusterState, Joined
 from netsim.node import flanneld
+from netsim.node.calico import bird
 
 log = logging.getLogger("netsim.fabric")
 
@@ -88,6 +89,9 @@ def teardown(cluster: str) -> list[str]:
 
     kernel.signal_all(process.pids(cluster))  # it winds down while the agents stop
     daemon.stop_agents(cluster)  # first, so no agent re-creates a pod while namespaces go
+    # BIRDs daemonise, so they outlive an agent that was SIGKILLed; found by their files' directory
+    # even when their namespace is already gone, and their sockets and pid files go with them.
+    bird.kill_leftovers(cluster)
     process.stop(cluster)  # what the signal has not ended yet
     try:
         kubeconfig.remove(cluster)

@@ -17,7 +17,7 @@ IFNAMSIZ = 15  # the kernel's limit, without the trailing NUL
 
 # Member names that cannot collide with a node or host name: DNS labels have no "_".
 UNDERLAY_MEMBER = "_underlay"
-UNDERLAY_BRIDGE = "br-underlay"
+UNDERLAY_BRIDGE = "br-underlay"  # the first (default) segment's bridge; segment i > 0 is br-underlay<i>
 NODE_UPLINK = "eth0"
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -38,6 +38,12 @@ def cluster_of_netns(netns: str) -> str | None:
     if len(parts) == 3 and parts[0] == NETNS_ROOT and DNS_LABEL.match(parts[1]):
         return parts[1]
     return None
+
+
+def underlay_bridge(segment: int) -> str:
+    """The bridge of the underlay's ``segment``-th L2 segment: the first keeps the name a
+    one-segment cluster has always had."""
+    return UNDERLAY_BRIDGE if segment == 0 else f"{UNDERLAY_BRIDGE}{segment}"
 
 
 def short_hash(text: str, length: int = 4) -> str:

@@ -441,6 +441,38 @@ def segment_of(member: NodeSpec | ExternalHostSpec,
     return segments[0]
 
 
+def host_gw_problem(backend: str, node_segments: dict[str, str]) -> str | None:
+    """Why flannel's host-gw cannot connect these nodes ({node: its underlay segment}), or None.
+
+    A host-gw route is ``<pod subnet> via <node IP> dev eth0``: the next hop must be on-link,
+    and the kernel refuses one that is not (``Nexthop has invalid gateway``, which flanneld
+    logs as "network is unreachable").  Nodes on different L2 segments therefore get no routes
+    to each other's pods, as in a real cluster whose racks are joined by a router."""
+    if backend != "host-gw":
+        return None
+    by_segment: dict[str, list[str]] = {}
+    for node, seg in node_segments.items():
+        by_segment.setdefault(seg, []).append(node)
+    if len(by_segment) < 2:
+        return None
+    where = "; ".join(f"{', '.join(sorted(nodes))} on {seg}" for seg, nodes in by_segment.items())
+    return (f"networking.backend host-gw: the nodes are on {len(by_segment)} underlay segments ({where}); "
+            "host-gw routes need the next hop on the node's own L2 segment, so pods on different segments "
+            "cannot reach each other (flannel logs 'network is unreachable' for those routes); fix: use "
+            "backend: vxlan (directRouting: true keeps direct routes within a segment), or put every node "
+            "on one segment")
+
+
+def scenario_warnings(scenario: Scenario) -> list[str]:
+    """What a valid scenario builds but will not work as a user may expect (said at `up`)."""
+    net = scenario.networking
+    if net.cni == "calico":
+        return []
+    segments = net.segments
+    problem = host_gw_problem(net.backend, {n.name: str(segment_of(n, segments)) for n in scenario.nodes})
+    return [problem] if problem else []
+
+
 def gateway_of(subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Address:
     """The underlay's router: the first host address, as on a home LAN or VirtualBox's."""
     return subnet.network_address + 1

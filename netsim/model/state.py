@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import ipaddress
 import json
 import os
 import shutil
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from netsim.kernel import list_netns
 from netsim.model.names import NETNS_ROOT, cluster_of_netns
@@ -40,6 +41,14 @@ class Member:
     uplink: str  # this member's veth end inside the underlay namespace
     role: str | None = None  # nodes only: "control-plane" or "worker"
     labels: dict[str, str] = field(default_factory=dict)
+    # The underlay segment (L2 subnet) it sits on; files written before segments existed have
+    # none, and ClusterState fills in the first segment, where every member then was.
+    subnet: str | None = None
+
+    @property
+    def cidr(self) -> str:
+        """Its eth0 address with the segment's prefix length: "192.168.57.3/24"."""
+        return f"{self.ip}/{ipaddress.IPv4Network(self.subnet).prefixlen}" if self.subnet else self.ip
 
 
 @dataclass
@@ -64,7 +73,18 @@ class Joined:
 
 
 @dataclass
+class Segment:
+    """One L2 segment of the underlay ("a rack"): a bridge in the underlay's namespace holding
+    the router's address on it."""
+
+    subnet: str
+    gateway: str
+    bridge: str | None = None  # None on a joined machine
+
+
+@dataclass
 class Underlay:
+    # The first (default) segment's subnet, gateway and bridge, as the file always had them.
     subnet: str
     gateway: str
     mtu: int
@@ -72,6 +92,13 @@ class Underlay:
     # real LAN its NIC is on.
     netns: str | None = None
     bridge: str | None = None
+    # Every segment, the first one first; the underlay's namespace routes between them.
+    # Empty in files written before segments existed: ClusterState fills in the one segment.
+    segments: list[Segment] = field(default_factory=list)
+
+    def segment(self, subnet: str | None) -> Segment:
+        """The segment of ``subnet`` (a member's), the first one for None."""
+        return next((s for s in self.segments if s.subnet == subnet), self.segments[0])
 
 
 class ClusterState(BaseModel):
@@ -90,6 +117,17 @@ class ClusterState(BaseModel):
     # record of what the user asked for, and a stricter later version must still read it.
     scenario: dict[str, Any] | None = None
     updated: float = 0.0  # time.time() of the write
+
+    @model_validator(mode="after")
+    def _one_segment_before_segments(self) -> ClusterState:
+        """A file from before segments: one segment, the underlay's, holding every member."""
+        u = self.underlay
+        if not u.segments:
+            u.segments = [Segment(u.subnet, u.gateway, u.bridge)]
+        for m in self.members:
+            if m.subnet is None:
+                m.subnet = u.segments[0].subnet
+        return self
 
     def nodes(self) -> list[Member]:
         return [m for m in self.members if m.kind == "node"]

@@ -219,7 +219,8 @@ class Agent:
         """Leases first (each node's spec.podCIDR shows its lease, as with flannel's kube
         subnet manager), then one converge of the overlay before pods are wired, so a pod
         that is Running reaches pods on other nodes."""
-        local = [flanneld.LocalNode(m.name, m.netns, m.ip) for m in self.members]
+        local = [flanneld.LocalNode(m.name, m.netns, m.ip, prefixlen=ipaddress.IPv4Network(m.subnet).prefixlen)
+                 for m in self.members]
         self.flannel = flanneld.Flanneld(open_store(self.store_url), local, self.underlay.subnet,
                                          self.underlay.mtu, self.stop)
         for node_name, subnet in self.flannel.acquire_all().items():

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 
 from netsim.api.store import AlreadyExists, Conflict, NotFound, Store, StoreError
+from netsim.model import k8s
 
 log = logging.getLogger("netsim.node.flanneld")
 
@@ -146,6 +147,8 @@ class LocalNode:
     netns: str
     ip: str
     uplink: str = "eth0"
+    # Its underlay segment's prefix length (segments may differ); None: the underlay subnet's.
+    prefixlen: int | None = None
 
 
 class Flanneld:
@@ -163,6 +166,7 @@ class Flanneld:
         self.resync_s = resync_s
         self.config: NetworkConfig | None = None
         self.subnets: dict[str, ipaddress.IPv4Network] = {}
+        self.off_link: dict[str, set[tuple[str, str]]] = {}  # node -> host-gw routes it cannot have, as said
 
     def backend(self):
         from netsim.node import overlay
@@ -197,13 +201,41 @@ class Flanneld:
                 continue
             remotes = [overlay.Lease(str(lease.subnet), lease.public_ip, lease.vtep_mac) for lease in held
                        if lease.public_ip != node.ip and lease.subnet != subnet]
+            prefixlen = node.prefixlen or self.underlay.prefixlen
             changed = overlay.converge(
-                node.netns, node_ip=node.ip, underlay_prefixlen=self.underlay.prefixlen, uplink=node.uplink,
+                node.netns, node_ip=node.ip, underlay_prefixlen=prefixlen, uplink=node.uplink,
                 network=str(self.config.network), subnet=str(subnet), backend=backend,
                 mac=overlay.vtep_mac(node.name), underlay_mtu=self.underlay_mtu, remotes=remotes)
             if changed and any(changed.values()):
                 log.info("flannel %s: %s", node.name, changed)
+            self._report_off_link(node, overlay.off_link(backend, node.ip, prefixlen, remotes))
         return rev
+
+    def _report_off_link(self, node: LocalNode, missing: list) -> None:
+        """Say once (per change) which host-gw routes this node cannot have, as flanneld logs
+        each route the kernel refuses, naming the nodes and the fix."""
+        now = {(lease.subnet, lease.public_ip) for lease in missing}
+        if now == self.off_link.get(node.name, set()):
+            return
+        self.off_link[node.name] = now
+        if not now:
+            return
+        owners = self._node_names()
+        for subnet, ip in sorted(now):
+            log.error("flannel %s: error adding route to %s via %s dev %s: network is unreachable (node %s at %s "
+                      "is on another underlay segment than %s at %s/%s; host-gw routes need L2 adjacency). "
+                      "fix: use networking.backend: vxlan (directRouting: true keeps direct routes within a "
+                      "segment), or put the nodes on one segment", node.name, subnet, ip, node.uplink,
+                      owners.get(ip, "?"), ip, node.name, node.ip, node.prefixlen or self.underlay.prefixlen)
+
+    def _node_names(self) -> dict[str, str]:
+        """InternalIP -> node name, from the Node objects (a lease names only the address)."""
+        try:
+            nodes = self.store.list(k8s.prefix("Node"))[0]
+        except StoreError:
+            return {}
+        return {a["address"]: n["metadata"]["name"] for n in nodes
+                for a in n.get("status", {}).get("addresses", []) if a.get("type") == "InternalIP"}
 
     def run(self) -> None:
         while not self.stop.is_set():

@@ -11,7 +11,9 @@ of every other node:
   ``VTEP MAC -> its underlay address`` and the route ``<remote>/24 via <remote>.0 dev
   flannel.1 onlink``.  With DirectRouting, a remote on the node's own underlay subnet gets
   the host-gw route instead.
-* host-gw backend: per remote lease ``<remote>/24 via <its underlay address> dev eth0``.
+* host-gw backend: per remote lease ``<remote>/24 via <its underlay address> dev eth0``, for
+  remotes on the node's own underlay segment only: a next hop behind the underlay's router is
+  not on-link and the kernel refuses the route (:func:`off_link`), as it does to flanneld.
 * either: flannel's masquerade chain (nat FLANNEL-POSTRTG) and forward chain (filter
   FLANNEL-FWD), jumped to from POSTROUTING and FORWARD, and ip_forward on.
 
@@ -241,9 +243,10 @@ def _plan(backend: Backend, node_ip: str, underlay_prefixlen: int, uplink_index:
         if not sn.subnet_of(net) or sn.overlaps(own):
             log.warning("ignoring lease %s (%s): not a remote subnet of %s", sn, lease.public_ip, net)
             continue
-        direct = backend.type == "host-gw" or (
-            backend.direct_routing and ipaddress.ip_address(lease.public_ip) in underlay)
-        if direct:
+        on_link = ipaddress.ip_address(lease.public_ip) in underlay
+        if backend.type == "host-gw" and not on_link:
+            continue  # the kernel refuses a gateway that is not on-link: see off_link()
+        if backend.type == "host-gw" or (backend.direct_routing and on_link):
             routes[str(sn)] = (lease.public_ip, uplink_index, False)
             continue
         if not lease.vtep_mac:
@@ -255,6 +258,17 @@ def _plan(backend: Backend, node_ip: str, underlay_prefixlen: int, uplink_index:
         neigh[gateway] = vmac
         fdb.add((vmac, lease.public_ip))
     return routes, neigh, fdb
+
+
+def off_link(backend: Backend, node_ip: str, underlay_prefixlen: int, remotes: list[Lease]) -> list[Lease]:
+    """The remotes a host-gw node cannot route to: their address is not on the node's own
+    underlay segment, so ``<subnet> via <it> dev eth0`` has a gateway that is not on-link,
+    which the kernel refuses (flanneld logs it and goes on without the route).  Their pods are
+    unreachable from this node's; VXLAN (whose outer packets the underlay routes) is the fix."""
+    if backend.type != "host-gw":
+        return []
+    underlay = ipaddress.ip_network(f"{node_ip}/{underlay_prefixlen}", strict=False)
+    return [lease for lease in remotes if ipaddress.ip_address(lease.public_ip) not in underlay]
 
 
 def _sync_routes(ns: kernel.Namespace, b: kernel.Batch, net: ipaddress.IPv4Network, own: ipaddress.IPv4Network,

@@ -24,6 +24,7 @@ import graphviz
 from netsim import kernel
 from netsim.api.store import NotFound, Store
 from netsim.model import k8s, names
+from netsim.model.scenario import gateway_of
 from netsim.node import podnet
 
 FORMATS = ("dot", "svg", "png")
@@ -55,6 +56,8 @@ class Underlay:
     bridge: str
     netns: str
     mtu: int
+    # Segments after the first, routed by the underlay: (subnet, bridge, gateway).
+    more_segments: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -151,8 +154,10 @@ def gather(cluster, store: Store) -> Topology:
         backend = flanneld.read_config(store).backend_type
     except NotFound:
         backend = None
+    more = [(str(seg), names.underlay_bridge(i), str(gateway_of(seg)))
+            for i, seg in enumerate(cluster.segments) if i]
     topo = Topology(cluster.name, Underlay(str(cluster.subnet), cluster.gateway, names.UNDERLAY_BRIDGE,
-                                           cluster.underlay_netns, cluster.mtu),
+                                           cluster.underlay_netns, cluster.mtu, more),
                     backend=backend, proxy_mode=config.proxy_mode, pod_subnet=config.pod_subnet,
                     service_subnet=config.service_subnet)
     node_objs = {o["metadata"]["name"]: o for o in store.list(k8s.prefix("Node"))[0]}
@@ -368,6 +373,8 @@ def render(topo: Topology, trace: dict | None = None) -> str:
 
     u = topo.underlay
     g.node("underlay", label=_lines(f"underlay LAN {u.subnet}", f"bridge {u.bridge} · gateway {u.gateway}",
+                                    *(f"routed to {subnet} · bridge {bridge} · gateway {gateway}"
+                                      for subnet, bridge, gateway in u.more_segments),
                                     f"MTU {u.mtu}"),
            fillcolor="#ffe0b2", shape="box", style="filled,bold", tooltip=u.netns, **mark("underlay"))
 

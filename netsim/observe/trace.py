@@ -565,6 +565,17 @@ def verdict_of(flow: Flow, fwd: list[Capture], rev: list[Capture], fwd_events: l
     return {"result": "LOST", "where": place(source_netns), "reason": "the packet never left its source"}
 
 
+def _underlay_route(cluster: fabric.Cluster, fwd: list[Capture]) -> Hop | None:
+    """The underlay's router hop: a packet between segments leaves the underlay through a
+    segment's bridge (a packet within one segment is only bridged, port to port)."""
+    leaving = next((c for c in fwd if c.netns == cluster.underlay_netns and c.outgoing
+                    and re.fullmatch(rf"{names.UNDERLAY_BRIDGE}\d*", c.ifname)), None)
+    if leaving is None:
+        return None
+    dst = (leaving.frame.outer or leaving.frame.packet).dst  # the underlay routes the outer packet
+    return Hop("route", cluster.underlay_netns, "underlay", f"route {route_of(cluster.underlay_netns, dst)}")
+
+
 def _member_ip(cluster: fabric.Cluster, netns: str) -> str | None:
     return next((m.ip for m in cluster.members.values() if m.netns == netns), None)
 
@@ -662,6 +673,9 @@ def run(cluster: fabric.Cluster, store: Store, src: str, dst: str, port: int | N
             hops.append(Hop("route", netns, label, f"route {route_of(netns, leaving.frame.packet.dst)}", node))
         if hops:
             extra[netns] = hops
+    routed = _underlay_route(cluster, fwd)
+    if routed is not None:
+        extra[cluster.underlay_netns] = [routed]
     fwd_events = [(netns, e) for netns, evs in by_dir["fwd"].items() for e in evs]
     verdict = verdict_of(flow, fwd, rev, fwd_events, where, source.netns, cluster, store)
     return Result(src, dst, proto.upper(), target.port, flow, build_hops(fwd, by_dir["fwd"], where, extra),

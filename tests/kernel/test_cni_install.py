@@ -39,7 +39,7 @@ def cni_dir(request, tmp_path_factory):
 
 
 def test_path_exists_and_holds_every_plugin(cni_dir):
-    for plugin in ("bridge", "host-local", "loopback", "portmap", "flannel", "netsim-policy"):
+    for plugin in ("bridge", "host-local", "loopback", "portmap", "flannel", "netsim-policy", "calico", "calico-ipam"):
         assert (cni_dir / plugin).is_file(), f"{cni_dir / plugin} missing"
 
 
