@@ -208,8 +208,8 @@ class Agent:
                 t.join(timeout=5)
             self.proxies.close()
             self.responders.close()
-            if self.birds is not None:
-                self.birds.stop_all()
+            # BIRDs outlive the agent (a restarted one adopts them without a session flap);
+            # `down` ends them (netsim.fabric.lifecycle).
             server.stop()
             for r in recorders:
                 r.close()
@@ -233,11 +233,11 @@ class Agent:
     # -- calico ---------------------------------------------------------------------------
     def _start_calico(self, store: Store) -> None:
         """calico/node's part: its startup (the Node's BGP address, tunnel addresses), Felix's
-        first converge before pods are wired, and one BIRD per node unless the pool is VXLAN-only."""
+        first converge before pods are wired, and one BIRD per node unless the pool is VXLAN-only
+        (upstream's calico_backend "vxlan" runs no BGP)."""
         from netsim.node.calico import bird, felix
 
-        prefixlen = ipaddress.IPv4Network(self.underlay.subnet).prefixlen
-        local = [felix.LocalNode(m.name, m.netns, m.ip, getattr(m, "prefixlen", None) or prefixlen)
+        local = [felix.LocalNode(m.name, m.netns, m.ip, ipaddress.IPv4Network(m.subnet).prefixlen)
                  for m in self.members]
         felix.startup(store, local)
         self.felix = felix.Felix(open_store(self.store_url), local, self.underlay.mtu, self.stop)
@@ -250,7 +250,7 @@ class Agent:
         except NotFound:
             pool = {}
         if (pool.get("spec") or {}).get("vxlanMode", "Never") == "Never":
-            self.birds = bird.Birds(self.cluster, self.stop)
+            self.birds = bird.Birds(self.cluster, self.stop, {m.name: m.netns for m in self.members})
 
     def pod_mtu(self, cache: Cache, node: NodePods) -> int:
         """What new pods get: flannel's subnet.env MTU, or Felix's (the pool's encapsulation)."""
