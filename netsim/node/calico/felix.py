@@ -611,6 +611,7 @@ class Felix:
         self.resync_s = resync_s
         self.ipam = ipam
         self.last: dict[str, tuple] = {}  # node -> the inputs of its last successful converge
+        self.changes: dict[str, dict] = {}  # node -> what its last kernel pass changed (observability, tests)
         self.last_full = 0.0
 
     def read(self) -> tuple[dict, int]:
@@ -619,8 +620,9 @@ class Felix:
         objs = {kind: self.store.list(k8s.prefix(kind))[0] for kind in WATCHED}
         return objs, rev
 
-    def converge(self) -> int:
-        """One pass over every local node; returns the store revision it reflects."""
+    def converge(self, full: bool = False) -> int:
+        """One pass over every local node (a node whose plan is unchanged is skipped until the
+        resync period is over, or when ``full``); returns the store revision it reflects."""
         objs, rev = self.read()
         pools = [Pool.from_object(o) for o in objs["IPPool"]]
         for node in self.nodes:
@@ -633,16 +635,18 @@ class Felix:
         nodes = {f.name: f for f in (NodeFacts.from_object(o) for o in objs["Node"])}
         blocks = blocks_from(objs["IPAMBlock"], objs["BlockAffinity"])
         bird = bird_runs(pools) if self.bird is None else self.bird
-        full = time.monotonic() - self.last_full >= self.resync_s
+        full = full or time.monotonic() - self.last_full >= self.resync_s
         for node in self.nodes:
             config = Config.from_objects(objs["FelixConfiguration"], node.name)
             p = plan(node, nodes, blocks, pools, bird=bird, config=config)
             inputs = (p.key(), config, self.underlay_mtu)
             if not full and self.last.get(node.name) == inputs:
+                self.changes[node.name] = dict.fromkeys(CHANGE_KEYS, 0)
                 continue
             self.last.pop(node.name, None)
             changed = converge_node(node, p, self.underlay_mtu, config)
             self.last[node.name] = inputs
+            self.changes[node.name] = changed
             if any(changed.values()):
                 log.info("felix %s: %s", node.name, {k: v for k, v in changed.items() if v})
             for why in p.skipped:
