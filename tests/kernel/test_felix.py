@@ -304,7 +304,8 @@ def test_ipip_always_tunl0_routes_and_pods_talk_over_ip_protocol_4(make_cluster)
     with tcpdump(lab.c.underlay_netns, lab.node("n1").uplink, "ip", "proto", "4") as seen:
         assert ping(lab.pods["n1"], lab.pod_ips["n2"], timeout=1.0) is not None
     text = "\n".join(seen)
-    assert f"{IPS['n1']} > {IPS['n2']}: {lab.pod_ips['n1']} > {lab.pod_ips['n2']}: ICMP echo request" in text, text
+    assert "proto IPIP (4)" in text and f"{IPS['n1']} > {IPS['n2']}: " in text, text
+    assert f"{lab.pod_ips['n1']} > {lab.pod_ips['n2']}: ICMP echo request" in text, text
     assert all(unchanged(ch) for ch in lab.converge(bird=True).values())
     # CrossSubnet: the same segment is BIRD's (no Felix route), the other stays on tunl0.
     lab.set_pool(ipipMode="CrossSubnet")
