@@ -561,7 +561,7 @@ def ensure_annotations(store: Store, node: LocalNode, pools: list[Pool], config:
             elif current:
                 (ipam or _ipam()).release_handle(StoreBlockStore(store), handle)
                 current = None
-        except (StoreError, ImportError, RuntimeError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001  (the allocator's NoAddresses, Unavailable, a store error)
             # The Node's address is written all the same; the next converge tries again.
             log.warning("calico/node %s: no %s tunnel address yet: %s", node.name, kind, exc)
             continue
