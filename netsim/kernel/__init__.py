@@ -3,8 +3,9 @@ May import: the standard library, pyroute2 (lazily: CNI plugins import this laye
 
 Namespaces and rtnetlink live in netsim.kernel.netns, whose names this package exports; netfilter's
 tools (iptables, nft, ipvsadm, ipset, conntrack), iptables-save and sysctls in netsim.kernel.netfilter,
-libnftables in netsim.kernel.libnft, ICMP echo in netsim.kernel.ping and the throwaway qemu guest for
-kernel features the host lacks in netsim.kernel.guest.
+libnftables in netsim.kernel.libnft, a VXLAN endpoint's device, neighbours and fdb in
+netsim.kernel.vtep, ICMP echo in netsim.kernel.ping and the throwaway qemu guest for kernel
+features the host lacks in netsim.kernel.guest.
 """
 
 from netsim.kernel.netns import (
@@ -33,6 +34,8 @@ from netsim.kernel.netns import (
     RT_SCOPE_NOWHERE,
     RT_TABLE_LOCAL,
     RTM_DELROUTE,
+    RTN_BLACKHOLE,
+    RTN_UNICAST,
     RTNH_F_ONLINK,
     RTPROT_BOOT,
     RTPROT_KERNEL,
@@ -92,6 +95,8 @@ __all__ = [
     "NUD_PERMANENT",
     "RT_SCOPE_NOWHERE",
     "RT_TABLE_LOCAL",
+    "RTN_BLACKHOLE",
+    "RTN_UNICAST",
     "RTM_DELROUTE",
     "RTNH_F_ONLINK",
     "Batch",

@@ -155,6 +155,7 @@ FR_ACT_TO_TBL, FR_ACT_BLACKHOLE = 1, 6
 RT_TABLE_LOCAL = 255
 RTNH_F_ONLINK = 0x4
 RTPROT_KERNEL, RTPROT_BOOT, RTPROT_STATIC = 2, 3, 4
+RTN_UNICAST, RTN_BLACKHOLE = 1, 6
 RT_SCOPE_NOWHERE = 255
 NUD_PERMANENT = 0x80
 NTF_SELF = 0x2
@@ -245,11 +246,12 @@ class Batch:
                    ("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "bridge")]})], f"add bridge {ifname}",
                   allow=(errno.EEXIST,) if exist_ok else ())
 
-    def add_dummy(self, ifname: str) -> None:
+    def add_dummy(self, ifname: str, kind: str = "dummy") -> None:
+        """A link of a kind with no parameters: dummy, or the fallback tunnel of "ipip" (tunl0)."""
         ifinfmsg, _, _ = _codec()
         self._add(ifinfmsg, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, {},
-                  [("IFLA_IFNAME", ifname), ("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "dummy")]})],
-                  f"add dummy {ifname}", allow=(errno.EEXIST,))
+                  [("IFLA_IFNAME", ifname), ("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", kind)]})],
+                  f"add {kind} {ifname}", allow=(errno.EEXIST,))
 
     def add_veth(self, ifname: str, peer: str, peer_ns: Namespace, mtu: int, index: int = 0,
                  peer_mac: str | None = None) -> None:
@@ -341,9 +343,9 @@ class Batch:
                   allow=(errno.EADDRNOTAVAIL,))
 
     def replace_route(self, dst: str, *, gateway: str | None = None, oif: int = 0, onlink: bool = False,
-                      proto: int = RTPROT_STATIC, priority: int | None = None) -> None:
+                      proto: int = RTPROT_STATIC, priority: int | None = None, rtype: int = RTN_UNICAST) -> None:
         """``onlink``: the gateway is taken to be on ``oif``'s link whatever its addresses say
-        (RTNH_F_ONLINK, as ``ip route ... onlink``)."""
+        (RTNH_F_ONLINK, as ``ip route ... onlink``); ``rtype`` RTN_BLACKHOLE: ``blackhole DST``."""
         _, _, rtmsg = _codec()
         prefixlen = 0
         attrs: list = []
@@ -359,7 +361,8 @@ class Batch:
             attrs.append(("RTA_PRIORITY", priority))
         self._add(rtmsg, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE,
                   {"family": family, "dst_len": int(prefixlen), "table": 254, "proto": proto,
-                   "scope": 0 if gateway else 253, "type": 1, "flags": RTNH_F_ONLINK if onlink else 0},
+                   "scope": 0 if gateway or rtype != RTN_UNICAST else 253, "type": rtype,
+                   "flags": RTNH_F_ONLINK if onlink else 0},
                   attrs, f"replace route {dst}")
 
     def delete_route(self, dst: str, *, gateway: str | None = None, oif: int = 0,

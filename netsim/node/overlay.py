@@ -28,11 +28,10 @@ import contextlib
 import hashlib
 import ipaddress
 import logging
-import socket
 from dataclasses import dataclass
 
 from netsim import kernel
-from netsim.kernel import netfilter
+from netsim.kernel import netfilter, vtep
 
 log = logging.getLogger("netsim.node.overlay")
 
@@ -110,8 +109,8 @@ def converge(netns: str, *, node_ip: str, underlay_prefixlen: int, uplink: str, 
         with ns.batch() as b:
             _sync_routes(ns, b, net, own, routes, changes)
             if dev is not None:
-                _sync_neighbours(ns, b, dev, neigh, changes)
-                _sync_fdb(ns, b, dev, fdb, changes)
+                changes["neighbours"] += vtep.sync_neighbours(ns, b, dev, neigh)
+                changes["fdb"] += vtep.sync_fdb(ns, b, dev, fdb)
         if ns.sysctl("net.ipv4.ip_forward") != "1":
             ns.sysctl("net.ipv4.ip_forward", 1)
             changes["sysctl"] += 1
@@ -189,39 +188,12 @@ def remove(netns: str, *, network: str) -> None:
 # -- links and addresses -------------------------------------------------------------------
 def _ensure_device(ns: kernel.Namespace, backend: Backend, node_ip: str, uplink_index: int, mac: str, mtu: int,
                    own: ipaddress.IPv4Network, changes: dict) -> int:
-    """flannel.1 as wanted, up, holding only ``<own network address>/32``; returns its index.
-    A device whose VNI, port, local address, underlying link, learning or MAC differ is
-    recreated (as flanneld does with an incompatible one); MTU and up are set in place."""
-    want = {"kind": "vxlan", "vni": backend.vni, "port": backend.port, "local": node_ip, "link": uplink_index,
-            "learning": False, "mac": mac}
-    info = ns.vxlan(DEVICE)
-    created = False
-    if info is not None and any(info.get(k) != v for k, v in want.items()):
-        log.info("%s in %s differs (%s); recreating it", DEVICE, ns.name,
-                 ", ".join(f"{k} {info.get(k)} != {v}" for k, v in want.items() if info.get(k) != v))
-        with ns.batch() as b:
-            b.delete_link(DEVICE)
-        info = None
-    if info is None:
-        with ns.batch() as b:
-            b.add_vxlan(DEVICE, vni=backend.vni, port=backend.port, local=node_ip, link=uplink_index, mtu=mtu,
-                        mac=mac, learning=False)
-        info = ns.vxlan(DEVICE)
-        changes["link"] += 1
-        created = True
-    index = info["index"]
-    address = f"{own.network_address}/32"
-    have = ns.addresses_of(index, socket.AF_INET)
-    with ns.batch() as b:
-        if info["mtu"] != mtu or not info["up"]:
-            b.set_link(DEVICE, index=index, mtu=mtu, up=True)
-            changes["link"] += 0 if created else 1
-        for stale in sorted(have - {address}):
-            b.delete_address(index, stale)
-            changes["addresses"] += 1
-        if address not in have:
-            b.add_address(index, address)
-            changes["addresses"] += 1
+    """flannel.1 as wanted, up, holding only ``<own network address>/32``; returns its index."""
+    index, links, addresses = vtep.ensure_vxlan(ns, DEVICE, vni=backend.vni, port=backend.port, local=node_ip,
+                                                link=uplink_index, mac=mac, mtu=mtu,
+                                                addresses={f"{own.network_address}/32"})
+    changes["link"] += links
+    changes["addresses"] += addresses
     return index
 
 
@@ -298,32 +270,6 @@ def _sync_routes(ns: kernel.Namespace, b: kernel.Batch, net: ipaddress.IPv4Netwo
 def _route_is(r: dict, gateway: str, oif: int, onlink: bool) -> bool:
     return (r["gateway"] == gateway and r["oif"] == oif and r["onlink"] == onlink and not r["priority"]
             and r["proto"] == kernel.RTPROT_BOOT and r["type"] == 1)
-
-
-def _sync_neighbours(ns: kernel.Namespace, b: kernel.Batch, dev: int, wanted: dict[str, str],
-                     changes: dict) -> None:
-    have = ns.neighbours(dev)
-    for ip in sorted(set(have) - set(wanted)):
-        b.delete_neigh(dev, ip)
-        changes["neighbours"] += 1
-    for ip, mac in sorted(wanted.items()):
-        entry = have.get(ip)
-        if entry is None or entry["mac"] != mac or entry["state"] != kernel.NUD_PERMANENT:
-            b.replace_neigh(dev, ip, mac)
-            changes["neighbours"] += 1
-
-
-def _sync_fdb(ns: kernel.Namespace, b: kernel.Batch, dev: int, wanted: set[tuple[str, str]],
-              changes: dict) -> None:
-    have = {(e["mac"], e["dst"]): e for e in ns.fdb(dev)}
-    for mac, dst in sorted(set(have) - wanted, key=str):
-        b.delete_fdb(dev, mac, dst)
-        changes["fdb"] += 1
-    for mac, dst in sorted(wanted):
-        entry = have.get((mac, dst))
-        if entry is None or entry["state"] != kernel.NUD_PERMANENT:
-            b.replace_fdb(dev, mac, dst)
-            changes["fdb"] += 1
 
 
 # -- iptables ------------------------------------------------------------------------------
