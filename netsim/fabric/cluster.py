@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
 import re
 import time
 from collections.abc import Callable
@@ -41,6 +42,24 @@ Progress = Callable[[str], None]
 
 LOOPBACK_INDEX = 1
 FIRST_FREE_INDEX = 2
+
+
+def _first_free_index(ns: kernel.Namespace) -> int:
+    if not _fallback_tunnels():
+        return FIRST_FREE_INDEX
+    return max((link["index"] for link in ns.links().values()), default=LOOPBACK_INDEX) + 1
+
+
+def _fallback_tunnels() -> bool:
+    """Whether new namespaces get the tunnel modules' fallback devices (ipip's tunl0, ...)."""
+    try:
+        with open("/proc/sys/net/core/fb_tunnels_only_for_init_net") as f:
+            if f.read().strip() != "0":
+                return False
+    except OSError:
+        pass
+    return any(os.path.exists(f"/sys/module/{mod}") for mod in ("ipip", "ip_gre", "sit", "ip6_tunnel", "ip_vti",
+                                                                 "ip6_vti", "ip6_gre"))
 
 
 def store_url_for(cluster: str, store: str | None) -> str:
@@ -318,8 +337,9 @@ class Cluster:
     def _ensure_member(self, ns: kernel.Namespace, m: Member, lan: kernel.Namespace,
                        uplinks: dict[str, dict], created: list[str]) -> None:
         """The member's eth0 (a veth into the underlay), its address and default route, in one
-        batch.  A fresh namespace holds only lo (ifindex 1), so eth0 is created with ifindex 2
-        and the same batch can address it; an existing one is asked."""
+        batch.  eth0 is created with the first free ifindex so the same batch can address it: 2
+        in a fresh namespace that holds only lo, past the fallback tunnels (tunl0, sit0, ...) a
+        kernel with tunnel modules loaded puts into every new namespace; an existing one is asked."""
         fresh = m.netns in created
         eth0 = None if fresh or m.uplink not in uplinks else ns.links().get(names.NODE_UPLINK)
         if eth0 is None and not fresh:
@@ -332,8 +352,9 @@ class Cluster:
             eth0 = {"index": ns.index(names.NODE_UPLINK)}
         with ns.batch() as b:
             if eth0 is None:
-                b.add_veth(names.NODE_UPLINK, m.uplink, lan, self.mtu, index=FIRST_FREE_INDEX)
-                eth0 = {"index": FIRST_FREE_INDEX}
+                index = _first_free_index(ns)
+                b.add_veth(names.NODE_UPLINK, m.uplink, lan, self.mtu, index=index)
+                eth0 = {"index": index}
             b.set_link("lo", index=LOOPBACK_INDEX, up=True)
             b.set_link(names.NODE_UPLINK, index=eth0["index"], up=True)
             b.add_address(eth0["index"], m.cidr)

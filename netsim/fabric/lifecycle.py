@@ -15,11 +15,12 @@ from collections.abc import Iterable
 from netsim import kernel
 from netsim.api import informer
 from netsim.api.store import NotFound, Store, StoreError, open_store
+from netsim.cni import calico_ipam
 from netsim.fabric import daemon, join
 from netsim.model import k8s, names, state
 from netsim.model.state import ClusterState, Joined
 from netsim.node import flanneld
-from netsim.node.calico import bird
+from netsim.node.calico import bird, ipamstore
 
 log = logging.getLogger("netsim.fabric")
 
@@ -37,6 +38,8 @@ def remove_node(store: Store, node: str, addresses: Iterable[str] = ()) -> None:
         store.delete(key)
     for ip in sorted(ips):
         flanneld.release(store, ip)
+    # Its Calico IPAM blocks with no allocation left, as kube-controllers' IPAM GC frees them.
+    calico_ipam.release_node(ipamstore.StoreBlockStore(store), node)
     _drop_apiserver_endpoint(store, ips)
     for pod in store.list(k8s.prefix("Pod"))[0]:
         if pod["spec"].get("nodeName") == node:

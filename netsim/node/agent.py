@@ -34,6 +34,7 @@ from proxy import kubeproxy
 log = logging.getLogger("netsim.node.agent")
 
 READY_ANNOTATION = "netsim.io/ready"
+CALICO_ANNOTATIONS = "projectcalico.org/"
 JOB_RUN_S = 1.0
 
 
@@ -78,8 +79,11 @@ def register_nodes(store: Store, members: list[Member], has_workers: bool) -> No
             spec = {**have.get("spec", {}), **want["spec"]}
             if not want["spec"]:
                 spec.pop("taints", None)
+            # calico/node's annotations (projectcalico.org/*) are its own, not the kubelet's.
+            kept = {k: v for k, v in (have["metadata"].get("annotations") or {}).items()
+                    if k.startswith(CALICO_ANNOTATIONS)}
             merged = {**have, "metadata": {**have["metadata"], "labels": want["metadata"]["labels"],
-                                           "annotations": want["metadata"]["annotations"]},
+                                           "annotations": {**kept, **want["metadata"]["annotations"]}},
                       "spec": spec, "status": want["status"]}
             try:
                 store.update(k, merged, int(have["metadata"]["resourceVersion"]))
@@ -239,18 +243,16 @@ class Agent:
 
         local = [felix.LocalNode(m.name, m.netns, m.ip, ipaddress.IPv4Network(m.subnet).prefixlen)
                  for m in self.members]
+        pools = [felix.Pool.from_object(o) for o in store.list(k8s.prefix("IPPool"))[0]]
+        if felix.bird_runs(pools):
+            self.birds = bird.Birds(self.cluster, self.stop, {m.name: m.netns for m in self.members})
         felix.startup(store, local)
-        self.felix = felix.Felix(open_store(self.store_url), local, self.underlay.mtu, self.stop)
+        self.felix = felix.Felix(open_store(self.store_url), local, self.underlay.mtu, self.stop,
+                                 bird=self.birds is not None)
         try:
             self.felix.converge()
         except Exception:
             log.exception("felix: first converge failed; its loop retries")
-        try:
-            pool = store.get(k8s.key("IPPool", None, calico.DEFAULT_POOL))
-        except NotFound:
-            pool = {}
-        if (pool.get("spec") or {}).get("vxlanMode", "Never") == "Never":
-            self.birds = bird.Birds(self.cluster, self.stop, {m.name: m.netns for m in self.members})
 
     def pod_mtu(self, cache: Cache, node: NodePods) -> int:
         """What new pods get: flannel's subnet.env MTU, or Felix's (the pool's encapsulation)."""
