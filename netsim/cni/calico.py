@@ -32,6 +32,10 @@ import os
 from netsim.cni import spec
 
 HOST_MAC = "ee:ee:ee:ee:ee:ee"
+# Felix's metric for workload routes: BIRD's block aggregation exports a route inside the node's
+# own block only when its metric is below this (an "elevated" route, e.g. a VM live-migrating in),
+# so a workload at the default metric rides on the block's route and no /32 per pod reaches peers.
+WORKLOAD_ROUTE_METRIC = 1024
 GATEWAY = "169.254.1.1"
 DEFAULT_MTU = 1500
 VETH_PREFIX = "cali"
@@ -139,7 +143,7 @@ def _wire(req: spec.Request, conf: dict, host, cont, host_if: str, address: str)
     host_link = host.link(host_if)
     with host.batch() as b:
         b.set_link(host_if, index=host_link["index"], up=True)
-        b.replace_route(address, oif=host_link["index"], proto=kernel.RTPROT_BOOT)
+        b.replace_route(address, oif=host_link["index"], proto=kernel.RTPROT_BOOT, priority=WORKLOAD_ROUTE_METRIC)
         b.replace_neigh(host_link["index"], pod_ip, pod_if["mac"])
     return {
         "cniVersion": spec.LATEST,
