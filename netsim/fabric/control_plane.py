@@ -82,7 +82,7 @@ def launch_apiserver(cluster: fabric.Cluster, store: Store,
     except (OSError, ValueError) as exc:
         raise RuntimeError(f"the API server's certificates: cannot make them in {where.dir} ({exc})") from None
     if config.cni == "calico":
-        _write_calico_kubeconfig(cluster.name, f"https://{cp.ip}:{process.SECURE_PORT}", p)
+        _publish_calico_kubeconfig(store, cluster.name, f"https://{cp.ip}:{process.SECURE_PORT}", p)
     proc = process.launch(cluster.name, cluster.store_url, cp.netns, cp.ip)
     registry.apply(store, [
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kubernetes", "namespace": "default",
@@ -98,20 +98,21 @@ def launch_apiserver(cluster: fabric.Cluster, store: Store,
     return proc, p
 
 
-def _write_calico_kubeconfig(cluster: str, server: str, p: Paths) -> None:
-    """calico/node's install-cni writes the plugins' kubeconfig before pods are wired; the server is
-    the control-plane node's address, which every node namespace reaches over the underlay."""
+def _publish_calico_kubeconfig(store: Store, cluster: str, server: str, p: Paths) -> None:
+    """The plugins' kubeconfig as a Secret, which every machine's agent writes out for its nodes'
+    calico plugins (calico/node's install-cni writes /etc/cni/net.d/calico-kubeconfig from its
+    service account).  netsim's API server authenticates client certificates and authorizes
+    every authenticated client, so the plugins carry the admin's; the server is the
+    control-plane node's address, which every node namespace reaches over the underlay."""
+    import base64
     import json
-    import os
 
     from netsim.apiserver import kubeconfig
 
-    path = calico.kubeconfig_path(cluster)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(kubeconfig.standalone(cluster, server, p), f)
-    os.replace(path.with_suffix(".tmp"), path)
+    text = json.dumps(kubeconfig.standalone(cluster, server, p))
+    registry.apply(store, [{"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                            "metadata": {"name": calico.KUBECONFIG_SECRET, "namespace": "kube-system"},
+                            "data": {"kubeconfig": base64.b64encode(text.encode()).decode()}}])
 
 
 def finish_apiserver(cluster: fabric.Cluster, launched: tuple[subprocess.Popen, Paths], timeout: float) -> None:

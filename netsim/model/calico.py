@@ -31,6 +31,9 @@ KINDS = (("IPPool", "ippools", ()), ("IPAMBlock", "ipamblocks", ()), ("BlockAffi
          ("FelixConfiguration", "felixconfigurations", ()), ("ClusterInformation", "clusterinformations", ()))
 
 
+KUBECONFIG_SECRET = "calico-cni-kubeconfig"  # kube-system: what the agents write to kubeconfig_path
+
+
 def kubeconfig_path(cluster: str) -> Path:
     """The kubeconfig the calico and calico-ipam plugins reach the API with (upstream's
     /etc/cni/net.d/calico-kubeconfig, written by calico/node's install-cni)."""

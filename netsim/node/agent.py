@@ -9,8 +9,10 @@ difference, so a restart (also after kill -9) converges to the same kernel state
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import logging
+import os
 import signal
 import threading
 import time
@@ -108,6 +110,16 @@ def _set_pod_cidr(store: Store, node_name: str, cidr: str) -> None:
     raise RuntimeError(f"could not set spec.podCIDR of node {node_name}")
 
 
+def write_private(path: Path, text: str) -> None:
+    """Atomically, readable by root only (it holds a client key)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def _is_job_pod(pod: dict) -> bool:
     return (controllers.controller_of(pod) or {}).get("kind") == "Job"
 
@@ -142,6 +154,7 @@ class Agent:
         self.flannel: flanneld.Flanneld | None = None
         self.felix = None  # netsim.node.calico.felix.Felix in a calico cluster
         self.birds = None  # netsim.node.calico.bird.Birds when the cluster's Calico runs BGP
+        self._kubeconfig_written: str | None = None
         self.responders: Responders | None = None
         # L7 proxy pods (ingress-nginx controllers, Gateway proxies): nginx in their namespaces.
         self.proxies = Proxies(cluster, list(kinds.ALL))
@@ -254,6 +267,19 @@ class Agent:
         except Exception:
             log.exception("felix: first converge failed; its loop retries")
 
+    def _calico_kubeconfig(self, cache: Cache) -> bool:
+        """Write the plugins' kubeconfig from the Secret the control plane published (as
+        calico/node's install-cni does on every node); whether the file is there."""
+        secret = cache.get("Secret", "kube-system", calico.KUBECONFIG_SECRET)
+        path = calico.kubeconfig_path(self.cluster)
+        if secret is None:
+            return path.exists()
+        text = base64.b64decode((secret.get("data") or {}).get("kubeconfig", "")).decode()
+        if self._kubeconfig_written != text:
+            write_private(path, text)
+            self._kubeconfig_written = text
+        return True
+
     def pod_mtu(self, cache: Cache, node: NodePods) -> int:
         """What new pods get: flannel's subnet.env MTU, or Felix's (the pool's encapsulation)."""
         if self.calico:
@@ -293,6 +319,8 @@ class Agent:
     def _sync_node(self, cache: Cache, node_name: str, node: NodePods) -> float | None:
         mtu = self.pod_mtu(cache, node)
         if self.calico:
+            if not self._calico_kubeconfig(cache):
+                return 0.5  # the control plane has not published it yet
             if node.netlist is None or node.mtu != mtu:
                 node.mtu = mtu
                 node.ensure_calico_network(str(calico.kubeconfig_path(self.cluster)))
