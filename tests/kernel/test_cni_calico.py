@@ -157,7 +157,7 @@ def test_add_check_del_leave_calicos_kernel_state(cni_sandbox, api):
     routes = [line.strip() for line in box.in_netns(netns, "ip", "-4", "route").stdout.splitlines()]
     assert sorted(routes) == ["169.254.1.1 dev eth0 scope link", "default via 169.254.1.1 dev eth0"]
     # The node's route and permanent neighbour for the pod.
-    assert box.in_runtime("ip", "-4", "route", "show", "dev", veth).strip() == f"{pod_ip} scope link"
+    assert box.in_runtime("ip", "-4", "route", "show", "dev", veth).strip() == f"{pod_ip} scope link metric 1024"
     neigh = box.in_runtime("ip", "neigh", "show", "dev", veth).strip()
     assert neigh == f"{pod_ip} lladdr {eth0['address']} PERMANENT"
     # IPAM: the address is in a block affine to the node, held by the container's handle.
@@ -209,7 +209,7 @@ def test_a_second_block_when_the_first_fills_and_del_releases(cni_sandbox, api):
     assert used == [1, 4]
     for pod, ip in ips.items():
         veth = "cali" + hashlib.sha1(f"default.{pod}".encode()).hexdigest()[:11]
-        assert box.in_runtime("ip", "-4", "route", "show", ip).strip() == f"{ip} dev {veth} scope link"
+        assert box.in_runtime("ip", "-4", "route", "show", ip).strip() == f"{ip} dev {veth} scope link metric 1024"
     first = next(cidr for cidr, b in blocks.items() if all(a is not None for a in b["allocations"]))
     victim = next(pod for pod, ip in ips.items() if ipaddress.ip_address(ip) in
                   ipaddress.ip_network(first))
