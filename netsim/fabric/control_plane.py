@@ -62,8 +62,48 @@ def start(cluster: fabric.Cluster, scenario: Scenario | None, objects: list[dict
         if pods:
             running = sum(p.get("status", {}).get("phase") == "Running" for p in pods)
             progress(f"{running}/{len(pods)} pods running")
+        if config.cni == "calico":
+            _wait_bgp(cluster.name, store, min(timeout, BGP_WAIT_S), progress)
     finally:
         store.close()
+
+
+BGP_WAIT_S = 30.0
+
+
+def _wait_bgp(cluster_name: str, store: Store, timeout: float, progress: Callable[[str], None]) -> None:
+    """calico/node's readiness (`calico-node -bird-ready`): every BGP session of this machine's
+    BIRDs Established, so pod routes between nodes exist when `up` returns (BIRD connects a few
+    seconds after it starts; `netsim check` right after `up` would otherwise race it).  A session
+    that does not come up is reported, not fatal: the cluster is up, as a node whose calico-node
+    is not ready is."""
+    from netsim.node.calico import bird, felix
+
+    pools = [felix.Pool.from_object(o) for o in store.list(k8s.prefix("IPPool"))[0]]
+    if not felix.bird_runs(pools):
+        return
+    local = bird.local_nodes(cluster_name)
+    many = len(store.list(k8s.prefix("Node"))[0]) > 1
+    deadline = time.monotonic() + timeout
+    while True:
+        rows: list[dict] = []
+        answered = 0
+        for node in local:
+            with contextlib.suppress(bird.BirdError):
+                node_rows = bird.protocols(bird.bird_dir(cluster_name) / f"{node}.ctl")
+                if node_rows or not many:
+                    answered += 1
+                rows += node_rows
+        up = sum(r["info"] == "Established" for r in rows)
+        if answered == len(local) and up == len(rows):
+            if rows:
+                progress(f"BGP: {up} sessions Established ({len(local)} BIRDs)")
+            return
+        if time.monotonic() > deadline:
+            progress(f"BGP: only {up}/{len(rows)} sessions Established after {timeout:g}s; "
+                     "see `netsim bgp status` and bird/<node>.log in the state directory")
+            return
+        time.sleep(0.2)
 
 
 def launch_apiserver(cluster: fabric.Cluster, store: Store,
