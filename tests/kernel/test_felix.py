@@ -305,7 +305,8 @@ def test_ipip_always_tunl0_routes_and_pods_talk_over_ip_protocol_4(make_cluster)
     link = lab.ip("n1", "-d", "link", "show", "tunl0")
     assert "mtu 1480 " in link and "ipip" in link, link
     assert f"inet {tunnel['n1']}/32 " in lab.ip("n1", "addr", "show", "tunl0")
-    assert proto80(lab, "n1") == sorted([f"{lab.block_of('n2')} via {IPS['n2']} dev tunl0 proto 80 onlink",
+    assert proto80(lab, "n1") == sorted([f"blackhole {lab.block_of('n1')} proto 80",
+                                         f"{lab.block_of('n2')} via {IPS['n2']} dev tunl0 proto 80 onlink",
                                          f"{lab.block_of('n3')} via {IPS['n3']} dev tunl0 proto 80 onlink"])
     for a, b in (("n1", "n2"), ("n2", "n3"), ("n3", "n1")):
         assert reaches(lab.pods[a], lab.pod_ips[b]), f"pod on {a} cannot reach pod on {b}"
@@ -315,10 +316,14 @@ def test_ipip_always_tunl0_routes_and_pods_talk_over_ip_protocol_4(make_cluster)
     assert "proto IPIP (4)" in text and f"{IPS['n1']} > {IPS['n2']}: " in text, text
     assert f"{lab.pod_ips['n1']} > {lab.pod_ips['n2']}: ICMP echo request" in text, text
     assert all(unchanged(ch) for ch in lab.converge(bird=True).values())
-    # CrossSubnet: the same segment is BIRD's (no Felix route), the other stays on tunl0.
+    # CrossSubnet: the same segment bare on eth0, the other stays on tunl0; an IPIP pool's routes
+    # are all Felix's (BIRD's kernel filter rejects them), the own block's blackhole too.
     lab.set_pool(ipipMode="CrossSubnet")
     lab.converge()
-    assert proto80(lab, "n1") == [f"{lab.block_of('n3')} via {IPS['n3']} dev tunl0 proto 80 onlink"]
+    assert proto80(lab, "n1") == sorted([f"blackhole {lab.block_of('n1')} proto 80",
+                                         f"{lab.block_of('n2')} via {IPS['n2']} dev eth0 proto 80 onlink",
+                                         f"{lab.block_of('n3')} via {IPS['n3']} dev tunl0 proto 80 onlink"])
+    assert reaches(lab.pods["n1"], lab.pod_ips["n2"]) and reaches(lab.pods["n1"], lab.pod_ips["n3"])
     felix.remove(lab.node("n1").netns)
     assert proto80(lab, "n1") == [] and "inet " not in lab.ip("n1", "addr", "show", "tunl0")
 

@@ -19,10 +19,12 @@ addresses borrowed from another node's block), the Nodes' annotations and FelixC
   neighbour (address -> MAC) and fdb entry (MAC -> node IP).
 * CrossSubnet: peers on the node's own underlay subnet (IPv4Address's prefix) are not
   encapsulated: ``<block> via <node IP> dev eth0 onlink proto 80``.
-* No encapsulation: BIRD programs those routes (proto bird), and the blackholes of the node's
-  own blocks; only where no BIRD runs (a VXLAN cluster: upstream's calico_backend "vxlan" runs
-  no BGP) does Felix program both itself (proto 80).  Which clusters run BIRD:
-  :func:`bird_runs` (pools with VXLAN enabled: none; IPIP or Never: BIRD).
+* Who programs what (v3.33's split): a pool with IPIP or VXLAN enabled is Felix's whole: its
+  tunnel routes, its CrossSubnet same-subnet routes and the blackholes of the node's own blocks
+  (proto 80).  A no-encap pool's routes and blackholes are BIRD's (proto bird) where BIRD runs;
+  where none runs (a VXLAN cluster: upstream's calico_backend "vxlan" runs no BGP) Felix programs
+  them too.  Which clusters run BIRD: :func:`bird_runs` (pools with VXLAN enabled: none; IPIP or
+  Never: BIRD).
 * Sysctls Felix sets: ip_forward=1, conf.default.rp_filter=1 (strict on interfaces made later).
 * natOutgoing (felix/rules/nat.go): ipsets cali40masq-ipam-pools (pools with natOutgoing) and
   cali40all-ipam-pools (every pool); nat POSTROUTING -> cali-POSTROUTING -> cali-nat-outgoing:
@@ -274,6 +276,11 @@ def plan(node: LocalNode, nodes: dict[str, NodeFacts], blocks: list[Block], pool
     def pool_of(net: ipaddress.IPv4Network) -> Pool | None:
         return next((pool for pool in pools if net.subnet_of(pool.cidr)), None)
 
+    def bird_programs(pool: Pool | None) -> bool:
+        # v3.33's split: BIRD programs the routes of no-encap pools only; a pool with IPIP or
+        # VXLAN enabled is Felix's whole, same-subnet routes and blackholes included.
+        return bird and pool is not None and pool.ipip == "Never" and pool.vxlan == "Never"
+
     def route_to(dst: ipaddress.IPv4Network, owner: str) -> None:
         pool = pool_of(dst)
         peer = nodes.get(owner)
@@ -291,12 +298,12 @@ def plan(node: LocalNode, nodes: dict[str, NodeFacts], blocks: list[Block], pool
             p.routes[str(dst)] = Route(str(dst), "vxlan", peer.vxlan_addr)
         elif ipip and (pool.ipip == "Always" or (pool.ipip == "CrossSubnet" and not same)):
             p.routes[str(dst)] = Route(str(dst), "tunl0", peer.ip)
-        elif not bird:
+        elif not bird_programs(pool):
             p.routes[str(dst)] = Route(str(dst), "direct", peer.ip)
 
     for block in blocks:
         if block.owner == node.name:
-            if not bird and block.cidr.prefixlen < 32:
+            if block.cidr.prefixlen < 32 and not bird_programs(pool_of(block.cidr)):
                 p.routes[str(block.cidr)] = Route(str(block.cidr), "blackhole")
         elif block.owner:
             route_to(block.cidr, block.owner)
