@@ -3,7 +3,8 @@ encapsulation, 4 nodes): first the node-to-node full mesh; then, as a user scale
 switched off in BGPConfiguration "default", the control-plane node made a route reflector (its
 RouteReflectorClusterID annotation and a label) and a BGPPeer peering every node with it, so each
 worker keeps one session and still learns every block through the reflector with the original next
-hop (pods on two workers talk); then back to the mesh.  Objects go in through `netsim apply`,
+hop (pods on two workers talk); then back to the mesh, which a route reflector stays out of until
+its cluster ID is removed.  Objects go in through `netsim apply`,
 `annotate` and `label` (the same verbs kubectl has), sessions are read with `netsim bgp status`."""
 
 from __future__ import annotations
@@ -136,8 +137,15 @@ def test_mesh_then_route_reflector_then_mesh(cluster):
     assert any(r["gateway"] == ips["worker2"] for r in routes), routes
     assert a_reaches_b()
 
+    # The mesh back on: a route reflector ignores it (confd renders "This node is configured as a
+    # route reflector ... ignore node-to-node mesh setting") and the others skip it, until it is
+    # no reflector any more.
     c("delete", "bgppeer", "peer-with-route-reflectors")
     c.apply(MESH)
+    workers_mesh = {n: {(ips[p], "node-to-node mesh") for p in NODES if p not in (n, rr)} for n in NODES if n != rr}
+    wait_for(c, {rr: set(), **workers_mesh})
+    c("annotate", "node", rr, "projectcalico.org/RouteReflectorClusterID-")
+    c("label", "node", rr, "route-reflector-")
     wait_for(c, mesh)
     assert a_reaches_b()
 
