@@ -95,7 +95,7 @@ def classify(r: dict, ifnames: dict[int, str], pod_net: str | None = None,
         return made("felix", f"Felix route (proto 80): unencapsulated via {gw}{peer} on {dev} "
                              "(CrossSubnet: same segment)")
     if proto == RTPROT_BIRD:
-        return made("bgp", f"BGP route (BIRD, proto bird): learnt from {gw}{peer}, unencapsulated on {dev}"
+        return made("bgp", f"BGP route (BIRD, proto bird): next hop {gw}{peer}, unencapsulated on {dev}"
                     if gw else "BGP route (BIRD, proto bird)")
     if dev == FLANNEL_VXLAN:
         return made("flannel", f"flannel VXLAN route via {gw}{peer}")
@@ -108,6 +108,10 @@ def classify(r: dict, ifnames: dict[int, str], pod_net: str | None = None,
     if proto == RTPROT_KERNEL and r.get("scope") == RT_SCOPE_LINK:
         return made("connected", f"connected: the segment on {dev}")
     return made("other", "route")
+
+
+def no_route(dst: str) -> Route:
+    return Route(dst, "no route", "none", f"no route to {dst}")
 
 
 def lookup(entries: list[dict], dst: str) -> dict | None:

@@ -12,6 +12,7 @@ with a Hubble-style verdict.  Everything armed is removed before the command ret
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import random
 import re
@@ -27,6 +28,7 @@ from netsim.api.store import Store
 from netsim.cni import gate
 from netsim.kernel import libnft, netfilter
 from netsim.model import k8s, names
+from netsim.model.scenario import gateway_of
 from netsim.node import podnet
 from netsim.node.calico import felix
 from netsim.observe import nftrace, policydrop, probe, routes
@@ -126,6 +128,8 @@ def places(cluster: fabric.Cluster, store: Store) -> Places:
             nodes[m.netns] = m.name
             node_netns.append(m.netns)
             owners[m.ip] = m.name
+    for seg in cluster.segments:
+        owners[str(gateway_of(seg))] = "the underlay's router"
     for obj in store.list(k8s.prefix("Node"))[0]:
         notes = obj["metadata"].get("annotations") or {}
         for key in (felix.IPIP_ADDR, felix.VXLAN_ADDR):
@@ -383,7 +387,7 @@ def describe_events(netns: str, events: list[nftrace.RuleEvent], ifnames: dict[i
             e.hook, e.extra["priority"] = hook, prio
             if e.kind == "rule" and e.handle is not None:
                 e.text = listing.rules.get((e.table, e.handle), f"handle {e.handle}")
-                if e.table in IPTABLES_NFT_TABLES and "xt " in e.text:
+                if e.table in IPTABLES_NFT_TABLES:
                     if xt_saved is None:
                         xt_saved = parse_iptables_save(_in_netns(netns, ["iptables-nft-save"]))
                     e.text = iptables_nft_text(listing, xt_saved, e.table, e.chain, e.handle) or e.text
@@ -455,7 +459,7 @@ def table_route(netns: str, dst: str, where: Places) -> routes.Route | None:
             entries = ns.route_entries()
     except (OSError, kernel.KernelError):
         return None
-    return routes.describe(entries, ifnames, dst, where.pod_subnet, where.owners)
+    return routes.describe(entries, ifnames, dst, where.pod_subnet, where.owners) or routes.no_route(dst)
 
 
 def route_hop(netns: str, where: Places, dst: str) -> Hop:
@@ -645,10 +649,16 @@ def verdict_of(flow: Flow, fwd: list[Capture], rev: list[Capture], fwd_events: l
                 reason = "no answer came back"
             return {"result": "DELIVERED", "where": place(last.netns), "to": last.frame.packet.dst,
                     "port": last.frame.packet.dport or None, "reason": reason}
-        if stopped is not None and stopped.kind in ("blackhole", "unreachable"):
-            return {"result": "DROPPED", "where": place(last.netns), "by": f"route: {stopped.what}",
-                    "reason": f"{stopped.text} (no pod has {last.frame.packet.dst})" if stopped.kind == "blackhole"
-                    else stopped.text}
+        if stopped is not None and stopped.kind in ("blackhole", "unreachable", "none"):
+            dst = last.frame.packet.dst
+            reason = f"{stopped.text} (no pod has {dst})" if stopped.kind == "blackhole" else stopped.text
+            if last.netns == cluster.underlay_netns and stopped.kind == "none":
+                return {"result": "DROPPED", "where": place(last.netns),
+                        "by": f"route: the underlay's router has no route to {dst}",
+                        "reason": "pod routes live on the nodes; between segments a BGP route's next hop is the "
+                                  "router, which knows none (ipipMode/vxlanMode CrossSubnet encapsulate there)"
+                        if where.pod_subnet and _in(dst, where.pod_subnet) else reason}
+            return {"result": "DROPPED", "where": place(last.netns), "by": f"route: {stopped.what}", "reason": reason}
         return {"result": "LOST", "where": place(last.netns),
                 "reason": f"last seen {'leaving' if last.outgoing else 'arriving at'} {last.ifname}; "
                           "no rule reported dropping it"}
@@ -674,6 +684,10 @@ def _underlay_route(cluster: fabric.Cluster, fwd: list[Capture]) -> Hop | None:
         hop.detail["router"] = {"from": segments.get(came.ifname, came.ifname),
                                 "to": segments.get(leaving.ifname, leaving.ifname)}
     return hop
+
+
+def _in(ip: str, cidr: str) -> bool:
+    return ipaddress.ip_address(ip) in ipaddress.ip_network(cidr, strict=False)
 
 
 def _member_ip(cluster: fabric.Cluster, netns: str) -> str | None:
@@ -783,7 +797,7 @@ def run(cluster: fabric.Cluster, store: Store, src: str, dst: str, port: int | N
         extra[cluster.underlay_netns] = [routed]
     fwd_events = [(netns, e) for netns, evs in by_dir["fwd"].items() for e in evs]
     stopped = None
-    if fwd and not fwd[-1].outgoing and fwd[-1].netns in where.node_netns:
+    if fwd and not fwd[-1].outgoing and (fwd[-1].netns in where.node_netns or fwd[-1].netns == cluster.underlay_netns):
         stopped = table_route(fwd[-1].netns, fwd[-1].frame.packet.dst, where)
     verdict = verdict_of(flow, fwd, rev, fwd_events, where, source.netns, cluster, store, stopped)
     return Result(src, dst, proto.upper(), target.port, flow, build_hops(fwd, by_dir["fwd"], where, extra),
