@@ -8,8 +8,15 @@ DOT text with no I/O at all.  :func:`write` renders DOT into .svg/.png with Grap
 Vertex names are the references the other commands take, so a picture and a command line
 speak of the same things: ``node/worker1`` (its ``eth0`` side), ``node/worker1/cni0``,
 ``node/worker1/flannel.1``, ``host/client``, ``pod/default/web-x``, ``svc/default/web`` and
-``underlay`` (the LAN bridge).  Each node is a Graphviz cluster ``cluster_node_<name>``
-holding its devices and, per Kubernetes namespace, a cluster of its pods.
+``underlay`` (the LAN bridge; with several segments the router, each segment then being
+``segment/<subnet>``).  Each node is a Graphviz cluster ``cluster_node_<name>`` holding its
+devices and, per Kubernetes namespace, a cluster of its pods.
+
+In calico mode there is no bridge: a pod's edge goes to its node, labelled with its cali veth;
+Calico's tunnel devices are ``node/<name>/vxlan.calico`` and ``node/<name>/tunl0`` (IPIP has no
+fdb: a route via tunl0 to a node is the tunnel to it); BGP sessions, read from each node's
+BIRD control socket as `netsim bgp status` reads them, are edges between nodes with each
+end's state.
 """
 
 from __future__ import annotations
