@@ -343,7 +343,7 @@ def apply_node_state(node: Node, state: dict, pod_subnet: str, owners: dict[str,
     uplink = links.get(names.NODE_UPLINK, {}).get("index")
     ipip_peers = set()
     for r in state["routes"]:
-        if r["dst"] == "default":
+        if r["dst"] == "default" or r.get("cloned"):
             continue
         dst = ipaddress.ip_network(r["dst"], strict=False)
         if not dst.subnet_of(pod_net):

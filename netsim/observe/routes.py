@@ -120,6 +120,8 @@ def lookup(entries: list[dict], dst: str) -> dict | None:
     ip = ipaddress.ip_address(dst)
     best = None
     for r in entries:
+        if r.get("cloned"):
+            continue  # a cached exception (tunl0's PMTU for one address), not what chose the path
         try:
             net = _net(r["dst"])
         except ValueError:
