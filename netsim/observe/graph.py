@@ -189,8 +189,6 @@ class Topology:
     cluster: str
     underlay: Underlay
     backend: str | None = None  # flannel's Backend.Type from the store
-    cni: str = "canal"
-    calico: Calico | None = None
     proxy_mode: str | None = None
     pod_subnet: str | None = None
     service_subnet: str | None = None
@@ -198,6 +196,8 @@ class Topology:
     hosts: list[Host] = field(default_factory=list)
     pods: list[Pod] = field(default_factory=list)
     services: list[Service] = field(default_factory=list)
+    cni: str = "canal"
+    calico: Calico | None = None  # the default IPPool in calico mode
 
 
 # -- reading a running cluster ---------------------------------------------------------------
