@@ -42,8 +42,9 @@ COMMANDS: tuple[Entry, ...] = (
           "Probe the scenario's connectivity expectations (with none: every pod to every pod and Service) "
           "and print expected / observed / comparison tables; exit 1 on any mismatch."),
     Entry("graph", "netsim.cli.observe_cmd", "graph_cmd",
-          "Draw the cluster with Graphviz: the underlay LAN, nodes with cni0 and flannel.1, VXLAN tunnels, "
-          "external hosts, pods by namespace and Services with edges to their endpoints."),
+          "Draw the cluster with Graphviz: the underlay (its segments and router), nodes with their tunnels "
+          "(flannel.1, vxlan.calico, tunl0) and BGP sessions, external hosts, pods by namespace and Services "
+          "with edges to their endpoints."),
     Entry("agent", "netsim.cli.kubectl", "agent_cmd",
           "The node agent (long-running): realises the pods of its nodes; `up` starts it."),
     Entry("apiserver", "netsim.cli.api_cmd", "apiserver_cmd",

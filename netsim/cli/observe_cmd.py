@@ -131,8 +131,14 @@ def graph_cmd(
                                                "the picture.")] = None,
     cluster: ClusterOpt = None,
 ) -> None:
-    """Draw the cluster with Graphviz: the underlay LAN, nodes with cni0 and flannel.1, VXLAN
-    tunnels, external hosts, pods by namespace and Services with edges to their endpoints."""
+    """Draw the cluster with Graphviz: the underlay (its segments and router), nodes with their
+    tunnels (flannel.1, vxlan.calico, tunl0) and BGP sessions, external hosts, pods by namespace
+    and Services with edges to their endpoints.
+
+    canal and flannel: pods on each node's cni0 bridge, VXLAN tunnels from flannel.1's fdb.
+    calico: no bridge (a pod's edge to its node names its cali veth), each node's IPAM blocks and
+    BIRD's routes, vxlan.calico or tunl0 tunnels, and BGP sessions read from each node's BIRD
+    (`netsim bgp status`) with each end's state."""
     from netsim.observe import graph
 
     try:

@@ -154,6 +154,7 @@ RTM_NEWRULE, RTM_DELRULE, RTM_GETRULE = 32, 33, 34
 FR_ACT_TO_TBL, FR_ACT_BLACKHOLE = 1, 6
 RT_TABLE_LOCAL = 255
 RTNH_F_ONLINK = 0x4
+RTM_F_CLONED = 0x200  # a cached exception (PMTU, redirect) of a route, not a route
 RTPROT_KERNEL, RTPROT_BOOT, RTPROT_STATIC = 2, 3, 4
 RTN_UNICAST, RTN_BLACKHOLE = 1, 6
 RT_SCOPE_NOWHERE = 255
@@ -698,7 +699,9 @@ class Namespace:
 
     def route_entries(self, family: int = socket.AF_INET) -> list[dict]:
         """The main table's routes in full: {dst ("a.b.c.d/n" or "default"), gateway, oif,
-        priority, proto, scope, type, onlink}.  Multipath routes show their first hop only."""
+        priority, proto, scope, type, onlink, cloned}.  Multipath routes show their first hop only;
+        ``cloned``: a cached exception (a tunnel's PMTU, say), which `ip route` shows only with
+        ``show cache``."""
         _, _, rtmsg = _codec()
         out = []
         for msg in self.dump(rtmsg, RTM_GETROUTE, family):
@@ -706,13 +709,14 @@ class Namespace:
                 continue
             dst = msg.get("RTA_DST")
             oif, gateway = msg.get("RTA_OIF"), msg.get("RTA_GATEWAY")
-            flags = msg["flags"]
+            flags = cloned = msg["flags"]
             hops = msg.get("RTA_MULTIPATH")
             if hops:
                 oif, gateway, flags = hops[0]["oif"], hops[0].get("RTA_GATEWAY"), hops[0]["flags"]
             out.append({"dst": f"{dst}/{msg['dst_len']}" if dst else "default", "gateway": gateway,
                         "oif": oif or 0, "priority": msg.get("RTA_PRIORITY"), "proto": msg["proto"],
-                        "scope": msg["scope"], "type": msg["type"], "onlink": bool(flags & RTNH_F_ONLINK)})
+                        "scope": msg["scope"], "type": msg["type"], "onlink": bool(flags & RTNH_F_ONLINK),
+                        "cloned": bool(cloned & RTM_F_CLONED)})
         return out
 
     def rules(self, family: int = socket.AF_INET) -> list[dict]:

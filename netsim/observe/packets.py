@@ -1,7 +1,8 @@
-"""Reading captured frames: Ethernet, IPv4, the L4 ports, VXLAN's inner frame, and an ICMP
-error's quoted packet, enough to follow one flow through NAT and encapsulation.  Pure
-functions on bytes: a capture of thousands of frames is filtered without building a scapy
-object per frame (scapy builds the packet `netsim trace` sends, and writes the pcap)."""
+"""Reading captured frames: Ethernet, IPv4, the L4 ports, VXLAN's inner frame, IPIP's inner
+packet (IP protocol 4, Calico's tunl0), and an ICMP error's quoted packet, enough to follow
+one flow through NAT and encapsulation.  Pure functions on bytes: a capture of thousands of
+frames is filtered without building a scapy object per frame (scapy builds the packet
+`netsim trace` sends, and writes the pcap)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,14 @@ import socket
 import struct
 from dataclasses import dataclass
 
-VXLAN_PORTS = (8472, 4789)  # flannel's (the Linux default) and IANA's
-PROTOS = {1: "ICMP", 6: "TCP", 17: "UDP", 132: "SCTP"}
+VXLAN_PORTS = (8472, 4789)  # flannel's (the Linux default) and IANA's (Calico's)
+IPPROTO_IPIP = 4
+PROTOS = {1: "ICMP", 4: "IPIP", 6: "TCP", 17: "UDP", 132: "SCTP"}
+# A packet socket on a device without a link-layer header (ipip's tunl0 is ARPHRD_TUNNEL)
+# hands over the bare IP packet; the capture gives it this Ethernet header so every frame,
+# and the pcap, reads alike.
+ETHER_IPV4 = b"\0" * 12 + b"\x08\x00"
+ARPHRD_ETHER, ARPHRD_LOOPBACK = 1, 772
 TCP_FLAGS = "FSRPAUEC"
 ICMP_TYPES = {0: "echo-reply", 3: "unreachable", 8: "echo-request", 11: "time-exceeded"}
 UNREACH_CODES = {0: "net", 1: "host", 3: "port", 9: "net-prohibited", 10: "host-prohibited",
@@ -56,10 +63,29 @@ class IPv4:
 
 @dataclass(frozen=True)
 class Frame:
-    """What one captured frame carries: the packet, and the outer packet when encapsulated."""
+    """What one captured frame carries: the packet, and the outer packet when encapsulated
+    (``encap``: "vxlan" with its VNI, or "ipip")."""
     packet: IPv4
     outer: IPv4 | None = None
     vni: int | None = None
+    encap: str | None = None
+
+    def encapsulation(self) -> str:
+        """The outer header in words: "VXLAN VNI 4096, UDP 4789, A -> B" or "IPIP (IP protocol 4), A -> B"."""
+        o = self.outer
+        if o is None:
+            return ""
+        if self.encap == "ipip":
+            return f"IPIP (IP protocol 4), {o.src} -> {o.dst}"
+        return f"VXLAN VNI {self.vni}, UDP {o.dport}, {o.src} -> {o.dst}"
+
+    def summary(self) -> str:
+        p, o = self.packet, self.outer
+        if o is None:
+            return p.summary()
+        if self.encap == "ipip":
+            return f"IPIP {o.src} > {o.dst} | {p.summary()}"
+        return f"VXLAN {o.src}:{o.sport} > {o.dst}:{o.dport} VNI {self.vni} | {p.summary()}"
 
 
 def parse_ip(data: bytes, quoted: bool = False) -> IPv4 | None:
@@ -86,8 +112,17 @@ def parse_ip(data: bytes, quoted: bool = False) -> IPv4 | None:
     return IPv4(src, dst, proto, ident)
 
 
+def link_frame(data: bytes, hatype: int) -> bytes:
+    """A captured frame as Ethernet: one from a device without a link-layer header (tunl0)
+    gets :data:`ETHER_IPV4` in front."""
+    if hatype in (ARPHRD_ETHER, ARPHRD_LOOPBACK) or not data or data[0] >> 4 != 4:
+        return data
+    return ETHER_IPV4 + data
+
+
 def parse_frame(frame: bytes) -> Frame | None:
-    """An Ethernet frame (VLAN tags skipped); VXLAN is opened to its inner frame."""
+    """An Ethernet frame (VLAN tags skipped); VXLAN is opened to its inner frame, IPIP to its
+    inner packet."""
     offset = 12
     while offset + 2 <= len(frame) and frame[offset:offset + 2] in (b"\x81\x00", b"\x88\xa8"):
         offset += 4
@@ -102,7 +137,12 @@ def parse_frame(frame: bytes) -> Frame | None:
         if len(vxlan) >= 8 and vxlan[0] & 0x08:
             inner = parse_frame(vxlan[8:])
             if inner is not None:
-                return Frame(inner.packet, packet, int.from_bytes(vxlan[4:7], "big"))
+                return Frame(inner.packet, packet, int.from_bytes(vxlan[4:7], "big"), "vxlan")
+    if packet.proto == IPPROTO_IPIP:
+        ihl = (frame[offset + 2] & 0x0F) * 4
+        inner = parse_ip(frame[offset + 2 + ihl:])
+        if inner is not None:
+            return Frame(inner, packet, None, "ipip")
     return Frame(packet)
 
 

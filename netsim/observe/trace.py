@@ -12,6 +12,7 @@ with a Hubble-style verdict.  Everything armed is removed before the command ret
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import random
 import re
@@ -22,13 +23,16 @@ import time
 from dataclasses import dataclass, field
 
 from netsim import fabric, kernel
+from netsim.api import registry
 from netsim.api.store import Store
 from netsim.cni import gate
 from netsim.kernel import libnft, netfilter
 from netsim.model import k8s, names
+from netsim.model.scenario import gateway_of
 from netsim.node import podnet
-from netsim.observe import nftrace, policydrop, probe
-from netsim.observe.packets import Flow, Follower, Frame, parse_frame, parse_ip
+from netsim.node.calico import felix
+from netsim.observe import nftrace, policydrop, probe, routes
+from netsim.observe.packets import Flow, Follower, Frame, link_frame, parse_frame, parse_ip
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
@@ -110,16 +114,27 @@ class Places:
     node_netns: list[str]
     pod_refs: dict[str, str]         # pod netns -> pod/NS/NAME
     pod_ips: dict[str, str] = field(default_factory=dict)  # pod IP -> pod netns
+    proxy_arp: dict[tuple[str, str], bool] = field(default_factory=dict)  # (node netns, cali veth) -> on
+    owners: dict[str, str] = field(default_factory=dict)  # node IP or tunnel address -> node name
+    pod_subnet: str | None = None
 
 
 def places(cluster: fabric.Cluster, store: Store) -> Places:
     labels, nodes, pod_refs, pod_ips = {cluster.underlay_netns: "underlay"}, {}, {}, {}
-    node_netns = []
+    node_netns, owners = [], {}
     for m in cluster.members.values():
         labels[m.netns] = f"{m.kind} {m.name}"
         if m.kind == "node":
             nodes[m.netns] = m.name
             node_netns.append(m.netns)
+            owners[m.ip] = m.name
+    for seg in cluster.segments:
+        owners[str(gateway_of(seg))] = "the underlay's router"
+    for obj in store.list(k8s.prefix("Node"))[0]:
+        notes = obj["metadata"].get("annotations") or {}
+        for key in (felix.IPIP_ADDR, felix.VXLAN_ADDR):
+            if notes.get(key):  # Calico's tunnel addresses: the next hops of Felix's tunnel routes
+                owners[notes[key]] = obj["metadata"]["name"]
     for pod in store.list(k8s.prefix("Pod"))[0]:
         meta, spec = pod["metadata"], pod.get("spec", {})
         if spec.get("hostNetwork"):
@@ -131,7 +146,8 @@ def places(cluster: fabric.Cluster, store: Store) -> Places:
             pod_ips[pod["status"]["podIP"]] = netns
         if spec.get("nodeName"):
             nodes[netns] = spec["nodeName"]
-    return Places(labels, nodes, node_netns, pod_refs, pod_ips)
+    return Places(labels, nodes, node_netns, pod_refs, pod_ips, owners=owners,
+                  pod_subnet=registry.read_config(store).pod_subnet)
 
 
 # -- arming -----------------------------------------------------------------------------------
@@ -221,6 +237,7 @@ class Armed:
                             ts = sec * 1_000_000_000 + nsec
                     if addr[0] == "lo":
                         continue
+                    data = link_frame(data, addr[3])
                     frames.append((ts, netns, addr[0], addr[2] == PACKET_OUTGOING, data))
                     if relevant(data):
                         last = time.monotonic()
@@ -289,14 +306,18 @@ def _in_netns(netns: str, argv: list[str]) -> str:
     return netfilter.run(argv, netns=netns, timeout=10, check=False).stdout.decode(errors="replace")
 
 
+IPTABLES_NFT_TABLES = ("raw", "mangle", "nat", "filter", "security")  # iptables-nft's own table names
+
+
 @dataclass
 class NftRuleset:
     rules: dict[tuple[str, int], str]          # (table, handle) -> rule text
     base: dict[tuple[str, str], tuple[str, int]]  # (table, chain) -> (hook, priority)
+    order: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # (table, chain) -> handles in order
 
 
 def parse_nft_listing(text: str) -> NftRuleset:
-    rules, base = {}, {}
+    rules, base, order = {}, {}, {}
     table = chain = None
     for line in text.splitlines():
         s = line.strip()
@@ -309,7 +330,19 @@ def parse_nft_listing(text: str) -> NftRuleset:
         elif (m := re.match(r"(.*\S)\s+# handle (\d+)$", s)) and chain is not None and not s.startswith(
                 ("chain ", "table ", "set ", "map ")):
             rules[(table, int(m.group(2)))] = m.group(1)
-    return NftRuleset(rules, base)
+            order.setdefault((table, chain), []).append(int(m.group(2)))
+    return NftRuleset(rules, base, order)
+
+
+def iptables_nft_text(listing: NftRuleset, saved: dict[tuple[str, str, int], str], table: str, chain: str,
+                      handle: int) -> str | None:
+    """A rule iptables-nft wrote (Felix's), as iptables-nft-save prints it: nft lists its
+    xtables matches only as "xt match set", so the rule is found by its place in the chain."""
+    handles = listing.order.get((table, chain), [])
+    if handle not in handles:
+        return None
+    text = saved.get((table, chain, handles.index(handle) + 1))
+    return text.removeprefix(f"-A {chain} ") if text else None
 
 
 def _priority(text: str) -> int:
@@ -346,6 +379,7 @@ def describe_events(netns: str, events: list[nftrace.RuleEvent], ifnames: dict[i
     legacy = [e for e in events if e.source == "iptables"]
     if nft_events:
         listing = parse_nft_listing(nft_listing)
+        xt_saved = None
         hook, prio = None, 0
         for e in nft_events:
             if (e.table, e.chain) in listing.base:
@@ -353,6 +387,10 @@ def describe_events(netns: str, events: list[nftrace.RuleEvent], ifnames: dict[i
             e.hook, e.extra["priority"] = hook, prio
             if e.kind == "rule" and e.handle is not None:
                 e.text = listing.rules.get((e.table, e.handle), f"handle {e.handle}")
+                if e.table in IPTABLES_NFT_TABLES:
+                    if xt_saved is None:
+                        xt_saved = parse_iptables_save(_in_netns(netns, ["iptables-nft-save"]))
+                    e.text = iptables_nft_text(listing, xt_saved, e.table, e.chain, e.handle) or e.text
             elif e.kind == "policy":
                 e.text = f"policy {e.verdict}"
             else:
@@ -412,6 +450,29 @@ def route_of(netns: str, dst: str) -> str:
     return re.sub(r"\s+(uid \d+|cache)\b.*$", "", out.splitlines()[0]) if out else "no route"
 
 
+def table_route(netns: str, dst: str, where: Places) -> routes.Route | None:
+    """The main-table route of ``netns`` that ``dst`` matches, named (workload, tunnel, BGP,
+    blackhole, ...)."""
+    try:
+        with kernel.Namespace.open(netns) as ns:
+            ifnames = {info["index"]: name for name, info in ns.links().items()}
+            entries = ns.route_entries()
+    except (OSError, kernel.KernelError):
+        return None
+    return routes.describe(entries, ifnames, dst, where.pod_subnet, where.owners) or routes.no_route(dst)
+
+
+def route_hop(netns: str, where: Places, dst: str) -> Hop:
+    """The route a node took for ``dst``: `ip route get`'s answer, and the table's route it
+    came from, named."""
+    hop = Hop("route", netns, where.labels.get(netns, netns), f"route {route_of(netns, dst)}", where.nodes.get(netns))
+    matched = table_route(netns, dst, where)
+    if matched is not None:
+        hop.note = f"{matched.what}: {matched.text}"
+        hop.detail["route"] = {"kind": matched.kind, "matched": matched.text, "what": matched.what}
+    return hop
+
+
 # -- the hop list ------------------------------------------------------------------------------
 def _event_direction(follow: Follower, e: nftrace.RuleEvent) -> str | None:
     p = parse_ip(e.packet)
@@ -430,6 +491,8 @@ def _component(e: nftrace.RuleEvent) -> str:
         return "kube-proxy"
     if e.chain.startswith("CNI-"):
         return "CNI"
+    if e.chain.startswith("cali-"):
+        return "Calico (Felix)"
     return f"{e.source} {e.table}"
 
 
@@ -446,28 +509,53 @@ def rule_hop(netns: str, where: str, node: str | None, e: nftrace.RuleEvent) -> 
         **({"ruleNumber": e.rulenum} if e.rulenum else {})})
 
 
+def _nat_notes(p, q) -> list[str]:
+    """What NAT changed between two sightings of the packet (``q`` then ``p``).  An ICMP echo
+    has no ports: its id is what NAT rewrites beside the addresses."""
+    if p.proto == 1:
+        notes = [f"DNAT {q.dst} -> {p.dst}"] if p.dst != q.dst else []
+        if p.src != q.src:
+            notes.append(f"SNAT {q.src} -> {p.src}")
+        if p.sport != q.sport and p.icmp_type in (0, 8):
+            notes.append(f"echo id {q.sport} -> {p.sport}")
+        return notes
+    notes = []
+    if (p.dst, p.dport) != (q.dst, q.dport):
+        notes.append(f"DNAT {q.dst}:{q.dport} -> {p.dst}:{p.dport}")
+    if p.src != q.src or p.sport != q.sport:
+        notes.append(f"SNAT {q.src}:{q.sport} -> {p.src}:{p.sport}")
+    return notes
+
+
 def capture_hop(c: Capture, previous: Capture | None, where: Places) -> Hop:
     p, f = c.frame.packet, c.frame
-    summary = p.summary()
-    if f.outer is not None:
-        summary = f"VXLAN {f.outer.src}:{f.outer.sport} > {f.outer.dst}:{f.outer.dport} VNI {f.vni} | {summary}"
     notes = []
     if previous is not None:
         q = previous.frame.packet
-        if (p.dst, p.dport) != (q.dst, q.dport) and p.proto != 1:
-            notes.append(f"DNAT {q.dst}:{q.dport} -> {p.dst}:{p.dport}")
-        if p.src != q.src or p.sport != q.sport:
-            notes.append(f"SNAT {q.src}:{q.sport} -> {p.src}:{p.sport}" if p.proto != 1 else f"SNAT {q.src} -> {p.src}")
+        notes += _nat_notes(p, q)
         if f.outer is not None and previous.frame.outer is None:
-            notes.append(f"encapsulated: VXLAN VNI {f.vni}, UDP {f.outer.dport}, {f.outer.src} -> {f.outer.dst}")
+            notes.append(f"encapsulated: {f.encapsulation()}")
         if f.outer is None and previous.frame.outer is not None:
             notes.append("decapsulated")
+        if not c.outgoing and c.ifname.startswith("cali") and previous.netns in where.pod_refs \
+                and c.netns in where.node_netns:
+            notes.append(_cali_note(c, where))
     detail = {"packet": {"src": p.src, "dst": p.dst, "proto": p.proto_name, "sport": p.sport, "dport": p.dport}}
-    if f.outer is not None:
+    if f.outer is not None and f.encap == "ipip":
+        detail["outer"] = {"src": f.outer.src, "dst": f.outer.dst, "proto": "IPIP", "encap": "ipip"}
+    elif f.outer is not None:
         detail["outer"] = {"src": f.outer.src, "dst": f.outer.dst, "sport": f.outer.sport,
-                           "dport": f.outer.dport, "vni": f.vni}
-    return Hop("capture", c.netns, where.labels.get(c.netns, c.netns), summary, where.nodes.get(c.netns),
+                           "dport": f.outer.dport, "vni": f.vni, "encap": "vxlan"}
+    return Hop("capture", c.netns, where.labels.get(c.netns, c.netns), f.summary(), where.nodes.get(c.netns),
                c.ifname, "out" if c.outgoing else "in", "; ".join(notes), detail)
+
+
+def _cali_note(c: Capture, where: Places) -> str:
+    """A pod's packet reaching its node in calico mode: no bridge, the node routes it."""
+    proxy_arp = where.proxy_arp.get((c.netns, c.ifname))
+    arp = {True: f"proxy ARP on {c.ifname} answers the pod's gateway 169.254.1.1",
+           False: f"proxy ARP is off on {c.ifname}"}.get(proxy_arp, "")
+    return "routed from the pod's veth, no bridge" + (f" ({arp})" if arp else "")
 
 
 def build_hops(caps: list[Capture], events: dict[str, list[nftrace.RuleEvent]], where: Places,
@@ -507,7 +595,9 @@ def build_hops(caps: list[Capture], events: dict[str, list[nftrace.RuleEvent]], 
 
 
 def verdict_of(flow: Flow, fwd: list[Capture], rev: list[Capture], fwd_events: list[tuple[str, nftrace.RuleEvent]],
-               where: Places, source_netns: str, cluster: fabric.Cluster, store: Store) -> dict:
+               where: Places, source_netns: str, cluster: fabric.Cluster, store: Store,
+               stopped: routes.Route | None = None) -> dict:
+    """``stopped``: the route the last namespace that saw the packet has for it."""
     def place(netns: str) -> str:
         return where.labels.get(netns, netns)
 
@@ -559,6 +649,16 @@ def verdict_of(flow: Flow, fwd: list[Capture], rev: list[Capture], fwd_events: l
                 reason = "no answer came back"
             return {"result": "DELIVERED", "where": place(last.netns), "to": last.frame.packet.dst,
                     "port": last.frame.packet.dport or None, "reason": reason}
+        if stopped is not None and stopped.kind in ("blackhole", "unreachable", "none"):
+            dst = last.frame.packet.dst
+            reason = f"{stopped.text} (no pod has {dst})" if stopped.kind == "blackhole" else stopped.text
+            if last.netns == cluster.underlay_netns and stopped.kind == "none":
+                return {"result": "DROPPED", "where": place(last.netns),
+                        "by": f"route: the underlay's router has no route to {dst}",
+                        "reason": "pod routes live on the nodes; between segments a BGP route's next hop is the "
+                                  "router, which knows none (ipipMode/vxlanMode CrossSubnet encapsulate there)"
+                        if where.pod_subnet and _in(dst, where.pod_subnet) else reason}
+            return {"result": "DROPPED", "where": place(last.netns), "by": f"route: {stopped.what}", "reason": reason}
         return {"result": "LOST", "where": place(last.netns),
                 "reason": f"last seen {'leaving' if last.outgoing else 'arriving at'} {last.ifname}; "
                           "no rule reported dropping it"}
@@ -568,12 +668,26 @@ def verdict_of(flow: Flow, fwd: list[Capture], rev: list[Capture], fwd_events: l
 def _underlay_route(cluster: fabric.Cluster, fwd: list[Capture]) -> Hop | None:
     """The underlay's router hop: a packet between segments leaves the underlay through a
     segment's bridge (a packet within one segment is only bridged, port to port)."""
+    bridge = rf"{names.UNDERLAY_BRIDGE}\d*"
     leaving = next((c for c in fwd if c.netns == cluster.underlay_netns and c.outgoing
-                    and re.fullmatch(rf"{names.UNDERLAY_BRIDGE}\d*", c.ifname)), None)
+                    and re.fullmatch(bridge, c.ifname)), None)
     if leaving is None:
         return None
+    came = next((c for c in fwd if c.netns == cluster.underlay_netns and not c.outgoing
+                 and re.fullmatch(bridge, c.ifname)), None)
     dst = (leaving.frame.outer or leaving.frame.packet).dst  # the underlay routes the outer packet
-    return Hop("route", cluster.underlay_netns, "underlay", f"route {route_of(cluster.underlay_netns, dst)}")
+    hop = Hop("route", cluster.underlay_netns, "underlay", f"route {route_of(cluster.underlay_netns, dst)}")
+    segments = {names.underlay_bridge(i): str(seg) for i, seg in enumerate(cluster.segments)}
+    if came is not None and came.ifname != leaving.ifname:
+        hop.note = (f"the underlay's router: from segment {segments.get(came.ifname, came.ifname)} to segment "
+                    f"{segments.get(leaving.ifname, leaving.ifname)} (TTL -1)")
+        hop.detail["router"] = {"from": segments.get(came.ifname, came.ifname),
+                                "to": segments.get(leaving.ifname, leaving.ifname)}
+    return hop
+
+
+def _in(ip: str, cidr: str) -> bool:
+    return ipaddress.ip_address(ip) in ipaddress.ip_network(cidr, strict=False)
 
 
 def _member_ip(cluster: fabric.Cluster, netns: str) -> str | None:
@@ -641,6 +755,11 @@ def run(cluster: fabric.Cluster, store: Store, src: str, dst: str, port: int | N
         follow.learn(f.packet)
     captures = sorted((Capture(ts, netns, ifname, outgoing, f, data) for ts, netns, ifname, outgoing, f, data in parsed
                        if follow.direction(f.packet)), key=lambda c: c.time_ns)
+    for c in captures:
+        if c.ifname.startswith("cali") and c.netns in where.node_netns and (c.netns, c.ifname) not in where.proxy_arp:
+            with contextlib.suppress(OSError, kernel.KernelError):
+                value = kernel.sysctl(f"net.ipv4.conf.{c.ifname}.proxy_arp", netns=kernel.netns_path(c.netns))
+                where.proxy_arp[(c.netns, c.ifname)] = value.strip() == "1"
     fwd = [c for c in captures if follow.direction(c.frame.packet) == "fwd"]
     rev_all = [c for c in captures if follow.direction(c.frame.packet) == "rev"]
     # The first answer only (a source that never opened a socket answers a SYN-ACK with a RST).
@@ -670,14 +789,17 @@ def run(cluster: fabric.Cluster, store: Store, src: str, dst: str, port: int | N
                             f"(reply {entry['reply']}) {entry['state']}".rstrip(), node, detail={"conntrack": entry}))
         leaving = next((c for c in fwd if c.netns == netns and c.outgoing), None)
         if leaving is not None and netns != source.netns:
-            hops.append(Hop("route", netns, label, f"route {route_of(netns, leaving.frame.packet.dst)}", node))
+            hops.append(route_hop(netns, where, leaving.frame.packet.dst))
         if hops:
             extra[netns] = hops
     routed = _underlay_route(cluster, fwd)
     if routed is not None:
         extra[cluster.underlay_netns] = [routed]
     fwd_events = [(netns, e) for netns, evs in by_dir["fwd"].items() for e in evs]
-    verdict = verdict_of(flow, fwd, rev, fwd_events, where, source.netns, cluster, store)
+    stopped = None
+    if fwd and not fwd[-1].outgoing and (fwd[-1].netns in where.node_netns or fwd[-1].netns == cluster.underlay_netns):
+        stopped = table_route(fwd[-1].netns, fwd[-1].frame.packet.dst, where)
+    verdict = verdict_of(flow, fwd, rev, fwd_events, where, source.netns, cluster, store, stopped)
     return Result(src, dst, proto.upper(), target.port, flow, build_hops(fwd, by_dir["fwd"], where, extra),
                   build_hops(rev, by_dir["rev"], where, {}), verdict, fwd + rev, time.monotonic() - started)
 
@@ -686,14 +808,18 @@ def run(cluster: fabric.Cluster, store: Store, src: str, dst: str, port: int | N
 def _hop_lines(hops: list[Hop]) -> list[str]:
     lines, n = [], 0
     width = max((len(h.where) for h in hops), default=10)
+    iwidth = max([12, *(len(h.interface or "") for h in hops)])
     for h in hops:
         if h.kind == "capture":
             n += 1
-            lines.append(f"{n:3}. {h.where:<{width}}  {h.interface or '':<12} {h.direction or '':<3}  {h.summary}")
+            place = f"{h.where:<{width}}  {h.interface or '':<{iwidth}} {h.direction or '':<3}"
+            lines.append(f"{n:3}. {place}  {h.summary}")
             if h.note:
-                lines.append(f"     {'':<{width}}  {'':<12}      ^ {h.note}")
+                lines.append(f"     {'':<{width}}  {'':<{iwidth}}      ^ {h.note}")
         else:
             lines.append(f"     {'':<{width}}    {h.kind:<9} {h.summary}")
+            if h.note:
+                lines.append(f"     {'':<{width}}    {'':<9}   ^ {h.note}")
     return lines
 
 
