@@ -137,8 +137,9 @@ def matching(ns: kernel.Namespace, mode: Mode) -> set[str]:
             and (index is None or r["oif"] == index) and (mode.proto is None or r["proto"] == mode.proto)}
 
 
-def watch(peers: list[Peer], mode: Mode, t0: float, done: threading.Event, deadline: float) -> None:
-    while not done.is_set() and time.monotonic() < deadline:
+def watch(peers: list[Peer], mode: Mode, t0: float, returned: threading.Event, stop: threading.Event,
+          deadline: float) -> None:
+    while not stop.is_set() and time.monotonic() < deadline:
         now_all = True
         for p in peers:
             have = matching(p.ns, mode)
@@ -149,30 +150,93 @@ def watch(peers: list[Peer], mode: Mode, t0: float, done: threading.Event, deadl
                     p.seen_at, p.new = time.monotonic() - t0, fresh
                 else:
                     now_all = False
-        if now_all:
-            # Keep watching for losses until `node add` returns (the agent restart is still on).
-            if done.wait(POLL_S):
-                return
-            continue
+        if now_all and returned.is_set():
+            return  # until `node add` returns, for losses: its agent restart may still be under way
         time.sleep(POLL_S)
 
 
-def new_node_blocks(cluster: str, mode: Mode, node: str) -> set[str]:
-    """The new node's blocks from the store: its BlockAffinities (Calico), its lease (flannel:
-    the Node's spec.podCIDR)."""
-    if mode.key == "fvx":
-        n = json.loads(netsim("get", "node", node, "-o", "json", "-c", cluster).stdout)
-        return {n["spec"]["podCIDR"]}
+def blocks(cluster: str, mode: Mode, store=None) -> dict[str, set[str]]:
+    """Each node's blocks from the store: its BlockAffinities (Calico), its lease (flannel: the
+    Node's spec.podCIDR)."""
     from netsim.api.store import open_store
     from netsim.fabric import load_cluster
     from netsim.model import k8s
 
+    own = store is None
+    if own:
+        store = open_store(load_cluster(cluster).store_url)
+    out: dict[str, set[str]] = {}
+    try:
+        if mode.key == "fvx":
+            for n in store.list(k8s.prefix("Node"))[0]:
+                if n.get("spec", {}).get("podCIDR"):
+                    out.setdefault(n["metadata"]["name"], set()).add(n["spec"]["podCIDR"])
+        else:
+            for a in store.list(k8s.prefix("BlockAffinity"))[0]:
+                out.setdefault(a["spec"]["node"], set()).add(a["spec"]["cidr"])
+    finally:
+        if own:
+            store.close()
+    return out
+
+
+def milestones(cluster: str, mode: Mode, new: str, peers: list[str], t0: float, marks: dict[str, float],
+               done: threading.Event, deadline: float) -> None:
+    """When the new node's block is in the store, and (BGP) when every peer's BIRD has its
+    session to the new node Established; polled every 100 ms (coarser than the routes: these
+    only say where the time goes)."""
+    from netsim.api.store import NotFound, open_store
+    from netsim.fabric import load_cluster
+    from netsim.model import k8s
+    from netsim.node.calico import bird
+
     store = open_store(load_cluster(cluster).store_url)
     try:
-        return {a["spec"]["cidr"] for a in store.list(k8s.prefix("BlockAffinity"))[0]
-                if a["spec"].get("node") == node}
+        new_ip = None
+        while not done.is_set() and time.monotonic() < deadline:
+            if "block" not in marks and blocks(cluster, mode, store).get(new):
+                marks["block"] = time.monotonic() - t0
+            if mode.key == "bgp" and "sessions" not in marks:
+                if new_ip is None:
+                    try:
+                        node = store.get(k8s.key("Node", None, new))
+                        new_ip = next((a["address"] for a in node.get("status", {}).get("addresses", [])
+                                       if a["type"] == "InternalIP"), None)
+                    except NotFound:
+                        pass
+                if new_ip is not None and all(established(bird.bird_dir(cluster) / f"{p}.ctl", new_ip)
+                                              for p in peers):
+                    marks["sessions"] = time.monotonic() - t0
+            if "block" in marks and (mode.key != "bgp" or "sessions" in marks):
+                return
+            done.wait(0.1)
     finally:
         store.close()
+
+
+def established(ctl: Path, peer_ip: str) -> bool:
+    from netsim.node.calico import bird
+
+    try:
+        return any(r["peerAddress"] == peer_ip and r["info"].startswith("Established") for r in bird.protocols(ctl))
+    except (OSError, bird.BirdError):
+        return False
+
+
+def settle(cluster: str, mode: Mode, peers: list[Peer], timeout: float = 60) -> None:
+    """Until every node routes to every other node's blocks, so the baseline is the steady state
+    (BIRD spreads the blocks of the DaemonSet's pods a little after the pods run)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        owned = blocks(cluster, mode)
+        short = {p.node: sorted(set().union(*(b for n, b in owned.items() if n != p.node)) - matching(p.ns, mode))
+                 for p in peers}
+        short = {k: v for k, v in short.items() if v}
+        if not short:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{cluster}: routes to other nodes' blocks missing after {timeout:.0f} s: {short}")
+        time.sleep(0.1)
 
 
 @dataclass
@@ -184,6 +248,8 @@ class Join:
     underlay: float | None
     control_plane: float | None
     returned: float
+    block: float | None
+    sessions: float | None
     lost: int
     peers: int
 
@@ -191,16 +257,22 @@ class Join:
 def join(cluster: str, mode: Mode, n: int, timeout: float = 120) -> Join:
     new = f"worker{n}"
     peers = []
+    watcher = marker = None
     try:
         for node in ["control-plane"] + [f"worker{i}" for i in range(1, n)]:
             ns = kernel.Namespace.open(names.netns_name(cluster, node))
             peers.append(Peer(node, ns))
-            peers[-1].baseline = matching(ns, mode)
+        settle(cluster, mode, peers)
+        for p in peers:
+            p.baseline = matching(p.ns, mode)
         marks: dict[str, float] = {}
-        done = threading.Event()
+        done, returned_evt = threading.Event(), threading.Event()
         t0 = time.monotonic()
-        watcher = threading.Thread(target=watch, args=(peers, mode, t0, done, t0 + timeout), daemon=True)
+        watcher = threading.Thread(target=watch, args=(peers, mode, t0, returned_evt, done, t0 + timeout), daemon=True)
         watcher.start()
+        marker = threading.Thread(target=milestones, daemon=True,
+                                  args=(cluster, mode, new, [p.node for p in peers], t0, marks, done, t0 + timeout))
+        marker.start()
         proc = subprocess.Popen([sys.executable, "-m", "netsim", "node", "add", new, "-c", cluster,
                                  "--timeout", str(timeout)], cwd=ROOT, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
@@ -213,23 +285,29 @@ def join(cluster: str, mode: Mode, n: int, timeout: float = 120) -> Join:
                 marks.setdefault("control_plane", time.monotonic() - t0)
         rc = proc.wait(timeout=timeout)
         returned = time.monotonic() - t0
+        returned_evt.set()
         if rc != 0:
             raise RuntimeError(f"netsim node add {new} exited {rc}: {''.join(stderr)[-2000:]}")
         watcher.join(timeout=max(1.0, t0 + timeout - time.monotonic()))
+        marker.join(timeout=max(1.0, t0 + timeout - time.monotonic()))
         done.set()
-        watcher.join(timeout=5)
+        marker.join(timeout=5)
         missing = [p.node for p in peers if p.seen_at is None]
         if missing:
             raise RuntimeError(f"{mode.label}, {n} nodes: no route to {new}'s block on {', '.join(missing)} "
                                f"after {timeout:.0f} s")
-        blocks = new_node_blocks(cluster, mode, new)
-        wrong = [f"{p.node}: {sorted(p.new)}" for p in peers if not p.new & blocks]
+        theirs = blocks(cluster, mode).get(new, set())
+        wrong = [f"{p.node}: {sorted(p.new)}" for p in peers if not p.new & theirs]
         if wrong:
-            raise RuntimeError(f"{mode.label}: the new routes are not {new}'s blocks {sorted(blocks)}: {wrong}")
+            raise RuntimeError(f"{mode.label}: the new routes are not {new}'s blocks {sorted(theirs)}: {wrong}")
         seen = [p.seen_at for p in peers]
         return Join(mode, n, max(seen), min(seen), marks.get("underlay"), marks.get("control_plane"), returned,
-                    max(p.lost_max for p in peers), len(peers))
+                    marks.get("block"), marks.get("sessions"), max(p.lost_max for p in peers), len(peers))
     finally:
+        if watcher is not None:
+            done.set()  # a failed step: stop the pollers before their namespaces close
+            watcher.join(timeout=5)
+            marker.join(timeout=5)
         for p in peers:
             p.ns.close()
 
@@ -281,6 +359,9 @@ def main() -> None:
     joins: list[Join] = []
     rates: dict[str, dict[str, tuple[float, int]]] = {}
     started = time.monotonic()
+
+    def step(msg: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f} s] {msg}", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="netsim-calico-bench-") as tmp_dir:
         tmp = Path(tmp_dir)
         os.environ["NETSIM_STATE_DIR"] = str(tmp / "state")
@@ -294,15 +375,19 @@ def main() -> None:
                 (tmp / "s.yaml").write_text(scenario(mode, n))
                 (tmp / "ds.yaml").write_text(DAEMONSET)
                 try:
+                    step(f"{cluster}: up, {n} nodes, {mode.label}")
                     netsim("up", str(tmp / "s.yaml"), "--name", cluster)
                     netsim("apply", "-f", str(tmp / "ds.yaml"), "-c", cluster)
                     wait_running(cluster, n - 1)  # the control plane's taint keeps the DaemonSet off it
                     if mode is not IPIP:
+                        step(f"{cluster}: node add")
                         joins.append(join(cluster, mode, n))
                         wait_running(cluster, n)
                     if n == min(sizes):
+                        step(f"{cluster}: iperf3")
                         rates[mode.label] = throughput(cluster, tmp, args.seconds, n if mode is not IPIP else n - 1)
                 finally:
+                    step(f"{cluster}: down")
                     netsim("down", cluster, check=False)
     report(joins, rates, args.seconds, ipip, time.monotonic() - started)
 
@@ -311,14 +396,15 @@ def report(joins: list[Join], rates: dict, seconds: int, ipip: bool, took: float
     print("join -> routes: `netsim node add` started -> every existing node's kernel has a route to the new "
           f"node's block (polled every {POLL_S * 1000:.0f} ms; s)")
     print(f"{'mode':<30} {'nodes':>5} {'last peer':>9} {'first peer':>10} {'underlay':>8} {'ctl plane':>9} "
-          f"{'add returned':>12} {'routes lost':>11}")
+          f"{'block':>6} {'BGP up':>6} {'add returned':>12} {'routes lost':>11}")
+    fmt = lambda v: f"{v:.2f}" if v is not None else "-"  # noqa: E731
     for j in joins:
-        fmt = lambda v: f"{v:.2f}" if v is not None else "-"  # noqa: E731
         print(f"{j.mode.label:<30} {j.n:>2}+1 {j.last_peer:>9.2f} {j.first_peer:>10.2f} {fmt(j.underlay):>8} "
-              f"{fmt(j.control_plane):>9} {j.returned:>12.2f} {j.lost:>11d}")
+              f"{fmt(j.control_plane):>9} {fmt(j.block):>6} {fmt(j.sessions):>6} {j.returned:>12.2f} {j.lost:>11d}")
     print("  underlay: the new namespace is on the underlay; ctl plane: the restarted agent has every node "
-          "registered;\n  routes lost: most of a peer's routes of the mode's kind missing at one poll while "
-          "the agent restarted")
+          "registered;\n  block: the new node's block (affinity or lease) is in the store; BGP up: every peer's "
+          "session to it Established\n  (both polled every 100 ms); routes lost: most of a peer's routes of the "
+          "mode's kind missing at one poll")
     if rates:
         print(f"\npod -> pod TCP, iperf3 {seconds} s each, 3-node clusters (ratio: to the same cluster's "
               "same-node pair)")
