@@ -182,18 +182,26 @@ def blocks(cluster: str, mode: Mode, store=None) -> dict[str, set[str]]:
 
 def milestones(cluster: str, mode: Mode, new: str, peers: list[str], t0: float, marks: dict[str, float],
                done: threading.Event, deadline: float) -> None:
-    """When the new node's block is in the store, and (BGP) when every peer's BIRD has its
-    session to the new node Established; polled every 100 ms (coarser than the routes: these
-    only say where the time goes)."""
+    """When the node agent that ran before `node add` has exited and its successor started, when
+    the new node's block is in the store, and (BGP) when every peer's BIRD has its session to the
+    new node Established; polled every 100 ms (coarser than the routes: these only say where
+    the time goes)."""
     from netsim.api.store import NotFound, open_store
-    from netsim.fabric import load_cluster
+    from netsim.fabric import daemon, load_cluster
     from netsim.model import k8s
     from netsim.node.calico import bird
 
     store = open_store(load_cluster(cluster).store_url)
+    before = set(daemon.agent_pids(cluster))
     try:
         new_ip = None
         while not done.is_set() and time.monotonic() < deadline:
+            if "agent_started" not in marks:
+                pids = set(daemon.agent_pids(cluster))
+                if "agent_stopped" not in marks and not pids & before:
+                    marks["agent_stopped"] = time.monotonic() - t0
+                if pids - before:
+                    marks["agent_started"] = time.monotonic() - t0
             if "block" not in marks and blocks(cluster, mode, store).get(new):
                 marks["block"] = time.monotonic() - t0
             if mode.key == "bgp" and "sessions" not in marks:
@@ -207,7 +215,7 @@ def milestones(cluster: str, mode: Mode, new: str, peers: list[str], t0: float, 
                 if new_ip is not None and all(established(bird.bird_dir(cluster) / f"{p}.ctl", new_ip)
                                               for p in peers):
                     marks["sessions"] = time.monotonic() - t0
-            if "block" in marks and (mode.key != "bgp" or "sessions" in marks):
+            if "block" in marks and "agent_started" in marks and (mode.key != "bgp" or "sessions" in marks):
                 return
             done.wait(0.1)
     finally:
@@ -250,6 +258,8 @@ class Join:
     returned: float
     block: float | None
     sessions: float | None
+    agent_stopped: float | None
+    agent_started: float | None
     lost: int
     peers: int
 
@@ -302,7 +312,8 @@ def join(cluster: str, mode: Mode, n: int, timeout: float = 120) -> Join:
             raise RuntimeError(f"{mode.label}: the new routes are not {new}'s blocks {sorted(theirs)}: {wrong}")
         seen = [p.seen_at for p in peers]
         return Join(mode, n, max(seen), min(seen), marks.get("underlay"), marks.get("control_plane"), returned,
-                    marks.get("block"), marks.get("sessions"), max(p.lost_max for p in peers), len(peers))
+                    marks.get("block"), marks.get("sessions"), marks.get("agent_stopped"),
+                    marks.get("agent_started"), max(p.lost_max for p in peers), len(peers))
     finally:
         if watcher is not None:
             done.set()  # a failed step: stop the pollers before their namespaces close
@@ -395,16 +406,20 @@ def main() -> None:
 def report(joins: list[Join], rates: dict, seconds: int, ipip: bool, took: float) -> None:
     print("join -> routes: `netsim node add` started -> every existing node's kernel has a route to the new "
           f"node's block (polled every {POLL_S * 1000:.0f} ms; s)")
-    print(f"{'mode':<30} {'nodes':>5} {'last peer':>9} {'first peer':>10} {'underlay':>8} {'ctl plane':>9} "
-          f"{'block':>6} {'BGP up':>6} {'add returned':>12} {'routes lost':>11}")
+    print(f"{'mode':<28} {'nodes':>5} {'all peers':>9} {'first':>6} | {'underlay':>8} {'old agent':>9} "
+          f"{'new agent':>9} {'block':>6} {'BGP up':>6} {'registered':>10} {'add done':>8} | {'lost':>4}")
     fmt = lambda v: f"{v:.2f}" if v is not None else "-"  # noqa: E731
     for j in joins:
-        print(f"{j.mode.label:<30} {j.n:>2}+1 {j.last_peer:>9.2f} {j.first_peer:>10.2f} {fmt(j.underlay):>8} "
-              f"{fmt(j.control_plane):>9} {fmt(j.block):>6} {fmt(j.sessions):>6} {j.returned:>12.2f} {j.lost:>11d}")
-    print("  underlay: the new namespace is on the underlay; ctl plane: the restarted agent has every node "
-          "registered;\n  block: the new node's block (affinity or lease) is in the store; BGP up: every peer's "
-          "session to it Established\n  (both polled every 100 ms); routes lost: most of a peer's routes of the "
-          "mode's kind missing at one poll")
+        print(f"{j.mode.label:<28} {j.n:>2}+1 {j.last_peer:>9.2f} {j.first_peer:>6.2f} | {fmt(j.underlay):>8} "
+              f"{fmt(j.agent_stopped):>9} {fmt(j.agent_started):>9} {fmt(j.block):>6} {fmt(j.sessions):>6} "
+              f"{fmt(j.control_plane):>10} {j.returned:>8.2f} | {j.lost:>4d}")
+    print("  all peers / first: the last and the first existing node with the route.  Where the time goes, in s "
+          "from the start:\n  underlay: the new namespace is on the underlay; old agent: the node agent that ran "
+          "every node has exited\n  (`node add` restarts it: the node set changed); new agent: its successor's "
+          "process exists; block: the new\n  node's block (Calico affinity, flannel lease) is in the store; "
+          "BGP up: every peer's session to it Established;\n  registered: `node add` saw every node registered; "
+          "add done: it returned (milestones polled every 100 ms).\n  lost: most of one peer's existing routes of "
+          "the mode's kind missing at one poll during all that")
     if rates:
         print(f"\npod -> pod TCP, iperf3 {seconds} s each, 3-node clusters (ratio: to the same cluster's "
               "same-node pair)")
