@@ -24,6 +24,7 @@ bench: install
 	.venv/bin/python bench/api.py
 	.venv/bin/python bench/cni_latency.py
 	.venv/bin/python bench/dataplane.py
+	.venv/bin/python bench/calico.py
 	.venv/bin/python bench/proxy_sync.py
 	.venv/bin/python bench/proxy_sync_nft.py
 	.venv/bin/python bench/proxy_sync_ipvs.py
