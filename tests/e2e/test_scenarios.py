@@ -6,7 +6,8 @@ tests/unit/test_check_expectations.py.
 A scenario whose kube-proxy mode needs IPVS runs inside the qemu guest (netsim.kernel.guest) when
 this kernel has no ip_vs, as tests/kernel/test_proxy_ipvs.py does.  A scenario whose other
 requirements this machine does not meet (netsim.fabric.requirements: Calico's IPIP tunnel, BIRD)
-is skipped with `up`'s own reason: calico-ipip.yaml runs where the kernel has ipip (a VM)."""
+is skipped with `up`'s own reason; the IPIP ones then run in one guest boot whose kernel has ipip
+(test_ipip_scenarios_in_a_guest)."""
 
 from __future__ import annotations
 
@@ -81,6 +82,8 @@ def test_scenario_up_check_down(path, tmp_path, state_dir):
         return
     name = unique_name("scn")
     unmet = requirements.unmet(scn, name)
+    if unmet and _ipip_only(scn, unmet):
+        pytest.skip(f"{path.name}: {unmet[0]}; test_ipip_scenarios_in_a_guest runs it in a guest whose kernel has ipip")
     if unmet:
         pytest.skip(f"{path.name} needs what this machine lacks: {'; '.join(unmet)}")
     try:
@@ -112,3 +115,32 @@ def _in_a_guest(path: Path, why_not_here: str) -> None:
         raise CheckMismatch("in the guest:\n" + "\n".join(line for line in output.splitlines()
                                                          if "MISMATCH" in line or "as expected" in line))
     assert rc == 0 and "1 passed" in summary and "skipped" not in summary, output[-4000:]
+
+
+def _ipip_only(scn, unmet: list[str]) -> bool:
+    return len(unmet) == 1 and unmet[0].startswith("networking.calico.ipipMode")
+
+
+IPIP_SCENARIOS = [p for p in SCENARIOS if (n := load_scenario(p).networking).cni == "calico"
+                  and n.calico.ipipMode != "Never"]
+
+
+def test_ipip_scenarios_in_a_guest():
+    """The IPIP scenarios (4 nodes over two segments: tunl0, IP protocol 4 across segments and, for
+    CrossSubnet, bare packets within one) where this kernel has no ipip: all of them in one guest
+    boot, each through up, check and down as above."""
+    if not IPIP_SCENARIOS:
+        pytest.skip("no IPIP scenario in scenarios/")
+    if requirements.link_kind_supported(unique_name("ipip"), "ipip"):
+        pytest.skip("this kernel has ipip: test_scenario_up_check_down ran the IPIP scenarios here")
+    why = guest.unavailable()
+    if why:
+        pytest.skip(f"this kernel has no ipip, and no guest to run the IPIP scenarios in: {why}")
+    ids = [f"tests/e2e/test_scenarios.py::test_scenario_up_check_down[{p.stem}]" for p in IPIP_SCENARIOS]
+    rc, output = guest.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", *ids],
+                           cwd=str(REPO), timeout=900)
+    summary = output.strip().splitlines()[-1] if output.strip() else ""
+    if rc != 0 and "CheckMismatch" in output:
+        raise CheckMismatch("in the guest:\n" + "\n".join(line for line in output.splitlines()
+                                                           if "MISMATCH" in line or "as expected" in line))
+    assert rc == 0 and f"{len(ids)} passed" in summary and "skipped" not in summary, output[-4000:]
