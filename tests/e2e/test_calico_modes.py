@@ -37,7 +37,7 @@ import pytest
 from netsim import kernel
 from netsim.fabric import daemon, requirements
 from netsim.kernel.ping import ping
-from netsim.model import names
+from netsim.model import calico, names
 from netsim.node import podnet
 from netsim.node.calico import bird
 from netsim.observe import probe
@@ -435,15 +435,16 @@ def test_a_full_block_gives_the_node_a_second_block(cluster):
                                                                    for p in extra) and ps, 20, 0.5)
     assert pods, cluster("get", "pods", "-o", "wide").stdout
 
-    ipam = {b["spec"]["cidr"]: b["spec"] for b in cluster.kubectl("get", "ipamblocks.crd.projectcalico.org")["items"]
-            if b["spec"]["affinity"] == f"host:{node}"}
+    objects = cluster.kubectl("get", "ipamblocks.crd.projectcalico.org")["items"]
+    ipam = {b["spec"]["cidr"]: b["spec"] for b in objects if b["spec"]["affinity"] == f"host:{node}"}
     assert len(ipam) == 2 and first["spec"]["cidr"] in ipam, sorted(ipam)
     full = ipam[first["spec"]["cidr"]]
     assert full["unallocated"] == [] and None not in full["allocations"], full
     [second] = [cidr for cidr in ipam if cidr != first["spec"]["cidr"]]
     assert len(ipam[second]["unallocated"]) == 2 ** (32 - BLOCK_SIZE) - 1, ipam[second]
     affinities = {a["metadata"]["name"]: a["spec"] for a in cluster.kubectl("get", "blockaffinities")["items"]}
-    spec = affinities.get(f"{node}-{second.replace('.', '-').replace('/', '-')}", {})
+    assert calico.block_name(second) in {b["metadata"]["name"] for b in objects}  # upstream's names
+    spec = affinities.get(calico.affinity_name(node, second), {})
     assert {k: spec.get(k) for k in ("cidr", "node", "state")} == {"cidr": second, "node": node,
                                                                    "state": "confirmed"}, affinities
     # The pod in it: the owner blackholes the block, its neighbour routes to it, packets keep addresses.
@@ -452,7 +453,6 @@ def test_a_full_block_gives_the_node_a_second_block(cluster):
     assert f"blackhole {second} proto {proto}" in cluster_routes(cluster, node)
     want = expected_routes(cluster, "worker2", {second: node}, cluster.annotations())
     assert until(lambda: want <= cluster_routes(cluster, "worker2"), 10), (want, cluster_routes(cluster, "worker2"))
-    cluster._pods = pods
     rc, got = probe_json(cluster, newcomer, "p-w2")
     assert rc == 0 and got["clientIP"] == pods[newcomer]["status"]["podIP"], got
 
