@@ -343,7 +343,9 @@ def test_pod_to_pod_across_nodes_and_segments_keeps_pod_addresses(cluster):
     if cluster.vxlan == "Never":
         # No encapsulation, and the router between the segments knows no pod route: lost.
         rc, got = probe_json(cluster, *across[0], timeout=1.0)
-        assert rc == 1 and (got["result"], got["reason"], got.get("verdict")) == ("deny", "timeout", "LOST"), got
+        assert rc == 1 and (got["result"], got["reason"], got.get("verdict")) == ("deny", "timeout", "DROPPED"), got
+        # netsim's trace names the hop: the underlay's router, which has no route to the pod.
+        assert got["droppedBy"] == f"route: the underlay's router has no route to {cluster.pod_ip(across[0][1])}", got
         got = probe.connect(cluster.pod_netns(across[1][0]), cluster.pod_ip(across[1][1]), PORT, timeout=1.0)
         assert (got["result"], got["reason"]) == ("deny", "timeout"), got
 
