@@ -43,6 +43,7 @@ from netsim.node.calico import bird
 from netsim.observe import probe
 from tests.conftest import run_netsim, unique_name
 from tests.kernel.test_overlay import received_from
+from tests.tcpdump import tcpdump as capture
 
 # mode -> (ipipMode, vxlanMode)
 MODES = {"vxlan-always": ("Never", "Always"), "vxlan-crosssubnet": ("Never", "CrossSubnet"),
@@ -352,31 +353,16 @@ def test_pod_to_pod_across_nodes_and_segments_keeps_pod_addresses(cluster):
 
 @contextlib.contextmanager
 def tcpdump(netns: str, *expr: str):
-    """`tcpdump -nn -v -i any` in ``netns`` while the body runs; yields a list that holds its
-    packets (each the text of one capture: outer header, and inner lines for VXLAN) afterwards."""
-    proc = subprocess.Popen(["ip", "netns", "exec", netns, "tcpdump", "-nn", "-v", "-l", "-i", "any", *expr],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """tests.tcpdump on every interface of ``netns``; yields a list that holds its packets (each
+    the text of one capture: outer header, and inner lines for VXLAN) afterwards."""
     packets: list[str] = []
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:  # it drops nothing once it says it listens
-            line = proc.stderr.readline()
-            if not line or "listening on" in line:
-                break
+    with capture(netns, "any", *expr) as lines:
         yield packets
-        time.sleep(0.3)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, _ = proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
-        for line in out.splitlines():
-            if re.match(r"\d\d:\d\d:\d\d\.\d+ ", line):
-                packets.append(line)
-            elif packets:
-                packets[-1] += "\n" + line
+    for line in lines:
+        if re.match(r"\d\d:\d\d:\d\d\.\d+ ", line):
+            packets.append(line)
+        elif packets:
+            packets[-1] += "\n" + line
 
 
 def carried(packets: list[str], src_ip: str, dst_ip: str) -> set[str]:

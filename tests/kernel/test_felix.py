@@ -9,14 +9,12 @@ is checked instead."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from netsim.model import calico, k8s, names
 from netsim.node.calico import felix
 from netsim.node.calico.ipamstore import StoreBlockStore
 from tests.kernel.test_overlay import reaches, received_from
+from tests.tcpdump import tcpdump
 from tests.unit.fakes import MemoryStore
 from tests.unit.test_felix_plan import StubIPAM
 
@@ -149,27 +148,6 @@ def wire_pod(c, node: str, ip: str, mtu: int) -> str:
             b.replace_route("169.254.1.1/32", oif=eth0)
             b.replace_route("default", gateway="169.254.1.1", oif=eth0)
     return pod_name
-
-
-@contextlib.contextmanager
-def tcpdump(netns: str, ifname: str, *expr: str):
-    """tcpdump -nn on ``ifname`` in ``netns`` while the body runs; yields a list that holds its
-    output lines once the body is done."""
-    proc = subprocess.Popen(["ip", "netns", "exec", netns, "tcpdump", "-nn", "-l", "-v", "-i", ifname, *expr],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:  # it drops nothing once it says it listens
-            line = proc.stderr.readline()
-            if not line or "listening on" in line:
-                break
-        yield lines
-        time.sleep(0.3)
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=10)
-        lines += out.splitlines()
 
 
 def proto80(lab, name) -> list[str]:
