@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import ipaddress
 import logging
-import os
 import signal
 import threading
 import time
@@ -29,7 +28,7 @@ from netsim.model.state import Member
 from netsim.node import dns, flanneld, podlog, policy
 from netsim.node.ingress import kinds
 from netsim.node.ingress.controller import Proxies, listen_ports
-from netsim.node.podnet import NodePods, port_mappings, server_socket
+from netsim.node.podnet import NodePods, port_mappings, server_socket, write_file
 from netsim.node.responder import Identity, Responders
 from proxy import kubeproxy
 
@@ -108,16 +107,6 @@ def _set_pod_cidr(store: Store, node_name: str, cidr: str) -> None:
         except Conflict:
             continue
     raise RuntimeError(f"could not set spec.podCIDR of node {node_name}")
-
-
-def write_private(path: Path, text: str) -> None:
-    """Atomically, readable by root only (it holds a client key)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _is_job_pod(pod: dict) -> bool:
@@ -276,7 +265,8 @@ class Agent:
             return path.exists()
         text = base64.b64decode((secret.get("data") or {}).get("kubeconfig", "")).decode()
         if self._kubeconfig_written != text:
-            write_private(path, text)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_file(path, text, 0o600)  # root's only: it holds a client key
             self._kubeconfig_written = text
         return True
 

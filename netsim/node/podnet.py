@@ -150,10 +150,11 @@ class NodePods:
         install-cni container does)."""
         self.pod_cidr = ipaddress.IPv4Network(pod_cidr)
         gateway = self.pod_cidr.network_address + 1
-        _write(self.subnet_env, f"FLANNEL_NETWORK={cluster_cidr}\nFLANNEL_SUBNET={gateway}/{self.pod_cidr.prefixlen}\n"
-                                f"FLANNEL_MTU={self.mtu}\nFLANNEL_IPMASQ=true\n")
+        write_file(self.subnet_env,
+                   f"FLANNEL_NETWORK={cluster_cidr}\nFLANNEL_SUBNET={gateway}/{self.pod_cidr.prefixlen}\n"
+                   f"FLANNEL_MTU={self.mtu}\nFLANNEL_IPMASQ=true\n")
         raw = json.dumps(self.conflist(), indent=2).encode()
-        _write(self.conf_dir / CONFLIST, raw.decode())
+        write_file(self.conf_dir / CONFLIST, raw.decode())
         self.netlist = runtime.parse_conflist(raw, str(self.conf_dir / CONFLIST))
 
     def ensure_calico_network(self, kubeconfig: str) -> None:
@@ -161,7 +162,7 @@ class NodePods:
         from calico-ipam and no bridge, so the node needs no pod range of its own."""
         self.cni = "calico"
         raw = json.dumps(self.conflist(kubeconfig), indent=2).encode()
-        _write(self.conf_dir / CALICO_CONFLIST, raw.decode())
+        write_file(self.conf_dir / CALICO_CONFLIST, raw.decode())
         with contextlib.suppress(FileNotFoundError):
             (self.conf_dir / CONFLIST).unlink()
         self.netlist = runtime.parse_conflist(raw, str(self.conf_dir / CALICO_CONFLIST))
@@ -305,11 +306,12 @@ def other_runtimes_attachments(network: str, cache_dir: str = LIBCNI_CACHE) -> l
     return found
 
 
-def _write(path: Path, text: str) -> None:
+def write_file(path: Path, text: str, mode: int = 0o644) -> None:
+    """Atomically (a reader sees the old file or the new one), with ``mode`` whatever the umask."""
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.replace(tmp, path)
     with contextlib.suppress(OSError):
-        os.chmod(path, 0o644)
+        os.chmod(path, mode)

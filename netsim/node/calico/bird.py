@@ -40,6 +40,7 @@ from netsim.node.calico.birdcfg import (  # noqa: F401 (the contract's names liv
     NodeNotReady,
     render,
 )
+from netsim.node.podnet import write_file
 
 log = logging.getLogger("netsim.node.calico.bird")
 
@@ -154,14 +155,6 @@ def check_config(path: str | Path) -> str | None:
     return (res.stderr.strip() or res.stdout.strip() or f"bird -p exited {res.returncode}").splitlines()[-1]
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 @dataclass
 class Bird:
     """One node's BIRD: its files, and the config the running daemon was last given."""
@@ -209,7 +202,7 @@ class Bird:
         if on_disk != text:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             candidate = self.path("cfg.new")
-            _write(candidate, text)
+            write_file(candidate, text, 0o600)
             problem = check_config(candidate)
             if problem:
                 candidate.unlink(missing_ok=True)
