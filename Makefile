@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 ifneq ($(shell id -u),0)
-demo test bench install:
+demo test test-vagrant bench install:
 	exec sudo $(MAKE) $@
 else
 install:
@@ -16,6 +16,12 @@ demo: install
 test: install
 	.venv/bin/ruff check .
 	.venv/bin/pytest
+
+# Boots vagrant/'s VM for real (libvirt; software emulation where there is no KVM): the box,
+# boot, provision, a cluster up, checked, traced and down in the VM, destroy, host unchanged.
+test-vagrant:
+	scripts/install-deps.sh --vm
+	.venv/bin/pytest -s -m vm tests/vm
 
 bench: install
 	.venv/bin/python bench/cli_start.py
@@ -38,6 +44,7 @@ endif
 help:
 	@echo "make demo   install, bring up scenarios/basic.yaml, show it working, tear it down"
 	@echo "make test   install, run the test suite"
+	@echo "make test-vagrant  install, boot vagrant/'s VM, run a cluster in it, destroy it (slow)"
 	@echo "make bench  install, run the benchmarks"
 
-.PHONY: help install demo test bench
+.PHONY: help install demo test test-vagrant bench

@@ -18,6 +18,16 @@ cd "$(dirname "$0")/.."
 apt_packages=(iproute2 iptables nftables ipset conntrack tcpdump iperf3 iputils-ping procps python3 python3-venv make
               etcd-server containernetworking-plugins podman runc busybox-static gcc libc6-dev
               ipvsadm kmod qemu-system-x86 dnsutils graphviz vagrant shellcheck debootstrap nginx bird)
+# --vm: also what `make test-vagrant` needs to boot vagrant/'s VMs here (tests/vm/test_vagrant_vm.py):
+# the vagrant-libvirt plugin, libvirt's daemons and dnsmasq, qemu-img, and what
+# scripts/build-vagrant-box.sh makes a bootable disk with (sfdisk, extlinux and its MBR).
+vm_packages=(vagrant-libvirt libvirt-daemon-system dnsmasq-base qemu-utils fdisk extlinux syslinux-common)
+case ${1:-} in
+  --print-apt-packages) printf '%s\n' "${apt_packages[@]}"; exit 0 ;;
+  --vm) apt_packages+=("${vm_packages[@]}") ;;
+  "") ;;
+  *) echo "usage: $0 [--vm | --print-apt-packages]" >&2; exit 2 ;;
+esac
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -49,6 +59,20 @@ if ((${#missing[@]})); then
       "/etc/init.d/$service" stop >/dev/null 2>&1 || true
     fi
   done
+  # libvirt's daemons (and, through them, its `default` network's bridge, dnsmasq and firewall
+  # rules) run only while the VM test runs: it starts them and stops them (tests/vm/libvirt.py).
+  if [[ " ${missing[*]} " == *" libvirt-daemon-system "* ]]; then
+    units=(libvirtd.service libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket libvirt-guests.service
+           virtlogd.service virtlogd.socket virtlogd-admin.socket virtlockd.service virtlockd.socket
+           virtlockd-admin.socket)
+    if [[ -d /run/systemd/system ]]; then
+      systemctl disable --now "${units[@]}" >/dev/null 2>&1 || true
+    else
+      for service in libvirtd libvirt-guests virtlogd virtlockd; do
+        update-rc.d "$service" disable >/dev/null 2>&1 || true
+      done
+    fi
+  fi
 fi
 
 python=${PYTHON:-python3}

@@ -3,6 +3,7 @@ and torn down, an etcd, the `netsim` command and the K8s driver.  Nothing here r
 for a test that does not ask for it, so tests/unit/ runs as an ordinary user; the root check and
 the leak check live in tests/rooted.py, which tests/kernel/ and tests/e2e/ load."""
 
+import contextlib
 import itertools
 import json
 import os
@@ -94,6 +95,52 @@ def host_snapshot() -> dict[str, str]:
     with open("/proc/sys/net/ipv4/ip_forward") as f:
         snap["ip_forward"] = f.read()
     return snap
+
+
+def host_state() -> dict[str, str]:
+    """host_snapshot, and the legacy iptables backend, ipsets and the network sysctls."""
+    snap = host_snapshot()
+    for key, cmd in {"iptables-legacy": ["iptables-legacy-save"], "ipset": ["ipset", "list"]}.items():
+        r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        snap[key] = "\n".join(line for line in r.stdout.splitlines() if not line.startswith("#"))
+    snap["iptables-legacy"] = "\n".join(line.split(" [")[0] for line in snap["iptables-legacy"].splitlines())
+    sysctls = []
+    for top in ("/proc/sys/net/ipv4", "/proc/sys/net/ipv6/conf/all", "/proc/sys/net/bridge", "/proc/sys/net/core"):
+        for path in sorted(Path(top).glob("*")) if Path(top).is_dir() else []:
+            if path.is_file() and os.access(path, os.R_OK) and not path.name.startswith(("tcp_mem", "udp_mem")):
+                with contextlib.suppress(OSError):
+                    sysctls.append(f"{path}={path.read_text().strip()}")
+    snap["sysctls"] = "\n".join(s for s in sysctls if "random" not in s and "stat" not in s)
+    return snap
+
+def host_processes() -> set[str]:
+    """Every process's command line but this test run's own (pytest and what it runs), each once."""
+    own = {os.getpid()}
+    pid = os.getpid()
+    while pid > 1:  # this run's ancestors (make, the shell) come and go with it
+        with contextlib.suppress(OSError):
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            own.add(pid)
+            continue
+        break
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in own:
+            continue
+        with contextlib.suppress(OSError):
+            status = (entry / "status").read_text()
+            ppid = int(re.search(r"^PPid:\s+(\d+)", status, re.MULTILINE).group(1))
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            if ppid in own or not cmdline:  # what this run runs right now, kernel threads
+                continue
+            found.add(cmdline)
+    return found
+
+
+def host_mounts() -> list[str]:
+    """Mount points and filesystem types of this mount namespace."""
+    lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    return sorted(f"{line.split()[4]} {line.split(' - ')[1].split()[0]}" for line in lines)
 
 
 # -- a cluster with its agent, driven by the `netsim` command as a user drives it --------------

@@ -178,7 +178,7 @@ sleep 5
 """
 
 
-def _kvm_usable() -> bool:
+def kvm_usable() -> bool:
     try:
         fd = os.open("/dev/kvm", os.O_RDWR)
     except OSError:
@@ -219,7 +219,7 @@ def run(argv: list[str], *, timeout: float = 600, memory_mb: int = 2048, cpus: i
             .replace("{path}", shlex.quote(os.environ.get("PATH", "")))
             .replace("{timeout}", str(int(timeout))).replace("{command}", shlex.join(argv)))
         accel = os.environ.get("NETSIM_GUEST_ACCEL")
-        kvm = accel == "kvm" if accel else _kvm_usable()
+        kvm = accel == "kvm" if accel else kvm_usable()
         cmd = [QEMU, "-accel", "kvm" if kvm else "tcg", "-cpu", "host" if kvm else "max",
                "-m", str(memory_mb), "-smp", str(cpus or os.cpu_count() or 1),
                "-kernel", str(vmlinuz), "-initrd", str(initrd),

@@ -9,7 +9,6 @@ NETSIM_LEAK_CYCLES sets the number of cycles (default 100, a fifth of them with 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -25,7 +24,7 @@ import pytest
 from netsim import kernel
 from netsim.fabric import daemon
 from netsim.model import names, state
-from tests.conftest import REPO, SCENARIO, host_snapshot, run_netsim, unique_name
+from tests.conftest import REPO, SCENARIO, host_state, run_netsim, unique_name
 
 CYCLES = int(os.environ.get("NETSIM_LEAK_CYCLES", "100"))
 FAULTS = ("kill-up", "kill-agent", "kill-cni", "bad-apply")
@@ -56,22 +55,6 @@ spec:
     metadata: {labels: {app: many}}
     spec: {containers: [{name: c, image: x, ports: [{containerPort: 80}]}]}
 """
-
-
-def host_state() -> dict[str, str]:
-    snap = host_snapshot()
-    for key, cmd in {"iptables-legacy": ["iptables-legacy-save"], "ipset": ["ipset", "list"]}.items():
-        r = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        snap[key] = "\n".join(line for line in r.stdout.splitlines() if not line.startswith("#"))
-    snap["iptables-legacy"] = "\n".join(line.split(" [")[0] for line in snap["iptables-legacy"].splitlines())
-    sysctls = []
-    for top in ("/proc/sys/net/ipv4", "/proc/sys/net/ipv6/conf/all", "/proc/sys/net/bridge", "/proc/sys/net/core"):
-        for path in sorted(Path(top).glob("*")) if Path(top).is_dir() else []:
-            if path.is_file() and os.access(path, os.R_OK) and not path.name.startswith(("tcp_mem", "udp_mem")):
-                with contextlib.suppress(OSError):
-                    sysctls.append(f"{path}={path.read_text().strip()}")
-    snap["sysctls"] = "\n".join(s for s in sysctls if "random" not in s and "stat" not in s)
-    return snap
 
 
 def traces_of(name: str) -> dict[str, list]:
