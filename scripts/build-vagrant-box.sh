@@ -35,7 +35,10 @@ mbr=/usr/lib/syslinux/mbr/mbr.bin
 
 base_packages=(linux-image-amd64 openssh-server sudo rsync ifupdown isc-dhcp-client ca-certificates)
 netsim_packages=()
-((with_netsim)) && mapfile -t netsim_packages < <("$here/install-deps.sh" --print-apt-packages)
+if ((with_netsim)); then
+  mapfile -t netsim_packages < <("$here/install-deps.sh" --print-apt-packages)
+  netsim_packages+=(etcd-client)  # vagrant/multi/provision.sh's, to look at the cluster's keys
+fi
 local_cas=(/usr/local/share/ca-certificates/*.crt)
 [[ -e ${local_cas[0]} ]] || local_cas=()
 

@@ -9,9 +9,10 @@ sentinel files libvirt itself writes once per boot), so the package's `default` 
 network of its own and removes it on `vagrant destroy`.
 
 What libvirt leaves when its networks are gone is taken out here: the LIBVIRT_* chains and
-their jumps in both address families (libvirt 9 never removes them), ip_forward, which a NAT
-network turns on, /run/libvirt, and the files it wrote under /var/lib/libvirt, /var/log/libvirt,
-/var/cache/libvirt and /etc/libvirt (storage pools, volumes, logs, leases)."""
+their jumps in both address families (libvirt 9 never removes them), the nftables tables
+iptables-nft made for them, ip_forward (a NAT network turns it on), /run/libvirt, and the files
+it wrote under /var/lib/libvirt, /var/log/libvirt, /var/cache/libvirt and /etc/libvirt
+(storage pools, volumes, logs, leases)."""
 
 from __future__ import annotations
 
@@ -78,6 +79,21 @@ def _remove_chains(chains: dict[str, set[str]]) -> None:
             subprocess.run([cmd, "-t", table, "-X", name], check=False, capture_output=True)
 
 
+def _nft_tables() -> set[str]:
+    out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=False).stdout
+    return {line.strip() for line in out.splitlines() if line.startswith("table ")}
+
+
+def _remove_empty_tables(tables: set[str]) -> None:
+    """Tables iptables-nft made for libvirt's chains, once only empty built-in chains are left."""
+    for table in tables:
+        listing = subprocess.run(["nft", "list", *table.split()], capture_output=True, text=True,
+                                 check=False).stdout.splitlines()
+        body = [line.strip() for line in listing[1:]]
+        if all(not line or line == "}" or line.startswith(("chain ", "type ")) for line in body):
+            subprocess.run(["nft", "delete", *table.split()], check=False, capture_output=True)
+
+
 def _pid_of(daemon: str) -> int | None:
     with contextlib.suppress(OSError, ValueError):
         pid = int(Path(f"/run/{daemon}.pid").read_text().strip())
@@ -103,6 +119,7 @@ def running() -> Iterator[None]:
     files_before = _files()
     run_existed = Path("/run/libvirt").exists()
     chains_before = _chains()
+    tables_before = _nft_tables()
     forward = Path("/proc/sys/net/ipv4/ip_forward").read_text()
     started_units: list[str] = []
     started_pids: list[int] = []
@@ -145,6 +162,7 @@ def running() -> Iterator[None]:
                 os.kill(pid, signal.SIGKILL)
         left = {k: v - chains_before.get(k, set()) for k, v in _chains().items()}
         _remove_chains({k: v for k, v in left.items() if v})
+        _remove_empty_tables(_nft_tables() - tables_before)
         Path("/proc/sys/net/ipv4/ip_forward").write_text(forward)
         for sentinel in made_sentinels:
             sentinel.unlink(missing_ok=True)

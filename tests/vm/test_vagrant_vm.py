@@ -11,6 +11,7 @@ is printed (run with -s, as `make test-vagrant` does)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -69,6 +70,43 @@ def ensure_box(env: dict) -> None:
                        check=False, timeout=300)
         vagrant(env, REPO, "box", "add", "--force", "--name", BOX_NAME, str(BOX_FILE), timeout=1200)
         added.write_text(stamp)
+
+
+def assert_host_unchanged(before: tuple) -> None:
+    state_before, procs_before, mounts_before = before
+    state_after, procs_after, mounts_after = host_state(), host_processes(), host_mounts()
+    changed = {key: state_after[key] for key in state_before if state_after[key] != state_before[key]}
+    assert not changed, "the host changed:\n" + "\n".join(f"--- {k}:\n{v}" for k, v in changed.items())
+    assert procs_after - procs_before == set(), f"processes left running: {procs_after - procs_before}"
+    assert mounts_after == mounts_before
+
+
+NAT_NETWORK = """<network>
+  <name>netsim-vmtest-nat</name>
+  <forward mode='nat'/>
+  <ip address='192.168.213.1' netmask='255.255.255.0'>
+    <dhcp><range start='192.168.213.2' end='192.168.213.254'/></dhcp>
+  </ip>
+</network>
+"""
+
+
+def test_libvirt_leaves_the_host_as_it_was(tmp_path):
+    """libvirt's daemons, and a NAT network as vagrant-libvirt makes one (bridge, dnsmasq, NAT
+    and forwarding rules, ip_forward), started and removed: the host is as it was."""
+    before = host_state(), host_processes(), host_mounts()
+    xml = tmp_path / "net.xml"
+    xml.write_text(NAT_NETWORK)
+    with libvirt.running():
+        libvirt.virsh("net-define", str(xml))
+        try:
+            libvirt.virsh("net-start", "netsim-vmtest-nat")
+            assert "LIBVIRT_" in subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
+            assert "192.168.213.1" in subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout
+            libvirt.virsh("net-destroy", "netsim-vmtest-nat")
+        finally:
+            libvirt.virsh("net-undefine", "netsim-vmtest-nat", check=False)
+    assert_host_unchanged(before)
 
 
 def test_vagrant_vm_runs_a_cluster(tmp_path):
@@ -130,11 +168,64 @@ def test_vagrant_vm_runs_a_cluster(tmp_path):
             leftover = libvirt.virsh("list", "--all", "--name", check=False).stdout.split()
             assert not [d for d in leftover if d.startswith("netsim-vmtest-")], leftover
 
-    after = host_state(), host_processes(), host_mounts()
-    state_before, procs_before, mounts_before = before
-    state_after, procs_after, mounts_after = after
-    for key in state_before:
-        assert state_after[key] == state_before[key], f"the host's {key} changed:\n{state_after[key]}"
-    assert procs_after - procs_before == set(), f"processes left running: {procs_after - procs_before}"
-    assert mounts_after == mounts_before
+    assert_host_unchanged(before)
+    print("vagrant-vm: total " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()))
+
+
+def test_two_vagrant_vms_run_one_cluster(tmp_path):
+    """vagrant/multi/ with its first two VMs: etcd on netsim-1, one node per VM joined over it,
+    traffic from an echo pod on netsim-2 to the one on netsim-1 through flannel's VXLAN across
+    the VMs' NICs, `netsim check` on each, and each node leaving with `netsim down`."""
+    machines = ("netsim-1", "netsim-2")
+    before = host_state(), host_processes(), host_mounts()
+    env = vagrant_env(tmp_path / "dot-vagrant", f"netsim-vmtest-{os.getpid()}-")
+    cwd = REPO / "vagrant" / "multi"
+    times = {}
+    CACHE.joinpath("home").mkdir(parents=True, exist_ok=True)
+
+    started = time.monotonic()
+    ensure_box(env)
+    times["box"] = phase("box (build or reuse)", started)
+
+    with libvirt.running():
+        try:
+            started = time.monotonic()
+            vagrant(env, cwd, "up", "--no-provision", *machines)
+            times["boot"] = phase("boot to ssh (2 VMs)", started)
+
+            # netsim-1 first: it runs the etcd that netsim-2's provisioning waits for.
+            started = time.monotonic()
+            for machine in machines:
+                provision = vagrant(env, cwd, "provision", machine, timeout=2400)
+                assert f"{machine} joined the cluster" in provision.stdout, provision.stdout[-4000:]
+            times["provision"] = phase("provision + join (2)", started)
+
+            started = time.monotonic()
+            pods = in_vm(env, cwd, "sudo netsim get pods -o json", "netsim-2")
+            assert pods.returncode == 0, pods.stdout + pods.stderr
+            echo = {p["spec"].get("nodeName"): p for p in json.loads(pods.stdout)["items"]
+                    if p["metadata"]["name"].startswith("echo-") and p.get("status", {}).get("podIP")}
+            assert set(machines) <= set(echo), f"echo pods: {sorted(echo)}"
+            src, dst = (f"pod/default/{echo[m]['metadata']['name']}" for m in machines[::-1])
+            probe = in_vm(env, cwd, f"sudo netsim probe {src} {dst} --port 8080", "netsim-2")
+            assert probe.returncode == 0, probe.stdout + probe.stderr
+            for machine in machines:
+                check = in_vm(env, cwd, "sudo netsim check", machine)
+                assert check.returncode == 0, f"{machine}: {check.stdout}{check.stderr}"
+            times["probe + check"] = phase("probe + check", started)
+
+            started = time.monotonic()
+            for machine in machines[::-1]:
+                down = in_vm(env, cwd, "sudo netsim down multi && ip -o link show eth2", machine)
+                assert down.returncode == 0, f"{machine}: {down.stdout}{down.stderr}"
+            times["netsim down"] = phase("netsim down (2)", started)
+        finally:
+            started = time.monotonic()
+            subprocess.run(["vagrant", "destroy", "-f"], cwd=cwd, env=env, capture_output=True, text=True,
+                           timeout=900, check=False)
+            times["destroy"] = phase("destroy", started)
+            leftover = libvirt.virsh("list", "--all", "--name", check=False).stdout.split()
+            assert not [d for d in leftover if d.startswith("netsim-vmtest-")], leftover
+
+    assert_host_unchanged(before)
     print("vagrant-vm: total " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()))
