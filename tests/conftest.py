@@ -114,26 +114,19 @@ def host_state() -> dict[str, str]:
     return snap
 
 def host_processes() -> set[str]:
-    """Every process's command line but this test run's own (pytest and what it runs), each once."""
-    own = {os.getpid()}
-    pid = os.getpid()
-    while pid > 1:  # this run's ancestors (make, the shell) come and go with it
-        with contextlib.suppress(OSError):
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            own.add(pid)
-            continue
-        break
+    """The command lines of the processes no one waits for (their parent is PID 1): daemons and
+    whatever outlived its parent, which is what a test leaks.  A shell's own children (the
+    user's commands while the tests run) are not counted."""
     found = set()
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) in own:
+        if not entry.name.isdigit():
             continue
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, AttributeError):
             status = (entry / "status").read_text()
             ppid = int(re.search(r"^PPid:\s+(\d+)", status, re.MULTILINE).group(1))
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-            if ppid in own or not cmdline:  # what this run runs right now, kernel threads
-                continue
-            found.add(cmdline)
+            if ppid == 1 and cmdline:  # kernel threads have no command line
+                found.add(cmdline)
     return found
 
 

@@ -149,12 +149,17 @@ def test_vagrant_vm_runs_a_cluster(tmp_path):
             times["check"] = phase("netsim check", started)
             assert check.returncode == 0, check.stdout + check.stderr
 
+            # A web pod on another node than the client's: the trace crosses flannel's VXLAN.
             started = time.monotonic()
-            trace = in_vm(env, cwd, "sudo netsim trace pod/default/client svc/default/web")
+            pods = in_vm(env, cwd, "sudo netsim get pods -o json")
+            assert pods.returncode == 0, pods.stdout + pods.stderr
+            node_of = {p["metadata"]["name"]: p["spec"].get("nodeName") for p in json.loads(pods.stdout)["items"]}
+            web = [n for n, node in node_of.items() if n.startswith("web-") and node != node_of["client"]]
+            assert web, f"no web pod on another node than the client's: {node_of}"
+            trace = in_vm(env, cwd, f"sudo netsim trace pod/default/client pod/default/{web[0]} --port 80")
             times["trace"] = phase("netsim trace", started)
             assert trace.returncode == 0, trace.stdout + trace.stderr
-            # client runs on one node, web's pods on others: the trace crosses flannel's VXLAN
-            assert "vxlan" in trace.stdout.lower() and "DELIVERED" in trace.stdout, trace.stdout
+            assert "VXLAN" in trace.stdout and "verdict: DELIVERED" in trace.stdout, trace.stdout
 
             started = time.monotonic()
             down = in_vm(env, cwd, "sudo netsim down && ! ls /run/netns 2>/dev/null | grep -q '^nsim'")
