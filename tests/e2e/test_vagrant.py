@@ -44,19 +44,22 @@ def need(tool: str) -> str:
     return path
 
 
-def vagrant_validate(directory: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+def vagrant_validate(directory: Path, tmp_path: Path, driver: str | None = None) -> subprocess.CompletedProcess:
     # --ignore-provider: neither the vagrant-libvirt plugin nor VirtualBox is needed (without
     # it, validate looks for a usable provider first); the providers' blocks are not checked,
     # everything else is (settings, networks, synced folders, provisioners and their scripts).
     env = {**os.environ, "VAGRANT_HOME": str(tmp_path / "vagrant.d"),
            "VAGRANT_DOTFILE_PATH": str(tmp_path / "dot-vagrant"), "VAGRANT_CHECKPOINT_DISABLE": "1"}
+    if driver:
+        env["NETSIM_LIBVIRT_DRIVER"] = driver
     return subprocess.run([need("vagrant"), "validate", "--ignore-provider"], cwd=directory, env=env,
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.parametrize("driver", [None, "qemu"])  # kvm by default; qemu where there is no KVM
 @pytest.mark.parametrize("where", ["vagrant", "vagrant/multi"])
-def test_vagrantfile_validates(where, tmp_path):
-    result = vagrant_validate(REPO / where, tmp_path)
+def test_vagrantfile_validates(where, driver, tmp_path):
+    result = vagrant_validate(REPO / where, tmp_path, driver)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "validated successfully" in result.stdout
 
